@@ -1,0 +1,203 @@
+"""Loading CLIP through open_clip.
+
+``load_clip(spec)`` accepts what users have:
+
+* an open_clip model name, optionally with a pretrained tag: ``ViT-B-16`` (tag ``openai`` when the
+  architecture has one, as the official SegEarth-OV code), ``ViT-B-32:laion2b_s34b_b79k``;
+  OpenAI's spelling ``ViT-B/16`` is accepted too;
+* a Hugging Face hub id ``hf-hub:org/repo`` or a local open_clip folder ``local-dir:PATH``;
+* a local checkpoint file in the OpenAI format (TorchScript archive such as ``ViT-B-16.pt``, or a
+  plain state dict), the architecture inferred from the tensor shapes as OpenAI's own loader does;
+* ``ARCH:PATH``: a state dict for the open_clip architecture ``ARCH``, as RemoteCLIP and GeoRSCLIP
+  release them (``ViT-B-32:RemoteCLIP-ViT-B-32.pt``).
+
+Failures a user can fix (missing file, a checkpoint of another model, no network for a download)
+raise :class:`~frugalvl.errors.UserError` with one line that names the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import UserError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+_CLIP_KEYS = ("visual.conv1.weight", "visual.positional_embedding", "token_embedding.weight", "text_projection")
+
+
+@dataclass
+class ClipModel:
+    """A loaded CLIP: the open_clip model, its tokenizer and how to normalise images for it."""
+
+    model: torch.nn.Module
+    tokenizer: Callable[[Sequence[str]], torch.Tensor]
+    identity: str                      # names the weights, for caches
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    text_cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.visual.conv1.weight.dtype
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.model.visual.conv1.kernel_size[0])
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 1024) -> torch.Tensor:
+        """L2-normalised text embeddings ``[N, D]`` in the model's dtype."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[i:i + batch_size])).to(self.device)
+            feats = self.model.encode_text(tokens)
+            out.append(feats / feats.norm(dim=-1, keepdim=True))
+        return torch.cat(out)
+
+
+def _is_hub_error(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(exc)}
+    return bool(names & {"URLError", "ConnectionError", "LocalEntryNotFoundError", "OfflineModeIsEnabled",
+                         "HTTPError", "gaierror", "TimeoutError", "ConnectTimeout", "MaxRetryError", "RepositoryNotFoundError",
+                         "GatedRepoError", "HfHubHTTPError", "OSError"})
+
+
+def _chain(exc: BaseException):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from an OpenAI TorchScript archive, a state dict, or a wrapped state dict."""
+    if not path.is_file():
+        raise UserError(f"CLIP checkpoint {path} does not exist: check the path given to --clip")
+    state = None
+    if zipfile.is_zipfile(path):
+        try:  # OpenAI's own release files are TorchScript archives
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception:
+            state = None
+    if state is None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserError(f"CLIP checkpoint {path} cannot be read ({type(exc).__name__}): give an OpenAI-format .pt file or an open_clip state dict") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"CLIP checkpoint {path} holds no state dict: give an OpenAI-format .pt file or an open_clip state dict")
+    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    if not all(k in state for k in _CLIP_KEYS):
+        raise UserError(f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to --clip")
+    return state
+
+
+def _finish(model: torch.nn.Module, device: str | torch.device, precision: str) -> torch.nn.Module:
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def _normalise_name(name: str) -> str:
+    return name.replace("/", "-") if name.startswith(("ViT-", "RN")) else name
+
+
+def _from_file(path: Path, device, precision: str) -> ClipModel:
+    from open_clip import build_model_from_openai_state_dict, get_tokenizer
+
+    state = _read_checkpoint(path)
+    if "visual.proj" not in state:
+        raise UserError(f"{path} is a ResNet CLIP or an unknown layout: dense segmentation needs a ViT CLIP; pass a ViT checkpoint to --clip")
+    try:
+        model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
+    except (RuntimeError, KeyError) as exc:
+        raise UserError(f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. --clip ViT-B-32:{path}") from None
+    stat = path.stat()
+    return ClipModel(_finish(model, device, precision), get_tokenizer("ViT-B-16"), f"file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}")
+
+
+def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipModel:
+    import open_clip
+
+    state = _read_checkpoint(path)
+    try:
+        model = open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
+    except RuntimeError as exc:
+        raise UserError(f"unknown open_clip architecture {arch!r} in --clip {arch}:{path} ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{path} does not fit architecture {arch} ({len(missing)} missing, {len(unexpected)} unexpected tensors): check the architecture name before the ':'")
+    stat = path.stat()
+    return ClipModel(_finish(model, device, precision), open_clip.get_tokenizer(arch), f"{arch}:file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}",
+                     *_norm_of(model))
+
+
+def _norm_of(model) -> tuple[tuple, tuple]:
+    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
+    return tuple(cfg.get("mean", OPENAI_MEAN)), tuple(cfg.get("std", OPENAI_STD))
+
+
+def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_dir: str | None) -> ClipModel:
+    import open_clip
+
+    if not name.startswith(("hf-hub:", "local-dir:")):
+        if name not in open_clip.list_models():
+            raise UserError(f"unknown CLIP {name!r}: give an open_clip model name (e.g. ViT-B-16), hf-hub:ORG/REPO, or a checkpoint file")
+        if tag is None:
+            tags = [t for (n, t) in open_clip.list_pretrained() if n == name]
+            if not tags:
+                raise UserError(f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to --clip")
+            tag = "openai" if "openai" in tags else tags[0]
+    try:
+        model = open_clip.create_model(name, pretrained=tag, precision="fp32", device="cpu", cache_dir=cache_dir,
+                                       require_pretrained=True)
+        tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+    except Exception as exc:  # noqa: BLE001 - classified below
+        if _is_hub_error(exc) or isinstance(exc, RuntimeError):
+            where = f"{name}:{tag}" if tag else name
+            raise UserError(f"could not get CLIP weights {where} ({type(exc).__name__}; no network?): download them elsewhere and pass the file, e.g. --clip /path/to/ViT-B-16.pt") from None
+        raise
+    return ClipModel(_finish(model, device, precision), tokenizer, f"{name}:{tag}", *_norm_of(model))
+
+
+def load_clip(spec: str = "ViT-B-16", device: str | torch.device = "cpu", precision: str | None = None,
+              cache_dir: str | None = None) -> ClipModel:
+    """Load a CLIP from a name, hub id, folder or checkpoint file (see the module docstring).
+
+    ``precision`` defaults to fp16 on CUDA (as the official code) and fp32 elsewhere.
+    """
+    if precision is None:
+        precision = "fp16" if str(device).startswith("cuda") else "fp32"
+    spec = spec.strip()
+    if spec.startswith(("hf-hub:", "local-dir:")):
+        return _from_open_clip(spec, None, device, precision, cache_dir)
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        return _from_open_clip(f"local-dir:{path}", None, device, precision, cache_dir)
+    if path.is_file():
+        return _from_file(path, device, precision)
+    if ":" in spec:
+        arch, rest = spec.split(":", 1)
+        arch = _normalise_name(arch)
+        rest_path = Path(os.path.expanduser(rest))
+        if rest_path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".safetensors") or os.sep in rest:
+            return _from_arch_and_file(arch, rest_path, device, precision)
+        return _from_open_clip(arch, rest, device, precision, cache_dir)
+    if spec.endswith((".pt", ".pth", ".bin", ".ckpt")) or os.sep in spec:
+        raise UserError(f"CLIP checkpoint {spec} does not exist: check the path given to --clip")
+    return _from_open_clip(_normalise_name(spec), None, device, precision, cache_dir)

@@ -1,0 +1,278 @@
+"""Reading images and GeoTIFFs, writing label rasters, probabilities and colour overlays.
+
+Nothing here imports a model. Reading follows the official SegEarth-OV loader where it matters for
+parity: 8-bit PNG/JPEG files are decoded by OpenCV as mmcv does (``IMREAD_COLOR``: EXIF rotation
+applied, grey replicated to three channels). TIFF and GeoTIFF files go through rasterio, which
+keeps the CRS, the affine transform and the nodata mask.
+
+Band and scale policy for inputs that are not 8-bit RGB (the official codes have none):
+
+* bands: the first three bands by default, a single band is replicated to grey RGB; ``bands``
+  picks others (1-based, as GDAL counts them);
+* values: 8-bit data are used as they are; other data types are stretched per band between their
+  2nd and 98th percentiles over valid pixels (``stretch="percentile"``), or between min and max
+  (``"minmax"``), to 0..255.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .fileio import atomic_path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_TIFF = (".tif", ".tiff")
+
+
+@dataclass
+class RasterImage:
+    """An image ready for a segmenter, with what is needed to write results back in place."""
+
+    rgb: np.ndarray                      # H×W×3 uint8, RGB
+    path: Path
+    crs: Any = None                      # rasterio CRS, or None
+    transform: Any = None                # affine.Affine, or None
+    nodata_mask: np.ndarray | None = None  # H×W bool, True where the input has no data
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (not recursive) into a sorted list of image files."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not files:
+                raise UserError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}): point to a folder of images or to files")
+            found.extend(files)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise UserError(f"input {p} does not exist: give image files or folders of them")
+    return found
+
+
+def _to_uint8(bands: np.ndarray, valid: np.ndarray, stretch: str) -> np.ndarray:
+    """Scale a ``[B, H, W]`` array of any dtype to uint8, band by band."""
+    if bands.dtype == np.uint8:
+        return bands
+    out = np.zeros(bands.shape, dtype=np.uint8)
+    for b in range(bands.shape[0]):
+        band = bands[b].astype(np.float64)
+        values = band[valid] if valid.any() else band.ravel()
+        if stretch == "percentile":
+            lo, hi = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
+        elif stretch == "minmax":
+            lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
+        else:
+            raise UserError(f"unknown stretch {stretch!r}: choose percentile or minmax")
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        out[b] = np.clip(np.rint((band - lo) * scale), 0, 255).astype(np.uint8)
+    return out
+
+
+def _select_bands(count: int, bands: Sequence[int] | None, path: Path) -> list[int]:
+    if bands:
+        bad = [b for b in bands if not 1 <= b <= count]
+        if bad:
+            raise UserError(f"{path} has {count} band(s); band(s) {bad} do not exist: pick bands between 1 and {count}")
+        if len(bands) not in (1, 3):
+            raise UserError(f"give one band or three bands for {path}, not {len(bands)}")
+        return list(bands)
+    return [1, 2, 3] if count >= 3 else [1]
+
+
+def _read_tiff(path: Path, bands: Sequence[int] | None, stretch: str) -> RasterImage:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError:
+        raise UserError(f"cannot read {path}: not a readable TIFF/GeoTIFF (corrupt or truncated?)") from None
+    with src:
+        idx = _select_bands(src.count, bands, path)
+        try:
+            data = src.read(idx)
+            masks = src.read_masks(idx)
+        except RasterioIOError:
+            raise UserError(f"cannot read the pixels of {path}: the file is corrupt or truncated") from None
+        valid = masks.min(0) > 0
+        crs = src.crs
+        transform = src.transform if crs is not None else None
+        tags = dict(src.tags())
+    nodata = None if valid.all() else ~valid
+    data = _to_uint8(data, valid, stretch)
+    if data.shape[0] == 1:
+        data = np.repeat(data, 3, axis=0)
+    rgb = np.ascontiguousarray(data.transpose(1, 2, 0))
+    return RasterImage(rgb=rgb, path=path, crs=crs, transform=transform, nodata_mask=nodata, tags=tags)
+
+
+def _read_other(path: Path, stretch: str) -> RasterImage:
+    import cv2
+
+    buf = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if buf.size else None
+    if img is None:
+        raise UserError(f"cannot read {path}: not a valid image file (corrupt, empty or an unsupported format)")
+    bands = img[..., ::-1].transpose(2, 0, 1)  # BGR -> RGB
+    valid = np.ones(img.shape[:2], dtype=bool)
+    rgb = np.ascontiguousarray(_to_uint8(np.ascontiguousarray(bands), valid, stretch).transpose(1, 2, 0))
+    return RasterImage(rgb=rgb, path=path)
+
+
+def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stretch: str = "percentile") -> RasterImage:
+    """Read an image file as 8-bit RGB plus its georeference and nodata mask (if any)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image {path} does not exist: check the path")
+    if path.suffix.lower() in _TIFF:
+        return _read_tiff(path, bands, stretch)
+    if bands:
+        raise UserError(f"--bands applies to TIFF/GeoTIFF inputs only, not {path.name}")
+    return _read_other(path, stretch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+NODATA_LABEL = 255
+
+# A fixed, readable palette: distinct hues first, then a deterministic spread for long vocabularies.
+_BASE_COLOURS = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+    (0, 0, 128), (128, 128, 128),
+]
+
+
+def palette(n: int) -> np.ndarray:
+    """``n`` RGB colours (uint8 ``[n, 3]``)."""
+    colours = list(_BASE_COLOURS)
+    rng = np.random.default_rng(0)
+    while len(colours) < n:
+        colours.append(tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return np.array(colours[:n], dtype=np.uint8)
+
+
+def label_dtype(n_classes: int) -> np.dtype:
+    return np.dtype(np.uint8) if n_classes < NODATA_LABEL else np.dtype(np.uint16)
+
+
+def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarray, class_names: Sequence[str]) -> Path:
+    """Write the label map: ``<stem>.tif`` (GeoTIFF, input CRS/transform) or ``<stem>.png``.
+
+    Class names travel with the file (GeoTIFF tag ``CLASS_NAMES`` / PNG text chunk
+    ``class_names``, both JSON lists); pixels where the input had no data get ``255``.
+    """
+    outdir = Path(outdir)
+    labels = labels.astype(label_dtype(len(class_names)))
+    if image.nodata_mask is not None:
+        labels = labels.copy()
+        labels[image.nodata_mask] = NODATA_LABEL
+    names = json.dumps(list(class_names))
+    if image.georeferenced:
+        import rasterio
+
+        path = outdir / f"{image.stem}.tif"
+        profile = dict(driver="GTiff", height=labels.shape[0], width=labels.shape[1], count=1, dtype=labels.dtype.name,
+                       crs=image.crs, transform=image.transform, compress="deflate", tiled=labels.shape[0] >= 256 and labels.shape[1] >= 256)
+        if image.nodata_mask is not None:
+            profile["nodata"] = NODATA_LABEL
+        with atomic_path(path) as tmp:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(labels, 1)
+                dst.update_tags(CLASS_NAMES=names)
+                if labels.dtype == np.uint8:
+                    cmap = {i: tuple(int(v) for v in c) + (255,) for i, c in enumerate(palette(len(class_names)))}
+                    dst.write_colormap(1, cmap)
+        return path
+    from PIL import Image, PngImagePlugin
+
+    path = outdir / f"{image.stem}.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("class_names", names)
+    if labels.dtype == np.uint8:
+        img = Image.fromarray(labels, mode="P")
+        pal = np.zeros((256, 3), dtype=np.uint8)
+        pal[: len(class_names)] = palette(len(class_names))
+        img.putpalette(pal.ravel().tolist())
+    else:
+        img = Image.fromarray(labels.astype(np.uint16))
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG", pnginfo=info)
+    return path
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names stored with a label file written by :func:`write_labels`."""
+    path = Path(path)
+    if path.suffix.lower() in _TIFF:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            return json.loads(src.tags()["CLASS_NAMES"])
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return json.loads(img.text["class_names"])
+
+
+def write_probs(outdir: str | os.PathLike, stem: str, scores: np.ndarray) -> Path:
+    """Save ``C×H×W`` float32 class scores as ``<stem>_probs.npy``."""
+    path = Path(outdir) / f"{stem}_probs.npy"
+    with atomic_path(path) as tmp:
+        np.save(tmp, scores.astype(np.float32, copy=False))
+    return path
+
+
+def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str], alpha: float = 0.5,
+                  nodata_mask: np.ndarray | None = None):
+    """A PIL image: the labels blended over the image, with a legend of the classes on the right."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    colours = palette(len(class_names))
+    blended = rgb.astype(np.float32) * (1 - alpha) + colours[np.clip(labels, 0, len(class_names) - 1)].astype(np.float32) * alpha
+    if nodata_mask is not None:
+        blended[nodata_mask] = rgb[nodata_mask]
+    base = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+    font = ImageFont.load_default()
+    row = 18
+    legend_w = 16 + 10 + max(int(ImageDraw.Draw(base).textlength(n, font=font)) for n in class_names) + 12
+    canvas = Image.new("RGB", (base.width + legend_w, max(base.height, row * len(class_names) + 12)), (255, 255, 255))
+    canvas.paste(base, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, name in enumerate(class_names):
+        y = 6 + i * row
+        x = base.width + 8
+        draw.rectangle([x, y, x + 14, y + 14], fill=tuple(int(v) for v in colours[i]), outline=(0, 0, 0))
+        draw.text((x + 20, y + 1), name, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def write_overlay(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarray, class_names: Sequence[str]) -> Path:
+    """Save ``<stem>_overlay.png``: a colour overlay with a legend."""
+    path = Path(outdir) / f"{image.stem}_overlay.png"
+    img = overlay_image(image.rgb, labels, class_names, nodata_mask=image.nodata_mask)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path

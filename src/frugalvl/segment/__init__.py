@@ -1,0 +1,1 @@
+"""Open-vocabulary segmenters: SegEarth-OV (CLIP) and SegEarth-OV3 (SAM 3)."""
