@@ -29,6 +29,7 @@ from ..errors import UserError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+_OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
 _CLIP_KEYS = ("visual.conv1.weight", "visual.positional_embedding", "token_embedding.weight", "text_projection")
 
 
@@ -83,12 +84,20 @@ def _chain(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a ``code/`` folder (plain ``torch.save`` files have none)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in name for name in z.namelist()[:200])
+
+
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from an OpenAI TorchScript archive, a state dict, or a wrapped state dict."""
     if not path.is_file():
         raise UserError(f"CLIP checkpoint {path} does not exist: check the path given to --clip")
     state = None
-    if zipfile.is_zipfile(path):
+    if _is_torchscript(path):
         try:  # OpenAI's own release files are TorchScript archives
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception:
@@ -103,6 +112,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise UserError(f"CLIP checkpoint {path} holds no state dict: give an OpenAI-format .pt file or an open_clip state dict")
     state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    state.pop("attn_mask", None)  # a buffer that traced archives store; the model rebuilds it
     if not all(k in state for k in _CLIP_KEYS):
         raise UserError(f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to --clip")
     return state
@@ -118,13 +128,16 @@ def _normalise_name(name: str) -> str:
 
 
 def _from_file(path: Path, device, precision: str) -> ClipModel:
-    from open_clip import build_model_from_openai_state_dict, get_tokenizer
+    from open_clip import get_tokenizer
+    from open_clip.model import build_model_from_openai_state_dict
 
     state = _read_checkpoint(path)
     if "visual.proj" not in state:
         raise UserError(f"{path} is a ResNet CLIP or an unknown layout: dense segmentation needs a ViT CLIP; pass a ViT checkpoint to --clip")
     try:
         model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
+        # The builder loads into half-precision parameters; reload at full precision.
+        model.float().load_state_dict({k: v for k, v in state.items() if k not in _OPENAI_EXTRAS})
     except (RuntimeError, KeyError) as exc:
         raise UserError(f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. --clip ViT-B-32:{path}") from None
     stat = path.stat()
@@ -139,7 +152,10 @@ def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipMo
         model = open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
     except RuntimeError as exc:
         raise UserError(f"unknown open_clip architecture {arch!r} in --clip {arch}:{path} ({exc})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError:  # shape mismatches
+        missing, unexpected = ["(shapes differ)"], []
     if missing or unexpected:
         raise UserError(f"{path} does not fit architecture {arch} ({len(missing)} missing, {len(unexpected)} unexpected tensors): check the architecture name before the ':'")
     stat = path.stat()

@@ -1,0 +1,124 @@
+"""``frugalvl evaluate``: benchmark scores with the official metric, next to the papers' numbers."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+# Arguments that choose what to evaluate or where to write, not how images are segmented:
+# they stay out of the settings fingerprint that keys the per-image cache.
+_NOT_SETTINGS = {"func", "command", "dataset", "all", "data_root", "outdir", "limit", "no_progress", "no_cache", "predictions"}
+
+
+def register(subparsers) -> None:
+    from ..evaluate.datasets import list_datasets
+    from .segment import add_model_arguments
+
+    p = subparsers.add_parser(
+        "evaluate", help="score a method on the remote-sensing benchmarks (mIoU / IoU as the papers)",
+        description="Evaluate SegEarth-OV, SegEarth-OV3 or any tool's label maps on the papers' benchmarks, "
+                    "with mmseg's IoU metric, and print the results next to the published numbers.")
+    what = p.add_argument_group("what to evaluate")
+    choice = what.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--dataset", help=f"one benchmark: {', '.join(list_datasets())}")
+    choice.add_argument("--all", action="store_true", help="every benchmark found under --data-root, printed as the papers' two tables")
+    what.add_argument("--data-root", required=True, help="folder holding the datasets in the official layout (the official configs' data/)")
+    what.add_argument("--predictions", metavar="PRED_DIR",
+                      help="score label maps made by any tool instead of running a method: <image stem>.png or .tif "
+                           "holding class indices (with --all: PRED_DIR/<dataset>/)")
+    what.add_argument("--limit", type=int, help="evaluate only the first N images of each dataset (quick runs)")
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--outdir", default="eval_results", help="output folder (default eval_results)")
+    out.add_argument("--no-cache", action="store_true", help="do not keep per-image results (no resuming)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    thresholds = p.add_argument_group("overrides of the preset's settings (default: the official ones)")
+    thresholds.add_argument("--prob-thd", type=float, help="pixels whose best class score is below this get --bg-idx")
+    thresholds.add_argument("--bg-idx", type=int, help="class index given to low-confidence pixels")
+    thresholds.add_argument("--slide-crop", type=int, help="sliding-window size in pixels")
+    thresholds.add_argument("--slide-stride", type=int, help="sliding-window stride in pixels")
+    add_model_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate.datasets import dataset_present, dataset_spec, list_datasets
+    from ..evaluate.tables import paper_tables
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit {args.limit}: give a positive number of images")
+    root = Path(args.data_root)
+    if not root.is_dir():
+        raise UserError(f"--data-root {root} is not a folder: give the folder holding the datasets (the official configs' data/)")
+    if args.dataset:
+        result = _evaluate_one(args, dataset_spec(args.dataset), root, pred_dir=args.predictions)
+        print(result.report())
+        _print_outputs(result)
+        return 0
+
+    specs = [dataset_spec(n) for n in list_datasets()]
+    present = [s for s in specs if dataset_present(s, root)]
+    if not present:
+        example = specs[0].layout(root) if specs else ""
+        raise UserError(f"no benchmark found under {root}: expected the official layout, e.g. {example}")
+    missing = [s.name for s in specs if s not in present]
+    if missing:
+        print(f"not found under {root} (skipped): {', '.join(missing)}")
+    results = []
+    for spec in present:
+        pred_dir = None
+        if args.predictions:
+            pred_dir = Path(args.predictions) / spec.name
+            if not pred_dir.is_dir():
+                print(f"{spec.name}: no predictions folder {pred_dir} (skipped)")
+                continue
+        result = _evaluate_one(args, spec, root, pred_dir=pred_dir)
+        print(result.report() + "\n")
+        results.append(result)
+    if not results:
+        raise UserError(f"nothing evaluated: put each dataset's predictions in {args.predictions}/<dataset>/")
+    from ..evaluate.runner import write_summary
+
+    label = results[0].label if not args.predictions else "predictions"
+    print(paper_tables({r.spec.name: r.headline for r in results}, label))
+    json_path, csv_path = write_summary(results, args.outdir, label)
+    print(f"\nsummary: {json_path} and {csv_path}")
+    return 0
+
+
+def _evaluate_one(args: argparse.Namespace, spec, root: Path, pred_dir: str | Path | None):
+    from ..evaluate.runner import FilePredictor, SegmenterPredictor, evaluate_dataset
+
+    if pred_dir is not None:
+        predictor = FilePredictor(pred_dir)
+        settings: dict[str, Any] = {"predictions": str(Path(pred_dir).resolve())}
+        cache = False  # reading label files is as cheap as reading a cache, and files may change
+    else:
+        method_args = _method_args(args, spec.name)
+        from .segment import method_module
+
+        module = method_module(args.method)
+        predictor = SegmenterPredictor(lambda: module.segmenter_from_cli(method_args), label=args.method)
+        settings = {k: v for k, v in sorted(vars(method_args).items()) if k not in _NOT_SETTINGS}
+        cache = not args.no_cache
+    run_dir = Path(args.outdir) / spec.name / predictor.label
+    return evaluate_dataset(spec, root, predictor, run_dir, settings=settings, limit=args.limit, cache=cache,
+                            progress=not args.no_progress)
+
+
+def _method_args(args: argparse.Namespace, dataset: str) -> argparse.Namespace:
+    """The segment command's arguments for one dataset: its preset's classes and thresholds."""
+    method_args = copy.copy(args)
+    method_args.preset = dataset
+    method_args.classes = None
+    method_args.classes_file = None
+    return method_args
+
+
+def _print_outputs(result) -> None:
+    cached = result.images - result.computed
+    resumed = f" ({cached} from earlier runs)" if cached else ""
+    print(f"\n{result.images} images scored{resumed}; results: {result.run_dir / 'results.json'} and {result.run_dir / 'per_class.csv'}")

@@ -1,0 +1,190 @@
+"""Loading SAM 3 through transformers (``Sam3Model`` + ``Sam3Processor``).
+
+``load_sam3(source)`` accepts:
+
+* a Hugging Face hub id, ``facebook/sam3`` by default. The weights are gated: request access on the
+  model page, then run ``hf auth login`` (or set ``HF_TOKEN``). A copy already in the local hub
+  cache is used without touching the network;
+* a local folder written by ``save_pretrained`` (``config.json`` with ``model_type = "sam3"``,
+  the weights, and the processor files: image processor + CLIP tokenizer).
+
+Meta's ``sam3`` package is not used (spec/segearth_ov3.md §0, §3.1). Failures a user can fix (a
+missing folder, a folder holding another model, a gated or unreachable hub) raise
+:class:`~frugalvl.errors.UserError` with one line naming the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+DEFAULT_SAM3 = "facebook/sam3"
+# A sam3_video checkpoint carries the image detector as ``detector_config``; Sam3Model accepts it.
+_SAM3_MODEL_TYPES = ("sam3", "sam3_video")
+_LOGIN_HINT = ("request access on https://huggingface.co/facebook/sam3, run `hf auth login` (or set HF_TOKEN), "
+               "or pass a local model folder with --sam3 PATH")
+
+
+@dataclass
+class Sam3Bundle:
+    """A loaded SAM 3: the model (eval mode, on its device) and its processor."""
+
+    model: "torch.nn.Module"
+    processor: object
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def _looks_like_path(source: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else (or an existing path) is a folder."""
+    if Path(source).expanduser().exists():
+        return True
+    return source.startswith((".", "/", "~", "\\")) or source.count("/") > 1 or "\\" in source
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise UserError(f"SAM 3 folder {folder} does not exist: give a folder written by save_pretrained, "
+                        f"or a hub id such as {DEFAULT_SAM3}")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise UserError(f"{folder} has no config.json: it is not a transformers model folder; "
+                        f"give a SAM 3 folder written by save_pretrained, or a hub id such as {DEFAULT_SAM3}")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        raise UserError(f"{config} is not valid JSON: re-save the model with save_pretrained") from None
+    if model_type not in _SAM3_MODEL_TYPES:
+        raise UserError(f"{folder} holds a {model_type!r} model, not SAM 3 (model_type 'sam3'): "
+                        f"give a SAM 3 folder or the hub id {DEFAULT_SAM3}")
+
+
+def _check_hub(repo_id: str) -> None:
+    """Fetch ``config.json`` once, to turn gated/offline/unknown repos into one clear line."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        hf_hub_download(repo_id, "config.json")
+    except GatedRepoError:
+        raise UserError(f"SAM 3 weights {repo_id!r} are gated and this machine is not authorised: {_LOGIN_HINT}") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"no hub model {repo_id!r} (or it is private/gated): check the id, or {_LOGIN_HINT}") from None
+    except LocalEntryNotFoundError:
+        raise UserError(f"cannot reach the Hugging Face hub for {repo_id!r} and it is not in the local cache "
+                        f"(offline?): connect and {_LOGIN_HINT}") from None
+    except OSError as exc:
+        raise UserError(f"cannot download {repo_id!r} ({exc.__class__.__name__}): {_LOGIN_HINT}") from None
+
+
+def _from_pretrained(source: str, dtype: torch.dtype, **kwargs):
+    from transformers import Sam3Model, Sam3Processor
+
+    model = Sam3Model.from_pretrained(source, dtype=dtype, **kwargs)
+    processor = Sam3Processor.from_pretrained(source, **kwargs)
+    return model, processor
+
+
+def load_sam3(source: str | Path = DEFAULT_SAM3, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> Sam3Bundle:
+    """Load SAM 3 from a hub id or a local folder, in eval mode on ``device`` with weights in ``dtype``.
+
+    The official code keeps fp32 weights and runs under bf16 autocast on CUDA; the segmenter does
+    the same by default, so ``dtype`` stays fp32 unless memory is short.
+    """
+    source = str(source)
+    if _looks_like_path(source):
+        folder = Path(source).expanduser()
+        _check_folder(folder)
+        try:
+            model, processor = _from_pretrained(str(folder), dtype)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load SAM 3 from {folder} ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}): "
+                            "the folder needs the weights and the processor files written by save_pretrained") from None
+    else:
+        try:  # a cached copy needs no network (and no 20 s of retries when offline)
+            model, processor = _from_pretrained(source, dtype, local_files_only=True)
+        except OSError:
+            _check_hub(source)
+            try:
+                model, processor = _from_pretrained(source, dtype)
+            except OSError as exc:
+                raise UserError(f"cannot load {source!r} from the hub ({exc.__class__.__name__}): {_LOGIN_HINT}") from None
+        if model.config.model_type not in _SAM3_MODEL_TYPES:  # pragma: no cover - from_pretrained checks it
+            raise UserError(f"{source!r} is not a SAM 3 model")
+    return Sam3Bundle(model=model.to(device).eval(), processor=processor, source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random-weight SAM 3 models, for tests and timings (no download possible or needed)
+# ---------------------------------------------------------------------------------------------
+
+def _tiny_config_kwargs(hidden: int, image_size: int, vit_layers: int, queries: int) -> dict:
+    """Sub-configs in the spirit of transformers' own SAM 3 tests (spec §3.3): every width ``hidden``,
+    2-head attention, 1-layer DETR encoder/decoder, the full 4-scale neck and 3-stage pixel decoder."""
+    grid = image_size // 14
+    return dict(
+        vision_config=dict(
+            backbone_config=dict(model_type="sam3_vit_model", hidden_size=hidden, intermediate_size=2 * hidden,
+                                 num_hidden_layers=vit_layers, num_attention_heads=2, image_size=image_size,
+                                 patch_size=14, window_size=8, global_attn_indexes=[vit_layers - 1],
+                                 pretrain_image_size=image_size),
+            fpn_hidden_size=hidden, backbone_feature_sizes=[[4 * grid] * 2, [2 * grid] * 2, [grid] * 2],
+            scale_factors=[4.0, 2.0, 1.0, 0.5]),
+        text_config=dict(vocab_size=1000, hidden_size=hidden, intermediate_size=2 * hidden, projection_dim=hidden,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32,
+                         bos_token_id=0, eos_token_id=1, pad_token_id=1),  # the letter tokenizer's ids
+        geometry_encoder_config=dict(hidden_size=hidden, num_layers=1, num_attention_heads=2, intermediate_size=2 * hidden),
+        detr_encoder_config=dict(hidden_size=hidden, num_layers=1, num_attention_heads=2, intermediate_size=2 * hidden),
+        detr_decoder_config=dict(hidden_size=hidden, num_layers=1, num_queries=queries, num_attention_heads=2,
+                                 intermediate_size=2 * hidden),
+        mask_decoder_config=dict(hidden_size=hidden, num_upsampling_stages=3, num_attention_heads=2),
+    )
+
+
+def _letter_tokenizer():
+    """A CLIP tokenizer over single letters (ids < 60): enough to tell prompts apart in tests. Prompts
+    are padded to 32 tokens like the real one, so timings do not depend on it."""
+    from transformers import CLIPTokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocab.update({c: len(vocab) for c in letters})
+    vocab.update({c + "</w>": len(vocab) for c in letters})
+    return CLIPTokenizer(vocab=vocab, merges=[])
+
+
+def random_sam3(size: str = "tiny", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                seed: int = 0) -> Sam3Bundle:
+    """A SAM 3 with seeded random weights: ``tiny`` (224 px input, width 32, 5 queries; tests),
+    ``small`` (448 px, width 64, 50 queries; CPU timings) or ``full`` (the real dimensions, ``Sam3Config()``:
+    1008 px, 840M parameters, 200 queries; GPU timings). Outputs are meaningless; shapes and costs are real."""
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    if size == "full":
+        config, image_size = Sam3Config(), 1008
+    elif size in ("tiny", "small"):
+        image_size = 224 if size == "tiny" else 448
+        config = Sam3Config(**_tiny_config_kwargs(hidden=32 if size == "tiny" else 64, image_size=image_size,
+                                                  vit_layers=2, queries=5 if size == "tiny" else 50))
+    else:
+        raise ValueError(f"unknown random SAM 3 size {size!r}: tiny, small or full")
+    torch.manual_seed(seed)
+    with torch.device(device):  # initialise in place: a full model on the GPU takes seconds, not a minute
+        model = Sam3Model(config)
+    model = model.to(dtype).eval()
+    processor = Sam3Processor(image_processor=Sam3ImageProcessor(size={"height": image_size, "width": image_size}),
+                              tokenizer=_letter_tokenizer())
+    return Sam3Bundle(model=model, processor=processor, source=f"random-{size}")

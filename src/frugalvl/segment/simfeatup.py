@@ -1,0 +1,233 @@
+"""SimFeatUp's joint-bilateral upsamplers (JBU-One and FeatUp's JBU-Stack), in plain PyTorch.
+
+SegEarth-OV spec §2.1–§2.4. Each stage doubles the resolution of a feature map under the guidance
+of the image: a per-pixel ``d×d`` kernel (range kernel from a learned projection of the guidance ×
+a Gaussian spatial kernel, renormalised, then a learned fix-up) is applied to the bicubically
+upsampled features, the same kernel for every channel.
+
+The official code applies the kernel with FeatUp's compiled ``AdaptiveConv`` CUDA op. Here it is a
+shift-and-accumulate over the ``d²`` offsets (§2.3): memory O(C·H·W), no compiled extension, any
+device. ``JBUOne`` shares one stage module across the four ×2 stages (14→224 for ViT-B/16);
+``JBUStack`` has four (``up1``..``up4``).
+
+Checkpoints: the official Lightning ``.ckpt`` (``state_dict`` keys prefixed ``upsampler.``) and
+FeatUp's JBU-Stack layout both load with :func:`load_upsampler`; the layout is read from the keys.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+
+
+def adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``out[b,c,y,x] = Σ_{i,j} kernel[b,i·d+j,y,x] · source_padded[b,c,y+i,x+j]``.
+
+    ``source_padded``: ``[B, C, H+d-1, W+d-1]``; ``kernel``: ``[B, d², H, W]``. Shift-and-accumulate
+    over the offsets, so no ``C×d²×H×W`` tensor is ever built.
+    """
+    b, taps, h, w = kernel.shape
+    d = int(round(taps ** 0.5))
+    out = torch.zeros(source_padded.shape[:2] + (h, w), dtype=torch.promote_types(source_padded.dtype, kernel.dtype),
+                      device=source_padded.device)
+    for p in range(taps):
+        i, j = divmod(p, d)
+        out.addcmul_(kernel[:, p:p + 1], source_padded[:, :, i:i + h, j:j + w])
+    return out
+
+
+def adaptive_conv_unfold(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The same as :func:`adaptive_conv` with ``unfold``: simple, but O(C·d²·H·W) memory. For tests."""
+    b, taps, h, w = kernel.shape
+    d = int(round(taps ** 0.5))
+    c = source_padded.shape[1]
+    patches = F.unfold(source_padded, d).view(b, c, taps, h, w)
+    return torch.einsum("bcphw,bphw->bchw", patches, kernel)
+
+
+class JBULearnedRange(nn.Module):
+    """One ×2 joint-bilateral upsampling stage with a learned range kernel (§2.1 steps 1–7)."""
+
+    def __init__(self, guidance_dim: int = 3, key_dim: int = 32, radius: int = 5) -> None:
+        super().__init__()
+        self.radius = radius
+        self.diameter = 2 * radius + 1
+        self.key_dim = key_dim
+        taps = self.diameter ** 2
+        self.range_temp = nn.Parameter(torch.tensor(0.0))
+        self.sigma_spatial = nn.Parameter(torch.tensor(1.0))
+        # Sequential indices 0 and 3 match the official checkpoints (conv, GELU, dropout, conv).
+        self.range_proj = nn.Sequential(nn.Conv2d(guidance_dim, key_dim, 1), nn.GELU(), nn.Dropout2d(0.1),
+                                        nn.Conv2d(key_dim, key_dim, 1))
+        self.fixup_proj = nn.Sequential(nn.Conv2d(guidance_dim + taps, taps, 1), nn.GELU(), nn.Dropout2d(0.1),
+                                        nn.Conv2d(taps, taps, 1))
+
+    def range_kernel(self, guidance: torch.Tensor) -> torch.Tensor:
+        """Softmax over the ``d²`` neighbours of ``temperature·⟨key_neighbour, key_centre⟩``: ``[B, d², H, W]``."""
+        h, w = guidance.shape[-2:]
+        keys = self.range_proj(guidance)
+        padded = F.pad(keys, [self.radius] * 4, mode="reflect")
+        # One dot product per offset, in unfold order (p = i·d + j); avoids a key_dim×d²×H×W tensor.
+        logits = torch.stack([(padded[:, :, i:i + h, j:j + w] * keys).sum(1)
+                              for i in range(self.diameter) for j in range(self.diameter)], dim=1)
+        temperature = self.range_temp.exp().clamp(1e-4, 1e4)
+        return F.softmax(temperature * logits, dim=1)
+
+    def spatial_kernel(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Gaussian over a ``d×d`` grid on [-1, 1]², flattened row by row: ``[1, d², 1, 1]``."""
+        coords = torch.linspace(-1, 1, self.diameter, device=device, dtype=dtype)
+        yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+        sq = (yy.square() + xx.square()).reshape(1, -1, 1, 1)
+        return torch.exp(-sq / (2 * self.sigma_spatial.to(dtype) ** 2))
+
+    def kernel(self, guidance: torch.Tensor) -> torch.Tensor:
+        """The per-pixel kernel ``[B, d², H, W]`` (§2.1 steps 2–5); it depends on the guidance only."""
+        k = self.range_kernel(guidance) * self.spatial_kernel(guidance.device, guidance.dtype)
+        k = k / k.sum(1, keepdim=True).clamp(min=1e-7)
+        # The fix-up is added without renormalising, as the official code does.
+        return k + 0.1 * self.fixup_proj(torch.cat([k, guidance], dim=1))
+
+    def forward(self, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """Upsample ``source`` ``[B, C, h, w]`` to the guidance size ``[B, 3, H, W]``."""
+        h, w = guidance.shape[-2:]
+        kernel = self.kernel(guidance)
+        hr = F.interpolate(source, size=(h, w), mode="bicubic", align_corners=False)
+        hr = F.pad(hr, [self.radius] * 4, mode="reflect")
+        return adaptive_conv(hr, kernel.to(hr.dtype))
+
+
+class _JBUUpsampler(nn.Module):
+    """Four ×2 stages guided by the image pooled to each size, then ``x + 0.1·Conv1×1(x)``."""
+
+    stage_names: tuple[str, ...] = ()
+
+    def __init__(self, feat_dim: int = 512) -> None:
+        super().__init__()
+        self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
+
+    def stages(self) -> list[JBULearnedRange]:
+        return [getattr(self, name) for name in self.stage_names]
+
+    def upsample_chain(self, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """The four JBU stages without the final 1×1 conv; linear in ``source``."""
+        x = source
+        for stage in self.stages():
+            h, w = x.shape[-2:]
+            x = stage(x, F.adaptive_avg_pool2d(guidance, (2 * h, 2 * w)))
+        return x
+
+    def forward(self, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        x = self.upsample_chain(source, guidance)
+        return x + 0.1 * self.fixup_proj(x)
+
+    def forward_commuted(self, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """Exact reordering (§2.4), eval mode only: apply ``(I + 0.1·W)`` at low resolution.
+
+        The chain is linear in the source and its kernels ignore the source, so the 1×1 conv
+        commutes with it; only the bias must be added after upsampling (the kernels do not
+        preserve constants). Saves the full-resolution 1×1 conv, about half the FLOPs.
+        """
+        conv = self.fixup_proj[1]
+        weight = conv.weight[:, :, 0, 0]
+        mixed = source + 0.1 * torch.einsum("oc,bchw->bohw", weight.to(source.dtype), source)
+        x = self.upsample_chain(mixed, guidance)
+        return x + 0.1 * conv.bias.to(x.dtype).view(1, -1, 1, 1)
+
+
+class JBUOne(_JBUUpsampler):
+    """SimFeatUp's JBU-One: one shared 11×11 stage (radius 5) used four times (§2.1)."""
+
+    stage_names = ("up", "up", "up", "up")
+
+    def __init__(self, feat_dim: int = 512, radius: int = 5) -> None:
+        super().__init__(feat_dim)
+        self.up = JBULearnedRange(3, 32, radius)
+
+
+class JBUStack(_JBUUpsampler):
+    """FeatUp's JBU-Stack: four separate 7×7 stages (radius 3), ``up1``..``up4`` (§2.2)."""
+
+    stage_names = ("up1", "up2", "up3", "up4")
+
+    def __init__(self, feat_dim: int = 512, radius: int = 3) -> None:
+        super().__init__(feat_dim)
+        for name in self.stage_names:
+            setattr(self, name, JBULearnedRange(3, 32, radius))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """The upsampler's tensors from a Lightning checkpoint or a bare state dict, prefix removed."""
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds no state dict: pass a SimFeatUp/FeatUp upsampler checkpoint to --upsampler")
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if any(k.startswith("upsampler.") for k in tensors):
+        tensors = {k[len("upsampler."):]: v for k, v in tensors.items() if k.startswith("upsampler.")}
+    return tensors
+
+
+def upsampler_from_state(state: dict[str, torch.Tensor], source: str = "state dict") -> _JBUUpsampler:
+    """Build the right upsampler for a state dict (layout read from the keys) and load it strictly."""
+    if "up.range_temp" in state:
+        cls, key = JBUOne, "up"
+    elif "up1.range_temp" in state:
+        cls, key = JBUStack, "up1"
+    else:
+        raise UserError(f"{source} is not a JBU upsampler checkpoint (no 'up.*' or 'up1.*' keys): pass a SimFeatUp/FeatUp upsampler to --upsampler")
+    try:
+        taps = state[f"{key}.fixup_proj.3.weight"].shape[0]
+        feat_dim = state["fixup_proj.1.weight"].shape[0]
+    except KeyError as exc:
+        raise UserError(f"{source} lacks tensor {exc}: the upsampler checkpoint is incomplete") from None
+    radius = (int(round(taps ** 0.5)) - 1) // 2
+    model = cls(feat_dim=feat_dim, radius=radius)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"{source} does not match the {cls.__name__} layout ({first})") from None
+    return model.eval()
+
+
+def read_upsampler_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read an upsampler checkpoint file into a bare state dict.
+
+    Lightning files also hold optimiser and callback state, some of it saved on ``cuda:0``
+    (§1.8): everything is mapped to the CPU. Checkpoints are trusted files (they need pickle for
+    Lightning's extra state); the safe loader is tried first.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"upsampler checkpoint {path} does not exist: check the path given to --upsampler")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise UserError(f"upsampler checkpoint {path} cannot be read ({type(exc).__name__}): is it a PyTorch/Lightning .ckpt file?") from None
+    return _unwrap(obj, path)
+
+
+def load_upsampler(path: str | os.PathLike) -> _JBUUpsampler:
+    """Load a JBU-One or JBU-Stack upsampler from an official/FeatUp checkpoint or a bare state dict."""
+    return upsampler_from_state(read_upsampler_checkpoint(path), str(path))
+
+
+def save_upsampler(path: str | os.PathLike, upsampler: _JBUUpsampler, **extra: object) -> None:
+    """Write a checkpoint in the official layout: ``{'state_dict': {'upsampler.*': ...}, ...}``."""
+    from ..fileio import atomic_path
+
+    state = {f"upsampler.{k}": v.detach().cpu() for k, v in upsampler.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, **extra}, tmp)

@@ -1,0 +1,207 @@
+"""LLaVA-format instruction data in and out: stable ids, sources, image checks (spec/coido.md §1.6, §3).
+
+A LLaVA JSON file is a list of ``{"id", "image"?, "conversations": [{"from", "value"}]}``. Every
+sample gets ``unique_idx`` = its position in that list, which names it in every later stage.
+
+Images are checked once, here. Each sample gets a ``status``:
+
+* ``ok``: its image opens;
+* ``text``: it has no image (a text-only sample, source group "text");
+* ``missing`` / ``corrupt``: its image is absent or does not decode.
+
+Missing-image policy (``--missing-images``), never silent: the unusable samples are listed in
+``prepare/report.json`` and counted on the console, then
+
+* ``exclude`` (default, what the official code does in effect: its reader skips them and its
+  stage 2 scores only samples with CLIP features): they stay in the work folder with zero image
+  features, are never drawn into the training subset and are never selected;
+* ``error``: preparation stops with the list, for users who want a complete image root.
+
+Preparation always stops when *no* image is found, which means a wrong ``--image-root``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import UserError
+
+IMAGE_TAG = "<image>"
+TEXT_SOURCE = "text"          # source group of text-only samples
+UNKNOWN_SOURCE = "unknown"    # an image path without a folder to name its source
+USABLE = ("ok", "text")       # statuses that can be trained on and selected
+MISSING_POLICIES = ("exclude", "error")
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    image_root: str | None = None
+    missing_images: str = "exclude"    # one of MISSING_POLICIES
+    verify_images: bool = True         # open every image (else: only check that the file exists)
+    workers: int = 8                   # threads for the image checks
+
+
+def read_llava_json(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The list of samples in a LLaVA JSON (or JSON-lines) file, with one-line errors for bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist: give the LLaVA JSON, e.g. llava_v1_5_mix665k.json")
+    try:
+        if path.suffix == ".jsonl":
+            data = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}): give a LLaVA-format JSON list") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path} holds a {type(data).__name__}, not a list of samples: give a LLaVA-format JSON list")
+    for i, sample in enumerate(data):
+        if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
+            raise UserError(f"{path}: sample {i} has no 'conversations' list: every sample needs one (LLaVA format)")
+    return data
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file, to tell later stages which input a work folder was prepared from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def image_of(sample: dict[str, Any]) -> str | None:
+    """The sample's image path relative to the image root (the first, for multi-image samples)."""
+    image = sample.get("image")
+    if isinstance(image, list):
+        image = image[0] if image else None
+    return image or None
+
+
+def derive_source(sample: dict[str, Any]) -> str:
+    """The source group (spec §1.6): ``dataset`` when present, else the image path's first folder
+    (``coco``, ``gqa``, ``ocr_vqa``, ``textvqa``, ``vg``), "text" without an image, "unknown" for a
+    bare file name."""
+    if sample.get("dataset"):
+        return str(sample["dataset"])
+    image = image_of(sample)
+    if image is None:
+        return TEXT_SOURCE
+    parts = Path(image).parts
+    return parts[0] if len(parts) > 1 else UNKNOWN_SOURCE
+
+
+def sample_id(sample: dict[str, Any], unique_idx: int) -> str:
+    """The sample's ``id`` field as text, or its position when it has none."""
+    return str(sample["id"]) if sample.get("id") is not None else str(unique_idx)
+
+
+def check_image(path: Path, verify: bool) -> str:
+    """"ok", "missing" or "corrupt" for one image file."""
+    if not path.is_file():
+        return "missing"
+    if not verify:
+        return "ok"
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return "ok"
+    except Exception:  # noqa: BLE001 - any decoder failure means the file is unusable
+        return "corrupt"
+
+
+def image_statuses(samples: Sequence[dict[str, Any]], image_root: Path | None, settings: PrepareSettings) -> list[str]:
+    """The status of every sample (see the module docstring), images checked in parallel."""
+    paths = [None if image_of(s) is None else resolve_image(image_of(s), image_root) for s in samples]
+    todo = [p for p in paths if p is not None]
+    with ThreadPoolExecutor(max(1, settings.workers)) as pool:
+        checked = iter(pool.map(lambda p: check_image(p, settings.verify_images), todo, chunksize=64))
+    return ["text" if p is None else next(checked) for p in paths]
+
+
+def resolve_image(image: str, image_root: Path | None) -> Path:
+    path = Path(image)
+    return path if path.is_absolute() or image_root is None else image_root / path
+
+
+def index_samples(data: Sequence[dict[str, Any]], image_root: Path | None, statuses: Sequence[str]) -> list[dict[str, Any]]:
+    """The work folder's view of each sample: ``unique_idx``, ``id``, ``dataset``, image, status, turns."""
+    out = []
+    for idx, (sample, status) in enumerate(zip(data, statuses)):
+        image = image_of(sample)
+        out.append({
+            "unique_idx": idx,
+            "id": sample_id(sample, idx),
+            "dataset": derive_source(sample),
+            "image": image,
+            "image_path": None if image is None else str(resolve_image(image, image_root).resolve()),
+            "status": status,
+            "conversations": sample["conversations"],
+        })
+    return out
+
+
+def preparation_report(samples: Sequence[dict[str, Any]], data_path: Path, image_root: Path | None,
+                       settings: PrepareSettings, digest: str, n_derived: int) -> dict[str, Any]:
+    """Counts per status and source, the policy in force, and every unusable sample by id."""
+    def count(key: str, rows: Iterable[dict]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in rows:
+            out[s[key]] = out.get(s[key], 0) + 1
+        return dict(sorted(out.items()))
+
+    ids = [s["id"] for s in samples]
+    tag_without_image = [s["id"] for s in samples if s["image"] is None and any(IMAGE_TAG in str(t.get("value", "")) for t in s["conversations"])]
+    return {
+        "input": str(data_path.resolve()),
+        "input_sha256": digest,
+        "image_root": None if image_root is None else str(image_root.resolve()),
+        "n_samples": len(samples),
+        "missing_image_policy": settings.missing_images,
+        "images_verified": settings.verify_images,
+        "per_status": count("status", samples),
+        "per_source": count("dataset", samples),
+        "per_source_usable": count("dataset", (s for s in samples if s["status"] in USABLE)),
+        "sources_derived": n_derived,
+        "duplicate_ids": len(ids) - len(set(ids)),
+        "missing": [s["id"] for s in samples if s["status"] == "missing"],
+        "corrupt": [s["id"] for s in samples if s["status"] == "corrupt"],
+        "image_tag_without_image": tag_without_image,
+    }
+
+
+def enforce_policy(report: dict[str, Any], report_path: Path) -> None:
+    """Raise for a wrong image root, or for any unusable image under the ``error`` policy."""
+    bad = len(report["missing"]) + len(report["corrupt"])
+    with_image = report["n_samples"] - report["per_status"].get("text", 0)
+    if with_image and bad == with_image:
+        raise UserError(f"none of the {with_image} images was found under --image-root {report['image_root']}: "
+                        f"give the folder the 'image' paths are relative to (list in {report_path})")
+    if bad and report["missing_image_policy"] == "error":
+        first = (report["missing"] + report["corrupt"])[0]
+        raise UserError(f"{bad} samples have a missing or corrupt image (first: id {first}; all in {report_path}): "
+                        f"fix --image-root or pass --missing-images exclude")
+
+
+def flatten_conversation(conversations: Sequence[dict[str, Any]]) -> str:
+    """``USER: q ASSISTANT: a ...`` with ``<image>`` removed: the text CLIP embeds (spec §2.1)."""
+    parts = []
+    for turn in conversations:
+        role = "USER" if turn.get("from") == "human" else "ASSISTANT"
+        parts.append(f"{role}: {str(turn.get('value', '')).replace(IMAGE_TAG, '').strip()}")
+    return " ".join(parts)
+
+
+def write_llava_json(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> None:
+    """Write records as a LLaVA JSON list, atomically, keys and values as given."""
+    from ..fileio import write_json
+
+    write_json(path, list(records), indent=None)
