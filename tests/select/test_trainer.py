@@ -250,6 +250,7 @@ def test_cli_arguments_round_trip():
 def test_load_llava_errors(tmp_path, monkeypatch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from frugalvl.models import llava as llava_module
     from frugalvl.models.llava import load_llava
 
     with pytest.raises(UserError, match="does not exist"):
@@ -258,7 +259,11 @@ def test_load_llava_errors(tmp_path, monkeypatch):
                                  intermediate_size=8)).save_pretrained(tmp_path / "llama")
     with pytest.raises(UserError, match="not LLaVA"):
         load_llava(str(tmp_path / "llama"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(llava_module, "_load", offline)          # what transformers raises without network
     with pytest.raises(UserError, match="local folder"):
         load_llava("nobody-here/no-such-llava")
 

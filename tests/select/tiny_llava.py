@@ -33,23 +33,26 @@ def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
                                    extra_special_tokens={"image_token": "<image>"})
 
 
-def build_tiny_llava(folder: Path, extra_text: list[str] = (), seed: int = 0) -> Path:
-    """Write a tiny random LLaVA folder and return it."""
+def build_tiny_llava(folder: Path, extra_text: list[str] = (), seed: int = 0, text_hidden: int = 48,
+                     text_layers: int = 2, vision_hidden: int = 32, image_size: int = IMAGE_SIZE,
+                     patch: int = PATCH) -> Path:
+    """Write a tiny random LLaVA folder and return it (larger sizes serve the benchmarks)."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer([VICUNA_SYSTEM, WORDS, *extra_text])
-    vision = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH, hidden_size=32, num_hidden_layers=2,
-                              num_attention_heads=4, intermediate_size=48, projection_dim=32)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=4, intermediate_size=64, max_position_embeddings=512,
+    vision = CLIPVisionConfig(image_size=image_size, patch_size=patch, hidden_size=vision_hidden, num_hidden_layers=2,
+                              num_attention_heads=4, intermediate_size=vision_hidden * 3 // 2, projection_dim=32)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=text_hidden, num_hidden_layers=text_layers,
+                       num_attention_heads=4, num_key_value_heads=4, intermediate_size=text_hidden * 4 // 3,
+                       max_position_embeddings=2048,
                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     config = LlavaConfig(vision_config=vision, text_config=text,
                          image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-                         image_seq_length=(IMAGE_SIZE // PATCH) ** 2, vision_feature_layer=-2,
+                         image_seq_length=(image_size // patch) ** 2, vision_feature_layer=-2,
                          vision_feature_select_strategy="default", projector_hidden_act="gelu")
     model = LlavaForConditionalGeneration(config)
-    processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                   crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                   crop_size={"height": image_size, "width": image_size})
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..evaluate.datasets import DatasetSpec
+    from ..evaluate.runner import DatasetResult
 
 # Arguments that choose what to evaluate or where to write, not how images are segmented:
 # they stay out of the settings fingerprint that keys the per-image cache.
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         _print_outputs(result)
         return 0
 
-    specs = [dataset_spec(n) for n in list_datasets()]
+    specs = [dataset_spec(n) for n in _paper_order(list_datasets())]
     present = [s for s in specs if dataset_present(s, root)]
     if not present:
         example = specs[0].layout(root) if specs else ""
@@ -67,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     missing = [s.name for s in specs if s not in present]
     if missing:
         print(f"not found under {root} (skipped): {', '.join(missing)}")
-    results = []
+    label = args.method if not args.predictions else f"predictions-{Path(args.predictions).resolve().name}"
+    results, failed = [], []
     for spec in present:
         pred_dir = None
         if args.predictions:
@@ -75,25 +81,42 @@ def run(args: argparse.Namespace) -> int:
             if not pred_dir.is_dir():
                 print(f"{spec.name}: no predictions folder {pred_dir} (skipped)")
                 continue
-        result = _evaluate_one(args, spec, root, pred_dir=pred_dir)
+        try:
+            result = _evaluate_one(args, spec, root, pred_dir=pred_dir, label=label)
+        except UserError as exc:  # one broken dataset should not cost the others
+            failed.append(str(exc))
+            print(f"frugalvl: error: {exc}", file=sys.stderr)
+            continue
         print(result.report() + "\n")
         results.append(result)
     if not results:
-        raise UserError(f"nothing evaluated: put each dataset's predictions in {args.predictions}/<dataset>/")
+        raise UserError(f"nothing evaluated under {root}" + (f": {failed[0]}" if failed else ""))
     from ..evaluate.runner import write_summary
 
-    label = results[0].label if not args.predictions else "predictions"
     print(paper_tables({r.spec.name: r.headline for r in results}, label))
     json_path, csv_path = write_summary(results, args.outdir, label)
     print(f"\nsummary: {json_path} and {csv_path}")
+    if failed:
+        print(f"frugalvl: {len(failed)} dataset(s) failed, see the errors above", file=sys.stderr)
+        return 2
     return 0
 
 
-def _evaluate_one(args: argparse.Namespace, spec, root: Path, pred_dir: str | Path | None):
+def _paper_order(names: list[str]) -> list[str]:
+    """The papers' column order first (multi-class, building, road, water), then any others."""
+    from ..evaluate.tables import MULTICLASS, SINGLE_CLASS
+
+    order = [*MULTICLASS, *(d for group in SINGLE_CLASS.values() for d in group)]
+    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def _evaluate_one(args: argparse.Namespace, spec: DatasetSpec, root: Path, pred_dir: str | Path | None,
+                  label: str | None = None) -> DatasetResult:
+    """Score one dataset: from prediction files when ``pred_dir`` is given, else by running the method."""
     from ..evaluate.runner import FilePredictor, SegmenterPredictor, evaluate_dataset
 
     if pred_dir is not None:
-        predictor = FilePredictor(pred_dir)
+        predictor = FilePredictor(pred_dir, label)
         settings: dict[str, Any] = {"predictions": str(Path(pred_dir).resolve())}
         cache = False  # reading label files is as cheap as reading a cache, and files may change
     else:
@@ -118,7 +141,7 @@ def _method_args(args: argparse.Namespace, dataset: str) -> argparse.Namespace:
     return method_args
 
 
-def _print_outputs(result) -> None:
+def _print_outputs(result: DatasetResult) -> None:
     cached = result.images - result.computed
     resumed = f" ({cached} from earlier runs)" if cached else ""
     print(f"\n{result.images} images scored{resumed}; results: {result.run_dir / 'results.json'} and {result.run_dir / 'per_class.csv'}")

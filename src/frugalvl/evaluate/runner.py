@@ -182,7 +182,7 @@ def evaluate_dataset(spec: DatasetSpec, data_root: str | Path, predictor: Predic
     run_dir = Path(run_dir)
     samples = find_samples(spec, data_root)
     chosen = samples[:limit] if limit is not None else samples
-    settings = dict(settings or {})
+    settings = json.loads(json.dumps(dict(settings or {}), sort_keys=True, default=str))  # JSON-safe, as cached
     cache_dir = run_dir / f"cache-{settings_key(settings)}" if cache else None
     if cache_dir is not None:
         write_json(cache_dir / "settings.json", settings)

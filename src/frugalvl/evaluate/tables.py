@@ -167,7 +167,10 @@ def _grouped_table(title: str, groups: Mapping[str, Sequence[str]], headlines: M
             ours.append(fmt(_average([headlines[d] for d in datasets])))
             for method, row in papers.items():
                 row.append(_paper_average(method, datasets))
-    return format_table(header, [ours, *papers.values()], title)
+    table = format_table(header, [ours, *papers.values()], title)
+    if list(groups) != ["multiclass"]:
+        table += "\n" + "; ".join(f"{g}: {', '.join(SHORT_NAMES.get(d, d) for d in ds)}" for g, ds in groups.items())
+    return table
 
 
 def _avg_name(group: str) -> str:

@@ -41,20 +41,26 @@ def _settings_dict(settings: Any, drop: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def _begin(folder: Path, name: str, settings: dict[str, Any], upstream: dict[str, str | None], outputs: list[Path],
-           force: bool) -> bool:
-    """True when the stage must run. Clears the folder for a fresh run; keeps it to resume."""
+           force: bool, resumable: bool = False) -> bool:
+    """True when the stage must run. Clears the folder for a fresh run; keeps it to resume a
+    ``resumable`` stage (one that saves partial results) stopped half way."""
     meta_path = folder / "meta.json"
     meta = {"stage": name, "settings": settings, "upstream": upstream}
     old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    complete = all(p.exists() for p in outputs)
     if old is not None and not force:
-        if old.get("upstream") != upstream:
+        if not complete and not resumable:
+            force = True   # an earlier attempt stopped: start over
+        elif old.get("upstream") != upstream:
             log(f"{name}: earlier results are out of date (an upstream stage changed); recomputing")
             force = True
+        elif old.get("settings") != settings and not _has_work(folder):
+            force = True   # an earlier attempt stopped before producing anything: start over
         elif old.get("settings") != settings:
             changed = sorted(k for k in set(settings) | set(old.get("settings", {})) if settings.get(k) != old["settings"].get(k))
             raise UserError(f"{folder} holds {name} results made with other settings ({', '.join(changed)}): "
                             f"pass --force to recompute them, or use another work folder (-w)")
-        elif all(p.exists() for p in outputs):
+        elif complete:
             log(f"{name}: done already ({folder}); skipping")
             return False
         else:
@@ -64,6 +70,11 @@ def _begin(folder: Path, name: str, settings: dict[str, Any], upstream: dict[str
     folder.mkdir(parents=True, exist_ok=True)
     write_json(meta_path, meta)
     return True
+
+
+def _has_work(folder: Path) -> bool:
+    """Whether a stage folder holds any result or partial result besides its meta.json."""
+    return any(p.is_file() and p.name != "meta.json" for p in folder.rglob("*"))
 
 
 def _need(path: Path, stage: str) -> Path:
@@ -142,9 +153,10 @@ def features(work: str | Path, settings: FeatureSettings = FeatureSettings(), fo
     """Stage 2: CLIP features and quality scores for all N; returns the report."""
     work = Path(work)
     folder = work / "features"
+    _need(work / "prepare" / "samples.json", "prepare")
     upstream = {"prepare": _digest(_need(work / "prepare" / "meta.json", "prepare"))}
     outputs = [folder / n for n in ("clip.npy", "scores.json", "image_ok.npy", "report.json")]
-    if not _begin(folder, "features", _feature_key(settings), upstream, outputs, force):
+    if not _begin(folder, "features", _feature_key(settings), upstream, outputs, force, resumable=True):
         return json.loads((folder / "report.json").read_text())
     samples = load_samples(work)
     out = extract_features(samples, folder, settings, hook)
@@ -170,6 +182,7 @@ def cluster(work: str | Path, settings: ClusterSettings = ClusterSettings(), for
     """Stage 3: the random p% subset S and its spectral clusters; returns the meta."""
     work = Path(work)
     folder = work / "subset"
+    _need(work / "features" / "scores.json", "features")
     upstream = {"features": _digest(_need(work / "features" / "meta.json", "features"))}
     outputs = [folder / "indices.npy", folder / "clusters.npy", folder / "result.json"]
     if not _begin(folder, "cluster", _settings_dict(settings, drop=("block",)), upstream, outputs, force):
@@ -206,6 +219,7 @@ def score(work: str | Path, batch_size: int = 256, device: str = "cpu", force: b
 
     work = Path(work)
     folder = work / "score"
+    _need(work / "features" / "scores.json", "features")
     upstream = {"features": _digest(_need(work / "features" / "meta.json", "features")),
                 "scorer": _digest(_need(work / "train" / "scorer.pt", "train"))}
     if not _begin(folder, "score", {}, upstream, [folder / "r.npy", folder / "difficulty.json"], force):

@@ -1,0 +1,327 @@
+"""SegEarth-OV3 (spec/segearth_ov3.md §2, §5) on a tiny random SAM 3 saved with save_pretrained.
+
+The fusion rules are checked against values worked out by hand; the batched schedule against the
+official one-prompt-at-a-time loop on transformers' own ``Sam3Model.forward``; pruning against no
+pruning; the CLI end to end on a real crop from ../shared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from frugalvl.errors import UserError
+from frugalvl.models.sam3 import load_sam3, random_sam3
+from frugalvl.segment.base import labels_from_scores
+from frugalvl.segment.segearth_ov3 import (OV3Settings, SegEarthOV3, detect, encode_image, fuse_view,
+                                           official_style_view_scores, segmentation_head)
+from frugalvl.vocab import Vocabulary
+from tests.conftest import shared_file
+
+VOCAB = Vocabulary.parse("road,parking lot;building;low vegetation;tree;car;clutter")  # 7 prompts, 6 classes
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@pytest.fixture(scope="module")
+def sam3_folder(tmp_path_factory):
+    bundle = random_sam3("tiny", seed=0)
+    folder = tmp_path_factory.mktemp("sam3-tiny")
+    bundle.model.save_pretrained(folder)
+    bundle.processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sam3(sam3_folder):
+    return load_sam3(sam3_folder)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(72, 96, 3), dtype=np.uint8)
+
+
+def with_bias(bundle, semantic: float | None = None, instances: float | None = None):
+    """A copy of a random SAM 3 whose heads are pushed so that one term dominates the fusion."""
+    copy = random_sam3("tiny", seed=0)
+    copy.model.load_state_dict(bundle.model.state_dict())
+    with torch.no_grad():
+        if semantic is not None:
+            copy.model.mask_decoder.semantic_projection.bias.fill_(semantic)
+        if instances is not None:
+            copy.model.mask_decoder.instance_projection.bias.fill_(instances)
+    return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Loader
+# ---------------------------------------------------------------------------------------------
+
+def test_folder_round_trip_gives_the_same_model(sam3_folder, sam3, image):
+    original = random_sam3("tiny", seed=0)
+    assert sam3.model.config.model_type == "sam3"
+    pixels = sam3.processor(images=image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        a = original.model.get_vision_features(pixel_values=pixels).fpn_hidden_states[0]
+        b = sam3.model.get_vision_features(pixel_values=pixels).fpn_hidden_states[0]
+    assert torch.equal(a, b)
+
+
+def test_loader_errors_are_one_line(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="does not exist"):
+        load_sam3(tmp_path / "missing")
+    with pytest.raises(UserError, match="no config.json"):
+        load_sam3(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    with pytest.raises(UserError, match="not SAM 3"):
+        load_sam3(tmp_path)
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match="hf auth login") as info:
+        load_sam3("frugalvl-tests/not-a-cached-model")
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fusion rules on hand-made logits (§2.2)
+# ---------------------------------------------------------------------------------------------
+
+def hand_made(presence_logit: float = 1.0):
+    """One prompt, three instances with constant mask logits (a constant map resizes to itself)."""
+    masks = torch.tensor([2.0, 0.0, -1.0])[:, None, None].expand(3, 2, 2)[None]   # [1, 3, 2, 2]
+    classes = torch.tensor([[3.0, 0.0, -3.0]])
+    presence = torch.tensor([presence_logit])
+    semantic = torch.zeros(1, 1, 2, 2)
+    return masks, classes, presence, semantic
+
+
+def test_fusion_matches_hand_computation():
+    p = sigmoid(1.0)
+    s = [sigmoid(3.0) * p, sigmoid(0.0) * p, sigmoid(-3.0) * p]   # 0.696, 0.366, 0.035: only the first > 0.5
+    instance = sigmoid(2.0) * s[0]
+    semantic = sigmoid(0.0)
+    cases = {
+        (True, True, True): max(instance, semantic) * p,
+        (False, True, True): semantic * p,
+        (True, False, True): instance * p,
+        (True, True, False): max(instance, semantic),
+        (False, False, True): 0.0,
+    }
+    for (inst, sem, pres), expected in cases.items():
+        fused = fuse_view(*hand_made()[:3], hand_made()[3], (4, 5), 0.5, inst, sem, pres)
+        assert fused.shape == (1, 4, 5)
+        assert torch.allclose(fused, torch.full((1, 4, 5), expected), atol=1e-6), (inst, sem, pres)
+    # a lower threshold keeps the second instance too, but it does not beat the first (σ(0)·0.366 < 0.613)
+    low = fuse_view(*hand_made()[:3], hand_made()[3], (4, 5), 0.3, True, False, False)
+    assert torch.allclose(low, torch.full((1, 4, 5), instance), atol=1e-6)
+
+
+def test_instances_are_kept_only_strictly_above_the_threshold():
+    masks, classes, _, semantic = hand_made()
+    presence = torch.tensor([100.0])               # σ = 1.0 exactly in fp32, so s_1 = σ(0) = 0.5 exactly
+    only_second = fuse_view(masks, torch.tensor([[-30.0, 0.0, -30.0]]), presence, semantic, (3, 3), 0.5,
+                            True, False, True)
+    assert torch.count_nonzero(only_second) == 0   # s = 0.5 is not > 0.5
+    kept = fuse_view(masks, torch.tensor([[-30.0, 0.0, -30.0]]), presence, semantic, (3, 3), 0.49, True, False, True)
+    assert torch.allclose(kept, torch.full((1, 3, 3), 0.5 * sigmoid(0.0)))
+
+
+def test_logits_are_resized_before_the_sigmoid():
+    checker = torch.tensor([[-8.0, 8.0], [8.0, -8.0]])
+    semantic = checker[None, None]
+    fused = fuse_view(None, torch.zeros(1, 1), torch.tensor([100.0]), semantic, (4, 4), 0.5, False, True, True)
+    # bilinear (align_corners=False) at output pixel (1, 1) samples input (0.25, 0.25):
+    # 0.5625·(-8) + 0.1875·8 + 0.1875·8 + 0.0625·(-8) = -4, so σ(-4), not the mix of σ(±8) (0.25)
+    assert fused[0, 1, 1].item() == pytest.approx(sigmoid(-4.0), abs=1e-6)
+    # corners copy the nearest input value
+    assert fused[0, 0, 0].item() == pytest.approx(sigmoid(-8.0), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model path: staged calls, batching, caching, pruning, sliding windows
+# ---------------------------------------------------------------------------------------------
+
+def test_staged_calls_equal_transformers_forward(sam3, image):
+    model = sam3.model
+    tokens = sam3.processor(text=VOCAB.queries, return_tensors="pt")
+    pixels = sam3.processor(images=image, return_tensors="pt")["pixel_values"]
+    k = len(VOCAB.queries)
+    with torch.no_grad():
+        reference = model(pixel_values=pixels.expand(k, -1, -1, -1), **tokens)
+        vision = encode_image(model, pixels).expand(k)
+        text = model.get_text_features(**tokens).pooler_output
+        mask = tokens["attention_mask"].bool()
+        det = detect(model, vision, text, mask)
+        masks, semantic = segmentation_head(model, vision, det, text, mask)
+    for ours, theirs in [(det.class_logits, reference.pred_logits), (det.presence_logits, reference.presence_logits[:, 0]),
+                         (masks, reference.pred_masks), (semantic, reference.semantic_seg)]:
+        assert ours.shape == theirs.shape
+        assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("settings", [
+    OV3Settings(),                                                       # the official defaults
+    OV3Settings(confidence_threshold=0.0, use_semantic=False),          # every instance kept and decisive
+    OV3Settings(confidence_threshold=0.0, use_presence=False, prompt_chunk=3),
+])
+@pytest.mark.parametrize("chunk", [16, 3, 1])
+def test_batched_prompts_equal_the_official_sequential_loop(sam3, image, settings, chunk):
+    bundle = with_bias(sam3, instances=2.0)   # instance masks large enough to matter
+    from dataclasses import replace
+
+    segmenter = SegEarthOV3(bundle, VOCAB, replace(settings, prompt_chunk=chunk))
+    batched = segmenter.query_scores(image)
+    sequential = official_style_view_scores(bundle, image, VOCAB.queries, settings)
+    assert batched.shape == (7, 72, 96) and batched.dtype == torch.float32
+    assert torch.allclose(batched, sequential, atol=1e-5)
+    assert batched.std(0).max() > 0     # prompts do differ from one another
+
+
+def test_each_stage_runs_once_where_it_should(sam3, image, monkeypatch):
+    segmenter = SegEarthOV3(sam3, VOCAB, OV3Settings(prompt_chunk=4, slide_crop=48, slide_stride=48))
+    calls = {"text": 0, "vision": 0}
+    for name, key in (("get_text_features", "text"), ("get_vision_features", "vision")):
+        original = getattr(sam3.model, name)
+
+        def counted(*args, _original=original, _key=key, **kwargs):
+            calls[_key] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(sam3.model, name, counted)
+    segmenter.class_scores(image)
+    segmenter.class_scores(image)
+    assert calls["text"] == 2                 # 7 prompts in chunks of 4, for the first image only
+    assert calls["vision"] == 2 * 4           # one image-encoder pass per view: a 2×2 grid, two images
+
+
+def test_class_scores_merge_synonyms_by_max(sam3, image):
+    segmenter = SegEarthOV3(sam3, VOCAB)
+    queries = segmenter.query_scores(image)
+    classes = segmenter.class_scores(image)
+    assert classes.shape == (6, 72, 96)
+    assert torch.equal(classes[0], torch.maximum(queries[0], queries[1]))   # road, parking lot
+    assert torch.equal(classes[1:], queries[2:])
+
+
+def test_sliding_window_averages_the_official_views(sam3, image):
+    segmenter = SegEarthOV3(sam3, VOCAB, OV3Settings(slide_crop=64, slide_stride=40))
+    scores = segmenter.query_scores(image)
+    total, count = torch.zeros(7, 72, 96), torch.zeros(72, 96)
+    for y0 in (0, 8):                               # rows: [0,64) and [8,72); columns: [0,64) and [32,96)
+        for x0 in (0, 32):
+            crop = np.ascontiguousarray(image[y0:y0 + 64, x0:x0 + 64])
+            total[:, y0:y0 + 64, x0:x0 + 64] += official_style_view_scores(sam3, crop, VOCAB.queries, segmenter.settings)
+            count[y0:y0 + 64, x0:x0 + 64] += 1
+    assert torch.allclose(scores, total / count, atol=1e-5)
+
+
+def presences(bundle, view: np.ndarray) -> list[float]:
+    segmenter = SegEarthOV3(bundle, VOCAB)
+    text, mask = segmenter.text_embeddings()
+    with torch.no_grad():
+        vision = encode_image(bundle.model, segmenter._pixel_values(view)).expand(len(text))
+        return detect(bundle.model, vision, text, mask).presence_logits.sigmoid().tolist()
+
+
+@pytest.mark.parametrize("crop", [0, 48])   # the whole image; a non-overlapping 2×2 grid
+def test_presence_pruning_keeps_every_label(sam3, crop):
+    image = np.random.default_rng(1).integers(0, 256, size=(96, 96, 3), dtype=np.uint8)
+    bundle = with_bias(sam3, semantic=6.0)    # F_q ≈ p_q: the label is the prompt of highest presence
+    p = sorted(presences(bundle, image if crop == 0 else image[:48, :48]))
+    prob_thd = (p[3] + p[4]) / 2              # about half the prompts fall below it
+    base = OV3Settings(prob_thd=prob_thd, slide_crop=crop, slide_stride=crop, prompt_chunk=3)
+    plain = SegEarthOV3(bundle, VOCAB, base)
+    pruned = SegEarthOV3(bundle, VOCAB, OV3Settings(**{**base.__dict__, "presence_pruning": True}))
+    expected = labels_from_scores(plain.class_scores(image), prob_thd, 0)
+    got = labels_from_scores(pruned.class_scores(image), prob_thd, 0)
+    assert pruned.pruned_prompts > 0 and plain.pruned_prompts == 0
+    assert len(torch.unique(expected)) > 1    # not a trivial all-background map
+    assert torch.equal(got, expected)
+
+
+def test_presence_pruning_is_off_where_views_overlap(sam3, image):
+    settings = OV3Settings(prob_thd=0.99, slide_crop=64, slide_stride=32, presence_pruning=True)
+    segmenter = SegEarthOV3(sam3, VOCAB, settings)
+    segmenter.class_scores(image)
+    assert segmenter.pruned_prompts == 0
+
+
+def test_bg_idx_outside_the_vocabulary_is_a_user_error(sam3):
+    with pytest.raises(UserError, match="bg-idx"):
+        SegEarthOV3(sam3, VOCAB, OV3Settings(bg_idx=6))
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets and command line
+# ---------------------------------------------------------------------------------------------
+
+def test_presets_carry_the_official_settings():
+    from frugalvl.presets import list_presets, preset_vocabulary
+
+    assert OV3Settings.from_preset("loveda") == OV3Settings(confidence_threshold=0.5, prob_thd=0.5)
+    oem = OV3Settings.from_preset("openearthmap")
+    assert (oem.confidence_threshold, oem.prob_thd, oem.slide_crop, oem.slide_stride) == (0.1, 0.1, 512, 512)
+    potsdam = OV3Settings.from_preset("potsdam", confidence_threshold=0.3)
+    assert (potsdam.confidence_threshold, potsdam.prob_thd, potsdam.bg_idx) == (0.3, 0.1, 5)
+    assert preset_vocabulary("potsdam", "segearth_ov3").names[potsdam.bg_idx] == "clutter"
+    assert preset_vocabulary("loveda", "segearth_ov3").classes[4] == ("barren", "bareland", "soil")
+    for name in list_presets():                 # every preset has a usable table
+        settings = OV3Settings.from_preset(name)
+        assert settings.bg_idx < len(preset_vocabulary(name, "segearth_ov3"))
+
+
+def run_cli(*args: str) -> int:
+    from frugalvl.cli import main
+
+    return main(["segment", *args])
+
+
+def test_cli_writes_the_segearth_ov_outputs(sam3_folder, tmp_path, capsys):
+    from PIL import Image
+
+    source = shared_file("potsdam_2_10_0_0_512_512.png")
+    crop = tmp_path / "potsdam_crop.png"
+    Image.fromarray(np.asarray(Image.open(source).convert("RGB"))[100:196, 200:328]).save(crop)
+    out = tmp_path / "out"
+    code = run_cli(str(crop), "-o", str(out), "--method", "segearth-ov3", "--sam3", str(sam3_folder),
+                   "--preset", "potsdam", "--save-probs", "--no-progress", "--prompt-chunk", "4")
+    assert code == 0, capsys.readouterr().err
+    probs = np.load(out / "potsdam_crop_probs.npy")
+    assert probs.shape == (6, 96, 128) and probs.dtype == np.float32
+    assert 0.0 <= probs.min() and probs.max() <= 1.0
+    labels = np.asarray(Image.open(out / "potsdam_crop.png"))
+    assert labels.shape == (96, 128)
+    assert Image.open(out / "potsdam_crop_overlay.png").size[0] >= 128
+
+
+def test_cli_bad_sam3_path_exits_2_with_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    code = run_cli(str(image), "-o", str(tmp_path / "out"), "--method", "segearth-ov3",
+                   "--sam3", str(tmp_path / "no-such-folder"), "--classes", "background;building")
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "does not exist" in err
+
+
+def test_cli_options_reach_the_settings():
+    from frugalvl.cli import build_parser
+    from frugalvl.segment.segearth_ov3 import settings_from_cli
+
+    args = build_parser().parse_args(["segment", "x.png", "-o", "o", "--method", "segearth-ov3", "--preset", "loveda",
+                                      "--no-instances", "--no-presence", "--confidence-threshold", "0.25",
+                                      "--presence-pruning", "--slide-crop", "256"])
+    settings = settings_from_cli(args)
+    assert (settings.use_instances, settings.use_semantic, settings.use_presence) == (False, True, False)
+    assert (settings.confidence_threshold, settings.prob_thd, settings.slide_crop) == (0.25, 0.5, 256)
+    assert settings.presence_pruning
