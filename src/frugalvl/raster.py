@@ -113,7 +113,7 @@ def _read_tiff(path: Path, bands: Sequence[int] | None, stretch: str) -> RasterI
             masks = src.read_masks(idx)
         except RasterioIOError:
             raise UserError(f"cannot read the pixels of {path}: the file is corrupt or truncated") from None
-        valid = masks.min(0) > 0
+        valid = masks.max(0) > 0  # no data only where every band has none
         crs = src.crs
         transform = src.transform if crs is not None else None
         tags = dict(src.tags())

@@ -13,7 +13,7 @@ from tests.evaluate.eval_fixtures import RS, real_tiles, write_pair
 from frugalvl.errors import UserError
 from frugalvl.evaluate.datasets import (GROUPS, dataset_present, dataset_spec, find_prediction, find_samples,
                                         list_datasets, read_label, read_prediction)
-from frugalvl.presets import method_settings
+from frugalvl.presets import load_preset, method_settings
 
 ALL = ["openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd", "whu_aerial", "whu_sat_ii",
        "inria", "xbd_pre", "chn6_cug", "deepglobe", "massachusetts", "spacenet", "wbs_si"]
@@ -24,8 +24,10 @@ def test_all_seventeen_benchmarks_are_described():
     for name in ALL:
         spec = dataset_spec(name)
         assert spec.group in GROUPS
-        # The label names line up with the method's classes, class for class.
+        # The label names line up with each method's classes, class for class.
         assert spec.num_classes == len(method_settings(name, "segearth_ov")["classes"])
+        if "segearth_ov3" in load_preset(name):
+            assert spec.num_classes == len(method_settings(name, "segearth_ov3")["classes"])
         assert spec.binary == (spec.group != "multiclass")
         assert spec.encoding.ignore_index == 255
     assert dataset_spec("wbs_si").split and len(dataset_spec("wbs_si").split) == 499

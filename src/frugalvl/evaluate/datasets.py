@@ -107,8 +107,11 @@ def dataset_spec(name: str) -> DatasetSpec:
     group = table.get("group", "multiclass")
     if group not in GROUPS:
         raise UserError(f"preset {name!r}: group {group!r} is not one of {', '.join(GROUPS)}")
+    kind = table.get("labels", "index")
+    if kind not in ("index", "binary"):
+        raise UserError(f"preset {name!r}: labels = {kind!r} is not 'index' or 'binary'")
     encoding = LabelEncoding(
-        kind=table.get("labels", "index"),
+        kind=kind,
         reduce_zero_label=bool(preset.get("reduce_zero_label", False)),
         ignore_index=int(table.get("ignore_index", 255)),
         binary_threshold=int(table.get("binary_threshold", 128)),

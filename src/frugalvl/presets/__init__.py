@@ -1,0 +1,47 @@
+"""Dataset presets: one TOML data file per dataset in ``frugalvl/presets/``.
+
+Each file holds the dataset's name and label convention, and one table per method with the
+official per-dataset settings (class list with synonyms, thresholds), e.g. ``[segearth_ov]`` and
+``[segearth_ov3]``; ``[dataset]`` describes the benchmark's folder layout for evaluation.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from typing import Any
+
+from ..errors import UserError
+from ..vocab import Vocabulary
+
+_PACKAGE = "frugalvl.presets"
+
+
+def list_presets() -> list[str]:
+    """Names of all bundled presets."""
+    return sorted(p.name[:-5] for p in resources.files(_PACKAGE).iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The whole preset ``name`` as a dict (``-`` and ``_`` are interchangeable, case ignored)."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in list_presets():
+        raise UserError(f"unknown preset {name!r}: choose one of {', '.join(list_presets())}")
+    return tomllib.loads(resources.files(_PACKAGE).joinpath(f"{key}.toml").read_text(encoding="utf-8"))
+
+
+def method_settings(name: str, method: str) -> dict[str, Any]:
+    """The ``[method]`` table of a preset (``segearth_ov``, ``segearth_ov3``)."""
+    preset = load_preset(name)
+    table = method.replace("-", "_")
+    if table not in preset:
+        raise UserError(f"preset {name!r} has no settings for method {method!r}")
+    return dict(preset[table])
+
+
+def preset_vocabulary(name: str, method: str) -> Vocabulary:
+    """The class vocabulary a method uses on a dataset, parsed like the official class files."""
+    settings = method_settings(name, method)
+    # The official class files are parsed differently by the two codes (see vocab.py).
+    strip = "newline" if method.replace("-", "_") == "segearth_ov" else "whitespace"
+    return Vocabulary.from_lines(settings["classes"], strip=strip)

@@ -631,6 +631,7 @@ def step_cost_from_work(work: Path, settings: TrainSettings, repeats: int = 3) -
     coupled = CoupledModel(prepare_mllm(llava.model, settings), scorer, settings.loss, settings.lam).to(device)
     lengths = [estimated_length(s, llava.image_seq_length) for s in subset.samples]
     plan = plan_batches(lengths, settings.batch_size, 1, settings.seed, 0, settings.group_by_modality)
+    plan.sort(key=lambda mega: -sum(lengths[i] > 0 for i in mega[0]))   # an image batch when there is one
     data = MicroBatches(subset, [m[0] for m in plan[:1]], llava.tokenizer, llava.image_processor,
                         llava.image_seq_length, IMAGE_TAG, llava.pad_token_id, settings)
     return step_cost(coupled, data[0].to(device), repeats)
