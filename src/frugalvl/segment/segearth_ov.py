@@ -108,13 +108,13 @@ class SegEarthOV:
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """Resize (long side → 448, OpenCV bilinear as mmcv) and normalise: ``[1, 3, h, w]`` float32."""
-        import cv2
-
         h, w = rgb.shape[:2]
         if self.settings.long_side is not None:
             scale = self.settings.long_side / max(h, w)
             size = (int(w * scale + 0.5), int(h * scale + 0.5))  # mmcv's rounding
             if size != (w, h):
+                import cv2
+
                 rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
         return (x - self._mean) / self._std
