@@ -19,10 +19,13 @@ venv: $(STAMP)
 # Segments a bundled, freely licensed Landsat scene (CC0) with the paper's default model.
 # Needs the OpenAI ViT-B/16 weights and the SimFeatUp checkpoint: downloaded on first use, or
 # given as local files with FRUGALVL_CLIP=/path/ViT-B-16.pt FRUGALVL_UPSAMPLER=/path/xclip_jbu_one.ckpt
+FRUGALVL_CLIP      ?= ViT-B-16
+FRUGALVL_UPSAMPLER ?= official
+
 demo: $(STAMP)
 	$(VENV)/bin/frugalvl segment examples/data/landsat_rgb_byte.tif -o demo_out \
 	    --method segearth-ov --classes "background;water,river,lake;cloud;vegetation,forest;bare soil" \
-	    --clip "$${FRUGALVL_CLIP:-ViT-B-16}" --upsampler "$${FRUGALVL_UPSAMPLER:-official}" --save-probs
+	    --clip "$(FRUGALVL_CLIP)" --upsampler "$(FRUGALVL_UPSAMPLER)" --save-probs
 
 test: $(STAMP)
 	$(PY) -m pytest -q
