@@ -188,3 +188,54 @@ def test_imagereward_hook_with_a_stub_package(tmp_path, monkeypatch):
     assert calls == [("USER: q ASSISTANT: ab", ["/x/1.png"])]
     assert raw[0] == len("USER: q ASSISTANT: ab") and np.isnan(raw[1])
     assert minmax_scale(raw)[1] == 0.0
+
+
+def _tiny_chat_lm(folder):
+    """A random 2-layer LLaMA with a word-level tokenizer and a chat template, saved offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["<unk>", "<pad>", "<s>", "</s>", "user:", "assistant:", "q", "a", "7", "8", "/", "10", "good"]
+    words += RATING_REQUEST.replace(",", " ").replace(".", " ").replace("(", " ").replace(")", " ").split()
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    fast.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+                          "{% if add_generation_prompt %}assistant: {% endif %}")
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                      pad_token_id=1, bos_token_id=2, eos_token_id=3)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return folder
+
+
+def test_local_lm_backend_answers_through_the_chat_template(tmp_path):
+    from frugalvl.select.features import AnswerCache, LocalChatLM
+
+    folder = _tiny_chat_lm(tmp_path / "lm")
+    samples = _samples(5)
+    runs = []
+    for name in ("a", "b"):
+        scorer = TextQualityScorer(LocalChatLM(str(folder), "cpu", EndpointSettings()), batch=2, progress=False)
+        runs.append(scorer.raw_scores(samples, tmp_path / name))
+        answers = AnswerCache(tmp_path / name / "answers.jsonl").answers
+        assert sorted(answers) == list(range(5))
+    assert np.isfinite(runs[0]).all()
+    np.testing.assert_array_equal(runs[0], runs[1])          # seeded sampling: same answers
+    with pytest.raises(UserError, match="--text-lm"):
+        LocalChatLM(str(tmp_path / "nothing"), "cpu", EndpointSettings())
+
+
+def test_a_refused_request_stops_the_queue(tmp_path):
+    stub = _Stub(status=403)
+    try:
+        scorer = TextQualityScorer(EndpointClient(EndpointSettings(base_url=stub.url, model="m", concurrency=2)),
+                                   progress=False)
+        with pytest.raises(UserError, match="HTTP 403"):
+            scorer.raw_scores(_samples(300), tmp_path)
+        assert len(stub.requests) < 20                     # the other queued samples were never sent
+    finally:
+        stub.close()

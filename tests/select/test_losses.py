@@ -114,5 +114,5 @@ def test_coido_losses_gradients_reach_scorer_and_sigmas():
     assert float(out.weights.detach().sum()) == pytest.approx(1.0)
     assert r.grad is not None and logits.grad is not None
     # d/ds1 (L_I e^{-2 s1} + s1) = 1 - 2 L_I at s1 = 0, and likewise 1 - L_D for s2
-    assert float(s1.grad) == pytest.approx(1 - 2 * float(out.importance), rel=1e-5)
-    assert float(s2.grad) == pytest.approx(1 - float(out.diversity), rel=1e-5)
+    assert float(s1.grad) == pytest.approx(1 - 2 * float(out.importance.detach()), rel=1e-5)
+    assert float(s2.grad) == pytest.approx(1 - float(out.diversity.detach()), rel=1e-5)

@@ -132,3 +132,23 @@ def test_same_seed_same_selection(dataset, select_clip_file, tmp_path):
     for x, y in zip(picks[0], picks[1]):
         assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
     assert not np.array_equal(picks[0][0], picks[2][0])
+
+
+def test_run_end_to_end_with_tiny_llava(select_cli, dataset, select_clip_file, tmp_path):
+    """`select run` with every stage real: easy-vqa data, tiny CLIP, tiny LLaVA trained with the scorer."""
+    from tests.select.tiny_llava import build_tiny_llava
+
+    data, root = dataset
+    texts = [t["value"] for r in json.loads(data.read_text()) for t in r["conversations"]]
+    mllm = build_tiny_llava(tmp_path / "tiny-llava", extra_text=texts)
+    work, out = tmp_path / "work", tmp_path / "sel.json"
+    argv = ["run", data, "--image-root", root, "-w", work, "--clip", select_clip_file, *FEATURE_ARGS, *CLUSTER_ARGS,
+            "--mllm", mllm, "--batch-size", "8", "--num-workers", "0", "--no-gradient-checkpointing", "-o", out]
+    assert select_cli(*argv) == 0
+    assert (work / "train" / "scorer.pt").is_file()
+    inputs = json.loads(data.read_text())
+    picked = json.loads(out.read_text())
+    assert len(picked) == len(inputs) // 5 and all(p in inputs for p in picked)
+    r = np.load(work / "score" / "r.npy")
+    ids = np.load(work / "pick" / "selected_ids.npy")
+    assert np.all(np.diff(r[ids]) >= 0)                   # lowest r first

@@ -132,6 +132,27 @@ def test_plan_batches_same_modality_cover_once_and_reproducible():
     assert len(mixed) == 1 and len(mixed[0][0]) == 27
 
 
+def test_optimiser_steps_end_each_accumulation_group_and_epoch():
+    plans = [[[[0]]] * 3, [[[0]]] * 2]                  # 3 global batches in epoch 0, 2 in epoch 1
+    assert T._step_bounds(plans, 2) == [1, 2, 4]
+    assert T._step_bounds(plans, 1) == [0, 1, 2, 3, 4]
+
+
+def test_unreadable_image_is_skipped_from_its_micro_batch(tiny_mllm, tmp_path):
+    from frugalvl.models.llava import load_llava
+
+    work = make_work(tmp_path)
+    subset = T.read_subset(work)
+    Path(subset.samples[1]["image_path"]).write_bytes(b"broken")
+    llava = load_llava(str(tiny_mllm))
+    data = T.MicroBatches(subset, [[0, 1, 2, N_IMAGE]], llava.tokenizer, llava.image_processor, 16, "<image>",
+                          llava.pad_token_id, settings(tiny_mllm))
+    batch = data[0]
+    assert batch.unique_idx.tolist() == [0, 2, N_IMAGE] and batch.pixel_values.shape == (2, 3, 32, 32)
+    assert (batch.input_ids == llava.image_token_id).sum(1).tolist() == [16, 16, 0]
+    assert batch.features.shape == (3, FEATURE_DIM + 3) and batch.clusters.shape == (3,)
+
+
 def test_read_subset_drops_unusable_and_builds_scorer_inputs(tmp_path):
     work = make_work(tmp_path)
     subset = T.read_subset(work)
@@ -140,6 +161,11 @@ def test_read_subset_drops_unusable_and_builds_scorer_inputs(tmp_path):
     clip = np.load(work / "features/clip.npy")
     scaled = json.loads((work / "features/scores.json").read_text())["scaled"]
     np.testing.assert_array_equal(subset.features[5], np.r_[clip[5], [scaled[n][5] for n in SCORES]].astype(np.float32))
+    image_ok = np.ones(len(clip), bool)
+    image_ok[[3, N_IMAGE + 1]] = False                             # decode failed in the features stage
+    np.save(work / "features/image_ok.npy", image_ok)
+    kept = [s["unique_idx"] for s in T.read_subset(work).samples]
+    assert 3 not in kept and N_IMAGE + 1 in kept and len(kept) == N_IMAGE + N_TEXT - 1   # text samples stay
 
 
 def test_missing_stage_outputs_say_which_stage(tmp_path):
@@ -156,6 +182,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_mllm, tmp_path
     plain = _run(make_work(tmp_path / "a"), s)
     assert [h["step"] for h in plain["history"]] == [1, 2, 3, 4]
     assert plain["s1"] != 0 and plain["s2"] != 0
+    # the lr each step used: one warm-up step from 0, then cosine from 1e-3
+    assert [h["lr"] for h in plain["history"]] == pytest.approx([0.0, 1e-3, 7.5e-4, 2.5e-4])
     assert all(np.isfinite(h["loss"]) for h in plain["history"])
 
     work = make_work(tmp_path / "b")
@@ -184,6 +212,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_mllm, tmp_path
         assert torch.equal(resumed["mllm"][key], value), key
     scorer = load_scorer(work / "train/scorer.pt")
     assert scorer.feature_dim == FEATURE_DIM and scorer.score_names == SCORES and not scorer.training
+    T.clear_training(work)                                             # --force: start afresh
+    assert not (work / "train").exists() and T.checkpoint_dirs(work) == []
 
 
 def test_uncertainty_lr_moves_only_s1_s2(tiny_mllm, tmp_path):

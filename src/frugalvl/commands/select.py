@@ -17,7 +17,8 @@ STAGES = ("prepare", "features", "cluster", "train", "score", "pick", "run")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("select", help="CoIDO: pick a subset of a LLaVA-format instruction set",
-                                   description=__doc__.splitlines()[0].strip("`. "))
+                                   description="CoIDO data selection for visual instruction tuning: prepare, features, "
+                                               "cluster, train, score, pick, or run them all. Every stage is resumable.")
     stages = parser.add_subparsers(dest="stage", metavar="STAGE")
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     builders = {"prepare": _prepare_parser, "features": _features_parser, "cluster": _cluster_parser,

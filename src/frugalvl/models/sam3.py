@@ -81,10 +81,11 @@ def _check_hub(repo_id: str) -> None:
     except GatedRepoError:
         raise UserError(f"SAM 3 weights {repo_id!r} are gated and this machine is not authorised: {_LOGIN_HINT}") from None
     except RepositoryNotFoundError:
-        raise UserError(f"no hub model {repo_id!r} (or it is private/gated): check the id, or {_LOGIN_HINT}") from None
+        raise UserError(f"no hub model {repo_id!r} (or it is private/gated) and no local folder of that name: "
+                        f"check the id, or {_LOGIN_HINT}") from None
     except LocalEntryNotFoundError:
-        raise UserError(f"cannot reach the Hugging Face hub for {repo_id!r} and it is not in the local cache "
-                        f"(offline?): connect and {_LOGIN_HINT}") from None
+        raise UserError(f"cannot reach the Hugging Face hub for {repo_id!r}, it is not in the local cache and no local "
+                        f"folder has that name (offline?): connect and {_LOGIN_HINT}") from None
     except OSError as exc:
         raise UserError(f"cannot download {repo_id!r} ({exc.__class__.__name__}): {_LOGIN_HINT}") from None
 
@@ -111,7 +112,8 @@ def load_sam3(source: str | Path = DEFAULT_SAM3, device: str | torch.device = "c
         try:
             model, processor = _from_pretrained(str(folder), dtype)
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load SAM 3 from {folder} ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}): "
+            reason = (str(exc).splitlines() or [""])[0][:160]
+            raise UserError(f"cannot load SAM 3 from {folder} ({exc.__class__.__name__}: {reason}): "
                             "the folder needs the weights and the processor files written by save_pretrained") from None
     else:
         try:  # a cached copy needs no network (and no 20 s of retries when offline)
@@ -122,8 +124,9 @@ def load_sam3(source: str | Path = DEFAULT_SAM3, device: str | torch.device = "c
                 model, processor = _from_pretrained(source, dtype)
             except OSError as exc:
                 raise UserError(f"cannot load {source!r} from the hub ({exc.__class__.__name__}): {_LOGIN_HINT}") from None
-        if model.config.model_type not in _SAM3_MODEL_TYPES:  # pragma: no cover - from_pretrained checks it
-            raise UserError(f"{source!r} is not a SAM 3 model")
+        if model.config.model_type not in _SAM3_MODEL_TYPES:
+            raise UserError(f"hub model {source!r} is a {model.config.model_type!r} model, not SAM 3: give a SAM 3 id "
+                            f"such as {DEFAULT_SAM3}")
     return Sam3Bundle(model=model.to(device).eval(), processor=processor, source=source)
 
 
@@ -168,7 +171,7 @@ def _letter_tokenizer():
 
 def random_sam3(size: str = "tiny", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                 seed: int = 0) -> Sam3Bundle:
-    """A SAM 3 with seeded random weights: ``tiny`` (224 px input, width 32, 5 queries; tests),
+    """A SAM 3 with seeded random weights: ``tiny`` (112 px input, width 32, 5 queries; tests),
     ``small`` (448 px, width 64, 50 queries; CPU timings) or ``full`` (the real dimensions, ``Sam3Config()``:
     1008 px, 840M parameters, 200 queries; GPU timings). Outputs are meaningless; shapes and costs are real."""
     from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
@@ -176,7 +179,7 @@ def random_sam3(size: str = "tiny", device: str | torch.device = "cpu", dtype: t
     if size == "full":
         config, image_size = Sam3Config(), 1008
     elif size in ("tiny", "small"):
-        image_size = 224 if size == "tiny" else 448
+        image_size = 112 if size == "tiny" else 448
         config = Sam3Config(**_tiny_config_kwargs(hidden=32 if size == "tiny" else 64, image_size=image_size,
                                                   vit_layers=2, queries=5 if size == "tiny" else 50))
     else:

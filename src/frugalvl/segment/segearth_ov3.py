@@ -55,7 +55,7 @@ _RESIZE_PIXEL_BUDGET = 1 << 25
 
 
 @dataclass(frozen=True)
-class OV3Settings:
+class SegEarthOV3Settings:
     """SegEarth-OV3 settings; the defaults are the official ones (``SegEarthOV3Segmentation.__init__``)."""
 
     confidence_threshold: float = 0.5   # keep instances with s_i strictly above this
@@ -79,7 +79,7 @@ class OV3Settings:
             raise UserError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "OV3Settings":
+    def from_preset(cls, name: str, **overrides) -> "SegEarthOV3Settings":
         """The official settings of a dataset preset (its ``[segearth_ov3]`` table), then ``overrides``."""
         from ..presets import method_settings
 
@@ -218,7 +218,8 @@ def _overlapping(windows: Sequence[Window], height: int, width: int) -> bool:
 class SegEarthOV3:
     """SegEarth-OV3 on a loaded SAM 3: ``class_scores(rgb)`` gives ``[C, H, W]`` fused class scores."""
 
-    def __init__(self, sam3: Sam3Bundle, vocabulary: Vocabulary, settings: OV3Settings = OV3Settings()) -> None:
+    def __init__(self, sam3: Sam3Bundle, vocabulary: Vocabulary,
+                 settings: SegEarthOV3Settings = SegEarthOV3Settings()) -> None:
         if not 0 <= settings.bg_idx < len(vocabulary):
             raise UserError(f"--bg-idx {settings.bg_idx} is not a class index of the {len(vocabulary)}-class vocabulary")
         self.sam3 = sam3
@@ -228,7 +229,8 @@ class SegEarthOV3:
         self.pruned_prompts = 0   # prompt×view pairs whose segmentation head was skipped (for reports and tests)
 
     @classmethod
-    def from_pretrained(cls, vocabulary: Vocabulary, source: str = DEFAULT_SAM3, settings: OV3Settings = OV3Settings(),
+    def from_pretrained(cls, vocabulary: Vocabulary, source: str = DEFAULT_SAM3,
+                        settings: SegEarthOV3Settings = SegEarthOV3Settings(),
                         device: str | torch.device = "cpu") -> "SegEarthOV3":
         """Load SAM 3 (hub id or local folder) and build the segmenter."""
         return cls(load_sam3(source, device=device), vocabulary, settings)
@@ -289,8 +291,8 @@ class SegEarthOV3:
                 kept = detection.select(keep)
                 masks, semantic = segmentation_head(self.sam3.model, vision.expand(len(keep)), kept,
                                                     text[chunk][keep], text_mask[chunk][keep])
-                out[chunk][keep] = fuse_view(masks, kept.class_logits, kept.presence_logits, semantic, size,
-                                             s.confidence_threshold, s.use_instances, s.use_semantic, s.use_presence)
+                out[chunk.start + keep] = fuse_view(masks, kept.class_logits, kept.presence_logits, semantic, size,
+                                                  s.confidence_threshold, s.use_instances, s.use_semantic, s.use_presence)
         return out
 
     def views(self, height: int, width: int) -> list[Window]:
@@ -326,7 +328,7 @@ class SegEarthOV3:
 
 @torch.no_grad()
 def official_style_view_scores(sam3: Sam3Bundle, view: np.ndarray, queries: Sequence[str],
-                               settings: OV3Settings = OV3Settings()) -> torch.Tensor:
+                               settings: SegEarthOV3Settings = SegEarthOV3Settings()) -> torch.Tensor:
     """``[Q, h, w]`` the way the official code schedules it: one prompt at a time, its text re-encoded,
     transformers' full ``Sam3Model.forward`` at batch 1, and a Python loop over kept instances."""
     from PIL import Image
@@ -362,13 +364,14 @@ def official_style_view_scores(sam3: Sam3Bundle, view: np.ndarray, queries: Sequ
 
 def add_cli_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--sam3", default=None, metavar="ID|PATH",
-                       help=f"SAM 3 weights: a hub id (default {DEFAULT_SAM3}, gated: run `hf auth login`) or a local folder")
-    group.add_argument("--confidence-threshold", type=float, default=None,
+                       help=f"SAM 3 weights: a hub id (default {DEFAULT_SAM3}, gated: run `hf auth login`) "
+                            "or a local folder")
+    group.add_argument("--confidence-threshold", type=float, default=None, metavar="X",
                        help="keep SAM 3 instances whose score exceeds this (default: preset's or 0.5)")
     group.add_argument("--no-instances", action="store_true", help="ablation: drop the instance masks")
     group.add_argument("--no-semantic", action="store_true", help="ablation: drop the semantic head")
     group.add_argument("--no-presence", action="store_true", help="ablation: do not multiply by the presence score")
-    group.add_argument("--prompt-chunk", type=int, default=None,
+    group.add_argument("--prompt-chunk", type=int, default=None, metavar="N",
                        help="prompts per batched SAM 3 call (default 16; lower it if memory runs out)")
     group.add_argument("--presence-pruning", action="store_true",
                        help="skip the segmentation head for prompts whose presence is below --prob-thd "
@@ -377,17 +380,7 @@ def add_cli_arguments(group: argparse._ArgumentGroup) -> None:
                        help="auto: bf16 autocast on CUDA as the official code, fp32 on CPU (default auto)")
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    return device
-
-
-def settings_from_cli(args: argparse.Namespace) -> OV3Settings:
+def settings_from_cli(args: argparse.Namespace) -> SegEarthOV3Settings:
     overrides = dict(
         confidence_threshold=args.confidence_threshold, prob_thd=args.prob_thd, bg_idx=args.bg_idx,
         slide_crop=args.slide_crop, slide_stride=args.slide_stride, prompt_chunk=args.prompt_chunk,
@@ -396,14 +389,15 @@ def settings_from_cli(args: argparse.Namespace) -> OV3Settings:
         use_presence=False if args.no_presence else None, presence_pruning=True if args.presence_pruning else None,
     )
     if args.preset:
-        return OV3Settings.from_preset(args.preset, **overrides)
-    return replace(OV3Settings(), **{k: v for k, v in overrides.items() if v is not None})
+        return SegEarthOV3Settings.from_preset(args.preset, **overrides)
+    return replace(SegEarthOV3Settings(), **{k: v for k, v in overrides.items() if v is not None})
 
 
 def segmenter_from_cli(args: argparse.Namespace) -> SegEarthOV3:
     from ..commands.segment import vocabulary_from_cli
+    from ..devices import resolve_device
     from ..presets import preset_vocabulary
 
     vocabulary = vocabulary_from_cli(args, strip="whitespace") or preset_vocabulary(args.preset, "segearth_ov3")
     settings = settings_from_cli(args)
-    return SegEarthOV3.from_pretrained(vocabulary, args.sam3 or DEFAULT_SAM3, settings, _device(args.device))
+    return SegEarthOV3.from_pretrained(vocabulary, args.sam3 or DEFAULT_SAM3, settings, resolve_device(args.device))

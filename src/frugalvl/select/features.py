@@ -321,9 +321,14 @@ class TextQualityScorer:
             def one(s: dict[str, Any]) -> None:
                 cache.add(s["unique_idx"], self.backend.ask(rating_messages(s["conversations"])))
                 bar.update(1)
-            with ThreadPoolExecutor(self.backend.settings.concurrency) as pool:
-                for _ in pool.map(one, todo):
-                    pass
+            pool = ThreadPoolExecutor(self.backend.settings.concurrency)
+            try:
+                step = 64 * self.backend.settings.concurrency   # bounded number of queued requests
+                for i in range(0, len(todo), step):
+                    for _ in pool.map(one, todo[i:i + step]):
+                        pass
+            finally:   # on an error, drop the queued requests instead of sending them all
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             for i in range(0, len(todo), self.batch):
                 chunk = todo[i:i + self.batch]

@@ -293,10 +293,12 @@ def _pick_report(work: Path, samples, r, eligible, chosen, quotas, settings, k, 
     if subset.is_file():
         idx, labels = np.load(subset), np.load(work / "subset" / "clusters.npy")
         clip, names, scaled = load_features(work)
-        settings_c = ClusterSettings()
-        feats = cluster_features(np.asarray(clip[chosen]), scaled[chosen] if names else None, settings_c)
+        used = json.loads((work / "subset" / "meta.json").read_text())["settings"]
+        settings_c = ClusterSettings(clip_weight=used["clip_weight"], score_weight=used["score_weight"])
         cents, label_names = centroids(cluster_features(np.asarray(clip[idx]), scaled[idx] if names else None, settings_c), labels)
-        report["selected_per_cluster"] = count_by(assign_nearest(feats, cents, label_names).tolist())
+        nearest = [assign_nearest(cluster_features(np.asarray(clip[part]), scaled[part] if names else None, settings_c),
+                                  cents, label_names) for part in np.array_split(chosen, max(1, len(chosen) // 20000))]
+        report["selected_per_cluster"] = count_by(np.concatenate(nearest).tolist())
         report["selected_per_cluster_note"] = "clusters of S; every selected sample assigned to the nearest cluster centroid"
         report["selected_in_subset"] = int(np.isin(chosen, idx).sum())
     return report

@@ -20,6 +20,7 @@ the epoch, and the RNG states are restored.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shutil
@@ -108,7 +109,8 @@ def _need(path: Path, stage: str) -> Path:
 
 
 def read_subset(work: Path) -> Subset:
-    """Scorer inputs, cluster labels and samples of S; unusable samples (prepare's policy) dropped."""
+    """Scorer inputs, cluster labels and samples of S; unusable samples dropped (prepare's status,
+    ``features/image_ok.npy`` when present)."""
     samples = json.loads(_need(work / "prepare/samples.json", "prepare").read_text(encoding="utf-8"))
     clip = np.load(_need(work / "features/clip.npy", "features"), mmap_mode="r")
     scores = json.loads(_need(work / "features/scores.json", "features").read_text(encoding="utf-8"))
@@ -119,7 +121,10 @@ def read_subset(work: Path) -> Subset:
         raise UserError(f"{work}: features and prepare/samples.json disagree on N: re-run `frugalvl select features --force`")
     if len(indices) != len(clusters) or (len(indices) and (indices.min() < 0 or indices.max() >= len(samples))):
         raise UserError(f"{work}/subset: indices.npy and clusters.npy do not fit the samples: re-run `frugalvl select cluster --force`")
-    keep = [k for k, i in enumerate(indices) if samples[i].get("status", "ok") in USABLE]
+    # prepare's status, and the features stage's image_ok (an image that failed to decode there)
+    image_ok = np.load(work / "features/image_ok.npy") if (work / "features/image_ok.npy").is_file() else None
+    keep = [k for k, i in enumerate(indices) if samples[i].get("status", "ok") in USABLE
+            and (image_ok is None or samples[i].get("status") == "text" or bool(image_ok[i]))]
     if not keep:
         raise UserError(f"{work}: no usable sample in the training subset: check prepare/report.json")
     indices, clusters = indices[keep], clusters[keep]
@@ -304,7 +309,10 @@ def prepare_mllm(model: nn.Module, settings: TrainSettings) -> nn.Module:
     """Freeze the vision tower; train LM + projector, or a LoRA adapter on the LM + the projector."""
     model.model.vision_tower.requires_grad_(False)
     if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):      # transformers ≥ 5.2x name
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not settings.lora:
         return model
     from peft import LoraConfig, get_peft_model
@@ -332,6 +340,12 @@ def param_groups(coupled: CoupledModel, settings: TrainSettings) -> list[dict[st
 
 # ------------------------------------------------------------------------------------ checkpoints
 
+def clear_training(work: Path) -> None:
+    """Forget a previous run (scorer, history, checkpoints), so that the next :func:`train` starts
+    afresh instead of resuming; what ``--force`` should do before training."""
+    shutil.rmtree(Path(work) / "train", ignore_errors=True)
+
+
 def checkpoint_dirs(work: Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary folders of an interrupted save are ignored)."""
     root = work / "train/checkpoints"
@@ -352,6 +366,7 @@ def save_checkpoint(accelerator, work: Path, step: int, done: int, history: list
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()          # every process has written its RNG state
     if accelerator.is_main_process:
         write_json(tmp / STATE_FILE, {"step": step, "batches_done": done, "history": history,
                                       "settings": _result_settings(settings)})
@@ -382,7 +397,7 @@ def resume_state(accelerator, work: Path, settings: TrainSettings) -> tuple[int,
 # --------------------------------------------------------------------------------------- training
 
 def _accelerator(settings: TrainSettings):
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     precision = settings.precision
     if precision == "auto":
@@ -392,7 +407,13 @@ def _accelerator(settings: TrainSettings):
     if settings.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision))
+    # text-only micro-batches leave the projector and the vision path unused: DDP must allow that
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # cpu=True without CUDA: accelerate then sets up gloo for several CPU processes (torchrun)
+    # step_scheduler_with_optimizer=False: our schedule already counts global steps, so accelerate must
+    # not step it once per process
+    return Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[ddp], step_scheduler_with_optimizer=False)
 
 
 def _check_settings(settings: TrainSettings) -> None:
@@ -479,7 +500,7 @@ def train(work: Path, settings: TrainSettings) -> Path:
         end = ends[step]
         n_micro = end - (ends[step - 1] if step else -1)
         sync = j == end
-        with (accelerator.no_sync(coupled) if not sync else _nullcontext()):
+        with accelerator.no_sync(coupled) if not sync else contextlib.nullcontext():
             with accelerator.autocast():
                 parts = coupled(batch.to(accelerator.device))
             accelerator.backward(parts.total / n_micro)
@@ -488,11 +509,12 @@ def train(work: Path, settings: TrainSettings) -> Path:
             continue
         if settings.max_grad_norm > 0:
             accelerator.clip_grad_norm_(coupled.parameters(), settings.max_grad_norm)
+        lr = float(scheduler.get_last_lr()[0])       # the lr this step uses
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step, done = step + 1, j + 1
-        history.append(_record(step, pending, accelerator.unwrap_model(coupled), scheduler))
+        history.append(_record(step, pending, accelerator.unwrap_model(coupled), lr))
         pending = []
         bar.update(1)
         bar.set_postfix({k: f"{history[-1][k]:.4g}" for k in ("L_I", "L_D", "s1", "s2")})
@@ -502,14 +524,6 @@ def train(work: Path, settings: TrainSettings) -> Path:
     return _finish(accelerator, coupled, llava, work, settings, step, history)
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _progress(accelerator, total: int, start: int):
     from tqdm.auto import tqdm
 
@@ -517,11 +531,11 @@ def _progress(accelerator, total: int, start: int):
                 dynamic_ncols=True)
 
 
-def _record(step: int, pending: Sequence[L.Losses], coupled: CoupledModel, scheduler) -> dict[str, float]:
+def _record(step: int, pending: Sequence[L.Losses], coupled: CoupledModel, lr: float) -> dict[str, float]:
     mean = lambda xs: float(torch.stack([x.float() for x in xs]).mean())  # noqa: E731
     return {"step": step, "loss": mean([p.total for p in pending]), "L_I": mean([p.importance for p in pending]),
             "L_D": mean([p.diversity for p in pending]), "s1": float(coupled.s1.detach()), "s2": float(coupled.s2.detach()),
-            "lr": float(scheduler.get_last_lr()[0])}
+            "lr": lr}
 
 
 def _finish(accelerator, coupled, llava, work: Path, settings: TrainSettings, step: int, history) -> Path:
@@ -584,8 +598,11 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
     return float(np.median(times))
 
 
-def step_cost(coupled: CoupledModel, batch: Batch, repeats: int = 3) -> StepCost:
-    """Time one training step with and without the scorer + losses on ``batch`` (lr 0: weights stay)."""
+def step_cost(coupled: CoupledModel, batch: Batch, repeats: int = 3, bf16: bool = False) -> StepCost:
+    """Time one training step with and without the scorer + losses on ``batch`` (lr 0: weights stay).
+
+    ``bf16`` runs the forward passes under bf16 autocast, as training does on a GPU.
+    """
     mllm, scorer = coupled.mllm, coupled.scorer
     coupled.train()
     inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=batch.pixel_values)
@@ -593,23 +610,31 @@ def step_cost(coupled: CoupledModel, batch: Batch, repeats: int = 3) -> StepCost
     opt_all = torch.optim.AdamW([p for p in coupled.parameters() if p.requires_grad], lr=0.0)
     opt_scorer = torch.optim.AdamW([p for p in scorer.parameters()] + [coupled.s1, coupled.s2], lr=0.0)
 
+    device_type = batch.input_ids.device.type
+    autocast = lambda: torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+
     def mllm_step():
-        mllm(**inputs, labels=batch.labels, use_cache=False).loss.backward()
+        with autocast():
+            loss = mllm(**inputs, labels=batch.labels, use_cache=False).loss
+        loss.backward()
         opt_mllm.step()
         opt_mllm.zero_grad(set_to_none=True)
 
     def coupled_step():
-        coupled(batch).total.backward()
+        with autocast():
+            total = coupled(batch).total
+        total.backward()
         opt_all.step()
         opt_all.zero_grad(set_to_none=True)
 
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         logits = mllm(**inputs, use_cache=False).logits.detach()
 
     def scorer_step():
-        r = scorer(batch.features)
-        L.coido_losses(r, logits, batch.labels, batch.clusters, coupled.loss, coupled.s1, coupled.s2,
-                       coupled.lam).total.backward()
+        with autocast():
+            total = L.coido_losses(scorer(batch.features), logits, batch.labels, batch.clusters, coupled.loss,
+                                   coupled.s1, coupled.s2, coupled.lam).total
+        total.backward()
         opt_scorer.step()
         opt_scorer.zero_grad(set_to_none=True)
 
@@ -634,7 +659,8 @@ def step_cost_from_work(work: Path, settings: TrainSettings, repeats: int = 3) -
     plan.sort(key=lambda mega: -sum(lengths[i] > 0 for i in mega[0]))   # an image batch when there is one
     data = MicroBatches(subset, [m[0] for m in plan[:1]], llava.tokenizer, llava.image_processor,
                         llava.image_seq_length, IMAGE_TAG, llava.pad_token_id, settings)
-    return step_cost(coupled, data[0].to(device), repeats)
+    bf16 = device == "cuda" and settings.precision in ("auto", "bf16")
+    return step_cost(coupled, data[0].to(device), repeats, bf16=bf16)
 
 
 # ------------------------------------------------------------------------------------------- CLI
