@@ -90,7 +90,7 @@ def synthetic_points(n: int, dim: int = 1536, k: int = 20, seed: int = 0) -> tup
     return x, rng.uniform(-1, 1, size=(n, 3)).astype(np.float32)
 
 
-def bench_clustering(sizes, budget_s: float) -> list[tuple[str, str, str]]:
+def bench_clustering(sizes, budget_s: float, device: str = "cpu") -> list[tuple[str, str, str]]:
     from frugalvl.select.clustering import ClusterSettings, cluster_features, knn_affinity, spectral_labels
 
     settings = ClusterSettings()
@@ -106,7 +106,7 @@ def bench_clustering(sizes, budget_s: float) -> list[tuple[str, str, str]]:
         feats = cluster_features(clip, scores, settings)
         del clip
         t = time.perf_counter()
-        graph = knn_affinity(feats, settings.knn, settings.block)
+        graph = knn_affinity(feats, settings.knn, settings.block, device)
         t_knn = time.perf_counter() - t
         labels, how = spectral_labels(graph, feats, settings)
         total = time.perf_counter() - t
@@ -158,7 +158,7 @@ def main() -> None:
         rate = bench_scoring(args.device)
         rows.append(("scoring, 1539-d scorer", f"{rate:,.0f} samples/s", f"batch 256; 665K samples -> {665_298 / rate:,.1f} s"))
     if "clustering" in parts:
-        rows.extend(bench_clustering([int(s) for s in args.sizes.split(",")], args.budget_s))
+        rows.extend(bench_clustering([int(s) for s in args.sizes.split(",")], args.budget_s, args.device))
     rows.append(("scorer + losses per step vs MLLM step", "see trainer", "frugalvl.select.trainer.step_cost (other benchmark)"))
 
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"

@@ -130,7 +130,8 @@ def cluster_settings(args: argparse.Namespace):
     from ..select import ClusterSettings
     if not 0 < args.subset_ratio <= 1:
         raise UserError(f"--subset-ratio must be in (0, 1], got {args.subset_ratio}")
-    return ClusterSettings(ratio=args.subset_ratio, seed=args.subset_seed, n_clusters=args.clusters, knn=args.knn)
+    return ClusterSettings(ratio=args.subset_ratio, seed=args.subset_seed, n_clusters=args.clusters, knn=args.knn,
+                           device=getattr(args, "device", "cpu"))
 
 
 def pick_settings(args: argparse.Namespace):
@@ -180,6 +181,7 @@ def _cluster_parser(stages) -> None:
     p = stages.add_parser("cluster", help="draw the random training subset and cluster it (spectral)")
     _work(p)
     _cluster_options(p)
+    p.add_argument("--device", default="cpu", help="device of the kNN search: cpu, cuda or cuda:N (default cpu)")
 
     def run(args):
         from ..select import pipeline

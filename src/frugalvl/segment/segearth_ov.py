@@ -17,7 +17,6 @@ settings reproduce the official code (likyoo/SegEarth-OV):
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,8 +28,9 @@ from ..errors import UserError
 from ..models.clip import OPENAI_MEAN, ClipModel
 from ..vocab import Vocabulary, templates
 from ..windows import WindowAccumulator, plan_windows
-from .attention import MODES, last_block
+from .attention import MODES
 from .base import merge_synonyms
+from .dense_clip import dense_tokens
 
 # The official configs normalise with these (CLIP's mean/std ×255, as written in cfg files).
 OFFICIAL_MEAN = (122.771, 116.746, 104.094)
@@ -119,36 +119,10 @@ class SegEarthOV:
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
         return (x - self._mean) / self._std
 
-    def _positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
-        """The ViT's positional embedding, bicubically resized when the token grid changes."""
-        pos = self.clip.model.visual.positional_embedding
-        n = pos.shape[0] - 1
-        side = int(math.sqrt(n))
-        if grid_h * grid_w == n and grid_h == grid_w:
-            return pos
-        patch = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        # The official code (DINO's recipe) interpolates by a scale factor nudged by +0.1.
-        patch = F.interpolate(patch.float(), scale_factor=((grid_h + 0.1) / side, (grid_w + 0.1) / side), mode="bicubic")
-        patch = patch.to(pos.dtype).permute(0, 2, 3, 1).reshape(grid_h * grid_w, -1)
-        return torch.cat([pos[:1], patch])
-
     def encode_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CLS ``[B, D]`` and patch features ``[B, D, h/16, w/16]`` with the replaced last block (§1.3)."""
-        visual = self.clip.model.visual
-        tokens = visual.conv1(x.to(self.clip.dtype))
-        b, width, gh, gw = tokens.shape
-        tokens = tokens.flatten(2).transpose(1, 2)
-        cls = visual.class_embedding.to(tokens.dtype).expand(b, 1, width)
-        tokens = torch.cat([cls, tokens], dim=1) + self._positional_embedding(gh, gw).to(tokens.dtype)
-        tokens = visual.ln_pre(tokens)
-        transformer = visual.transformer
-        if not getattr(transformer, "batch_first", True):
-            raise UserError("this CLIP's transformer is not batch-first; use a current open_clip model")
-        for block in transformer.resblocks[:-1]:
-            tokens = block(tokens)
-        tokens = last_block(transformer.resblocks[-1], tokens, self.settings.attention, self.settings.residual)
-        tokens = visual.ln_post(tokens) @ visual.proj
-        patches = tokens[:, 1:].transpose(1, 2).reshape(b, -1, gh, gw)
+        tokens, (gh, gw) = dense_tokens(self.clip.model.visual, x, self.settings.attention, self.settings.residual)
+        patches = tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
         return tokens[:, 0], patches
 
     def _upsample(self, patches: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ class ClusterSettings:
     score_weight: float = 0.3
     random_state: int = 42      # the clusterer's seed
     block: int = 4096           # rows per similarity block (memory ~ block × |S| floats)
+    device: str = "cpu"         # where the kNN search runs (cuda: seconds for |S| = 133K)
 
 
 def draw_subset(usable: np.ndarray, ratio: float, seed: int) -> np.ndarray:
@@ -50,19 +51,20 @@ def cluster_features(clip: np.ndarray, scores: np.ndarray | None, settings: Clus
     return np.concatenate(parts, axis=1)
 
 
-def knn_affinity(x: np.ndarray, k: int, block: int = 4096) -> sp.csr_matrix:
+def knn_affinity(x: np.ndarray, k: int, block: int = 4096, device: str = "cpu") -> sp.csr_matrix:
     """Sparse symmetric affinity 1 − (1 − cos)/2 on each point's k nearest neighbours (self included)."""
     import torch
 
     n = len(x)
     k = min(k, n)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     xt = xt / xt.norm(dim=1, keepdim=True).clamp_min(1e-12)
     rows, cols, vals = [], [], []
     for lo in range(0, n, block):
         sim = xt[lo:lo + block] @ xt.T
-        sim[torch.arange(sim.shape[0]), torch.arange(lo, lo + sim.shape[0])] = 2.0   # self first, always kept
-        top, idx = sim.topk(k, dim=1)
+        rows_here = torch.arange(sim.shape[0], device=sim.device)
+        sim[rows_here, rows_here + lo] = 2.0   # self first, always kept
+        top, idx = (t.cpu() for t in sim.topk(k, dim=1))
         top[:, 0] = 1.0
         rows.append(np.repeat(np.arange(lo, lo + sim.shape[0]), k))
         cols.append(idx.numpy().ravel())
@@ -94,7 +96,7 @@ def subset_and_clusters(clip: np.ndarray, scores: np.ndarray | None, usable: np.
     """Draw S, cluster it: ``indices`` [|S|], ``labels`` [|S|], ``clusterer``."""
     indices = draw_subset(usable, settings.ratio, settings.seed)
     feats = cluster_features(clip[indices], None if scores is None else scores[indices], settings)
-    labels, clusterer = spectral_labels(knn_affinity(feats, settings.knn, settings.block), feats, settings)
+    labels, clusterer = spectral_labels(knn_affinity(feats, settings.knn, settings.block, settings.device), feats, settings)
     return {"indices": indices, "labels": labels, "clusterer": clusterer,
             "recipe": f"{settings.clip_weight}*clip/|clip| ++ {settings.score_weight}*zscore(scores)"
                       + ("" if scores is not None and scores.shape[1] >= 2 else " (score part dropped: fewer than 2 scores)")}

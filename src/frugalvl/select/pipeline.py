@@ -185,7 +185,7 @@ def cluster(work: str | Path, settings: ClusterSettings = ClusterSettings(), for
     _need(work / "features" / "scores.json", "features")
     upstream = {"features": _digest(_need(work / "features" / "meta.json", "features"))}
     outputs = [folder / "indices.npy", folder / "clusters.npy", folder / "result.json"]
-    if not _begin(folder, "cluster", _settings_dict(settings, drop=("block",)), upstream, outputs, force):
+    if not _begin(folder, "cluster", _settings_dict(settings, drop=("block", "device")), upstream, outputs, force):
         return json.loads((folder / "result.json").read_text())
     samples = load_samples(work)
     clip, names, scaled = load_features(work)

@@ -50,8 +50,8 @@ from ..errors import UserError
 from ..fileio import atomic_path
 from ..models.clip import ClipModel
 from ..raster import IMAGE_SUFFIXES, read_image
-from ..segment.attention import MODES, last_block
-from ..segment.segearth_ov import SegEarthOV
+from ..segment.attention import MODES
+from ..segment.dense_clip import dense_tokens
 from ..segment.simfeatup import JBUOne, JBUStack, save_upsampler
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -150,9 +150,6 @@ class ClipFeaturizer:
     inference, which removes the train/test mismatch of the official recipe (spec §2.5).
     """
 
-    # Reused from the segmenter: it reads only ``self.clip`` (bicubic resize for other grids).
-    _positional_embedding = SegEarthOV._positional_embedding
-
     def __init__(self, clip: ClipModel, last_block: str = "skip") -> None:
         visual = clip.model.visual
         needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
@@ -168,19 +165,9 @@ class ClipFeaturizer:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        visual = self.clip.model.visual
-        tokens = visual.conv1(images.to(self.clip.dtype))
-        b, width, gh, gw = tokens.shape
-        tokens = tokens.flatten(2).transpose(1, 2)
-        cls = visual.class_embedding.to(tokens.dtype).expand(b, 1, width)
-        tokens = torch.cat([cls, tokens], dim=1) + self._positional_embedding(gh, gw).to(tokens.dtype)
-        tokens = visual.ln_pre(tokens)
-        blocks = visual.transformer.resblocks
-        for block in blocks[:-1]:
-            tokens = block(tokens)
-        if self.last_block != "skip":
-            tokens = last_block(blocks[-1], tokens, self.last_block)
-        patches = visual.ln_post(tokens[:, 1:]) @ visual.proj
+        tokens, (gh, gw) = dense_tokens(self.clip.model.visual, images, self.last_block)
+        patches = tokens[:, 1:]
+        b = patches.shape[0]
         return patches.transpose(1, 2).reshape(b, -1, gh, gw).float()
 
 
