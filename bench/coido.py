@@ -65,9 +65,9 @@ def random_clip(arch: str, device: str):
 
 def tiny_clip(device: str):
     from frugalvl.models.clip import load_clip
-    from tests.select.tiny_clip import write_tiny_openai_clip
+    from tests.tiny_clip import write_tiny_openai_clip
 
-    path = write_tiny_openai_clip(Path(tempfile.mkdtemp()) / "tiny.pt")
+    path = write_tiny_openai_clip(Path(tempfile.mkdtemp()) / "tiny.pt", image_size=32, patch_size=8, width=64)
     return load_clip(str(path), device)
 
 

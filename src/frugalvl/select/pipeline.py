@@ -210,6 +210,8 @@ def train(work: str | Path, settings: Any, force: bool = False) -> Path:
     if scorer_path.is_file() and not force:
         log(f"train: done already ({scorer_path}); skipping")
         return scorer_path
+    if force:
+        trainer.clear_training(work)  # start afresh rather than resume the old run's checkpoints
     return Path(trainer.train(work, settings))
 
 
