@@ -29,6 +29,17 @@ def test_adaptive_conv_against_float64_loops():
     assert torch.allclose(adaptive_conv_unfold(src, kernel).double(), ref, atol=1e-5)
 
 
+def test_adaptive_conv_gradients_match_autograd_of_the_plain_formula():
+    torch.manual_seed(0)
+    src = torch.randn(2, 3, 7, 8, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(2, 9, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(adaptive_conv, (src, kernel))
+    grad = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    ours = torch.autograd.grad(adaptive_conv(src, kernel), (src, kernel), grad)
+    plain = torch.autograd.grad(adaptive_conv_unfold(src, kernel), (src, kernel), grad)
+    assert all(torch.allclose(a, b) for a, b in zip(ours, plain))
+
+
 def reference_stage(stage, source, guidance):
     """One JBU stage written the straightforward way (unfold everything), in float64."""
     stage = stage.double()

