@@ -6,8 +6,8 @@ Prints one table. Models have random weights (throughput does not depend on them
 (32 px) and ViT-L-14 at its real size (224 px, 768-d embeddings, 1536-d features). Clustering runs
 on synthetic unit vectors with 20 centres in 1536 + 3 dimensions, the recipe of spec §1.5 (kNN
 graph, then spectral clustering); sizes whose estimated time exceeds --budget-s are skipped and
-reported with the estimate. The scorer+loss cost per training step next to the MLLM step alone is
-measured by the trainer's own benchmark (``frugalvl.select.trainer.step_cost``), not here.
+reported with the estimate. The last rows time one training step of a tiny LLaVA with and without
+the scorer + CoIDO losses (``frugalvl.select.trainer.step_cost``).
 """
 
 from __future__ import annotations
@@ -116,6 +116,34 @@ def bench_clustering(sizes, budget_s: float, device: str = "cpu") -> list[tuple[
     return rows
 
 
+def bench_training(device: str, repeats: int = 5) -> list[tuple[str, str, str]]:
+    """One training step with and without the scorer + CoIDO losses (tiny LLaVA on easy-vqa samples)."""
+    import json
+
+    from frugalvl.select import ClusterSettings, FeatureSettings, PrepareSettings, pipeline
+    from frugalvl.select.trainer import TrainSettings, step_cost_from_work
+    from tests.select.easyvqa_fixture import write_easyvqa_llava
+    from tests.select.tiny_llava import build_tiny_llava
+    from tests.tiny_clip import write_tiny_openai_clip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data, root = write_easyvqa_llava(tmp / "evqa")
+        clip = write_tiny_openai_clip(tmp / "clip.pt", image_size=32, patch_size=8, width=64)
+        work = tmp / "work"
+        pipeline.prepare(data, work, PrepareSettings(image_root=str(root), workers=2))
+        pipeline.features(work, FeatureSettings(clip=str(clip), device=device, workers=0, progress=False))
+        pipeline.cluster(work, ClusterSettings(ratio=0.5, n_clusters=4, knn=10))
+        texts = [t["value"] for r in json.loads(Path(data).read_text()) for t in r["conversations"]]
+        mllm = build_tiny_llava(tmp / "llava", extra_text=texts)
+        cost = step_cost_from_work(work, TrainSettings(mllm=str(mllm), batch_size=16, num_workers=0,
+                                                       gradient_checkpointing=False), repeats)
+    shape = f"tiny LLaVA, batch {cost.batch_size} x {cost.seq_len} tokens"
+    return [("training step, MLLM alone", f"{1000 * cost.mllm_step_s:.1f} ms", shape),
+            ("training step, MLLM + scorer + losses", f"{1000 * cost.coupled_step_s:.1f} ms",
+             f"+{100 * cost.overhead:.0f}% over the MLLM step; scorer + losses alone {1000 * cost.scorer_losses_s:.1f} ms")]
+
+
 class _Rows(list):
     """Table rows, each also printed as soon as it is measured."""
 
@@ -138,7 +166,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--budget-s", type=float, default=300.0, help="skip a clustering size estimated above this")
     parser.add_argument("--skip-large", action="store_true", help="no ViT-L-14 row")
-    parser.add_argument("--parts", default="features,scoring,clustering", help="which rows to measure")
+    parser.add_argument("--parts", default="features,scoring,clustering,training", help="which rows to measure")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -159,7 +187,8 @@ def main() -> None:
         rows.append(("scoring, 1539-d scorer", f"{rate:,.0f} samples/s", f"batch 256; 665K samples -> {665_298 / rate:,.1f} s"))
     if "clustering" in parts:
         rows.extend(bench_clustering([int(s) for s in args.sizes.split(",")], args.budget_s, args.device))
-    rows.append(("scorer + losses per step vs MLLM step", "see trainer", "frugalvl.select.trainer.step_cost (other benchmark)"))
+    if "training" in parts:
+        rows.extend(bench_training(args.device))
 
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nCoIDO benchmark on {device}\n")

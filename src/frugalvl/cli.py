@@ -19,7 +19,8 @@ COMMANDS = ("segment", "evaluate", "train_upsampler", "select")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="frugalvl", description=__doc__.splitlines()[0].strip("`. "))
+    parser = argparse.ArgumentParser(prog="frugalvl", description="Open-vocabulary segmentation of remote-sensing images "
+                                     "(SegEarth-OV, SegEarth-OV3) and data selection for visual instruction tuning (CoIDO).")
     parser.add_argument("--version", action="version", version=f"frugalvl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

@@ -206,3 +206,20 @@ def test_all_keeps_going_past_a_broken_dataset(potsdam_root: Path, tmp_path: Pat
     assert rc == 2
     assert "Table 1: multi-class" in captured.out
     assert "wbs_si: 498 of 499 listed images are missing" in captured.err
+
+
+def test_real_segearth_ov_run_equals_segment_then_predictions(potsdam_root: Path, tmp_path: Path, tiny_clip_file):
+    """No stand-in: the real SegEarth-OV segmenter (tiny random CLIP) through evaluate and through segment."""
+    out = tmp_path / "out"
+    model = ["--method", "segearth-ov", "--clip", str(tiny_clip_file)]
+    assert main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "-o", str(out), "--no-progress",
+                 *model]) == 0
+    by_method = json.loads(next(out.glob("potsdam/segearth-ov*/results.json")).read_text())
+    preds = tmp_path / "preds"
+    images = sorted((potsdam_root / dataset_spec("potsdam").img_dir).iterdir())
+    assert main(["segment", *map(str, images), "-o", str(preds), "--preset", "potsdam", "--no-progress", *model]) == 0
+    assert main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "--predictions", str(preds),
+                 "-o", str(out), "--no-progress"]) == 0
+    by_files = _results(out, "potsdam", "predictions-preds")
+    assert by_files["confusion_matrix"] == by_method["confusion_matrix"]
+    assert sum(map(sum, by_method["confusion_matrix"])) > 0
