@@ -1,6 +1,6 @@
 """CoIDO data selection for visual instruction tuning (spec/coido.md).
 
-Python API, one function per stage over a work folder (see docs/coido.md)::
+Python API, one function per stage over a work folder (see the README, "Data selection for visual instruction tuning")::
 
     from frugalvl.select import pipeline
     pipeline.prepare("llava_v1_5_mix665k.json", "work", PrepareSettings(image_root="data"))
