@@ -26,19 +26,20 @@ from torch import nn
 from ..errors import UserError
 
 
-# On the CPU, working on blocks of rows × channels keeps the operands of all d² taps in cache; the
-# arithmetic per element (and its order) is unchanged, so the result is bit-identical.
+# On the CPU, working on blocks of (one sample) × rows × channels keeps the operands of all d² taps in
+# cache; the arithmetic per element (and its order) is unchanged, so the result is bit-identical.
 _CPU_BLOCK_ROWS, _CPU_BLOCK_CHANNELS = 32, 64
 
 
 def _blocks(t: torch.Tensor, h: int, channels: int):
-    """(row slice, channel slice) blocks: cache-sized on the CPU, the whole tensor elsewhere."""
+    """(sample, row, channel) slices: cache-sized blocks on the CPU, the whole tensor elsewhere."""
     if t.device.type != "cpu":
-        yield slice(0, h), slice(0, channels)
+        yield slice(None), slice(0, h), slice(0, channels)
         return
-    for c0 in range(0, channels, _CPU_BLOCK_CHANNELS):
-        for y0 in range(0, h, _CPU_BLOCK_ROWS):
-            yield slice(y0, min(y0 + _CPU_BLOCK_ROWS, h)), slice(c0, c0 + _CPU_BLOCK_CHANNELS)
+    for b in range(t.shape[0]):
+        for c0 in range(0, channels, _CPU_BLOCK_CHANNELS):
+            for y0 in range(0, h, _CPU_BLOCK_ROWS):
+                yield slice(b, b + 1), slice(y0, min(y0 + _CPU_BLOCK_ROWS, h)), slice(c0, c0 + _CPU_BLOCK_CHANNELS)
 
 
 def _shift_accumulate(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -46,9 +47,9 @@ def _shift_accumulate(source_padded: torch.Tensor, kernel: torch.Tensor) -> torc
     d = int(round(taps ** 0.5))
     out = torch.zeros(source_padded.shape[:2] + (h, w), dtype=torch.promote_types(source_padded.dtype, kernel.dtype),
                       device=source_padded.device)
-    for rows, chans in _blocks(out, h, out.shape[1]):
-        o, k = out[:, chans, rows], kernel[:, :, rows]
-        src = source_padded[:, chans, rows.start:rows.stop + d - 1]
+    for sample, rows, chans in _blocks(out, h, out.shape[1]):
+        o, k = out[sample, chans, rows], kernel[sample, :, rows]
+        src = source_padded[sample, chans, rows.start:rows.stop + d - 1]
         n = rows.stop - rows.start
         for p in range(taps):
             i, j = divmod(p, d)
@@ -130,12 +131,12 @@ class JBULearnedRange(nn.Module):
         # One dot product per offset, in unfold order (p = i·d + j); avoids a key_dim×d²×H×W tensor.
         d = self.diameter
         logits = keys.new_empty(keys.shape[0], d * d, h, w)
-        for rows, _ in _blocks(keys, h, 1):
+        for sample, rows, _ in _blocks(keys, h, 1):
             n = rows.stop - rows.start
-            centre, near = keys[:, :, rows], padded[:, :, rows.start:rows.stop + d - 1]
+            centre, near = keys[sample, :, rows], padded[sample, :, rows.start:rows.stop + d - 1]
             for p in range(d * d):
                 i, j = divmod(p, d)
-                logits[:, p, rows] = (near[:, :, i:i + n, j:j + w] * centre).sum(1)
+                logits[sample, p, rows] = (near[:, :, i:i + n, j:j + w] * centre).sum(1)
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
         return F.softmax(temperature * logits, dim=1)
 
