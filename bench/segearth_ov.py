@@ -5,7 +5,8 @@ the Potsdam preset's 8 queries. For each image size, three protocols:
 
 * ``official``: the official structure: windows one at a time (batch 1), the stock last block run
   and discarded, every window's logits padded to full size before adding, one-hot synonym merge;
-* ``batched``: frugalvl's default path (all windows of an image per forward pass);
+* ``batched``: frugalvl's default path (16 windows per forward pass on a GPU; one at a time on the
+  CPU, where batching is slower);
 * ``batched+commuted``: plus the exact upsampler reordering (``--commute-upsampler``, spec §2.4).
 
 ``--sizes`` are working resolutions (the image is fed at that size, ``long_side=size``); the
@@ -45,7 +46,7 @@ def build(device: str, precision: str, long_side: int, protocol: str):
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
     clip = ClipModel(model.to(device=device, dtype=dtype).eval(), open_clip.get_tokenizer("ViT-B-16"), "random:ViT-B-16")
     vocab = Vocabulary.parse("road,parking lot;building;low vegetation;tree;car;clutter,background", strip="newline")
-    settings = SegEarthOVSettings(long_side=long_side, window_batch=1 if protocol == "official" else 16,
+    settings = SegEarthOVSettings(long_side=long_side, window_batch=1 if protocol == "official" else None,
                                   commute_upsampler=protocol.endswith("commuted"))
     return SegEarthOV(clip, vocab, JBUOne(512).eval(), settings)
 

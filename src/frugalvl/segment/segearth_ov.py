@@ -51,7 +51,7 @@ class SegEarthOVSettings:
     slide_crop: int = 224
     slide_stride: int = 112
     templates: str = "imagenet80"
-    window_batch: int = 16           # windows per forward pass (official: 1)
+    window_batch: int | None = None  # windows per forward pass; None: 16 on a GPU, 1 on the CPU (faster there)
     commute_upsampler: bool = False  # exact reordering of the upsampler's last conv (§2.4)
 
 
@@ -158,8 +158,9 @@ class SegEarthOV:
         _, _, h, w = image.shape
         windows = plan_windows(h, w, s.slide_crop, s.slide_stride)
         acc = WindowAccumulator(len(self.vocabulary.queries), h, w, device=device, dtype=dtype)
-        for start in range(0, len(windows), max(1, s.window_batch)):
-            group = windows[start:start + max(1, s.window_batch)]
+        batch = s.window_batch or (16 if device.type == "cuda" else 1)
+        for start in range(0, len(windows), max(1, batch)):
+            group = windows[start:start + max(1, batch)]
             crops = torch.cat([image[:, :, win.y0:win.y1, win.x0:win.x1] for win in group])
             crops, crop_back = _pad_to_patch(crops, self.clip.patch_size)
             logits = crop_back(self.window_logits(crops))
@@ -203,7 +204,7 @@ def add_cli_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--logit-scale", type=float, default=50.0, help="softmax temperature on the cosine logits (default 50)")
     group.add_argument("--long-side", default="448", help="resize the long side to this many pixels, or 'native' to keep the size (default 448)")
     group.add_argument("--templates", default="imagenet80", help="prompt templates: imagenet80 (default), photo or none")
-    group.add_argument("--window-batch", type=int, default=16, help="windows per forward pass (default 16)")
+    group.add_argument("--window-batch", type=int, help="windows per forward pass (default 16 on a GPU, 1 on the CPU)")
     group.add_argument("--commute-upsampler", action="store_true", help="apply the upsampler's final 1×1 conv at low resolution (exact up to rounding)")
 
 
