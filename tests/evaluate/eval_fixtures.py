@@ -78,9 +78,9 @@ class FakeSegmenter:
 
 
 def fake_method_module(segmenters: list, fail_after: int | None = None):
-    """A stand-in for a method module (``segmenter_from_cli``) that records what it was given."""
+    """A stand-in for a method module (``load_models``, ``segmenter_from_cli``) that records what it was given."""
 
-    def segmenter_from_cli(args):
+    def segmenter_from_cli(args, models=None):
         from frugalvl.presets import method_settings
 
         classes = method_settings(args.preset, "segearth_ov")["classes"]
@@ -90,7 +90,7 @@ def fake_method_module(segmenters: list, fail_after: int | None = None):
         segmenters.append((args, segmenter))
         return segmenter
 
-    return SimpleNamespace(segmenter_from_cli=segmenter_from_cli)
+    return SimpleNamespace(load_models=lambda args: None, segmenter_from_cli=segmenter_from_cli)
 
 
 class InterruptingSegmenter:

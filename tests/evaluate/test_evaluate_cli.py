@@ -223,3 +223,17 @@ def test_real_segearth_ov_run_equals_segment_then_predictions(potsdam_root: Path
     by_files = _results(out, "potsdam", "predictions-preds")
     assert by_files["confusion_matrix"] == by_method["confusion_matrix"]
     assert sum(map(sum, by_method["confusion_matrix"])) > 0
+
+
+def test_all_loads_the_model_once_for_every_dataset(potsdam_root: Path, tmp_path: Path, monkeypatch):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_pair(potsdam_root, "whu_aerial", f"tile_{i}", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+                   np.zeros((32, 32), np.uint8))
+    made, loads = [], []
+    module = fake_method_module(made)
+    module.load_models = lambda args: loads.append(args.method) or "the-model"
+    monkeypatch.setattr("frugalvl.commands.segment.method_module", lambda name: module)
+    assert main(["evaluate", "--all", "--data-root", str(potsdam_root), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert loads == ["segearth-ov"]                       # one load ...
+    assert sorted(args.preset for args, _ in made) == ["potsdam", "whu_aerial"]  # ... two segmenters

@@ -6,7 +6,7 @@ import argparse
 import copy
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UserError
 
@@ -21,7 +21,7 @@ _NOT_SETTINGS = {"func", "command", "dataset", "all", "data_root", "outdir", "li
 
 def register(subparsers) -> None:
     from ..evaluate.datasets import list_datasets
-    from .segment import add_model_arguments
+    from .segment import add_model_arguments, add_override_arguments
 
     p = subparsers.add_parser(
         "evaluate", help="score a method on the remote-sensing benchmarks (mIoU / IoU as the papers)",
@@ -40,11 +40,7 @@ def register(subparsers) -> None:
     out.add_argument("-o", "--outdir", default="eval_results", help="output folder (default eval_results)")
     out.add_argument("--no-cache", action="store_true", help="do not keep per-image results (no resuming)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
-    thresholds = p.add_argument_group("overrides of the preset's settings (default: the official ones)")
-    thresholds.add_argument("--prob-thd", type=float, help="pixels whose best class score is below this get --bg-idx")
-    thresholds.add_argument("--bg-idx", type=int, help="class index given to low-confidence pixels")
-    thresholds.add_argument("--slide-crop", type=int, help="sliding-window size in pixels")
-    thresholds.add_argument("--slide-stride", type=int, help="sliding-window stride in pixels")
+    add_override_arguments(p.add_argument_group("overrides of the preset's settings (default: the official ones)"))
     add_model_arguments(p)
     p.set_defaults(func=run)
 
@@ -74,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"not found under {root} (skipped): {', '.join(missing)}")
     label = args.method if not args.predictions else f"predictions-{Path(args.predictions).resolve().name}"
     results, failed = [], []
+    make_segmenter = None if args.predictions else _shared_model_segmenters(args)
     for spec in present:
         pred_dir = None
         if args.predictions:
@@ -82,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{spec.name}: no predictions folder {pred_dir} (skipped)")
                 continue
         try:
-            result = _evaluate_one(args, spec, root, pred_dir=pred_dir, label=label)
+            result = _evaluate_one(args, spec, root, pred_dir=pred_dir, label=label, make_segmenter=make_segmenter)
         except UserError as exc:  # one broken dataset should not cost the others
             failed.append(str(exc))
             print(f"frugalvl: error: {exc}", file=sys.stderr)
@@ -110,8 +107,23 @@ def _paper_order(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
 
+def _shared_model_segmenters(args: argparse.Namespace) -> Callable[[argparse.Namespace], Any]:
+    """Builds segmenters that share one model, loaded on first need (so ``--all`` loads it once)."""
+    from .segment import method_module
+
+    module = method_module(args.method)
+    loaded: list = []
+
+    def make(method_args: argparse.Namespace):
+        if not loaded:
+            loaded.append(module.load_models(args))
+        return module.segmenter_from_cli(method_args, loaded[0])
+
+    return make
+
+
 def _evaluate_one(args: argparse.Namespace, spec: DatasetSpec, root: Path, pred_dir: str | Path | None,
-                  label: str | None = None) -> DatasetResult:
+                  label: str | None = None, make_segmenter: Callable[[argparse.Namespace], Any] | None = None) -> DatasetResult:
     """Score one dataset: from prediction files when ``pred_dir`` is given, else by running the method."""
     from ..evaluate.runner import FilePredictor, SegmenterPredictor, evaluate_dataset
 
@@ -121,10 +133,8 @@ def _evaluate_one(args: argparse.Namespace, spec: DatasetSpec, root: Path, pred_
         cache = False  # reading label files is as cheap as reading a cache, and files may change
     else:
         method_args = _method_args(args, spec.name)
-        from .segment import method_module
-
-        module = method_module(args.method)
-        predictor = SegmenterPredictor(lambda: module.segmenter_from_cli(method_args), label=args.method)
+        make = make_segmenter or _shared_model_segmenters(args)
+        predictor = SegmenterPredictor(lambda: make(method_args), label=args.method)
         settings = {k: v for k, v in sorted(vars(method_args).items()) if k not in _NOT_SETTINGS}
         cache = not args.no_cache
     run_dir = Path(args.outdir) / spec.name / predictor.label

@@ -28,6 +28,11 @@ def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", help=f"dataset preset: its classes and the official thresholds ({', '.join(list_presets())})")
     group.add_argument("--classes", help='classes separated by ";", synonyms by ",": "background;building,roof,house;road"')
     group.add_argument("--classes-file", help="official class file: one class per line, synonyms comma separated")
+    add_override_arguments(group)
+
+
+def add_override_arguments(group) -> None:
+    """Options that override a preset's (or the method's) thresholds and windows; shared with evaluate."""
     group.add_argument("--prob-thd", type=float, help="pixels whose best class score is below this get --bg-idx (preset's or 0)")
     group.add_argument("--bg-idx", type=int, help="class index given to low-confidence pixels (preset's or 0)")
     group.add_argument("--slide-crop", type=int, help="sliding-window size in pixels (default: the method's and preset's)")

@@ -223,17 +223,25 @@ def settings_from_cli(args: argparse.Namespace) -> SegEarthOVSettings:
                    templates=args.templates, window_batch=args.window_batch, commute_upsampler=args.commute_upsampler)
 
 
-def segmenter_from_cli(args: argparse.Namespace) -> SegEarthOV:
-    from ..commands.segment import vocabulary_from_cli
-    from ..models.clip import load_clip
+def load_models(args: argparse.Namespace) -> tuple[ClipModel, nn.Module | None]:
+    """The CLIP and the upsampler named on the command line (the upsampler first: it fails faster)."""
     from ..devices import resolve_device
+    from ..models.clip import load_clip
     from ..models.upsampler import resolve_upsampler
+
+    upsampler = resolve_upsampler(args.upsampler)
+    return load_clip(args.clip, device=resolve_device(args.device)), upsampler
+
+
+def segmenter_from_cli(args: argparse.Namespace, models: tuple[ClipModel, nn.Module | None] | None = None) -> SegEarthOV:
+    """A segmenter for the command line's vocabulary and settings; ``models`` from :func:`load_models`
+    lets several segmenters (e.g. one per dataset) share one loaded model."""
+    from ..commands.segment import vocabulary_from_cli
     from ..presets import preset_vocabulary
 
     settings = settings_from_cli(args)
     vocabulary = vocabulary_from_cli(args, strip="newline") or preset_vocabulary(args.preset, "segearth_ov")
     if not 0 <= settings.bg_idx < len(vocabulary):
         raise UserError(f"--bg-idx {settings.bg_idx} is not a class index: the vocabulary has {len(vocabulary)} classes")
-    upsampler = resolve_upsampler(args.upsampler)
-    clip = load_clip(args.clip, device=resolve_device(args.device))
+    clip, upsampler = models or load_models(args)
     return SegEarthOV(clip, vocabulary, upsampler, settings)

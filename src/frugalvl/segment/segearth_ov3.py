@@ -393,11 +393,19 @@ def settings_from_cli(args: argparse.Namespace) -> SegEarthOV3Settings:
     return replace(SegEarthOV3Settings(), **{k: v for k, v in overrides.items() if v is not None})
 
 
-def segmenter_from_cli(args: argparse.Namespace) -> SegEarthOV3:
-    from ..commands.segment import vocabulary_from_cli
+def load_models(args: argparse.Namespace) -> Sam3Bundle:
+    """The SAM 3 named on the command line (hub id or local folder)."""
     from ..devices import resolve_device
+
+    return load_sam3(args.sam3 or DEFAULT_SAM3, device=resolve_device(args.device))
+
+
+def segmenter_from_cli(args: argparse.Namespace, models: Sam3Bundle | None = None) -> SegEarthOV3:
+    """A segmenter for the command line's vocabulary and settings; ``models`` from :func:`load_models`
+    lets several segmenters (e.g. one per dataset) share one loaded SAM 3."""
+    from ..commands.segment import vocabulary_from_cli
     from ..presets import preset_vocabulary
 
     vocabulary = vocabulary_from_cli(args, strip="whitespace") or preset_vocabulary(args.preset, "segearth_ov3")
     settings = settings_from_cli(args)
-    return SegEarthOV3.from_pretrained(vocabulary, args.sam3 or DEFAULT_SAM3, settings, resolve_device(args.device))
+    return SegEarthOV3(models or load_models(args), vocabulary, settings)
