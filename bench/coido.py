@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def _images(folder: Path, n: int, size: int = 256) -> list[dict]:
@@ -65,7 +64,7 @@ def random_clip(arch: str, device: str):
 
 def tiny_clip(device: str):
     from frugalvl.models.clip import load_clip
-    from tests.tiny_clip import write_tiny_openai_clip
+    from frugalvl.testing.clip import write_tiny_openai_clip
 
     path = write_tiny_openai_clip(Path(tempfile.mkdtemp()) / "tiny.pt", image_size=32, patch_size=8, width=64)
     return load_clip(str(path), device)
@@ -122,9 +121,9 @@ def bench_training(device: str, repeats: int = 5) -> list[tuple[str, str, str]]:
 
     from frugalvl.select import ClusterSettings, FeatureSettings, PrepareSettings, pipeline
     from frugalvl.select.trainer import TrainSettings, step_cost_from_work
-    from tests.select.easyvqa_fixture import write_easyvqa_llava
-    from tests.select.tiny_llava import build_tiny_llava
-    from tests.tiny_clip import write_tiny_openai_clip
+    from frugalvl.testing.easyvqa import write_easyvqa_llava
+    from frugalvl.testing.llava import build_tiny_llava
+    from frugalvl.testing.clip import write_tiny_openai_clip
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

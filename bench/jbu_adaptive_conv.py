@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from frugalvl.segment.simfeatup import adaptive_conv, adaptive_conv_unfold
+from frugalvl.models.jbu import adaptive_conv, adaptive_conv_unfold
 
 
 def chunked_unfold(src: torch.Tensor, kernel: torch.Tensor, chunk: int = 64) -> torch.Tensor:

@@ -38,7 +38,7 @@ def build(device: str, precision: str, long_side: int, protocol: str):
 
     from frugalvl.models.clip import ClipModel
     from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
-    from frugalvl.segment.simfeatup import JBUOne
+    from frugalvl.models.jbu import JBUOne
     from frugalvl.vocab import Vocabulary
 
     torch.manual_seed(0)

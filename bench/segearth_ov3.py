@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 
-from frugalvl.models.sam3 import random_sam3  # noqa: E402
-from frugalvl.segment.segearth_ov3 import SegEarthOV3Settings, SegEarthOV3, official_style_view_scores  # noqa: E402
-from frugalvl.vocab import Vocabulary  # noqa: E402
+from frugalvl.segment.segearth_ov3 import SegEarthOV3Settings, SegEarthOV3
+from frugalvl.testing.sam3 import random_sam3
+from frugalvl.testing.segearth_ov3_reference import official_style_view_scores
+from frugalvl.vocab import Vocabulary
 
 # 16 remote-sensing prompts; the first 7 are a LoveDA-sized vocabulary
 PROMPTS = ["background", "building", "road", "water", "barren", "forest", "agricultural", "car", "tree",

@@ -22,7 +22,7 @@ def shared_file(name: str, folder: Path = SHARED_RS) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_clip_file(tmp_path_factory) -> Path:
-    from tests.tiny_clip import write_tiny_openai_clip
+    from frugalvl.testing.clip import write_tiny_openai_clip
 
     return write_tiny_openai_clip(tmp_path_factory.mktemp("clip") / "tiny-ViT.pt")
 

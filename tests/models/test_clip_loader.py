@@ -3,7 +3,7 @@ import torch
 
 from frugalvl.errors import UserError
 from frugalvl.models.clip import load_clip
-from tests.tiny_clip import tiny_clip, write_tiny_torchscript_clip
+from frugalvl.testing.clip import tiny_clip, write_tiny_torchscript_clip
 
 
 def _same_weights(a, b):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from frugalvl.cli import main
-from frugalvl.segment.simfeatup import JBUOne, save_upsampler
+from frugalvl.models.jbu import JBUOne, save_upsampler
 from tests.conftest import EXAMPLES, shared_file
 
 

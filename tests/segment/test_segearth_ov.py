@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from frugalvl.errors import UserError
 from frugalvl.segment.base import labels_from_scores, merge_synonyms
 from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
-from frugalvl.segment.simfeatup import JBUOne
+from frugalvl.models.jbu import JBUOne
 from frugalvl.vocab import Vocabulary, imagenet_templates
 from tests.conftest import shared_file
 

@@ -15,10 +15,12 @@ import pytest
 import torch
 
 from frugalvl.errors import UserError
-from frugalvl.models.sam3 import load_sam3, random_sam3
+from frugalvl.models.sam3 import load_sam3
+from frugalvl.testing.sam3 import random_sam3
 from frugalvl.segment.base import labels_from_scores
 from frugalvl.segment.segearth_ov3 import (SegEarthOV3Settings, SegEarthOV3, detect, encode_image, fuse_view,
-                                           official_style_view_scores, segmentation_head)
+                                           segmentation_head)
+from frugalvl.testing.segearth_ov3_reference import official_style_view_scores
 from frugalvl.vocab import Vocabulary
 from tests.conftest import shared_file
 

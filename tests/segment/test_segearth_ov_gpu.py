@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
-from frugalvl.segment.simfeatup import JBUOne
+from frugalvl.models.jbu import JBUOne
 from frugalvl.vocab import Vocabulary
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

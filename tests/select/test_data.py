@@ -10,7 +10,7 @@ import pytest
 from frugalvl.errors import UserError
 from frugalvl.select import PrepareSettings, pipeline
 from frugalvl.select.data import derive_source, flatten_conversation, read_llava_json
-from tests.select.easyvqa_fixture import easyvqa_records
+from frugalvl.testing.easyvqa import easyvqa_records
 
 
 def test_source_derivation_follows_spec():

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from frugalvl.errors import UserError
-from tests.select.tiny_clip import select_clip, select_clip_file  # noqa: F401 - fixtures
 from frugalvl.select.features import (RATING_REQUEST, EndpointClient, EndpointSettings, FeatureSettings, ImageRewardScorer,
                                       TextQualityScorer, clip_features, minmax_scale, parse_rating, rating_messages,
                                       ratings_from_answers)

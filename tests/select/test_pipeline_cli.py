@@ -11,8 +11,7 @@ import torch
 
 from frugalvl import cli
 from frugalvl.select import ClusterSettings, FeatureSettings, PrepareSettings, pipeline
-from tests.select.easyvqa_fixture import write_easyvqa_llava
-from tests.select.tiny_clip import select_clip_file  # noqa: F401 - fixture
+from frugalvl.testing.easyvqa import write_easyvqa_llava
 
 FEATURE_ARGS = ["--workers", "0", "--shard-size", "32", "--clip-batch-size", "32", "--no-progress"]
 CLUSTER_ARGS = ["--clusters", "4", "--knn", "10"]
@@ -136,7 +135,7 @@ def test_same_seed_same_selection(dataset, select_clip_file, tmp_path):
 
 def test_run_end_to_end_with_tiny_llava(select_cli, dataset, select_clip_file, tmp_path):
     """`select run` with every stage real: easy-vqa data, tiny CLIP, tiny LLaVA trained with the scorer."""
-    from tests.select.tiny_llava import build_tiny_llava
+    from frugalvl.testing.llava import build_tiny_llava
 
     data, root = dataset
     texts = [t["value"] for r in json.loads(data.read_text()) for t in r["conversations"]]

@@ -11,7 +11,7 @@ import torch
 from frugalvl.errors import UserError
 from frugalvl.select import PickSettings, PrepareSettings, pipeline
 from frugalvl.select.ranking import group_quotas, score_all, select, target_count
-from tests.select.easyvqa_fixture import write_easyvqa_llava
+from frugalvl.testing.easyvqa import write_easyvqa_llava
 
 
 @pytest.mark.parametrize("sizes,k,expected", [

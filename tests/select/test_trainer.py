@@ -15,7 +15,7 @@ from frugalvl.errors import UserError
 from frugalvl.select import trainer as T
 from frugalvl.select.scorer import load_scorer, read_scorer_checkpoint
 
-from tests.select.tiny_llava import build_tiny_llava
+from frugalvl.testing.llava import build_tiny_llava
 
 COLOURS = ["red", "green", "blue", "yellow"]
 SHAPES = ["circle", "rectangle", "triangle"]
@@ -302,7 +302,7 @@ def test_paper_initialisation_from_vicuna_projector_and_clip(tiny_mllm, tmp_path
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     from frugalvl.models.llava import load_llava
-    from tests.select.tiny_llava import build_tokenizer
+    from frugalvl.testing.llava import build_tokenizer
 
     tok = build_tokenizer(["what colour is it ? red"])
     tok.save_pretrained(tmp_path / "vicuna")

@@ -18,7 +18,7 @@ from PIL import Image
 from frugalvl.cli import main
 from frugalvl.errors import UserError
 from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
-from frugalvl.segment.simfeatup import JBUOne, load_upsampler
+from frugalvl.models.jbu import JBUOne, load_upsampler
 from frugalvl.train.upsampler import (AttentionDownsampler, ClipFeaturizer, ImageReconstructor, ImageStream, Jitter, ScaleNet,
                                       StreamPosition, UpsamplerTrainer, UpsamplerTrainSettings, apply_jitter, check_settings,
                                       gaussian_blur, image_loss, list_training_images, random_crop, random_projection,

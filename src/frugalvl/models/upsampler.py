@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..segment.simfeatup import load_upsampler
+from .jbu import load_upsampler
 
 OFFICIAL_URL = "https://github.com/likyoo/SegEarth-OV/raw/main/simfeatup_dev/weights/xclip_jbu_one_million_aid.ckpt"
 OFFICIAL_NAME = "xclip_jbu_one_million_aid.ckpt"

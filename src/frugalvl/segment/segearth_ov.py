@@ -7,7 +7,7 @@ settings reproduce the official code (likyoo/SegEarth-OV):
 1. resize the image so its long side is 448 (bilinear, OpenCV as mmcv), CLIP-normalise (§1.1);
 2. cut 224×224 windows at stride 112 (§1.6), all windows of an image in one batch;
 3. per window: CLIP ViT with a replaced last block (:mod:`.attention`, §1.3), patch features
-   upsampled ×16 by SimFeatUp (:mod:`.simfeatup`, §1.4) or bilinearly, cosine logits against
+   upsampled ×16 by SimFeatUp (:mod:`frugalvl.models.jbu`, §1.4) or bilinearly, cosine logits against
    template-averaged text embeddings (§1.2), minus 0.3× the [CLS] logits (global bias
    alleviation, §1.5);
 4. average overlapping windows, resize to the input size, softmax(50·logits) over all queries,

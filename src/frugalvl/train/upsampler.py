@@ -52,7 +52,7 @@ from ..models.clip import ClipModel
 from ..raster import IMAGE_SUFFIXES, read_image
 from ..segment.attention import MODES
 from ..segment.dense_clip import dense_tokens
-from ..segment.simfeatup import JBUOne, JBUStack, save_upsampler
+from ..models.jbu import JBUOne, JBUStack, save_upsampler
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

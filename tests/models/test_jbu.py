@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from frugalvl.errors import UserError
-from frugalvl.segment.simfeatup import (JBUOne, JBUStack, adaptive_conv, adaptive_conv_unfold, load_upsampler,
+from frugalvl.models.jbu import (JBUOne, JBUStack, adaptive_conv, adaptive_conv_unfold, load_upsampler,
                                         save_upsampler, upsampler_from_state)
 from tests.conftest import SHARED_WEIGHTS, shared_file
 

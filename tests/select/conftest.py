@@ -1,4 +1,4 @@
-"""Fixtures for the select tests: a tiny CLIP at 32 px (import them into a test module to use them)."""
+"""Fixtures for the select tests: a tiny CLIP at 32 px."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_clip import write_tiny_openai_clip
+from frugalvl.testing.clip import write_tiny_openai_clip
 
 
 @pytest.fixture(scope="session")
