@@ -90,7 +90,18 @@ def fake_method_module(segmenters: list, fail_after: int | None = None):
         segmenters.append((args, segmenter))
         return segmenter
 
-    return SimpleNamespace(load_models=lambda args: None, segmenter_from_cli=segmenter_from_cli)
+    def settings_from_cli(args):
+        from frugalvl.segment.segearth_ov import SegEarthOVSettings
+
+        return SegEarthOVSettings(prob_thd=args.prob_thd or 0.0)
+
+    def model_identity(args):
+        from frugalvl.identity import weights_identity
+
+        return {"clip": weights_identity(getattr(args, "clip", None))}
+
+    return SimpleNamespace(load_models=lambda args: None, segmenter_from_cli=segmenter_from_cli,
+                           settings_from_cli=settings_from_cli, model_identity=model_identity)
 
 
 class InterruptingSegmenter:

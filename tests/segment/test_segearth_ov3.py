@@ -277,7 +277,7 @@ def test_presence_pruning_is_off_where_views_overlap(sam3, image):
 
 
 def test_bg_idx_outside_the_vocabulary_is_a_user_error(sam3):
-    with pytest.raises(UserError, match="bg-idx"):
+    with pytest.raises(UserError, match="bg_idx"):
         SegEarthOV3(sam3, VOCAB, SegEarthOV3Settings(bg_idx=6))
 
 
@@ -338,7 +338,7 @@ def test_cli_bad_sam3_path_exits_2_with_one_line(tmp_path, capsys):
 
 def test_cli_options_reach_the_settings():
     from frugalvl.cli import build_parser
-    from frugalvl.segment.segearth_ov3 import settings_from_cli
+    from frugalvl.commands.methods.segearth_ov3 import settings_from_cli
 
     args = build_parser().parse_args(["segment", "x.png", "-o", "o", "--method", "segearth-ov3", "--preset", "loveda",
                                       "--no-instances", "--no-presence", "--confidence-threshold", "0.25",

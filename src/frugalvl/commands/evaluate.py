@@ -14,9 +14,6 @@ if TYPE_CHECKING:
     from ..evaluate.datasets import DatasetSpec
     from ..evaluate.runner import DatasetResult
 
-# Arguments that choose what to evaluate or where to write, not how images are segmented:
-# they stay out of the settings fingerprint that keys the per-image cache.
-_NOT_SETTINGS = {"func", "command", "dataset", "all", "data_root", "outdir", "limit", "no_progress", "no_cache", "predictions"}
 
 
 def register(subparsers) -> None:
@@ -135,11 +132,22 @@ def _evaluate_one(args: argparse.Namespace, spec: DatasetSpec, root: Path, pred_
         method_args = _method_args(args, spec.name)
         make = make_segmenter or _shared_model_segmenters(args)
         predictor = SegmenterPredictor(lambda: make(method_args), label=args.method)
-        settings = {k: v for k, v in sorted(vars(method_args).items()) if k not in _NOT_SETTINGS}
+        settings = cache_identity(args.method, method_args)
         cache = not args.no_cache
     run_dir = Path(args.outdir) / spec.name / predictor.label
     return evaluate_dataset(spec, root, predictor, run_dir, settings=settings, limit=args.limit, cache=cache,
                             progress=not args.no_progress)
+
+
+def cache_identity(method: str, method_args: argparse.Namespace) -> dict[str, Any]:
+    """What keys the per-image cache: the method, its full settings, the vocabulary's source and the
+    identity of the weights (a file's SHA-256), so any change that can change a result misses the cache."""
+    from ..settings import settings_identity
+    from .segment import method_module
+
+    module = method_module(method)
+    return {"method": method, "settings": settings_identity(module.settings_from_cli(method_args)),
+            "preset": method_args.preset, "models": module.model_identity(method_args)}
 
 
 def _method_args(args: argparse.Namespace, dataset: str) -> argparse.Namespace:

@@ -3,67 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
 from ..errors import UserError
-from ..presets import list_presets
-from ..raster import find_images
-from ..vocab import Vocabulary
+from . import methods
+from .methods import METHODS, method_module
+from .vocabulary import add_override_arguments, add_vocabulary_arguments, vocabulary_from_cli
 
-# method name -> module; each module offers add_cli_arguments(group) and segmenter_from_cli(args)
-METHODS = {
-    "segearth-ov": "frugalvl.segment.segearth_ov",
-    "segearth-ov3": "frugalvl.segment.segearth_ov3",
-}
-
-
-def method_module(name: str):
-    if name not in METHODS:
-        raise UserError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
-    return importlib.import_module(METHODS[name])
-
-
-def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("classes")
-    group.add_argument("--preset", help=f"dataset preset: its classes and the official thresholds ({', '.join(list_presets())})")
-    group.add_argument("--classes", help='classes separated by ";", synonyms by ",": "background;building,roof,house;road"')
-    group.add_argument("--classes-file", help="official class file: one class per line, synonyms comma separated")
-    add_override_arguments(group)
-
-
-def add_override_arguments(group) -> None:
-    """Options that override a preset's (or the method's) thresholds and windows; shared with evaluate."""
-    group.add_argument("--prob-thd", type=float, help="pixels whose best class score is below this get --bg-idx (preset's or 0)")
-    group.add_argument("--bg-idx", type=int, help="class index given to low-confidence pixels (preset's or 0)")
-    group.add_argument("--slide-crop", type=int, help="sliding-window size in pixels (default: the method's and preset's)")
-    group.add_argument("--slide-stride", type=int, help="sliding-window stride in pixels (default: the method's and preset's)")
+__all__ = ["METHODS", "method_module", "add_model_arguments", "add_override_arguments", "add_vocabulary_arguments",
+           "vocabulary_from_cli", "register"]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="segearth-ov", choices=sorted(METHODS), help="segmentation method (default segearth-ov)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--method", default="segearth-ov", choices=sorted(METHODS),
+                        help="segmentation method (default segearth-ov)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     for name in METHODS:
-        try:
-            module = importlib.import_module(METHODS[name])
-        except ModuleNotFoundError as exc:
-            if exc.name == METHODS[name]:
-                continue
-            raise
-        module.add_cli_arguments(parser.add_argument_group(f"{name} options"))
-
-
-def vocabulary_from_cli(args: argparse.Namespace, strip: str) -> Vocabulary | None:
-    """The user's vocabulary, or None when a preset provides it."""
-    given = [x for x in (args.classes, args.classes_file) if x]
-    if len(given) > 1:
-        raise UserError("give either --classes or --classes-file, not both")
-    if args.classes_file:
-        return Vocabulary.from_file(args.classes_file, strip=strip)
-    if args.classes is not None:
-        return Vocabulary.parse(args.classes)
-    if not args.preset:
-        raise UserError("no classes given: use --classes 'background;building;road', --classes-file FILE or --preset NAME")
-    return None
+        methods.method_module(name).add_arguments(parser.add_argument_group(f"{name} options"))
 
 
 def register(subparsers) -> None:
@@ -92,6 +47,7 @@ def parse_bands(text: str | None) -> list[int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..raster import find_images
     from ..segment.pipeline import segment_files
 
     paths = find_images(args.inputs)

@@ -10,20 +10,15 @@ shift-and-accumulate over the ``d²`` offsets (§2.3): memory O(C·H·W), no com
 device. ``JBUOne`` shares one stage module across the four ×2 stages (14→224 for ViT-B/16);
 ``JBUStack`` has four (``up1``..``up4``).
 
-Checkpoints: the official Lightning ``.ckpt`` (``state_dict`` keys prefixed ``upsampler.``) and
-FeatUp's JBU-Stack layout both load with :func:`load_upsampler`; the layout is read from the keys.
+Checkpoints (the official Lightning layout and FeatUp's JBU-Stack) are read and written by
+:mod:`frugalvl.models.upsampler` (``load_upsampler``, ``save_upsampler``).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..errors import UserError
 
 
 # On the CPU, working on blocks of (one sample) × rows × channels keeps the operands of all d² taps in
@@ -183,6 +178,11 @@ class _JBUUpsampler(nn.Module):
             x = stage(x, F.adaptive_avg_pool2d(guidance, (2 * h, 2 * w)))
         return x
 
+    @property
+    def feature_dim(self) -> int:
+        """Width of the features this upsampler works on (its final 1×1 conv's channels)."""
+        return int(self.fixup_proj[1].weight.shape[0])
+
     def forward(self, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         x = self.upsample_chain(source, guidance)
         return x + 0.1 * self.fixup_proj(x)
@@ -220,75 +220,3 @@ class JBUStack(_JBUUpsampler):
         super().__init__(feat_dim)
         for name in self.stage_names:
             setattr(self, name, JBULearnedRange(3, 32, radius))
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    """The upsampler's tensors from a Lightning checkpoint or a bare state dict, prefix removed."""
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise UserError(f"{path} holds no state dict: pass a SimFeatUp/FeatUp upsampler checkpoint to --upsampler")
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if any(k.startswith("upsampler.") for k in tensors):
-        tensors = {k[len("upsampler."):]: v for k, v in tensors.items() if k.startswith("upsampler.")}
-    return tensors
-
-
-def upsampler_from_state(state: dict[str, torch.Tensor], source: str = "state dict") -> _JBUUpsampler:
-    """Build the right upsampler for a state dict (layout read from the keys) and load it strictly."""
-    if "up.range_temp" in state:
-        cls, key = JBUOne, "up"
-    elif "up1.range_temp" in state:
-        cls, key = JBUStack, "up1"
-    else:
-        raise UserError(f"{source} is not a JBU upsampler checkpoint (no 'up.*' or 'up1.*' keys): pass a SimFeatUp/FeatUp upsampler to --upsampler")
-    try:
-        taps = state[f"{key}.fixup_proj.3.weight"].shape[0]
-        feat_dim = state["fixup_proj.1.weight"].shape[0]
-    except KeyError as exc:
-        raise UserError(f"{source} lacks tensor {exc}: the upsampler checkpoint is incomplete") from None
-    radius = (int(round(taps ** 0.5)) - 1) // 2
-    model = cls(feat_dim=feat_dim, radius=radius)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"{source} does not match the {cls.__name__} layout ({first})") from None
-    return model.eval()
-
-
-def read_upsampler_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an upsampler checkpoint file into a bare state dict.
-
-    Lightning files also hold optimiser and callback state, some of it saved on ``cuda:0``
-    (§1.8): everything is mapped to the CPU. Checkpoints are trusted files (they need pickle for
-    Lightning's extra state); the safe loader is tried first.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"upsampler checkpoint {path} does not exist: check the path given to --upsampler")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise UserError(f"upsampler checkpoint {path} cannot be read ({type(exc).__name__}): is it a PyTorch/Lightning .ckpt file?") from None
-    return _unwrap(obj, path)
-
-
-def load_upsampler(path: str | os.PathLike) -> _JBUUpsampler:
-    """Load a JBU-One or JBU-Stack upsampler from an official/FeatUp checkpoint or a bare state dict."""
-    return upsampler_from_state(read_upsampler_checkpoint(path), str(path))
-
-
-def save_upsampler(path: str | os.PathLike, upsampler: _JBUUpsampler, **extra: object) -> None:
-    """Write a checkpoint in the official layout: ``{'state_dict': {'upsampler.*': ...}, ...}``."""
-    from ..fileio import atomic_path
-
-    state = {f"upsampler.{k}": v.detach().cpu() for k, v in upsampler.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, **extra}, tmp)

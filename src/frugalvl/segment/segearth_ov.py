@@ -16,8 +16,8 @@ settings reproduce the official code (likyoo/SegEarth-OV):
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import UserError
 from ..models.clip import OPENAI_MEAN, ClipModel
 from ..vocab import Vocabulary, templates
+from ..settings import option, settings_identity
 from ..windows import WindowAccumulator, plan_windows
 from .attention import MODES
 from .base import merge_synonyms
@@ -37,22 +38,74 @@ OFFICIAL_MEAN = (122.771, 116.746, 104.094)
 OFFICIAL_STD = (68.501, 66.632, 70.323)
 
 
+def _long_side(text: str) -> int | None:
+    """``448`` or ``native`` (keep the size), as typed by a user."""
+    if str(text).strip().lower() == "native":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of pixels or 'native'") from None
+    if value < 1:
+        raise ValueError(f"{value} must be a positive number of pixels or 'native'")
+    return value
+
+
+def _check_settings(s: "SegEarthOVSettings") -> None:
+    """Ranges of :class:`SegEarthOVSettings`; each message starts with the field's name."""
+    if s.attention not in MODES:
+        raise ValueError(f"attention {s.attention!r} is unknown: choose one of {', '.join(MODES)}")
+    if not math.isfinite(s.cls_lambda):
+        raise ValueError(f"cls_lambda must be a finite number, got {s.cls_lambda}")
+    if not (math.isfinite(s.logit_scale) and s.logit_scale > 0):
+        raise ValueError(f"logit_scale must be a finite number above 0, got {s.logit_scale}")
+    if not 0 <= s.prob_thd <= 1:  # nan fails too
+        raise ValueError(f"prob_thd must be a probability from 0 to 1, got {s.prob_thd}")
+    if s.bg_idx < 0:
+        raise ValueError(f"bg_idx must be a class index (0 or more), got {s.bg_idx}")
+    if s.long_side is not None and s.long_side < 1:
+        raise ValueError(f"long_side must be at least 1 pixel (or None to keep the size), got {s.long_side}")
+    if s.slide_crop < 1:
+        raise ValueError(f"slide_crop must be at least 1 pixel, got {s.slide_crop}")
+    if not 1 <= s.slide_stride <= s.slide_crop:
+        raise ValueError(f"slide_stride must be from 1 to the window size {s.slide_crop} (no gaps), got {s.slide_stride}")
+    if s.window_batch is not None and s.window_batch < 1:
+        raise ValueError(f"window_batch must be at least 1 (or None for the device's default), got {s.window_batch}")
+
+
 @dataclass(frozen=True)
 class SegEarthOVSettings:
     """SegEarth-OV settings; the defaults are the official ones (spec §1, base_config.py)."""
 
-    attention: str = "segearth"      # last-block mode, see attention.MODES
-    residual: bool = False           # keep the last block's residual and FFN (official: dropped)
-    cls_lambda: float = -0.3         # global bias alleviation weight λ
-    logit_scale: float = 50.0
-    prob_thd: float = 0.0
-    bg_idx: int = 0
-    long_side: int | None = 448      # resize the long side to this; None keeps the native size
-    slide_crop: int = 224
-    slide_stride: int = 112
-    templates: str = "imagenet80"
-    window_batch: int | None = None  # windows per forward pass; None: 16 on a GPU, 1 on the CPU (faster there)
-    commute_upsampler: bool = False  # exact reordering of the upsampler's last conv (§2.4)
+    attention: str = option("segearth", "last-block attention mode", choices=MODES)
+    residual: bool = option(False, "keep the last block's residual and FFN (official: dropped)", flag="--keep-residual")
+    cls_lambda: float = option(-0.3, "global bias alleviation weight λ (the preset's when one is given)")
+    logit_scale: float = option(50.0, "softmax temperature on the cosine logits")
+    prob_thd: float = option(0.0, "pixels whose best class score is below this get bg_idx", cli=False)
+    bg_idx: int = option(0, "class index given to low-confidence pixels", cli=False)
+    long_side: int | None = option(448, "resize the long side to this many pixels; 'native' (None) keeps the size",
+                                   parse=_long_side)
+    slide_crop: int = option(224, "sliding-window size in pixels", cli=False)
+    slide_stride: int = option(112, "sliding-window stride in pixels", cli=False)
+    templates: str = option("imagenet80", "prompt templates: imagenet80, photo or none")
+    window_batch: int | None = option(None, "windows per forward pass; none: 16 on a GPU, 1 on the CPU (faster there)",
+                                      parse=int)
+    commute_upsampler: bool = option(False, "apply the upsampler's final 1×1 conv at low resolution (exact up to "
+                                            "rounding, §2.4)")
+
+    def __post_init__(self) -> None:
+        """Refuse values that would give silent nonsense (all-background maps, gaps between windows)."""
+        _check_settings(self)
+
+    @classmethod
+    def from_preset(cls, name: str, vocabulary: Vocabulary | None = None, **overrides) -> "SegEarthOVSettings":
+        """The official settings of a dataset preset (its ``[segearth_ov]`` thresholds), then ``overrides``."""
+        from ..presets import method_settings
+
+        table = method_settings(name, "segearth_ov", vocabulary)  # the user's own classes: see method_settings
+        values = {k: table[k] for k in ("prob_thd", "bg_idx", "cls_lambda") if k in table}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
 
 class SegEarthOV:
@@ -62,15 +115,17 @@ class SegEarthOV:
                  settings: SegEarthOVSettings = SegEarthOVSettings()) -> None:
         if settings.attention not in MODES:
             raise UserError(f"unknown attention mode {settings.attention!r}: choose one of {', '.join(MODES)}")
+        if not 0 <= settings.bg_idx < len(vocabulary):
+            raise UserError(f"bg_idx {settings.bg_idx} is not a class index: the vocabulary has {len(vocabulary)} classes")
         self.clip = clip
         self.vocabulary = vocabulary
         self.settings = settings
         self.upsampler = upsampler.to(clip.device).eval() if upsampler is not None else None
         if self.upsampler is not None:
-            feat_dim = self.upsampler.fixup_proj[1].weight.shape[0]
+            feat_dim = getattr(self.upsampler, "feature_dim", clip.embed_dim)
             if feat_dim != clip.embed_dim:
-                raise UserError(f"the upsampler works on {feat_dim}-d features but this CLIP gives {clip.embed_dim}-d ones: "
-                                "train one for this CLIP with 'frugalvl train-upsampler' or drop --upsampler")
+                raise UserError(f"the upsampler works on {feat_dim}-d features but this CLIP gives {clip.embed_dim}-d "
+                                "ones: train one for this CLIP with 'frugalvl train-upsampler', or use none")
         self.query_features = self.text_classifier()
         self.query_to_class = vocabulary.query_to_class
         official = tuple(round(m, 4) for m in clip.mean) == tuple(round(m, 4) for m in OPENAI_MEAN)
@@ -78,6 +133,31 @@ class SegEarthOV:
         std = OFFICIAL_STD if official else tuple(255 * s for s in clip.std)
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_pretrained(cls, vocabulary: Vocabulary | str, clip: str = "ViT-B-16", upsampler: str | None = None,
+                        settings: SegEarthOVSettings = SegEarthOVSettings(), device: str = "cpu") -> "SegEarthOV":
+        """Load the models by name and build a segmenter.
+
+        ``vocabulary``: a :class:`~frugalvl.vocab.Vocabulary` or the ``"background;building,roof;road"``
+        syntax; ``clip``: anything :func:`frugalvl.models.clip.load_clip` takes; ``upsampler``: ``None``
+        (bilinear), ``"official"`` (the released JBU-One) or a checkpoint path.
+        """
+        from ..devices import resolve_device
+        from ..models.clip import load_clip
+        from ..models.upsampler import resolve_upsampler
+
+        if isinstance(vocabulary, str):
+            vocabulary = Vocabulary.parse(vocabulary)
+        up = resolve_upsampler(upsampler)
+        return cls(load_clip(clip, device=resolve_device(device)), vocabulary, up, settings)
+
+    def identity(self) -> dict:
+        """What produced this segmenter's results: method, settings, vocabulary and model identities."""
+        return {"method": "segearth-ov", "settings": settings_identity(self.settings),
+                "queries": list(self.vocabulary.queries), "query_to_class": list(self.query_to_class),
+                "clip": self.clip.identity, "upsampler": getattr(self.upsampler, "identity", None)
+                if self.upsampler is not None else None}
 
     @property
     def prob_thd(self) -> float:
@@ -187,61 +267,3 @@ def _pad_to_patch(crops: torch.Tensor, patch: int):
     top, left = ph // 2, pw // 2
     padded = F.pad(crops, (left, pw - left, top, ph - top))
     return padded, lambda t: t[..., top:top + h, left:left + w]
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI glue (frugalvl segment / evaluate --method segearth-ov)
-# ---------------------------------------------------------------------------------------------
-
-def add_cli_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--clip", default="ViT-B-16",
-                       help="CLIP: open_clip name[:tag] (default ViT-B-16, OpenAI weights), hf-hub:ORG/REPO, an OpenAI-format .pt file, or ARCH:FILE")
-    group.add_argument("--upsampler", default=None,
-                       help="SimFeatUp checkpoint: a file, or 'official' for the released JBU-One (downloaded once); default: bilinear")
-    group.add_argument("--attention", default=None, choices=MODES, help="last-block attention mode (default segearth)")
-    group.add_argument("--keep-residual", action="store_true", help="keep the last block's residual and FFN (official: dropped)")
-    group.add_argument("--cls-lambda", type=float, help="global bias alleviation λ (default −0.3, or the preset's)")
-    group.add_argument("--logit-scale", type=float, default=50.0, help="softmax temperature on the cosine logits (default 50)")
-    group.add_argument("--long-side", default="448", help="resize the long side to this many pixels, or 'native' to keep the size (default 448)")
-    group.add_argument("--templates", default="imagenet80", help="prompt templates: imagenet80 (default), photo or none")
-    group.add_argument("--window-batch", type=int, help="windows per forward pass (default 16 on a GPU, 1 on the CPU)")
-    group.add_argument("--commute-upsampler", action="store_true", help="apply the upsampler's final 1×1 conv at low resolution (exact up to rounding)")
-
-
-def settings_from_cli(args: argparse.Namespace) -> SegEarthOVSettings:
-    from ..presets import method_settings
-
-    s = SegEarthOVSettings()
-    if args.preset:
-        p = method_settings(args.preset, "segearth_ov")
-        s = replace(s, prob_thd=p["prob_thd"], bg_idx=p["bg_idx"], cls_lambda=p["cls_lambda"])
-    updates = {k: v for k, v in dict(attention=args.attention, cls_lambda=args.cls_lambda, prob_thd=args.prob_thd,
-                                     bg_idx=args.bg_idx, slide_crop=args.slide_crop, slide_stride=args.slide_stride).items()
-               if v is not None}
-    long_side = None if str(args.long_side).lower() == "native" else int(args.long_side)
-    return replace(s, **updates, residual=args.keep_residual, logit_scale=args.logit_scale, long_side=long_side,
-                   templates=args.templates, window_batch=args.window_batch, commute_upsampler=args.commute_upsampler)
-
-
-def load_models(args: argparse.Namespace) -> tuple[ClipModel, nn.Module | None]:
-    """The CLIP and the upsampler named on the command line (the upsampler first: it fails faster)."""
-    from ..devices import resolve_device
-    from ..models.clip import load_clip
-    from ..models.upsampler import resolve_upsampler
-
-    upsampler = resolve_upsampler(args.upsampler)
-    return load_clip(args.clip, device=resolve_device(args.device)), upsampler
-
-
-def segmenter_from_cli(args: argparse.Namespace, models: tuple[ClipModel, nn.Module | None] | None = None) -> SegEarthOV:
-    """A segmenter for the command line's vocabulary and settings; ``models`` from :func:`load_models`
-    lets several segmenters (e.g. one per dataset) share one loaded model."""
-    from ..commands.segment import vocabulary_from_cli
-    from ..presets import preset_vocabulary
-
-    settings = settings_from_cli(args)
-    vocabulary = vocabulary_from_cli(args, strip="newline") or preset_vocabulary(args.preset, "segearth_ov")
-    if not 0 <= settings.bg_idx < len(vocabulary):
-        raise UserError(f"--bg-idx {settings.bg_idx} is not a class index: the vocabulary has {len(vocabulary)} classes")
-    clip, upsampler = models or load_models(args)
-    return SegEarthOV(clip, vocabulary, upsampler, settings)

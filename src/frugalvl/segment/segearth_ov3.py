@@ -34,9 +34,7 @@ does the same on CUDA and runs fp32 on the CPU. Fusion always runs in fp32.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -45,6 +43,8 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..models.sam3 import DEFAULT_SAM3, Sam3Bundle, load_sam3
+from ..precision import autocast
+from ..settings import option, settings_identity
 from ..vocab import Vocabulary
 from ..windows import Window, WindowAccumulator, plan_windows
 from .base import merge_synonyms
@@ -58,32 +58,46 @@ _RESIZE_PIXEL_BUDGET = 1 << 25
 class SegEarthOV3Settings:
     """SegEarth-OV3 settings; the defaults are the official ones (``SegEarthOV3Segmentation.__init__``)."""
 
-    confidence_threshold: float = 0.5   # keep instances with s_i strictly above this
-    prob_thd: float = 0.0               # pixels whose best class score is below this get bg_idx
-    bg_idx: int = 0
-    slide_crop: int = 0                 # 0: the whole image is one view (squashed to 1008² by SAM 3)
-    slide_stride: int = 0               # 0: same as slide_crop
-    use_instances: bool = True          # official use_transformer_decoder
-    use_semantic: bool = True           # official use_sem_seg
-    use_presence: bool = True           # official use_presence_score
-    prompt_chunk: int = 16              # prompts per batched call (bounds memory; results do not depend on it)
-    presence_pruning: bool = False      # skip the segmentation head of prompts with presence < prob_thd
-    precision: str = "auto"             # auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16
+    confidence_threshold: float = option(0.5, "keep SAM 3 instances whose score s_i exceeds this (the preset's "
+                                              "when one is given)")
+    prob_thd: float = option(0.0, "pixels whose best class score is below this get bg_idx", cli=False)
+    bg_idx: int = option(0, "class index given to low-confidence pixels", cli=False)
+    slide_crop: int = option(0, "view size; 0: the whole image is one view (squashed to 1008² by SAM 3)", cli=False)
+    slide_stride: int = option(0, "view stride; 0: same as slide_crop", cli=False)
+    use_instances: bool = option(True, "ablation: drop the instance masks (official use_transformer_decoder)",
+                                 flag="--no-instances")
+    use_semantic: bool = option(True, "ablation: drop the semantic head (official use_sem_seg)", flag="--no-semantic")
+    use_presence: bool = option(True, "ablation: do not multiply by the presence score (official use_presence_score)",
+                                flag="--no-presence")
+    prompt_chunk: int = option(16, "prompts per batched SAM 3 call (bounds memory; results do not depend on it)")
+    presence_pruning: bool = option(False, "skip the segmentation head for prompts whose presence is below prob_thd "
+                                           "(same labels; their saved probabilities become 0)")
+    precision: str = option("auto", "auto: bf16 autocast on CUDA as the official code, fp32 on the CPU",
+                            choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         if self.prompt_chunk < 1:
-            raise UserError(f"--prompt-chunk must be at least 1, got {self.prompt_chunk}")
+            raise ValueError(f"prompt_chunk must be at least 1, got {self.prompt_chunk}")
         if self.slide_crop < 0 or self.slide_stride < 0:
-            raise UserError("--slide-crop and --slide-stride must be positive (0 = whole image)")
+            raise ValueError("slide_crop and slide_stride must be positive (0 = whole image)")
+        if self.slide_stride > max(self.slide_crop, 0) > 0:
+            raise ValueError(f"slide_stride {self.slide_stride} is larger than the view size {self.slide_crop}: "
+                             "windows would leave gaps")
+        if not 0 <= self.prob_thd <= 1:  # nan fails too
+            raise ValueError(f"prob_thd must be a probability from 0 to 1, got {self.prob_thd}")
+        if not 0 <= self.confidence_threshold <= 1:
+            raise ValueError(f"confidence_threshold must be from 0 to 1, got {self.confidence_threshold}")
+        if self.bg_idx < 0:
+            raise ValueError(f"bg_idx must be a class index (0 or more), got {self.bg_idx}")
         if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "SegEarthOV3Settings":
+    def from_preset(cls, name: str, vocabulary: Vocabulary | None = None, **overrides) -> "SegEarthOV3Settings":
         """The official settings of a dataset preset (its ``[segearth_ov3]`` table), then ``overrides``."""
         from ..presets import method_settings
 
-        table = method_settings(name, "segearth_ov3")
+        table = method_settings(name, "segearth_ov3", vocabulary)  # the user's own classes: see method_settings
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in table.items() if k in known}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -203,13 +217,6 @@ def segmentation_head(model: torch.nn.Module, vision: VisionFeatures, detection:
 # The segmenter
 # ---------------------------------------------------------------------------------------------
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
 def _overlapping(windows: Sequence[Window], height: int, width: int) -> bool:
     """Whether any pixel is covered twice (the windows always cover the image)."""
     return sum(w.height * w.width for w in windows) > height * width
@@ -221,7 +228,7 @@ class SegEarthOV3:
     def __init__(self, sam3: Sam3Bundle, vocabulary: Vocabulary,
                  settings: SegEarthOV3Settings = SegEarthOV3Settings()) -> None:
         if not 0 <= settings.bg_idx < len(vocabulary):
-            raise UserError(f"--bg-idx {settings.bg_idx} is not a class index of the {len(vocabulary)}-class vocabulary")
+            raise UserError(f"bg_idx {settings.bg_idx} is not a class index of the {len(vocabulary)}-class vocabulary")
         self.sam3 = sam3
         self.vocabulary = vocabulary
         self.settings = settings
@@ -229,11 +236,20 @@ class SegEarthOV3:
         self.pruned_prompts = 0   # prompt×view pairs whose segmentation head was skipped (for reports and tests)
 
     @classmethod
-    def from_pretrained(cls, vocabulary: Vocabulary, source: str = DEFAULT_SAM3,
+    def from_pretrained(cls, vocabulary: Vocabulary | str, source: str = DEFAULT_SAM3,
                         settings: SegEarthOV3Settings = SegEarthOV3Settings(),
                         device: str | torch.device = "cpu") -> "SegEarthOV3":
-        """Load SAM 3 (hub id or local folder) and build the segmenter."""
+        """Load SAM 3 (hub id or local folder) and build the segmenter; ``vocabulary`` may be given in
+        the ``"background;building,roof;road"`` syntax."""
+        if isinstance(vocabulary, str):
+            vocabulary = Vocabulary.parse(vocabulary)
         return cls(load_sam3(source, device=device), vocabulary, settings)
+
+    def identity(self) -> dict:
+        """What produced this segmenter's results: method, settings, vocabulary and model identity."""
+        return {"method": "segearth-ov3", "settings": settings_identity(self.settings),
+                "queries": list(self.vocabulary.queries), "query_to_class": list(self.vocabulary.query_to_class),
+                "sam3": getattr(self.sam3, "identity", self.sam3.source)}
 
     @property
     def prob_thd(self) -> float:
@@ -258,7 +274,7 @@ class SegEarthOV3:
         if queries not in self._text_cache:
             tokens = self.sam3.processor(text=list(queries), return_tensors="pt")
             ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
-            with _autocast(self.device, self.settings.precision):
+            with autocast(self.device, self.settings.precision):
                 feats = torch.cat([self.sam3.model.get_text_features(input_ids=ids[c], attention_mask=mask[c]).pooler_output
                                    for c in self._chunks(len(queries))])
             self._text_cache[queries] = (feats, mask.bool())
@@ -278,7 +294,7 @@ class SegEarthOV3:
         size = (view.shape[0], view.shape[1])
         text, text_mask = self.text_embeddings()
         out = torch.zeros(len(text), *size, device=self.device)
-        with _autocast(self.device, s.precision):
+        with autocast(self.device, s.precision):
             vision = encode_image(self.sam3.model, self._pixel_values(view))
             for chunk in self._chunks(len(text)):
                 detection = detect(self.sam3.model, vision.expand(chunk.stop - chunk.start), text[chunk], text_mask[chunk])
@@ -320,56 +336,3 @@ class SegEarthOV3:
     def class_scores(self, rgb: np.ndarray) -> torch.Tensor:
         """``[C, H, W]`` float32 class scores (CPU): each class the max over its synonym prompts."""
         return merge_synonyms(self.query_scores(rgb), self.vocabulary.query_to_class)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-def add_cli_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--sam3", default=None, metavar="ID|PATH",
-                       help=f"SAM 3 weights: a hub id (default {DEFAULT_SAM3}, gated: run `hf auth login`) "
-                            "or a local folder")
-    group.add_argument("--confidence-threshold", type=float, default=None, metavar="X",
-                       help="keep SAM 3 instances whose score exceeds this (default: preset's or 0.5)")
-    group.add_argument("--no-instances", action="store_true", help="ablation: drop the instance masks")
-    group.add_argument("--no-semantic", action="store_true", help="ablation: drop the semantic head")
-    group.add_argument("--no-presence", action="store_true", help="ablation: do not multiply by the presence score")
-    group.add_argument("--prompt-chunk", type=int, default=None, metavar="N",
-                       help="prompts per batched SAM 3 call (default 16; lower it if memory runs out)")
-    group.add_argument("--presence-pruning", action="store_true",
-                       help="skip the segmentation head for prompts whose presence is below --prob-thd "
-                            "(same labels; their saved probabilities become 0)")
-    group.add_argument("--precision", choices=PRECISIONS, default=None,
-                       help="auto: bf16 autocast on CUDA as the official code, fp32 on CPU (default auto)")
-
-
-def settings_from_cli(args: argparse.Namespace) -> SegEarthOV3Settings:
-    overrides = dict(
-        confidence_threshold=args.confidence_threshold, prob_thd=args.prob_thd, bg_idx=args.bg_idx,
-        slide_crop=args.slide_crop, slide_stride=args.slide_stride, prompt_chunk=args.prompt_chunk,
-        precision=args.precision,
-        use_instances=False if args.no_instances else None, use_semantic=False if args.no_semantic else None,
-        use_presence=False if args.no_presence else None, presence_pruning=True if args.presence_pruning else None,
-    )
-    if args.preset:
-        return SegEarthOV3Settings.from_preset(args.preset, **overrides)
-    return replace(SegEarthOV3Settings(), **{k: v for k, v in overrides.items() if v is not None})
-
-
-def load_models(args: argparse.Namespace) -> Sam3Bundle:
-    """The SAM 3 named on the command line (hub id or local folder)."""
-    from ..devices import resolve_device
-
-    return load_sam3(args.sam3 or DEFAULT_SAM3, device=resolve_device(args.device))
-
-
-def segmenter_from_cli(args: argparse.Namespace, models: Sam3Bundle | None = None) -> SegEarthOV3:
-    """A segmenter for the command line's vocabulary and settings; ``models`` from :func:`load_models`
-    lets several segmenters (e.g. one per dataset) share one loaded SAM 3."""
-    from ..commands.segment import vocabulary_from_cli
-    from ..presets import preset_vocabulary
-
-    vocabulary = vocabulary_from_cli(args, strip="whitespace") or preset_vocabulary(args.preset, "segearth_ov3")
-    settings = settings_from_cli(args)
-    return SegEarthOV3(models or load_models(args), vocabulary, settings)

@@ -1,0 +1,63 @@
+"""Command-line options generated from settings dataclasses (see :mod:`frugalvl.settings`).
+
+Every option defaults to ``None`` ("not given"), so a preset's values can sit between the
+dataclass defaults and the user's choices: dataclass default < preset < command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Iterable
+
+from ..errors import UserError
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    """The option a field is set with: its ``flag`` metadata, or ``--no-name``/``--name``."""
+    if field.metadata.get("flag"):
+        return field.metadata["flag"]
+    name = field.name.replace("_", "-")
+    return f"--no-{name}" if field.default is True else f"--{name}"
+
+
+def _dest(field: dataclasses.Field) -> str:
+    return field.name
+
+
+def cli_fields(cls: type, skip: Iterable[str] = ()) -> list[dataclasses.Field]:
+    skip = set(skip)
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", False) and f.name not in skip]
+
+
+def add_settings_options(group: Any, cls: type, skip: Iterable[str] = ()) -> None:
+    """One option per documented field of ``cls`` (except ``skip``), help showing the default."""
+    for f in cli_fields(cls, skip):
+        meta, flag = f.metadata, flag_of(f)
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=_dest(f), action="store_const", const=not f.default, default=None,
+                               help=meta["help"])
+            continue
+        shown = "none" if f.default is None else f.default
+        kwargs: dict[str, Any] = {"dest": _dest(f), "default": None, "help": f"{meta['help']} (default {shown})"}
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        kwargs["type"] = meta.get("parse") or (type(f.default) if f.default is not None else str)
+        kwargs["metavar"] = None if meta.get("choices") else f.name.split("_")[-1].upper()
+        group.add_argument(flag, **kwargs)
+
+
+def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` the user set on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if getattr(args, f.name, None) is not None}
+
+
+def build_settings(cls: type, values: dict[str, Any]) -> Any:
+    """``cls(**values)``; a value the settings refuse becomes one line naming its option."""
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        flags = {f.name: flag_of(f) for f in dataclasses.fields(cls)}
+        named = next((flags[k] for k in values if k in str(exc)), None)
+        raise UserError(f"{named + ': ' if named else ''}{exc}") from None
