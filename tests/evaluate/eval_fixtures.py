@@ -1,8 +1,8 @@
 """Helpers for the evaluation tests: small datasets in the official folder layouts, fake methods.
 
-Potsdam, Vaihingen and LoveDA fixtures are tiles of the real labelled crops in
-``../shared/data/rs`` (mmsegmentation's test data; see that folder's README for terms). The other
-datasets' fixtures are generated in each dataset's layout and label encoding.
+``real_tiles`` cuts the real labelled Potsdam, Vaihingen and LoveDA crops of ``../shared/data/rs``
+(mmsegmentation's test data, not freely licensed; tests using them carry the ``shared_data`` marker).
+The other datasets' fixtures are generated in each dataset's layout and label encoding.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from PIL import Image
 
 from frugalvl.evaluate.datasets import dataset_spec
 from frugalvl.vocab import Vocabulary
-from tests.conftest import SHARED_RS, shared_file
+from tests.conftest import shared_file
 
-RS = SHARED_RS
 REAL_CROPS = {  # dataset -> (image, label) in ../shared/data/rs
     "potsdam": ("potsdam_2_10_0_0_512_512.png", "potsdam_2_10_0_0_512_512_label.png"),
     "vaihingen": ("vaihingen_area1_0_0_512_512.png", "vaihingen_area1_0_0_512_512_label.png"),

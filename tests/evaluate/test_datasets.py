@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.evaluate.eval_fixtures import RS, real_tiles, write_pair
+from tests.conftest import shared_file
+from tests.evaluate.eval_fixtures import real_tiles, write_pair
 from frugalvl.errors import UserError
 from frugalvl.evaluate.datasets import (GROUPS, dataset_present, dataset_spec, find_prediction, find_samples,
                                         list_datasets, read_label, read_prediction)
@@ -154,6 +155,7 @@ def test_palette_png_gives_indices(tmp_path: Path):
     np.testing.assert_array_equal(read_label(find_samples(spec, tmp_path)[0].label, spec.encoding), index)
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name", ["potsdam", "vaihingen", "loveda"])
 def test_real_crops_decode_with_reduce_zero_label(tmp_path: Path, name: str):
     (sample_id, rgb, raw), = real_tiles(name, 1024)
@@ -176,7 +178,6 @@ def test_predictions_are_found_by_stem(tmp_path: Path):
     assert (read_prediction(preds / "42.png") == 3).all()
 
 
+@pytest.mark.shared_data
 def test_shared_crops_folder_is_where_the_tests_expect_it():
-    if not RS.is_dir():
-        pytest.skip(f"real labelled crops not found at {RS}")
-    assert (RS / "potsdam_2_10_0_0_512_512_label.png").is_file()
+    assert shared_file("potsdam_2_10_0_0_512_512_label.png").is_file()

@@ -18,7 +18,7 @@ from frugalvl.segment.base import labels_from_scores, merge_synonyms
 from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
 from frugalvl.models.jbu import JBUOne
 from frugalvl.vocab import Vocabulary, imagenet_templates
-from tests.conftest import shared_file
+from tests.conftest import landsat_rgb
 
 MEAN = torch.tensor([122.771, 116.746, 104.094]).view(1, 3, 1, 1)
 STD = torch.tensor([68.501, 66.632, 70.323]).view(1, 3, 1, 1)
@@ -120,18 +120,17 @@ def ref_probs(clip, upsampler, rgb, vocab, lam=-0.3):
 
 
 @pytest.fixture(scope="module")
-def potsdam():
-    import cv2
-
-    return cv2.imread(str(shared_file("potsdam_2_10_0_0_512_512.png")))[..., ::-1].copy()
+def aerial():
+    """A real image: the interior of the bundled CC0 Landsat scene."""
+    return landsat_rgb(512)
 
 
 VOCAB = Vocabulary.parse("road,parking lot;building;low vegetation;tree;car;clutter,background", strip="newline")
 
 
 @pytest.mark.parametrize("shape,use_upsampler", [((300, 200), True), ((60, 270), False)])
-def test_matches_official_style_reference(tiny_clip_model, potsdam, shape, use_upsampler):
-    rgb = np.ascontiguousarray(potsdam[: shape[0], : shape[1]])
+def test_matches_official_style_reference(tiny_clip_model, aerial, shape, use_upsampler):
+    rgb = np.ascontiguousarray(aerial[: shape[0], : shape[1]])
     torch.manual_seed(0)
     upsampler = JBUOne(feat_dim=32, radius=2).eval() if use_upsampler else None  # 5×5: same code, faster
     seg = SegEarthOV(tiny_clip_model, VOCAB, upsampler, SegEarthOVSettings(window_batch=4))
@@ -143,8 +142,8 @@ def test_matches_official_style_reference(tiny_clip_model, potsdam, shape, use_u
     assert torch.equal(labels_from_scores(ours, 0.1, 5), labels_from_scores(ref, 0.1, 5))
 
 
-def test_window_batch_size_does_not_change_results(tiny_clip_model, potsdam):
-    rgb = np.ascontiguousarray(potsdam[:200, :260])
+def test_window_batch_size_does_not_change_results(tiny_clip_model, aerial):
+    rgb = np.ascontiguousarray(aerial[:200, :260])
     one = SegEarthOV(tiny_clip_model, VOCAB, None, SegEarthOVSettings(window_batch=1)).class_scores(rgb)
     many = SegEarthOV(tiny_clip_model, VOCAB, None, SegEarthOVSettings(window_batch=16)).class_scores(rgb)
     assert torch.allclose(one, many, atol=1e-6)

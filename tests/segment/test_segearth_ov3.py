@@ -22,7 +22,7 @@ from frugalvl.segment.segearth_ov3 import (SegEarthOV3Settings, SegEarthOV3, det
                                            segmentation_head)
 from frugalvl.testing.segearth_ov3_reference import official_style_view_scores
 from frugalvl.vocab import Vocabulary
-from tests.conftest import shared_file
+from tests.conftest import landsat_rgb
 
 VOCAB = Vocabulary.parse("road,parking lot;building;low vegetation;tree;car;clutter")  # 7 prompts, 6 classes
 
@@ -309,9 +309,8 @@ def run_cli(*args: str) -> int:
 def test_cli_writes_the_segearth_ov_outputs(sam3_folder, tmp_path, capsys):
     from PIL import Image
 
-    source = shared_file("potsdam_2_10_0_0_512_512.png")
     crop = tmp_path / "potsdam_crop.png"
-    Image.fromarray(np.asarray(Image.open(source).convert("RGB"))[100:196, 200:328]).save(crop)
+    Image.fromarray(landsat_rgb(512)[100:196, 200:328]).save(crop)
     out = tmp_path / "out"
     code = run_cli(str(crop), "-o", str(out), "--method", "segearth-ov3", "--sam3", str(sam3_folder),
                    "--preset", "potsdam", "--save-probs", "--no-progress", "--prompt-chunk", "4")
