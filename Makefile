@@ -4,14 +4,14 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.frugalvl-installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: the build served from this machine's disk (see README)
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	# torch first, pinned (constraints.txt): the build served from this machine's disk (see README)
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,13 +25,22 @@ FRUGALVL_UPSAMPLER ?= official
 demo: $(STAMP)
 	$(VENV)/bin/frugalvl segment examples/data/landsat_rgb_byte.tif -o demo_out \
 	    --method segearth-ov --classes "background;water,river,lake;cloud;vegetation,forest;bare soil" \
-	    --clip "$(FRUGALVL_CLIP)" --upsampler "$(FRUGALVL_UPSAMPLER)" --save-probs
+	    --clip "$(FRUGALVL_CLIP)" --upsampler "$(FRUGALVL_UPSAMPLER)" --save-probs --vectors gpkg
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
 	$(PY) -m pytest -q
+
+test: lint typecheck unit
 
 bench: $(STAMP)
 	$(PY) bench/segearth_ov.py
 
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf demo_out .pytest_cache .mypy_cache .ruff_cache
