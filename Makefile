@@ -23,6 +23,7 @@ FRUGALVL_CLIP      ?= ViT-B-16
 FRUGALVL_UPSAMPLER ?= official
 
 demo: $(STAMP)
+	@$(PY) -m frugalvl.commands.demo_check --clip "$(FRUGALVL_CLIP)" --upsampler "$(FRUGALVL_UPSAMPLER)"
 	$(VENV)/bin/frugalvl segment examples/data/landsat_rgb_byte.tif -o demo_out \
 	    --method segearth-ov --classes "background;water,river,lake;cloud;vegetation,forest;bare soil" \
 	    --clip "$(FRUGALVL_CLIP)" --upsampler "$(FRUGALVL_UPSAMPLER)" --save-probs --vectors gpkg

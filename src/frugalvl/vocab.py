@@ -37,6 +37,21 @@ class Vocabulary:
         for i, synonyms in enumerate(self.classes):
             if not synonyms or any(not q.strip() for q in synonyms):
                 raise UserError(f"class {i} of the vocabulary has an empty name: remove stray ',' or ';' from the class list")
+        self._refuse_duplicates()
+
+    def _refuse_duplicates(self) -> None:
+        """A name used by two classes would leave the second with no pixels (ties go to the first class).
+
+        Names are compared as the text encoders see them: trimmed and case-insensitive.
+        """
+        seen: dict[str, int] = {}
+        for i, synonyms in enumerate(self.classes):
+            for q in synonyms:
+                key = " ".join(q.split()).lower()
+                if key in seen and seen[key] != i:
+                    raise UserError(f"{q.strip()!r} is in the vocabulary twice (classes {seen[key]} and {i}): "
+                                    "give each class once, with its synonyms after commas ('building,roof')")
+                seen.setdefault(key, i)
 
     @property
     def names(self) -> list[str]:

@@ -7,6 +7,7 @@ official per-dataset settings (class list with synonyms, thresholds), e.g. ``[se
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from importlib import resources
 from typing import Any
@@ -15,6 +16,7 @@ from ..errors import UserError
 from ..vocab import Vocabulary
 
 _PACKAGE = "frugalvl.presets"
+log = logging.getLogger(__name__)
 
 
 def list_presets() -> list[str]:
@@ -30,13 +32,32 @@ def load_preset(name: str) -> dict[str, Any]:
     return tomllib.loads(resources.files(_PACKAGE).joinpath(f"{key}.toml").read_text(encoding="utf-8"))
 
 
-def method_settings(name: str, method: str) -> dict[str, Any]:
-    """The ``[method]`` table of a preset (``segearth_ov``, ``segearth_ov3``)."""
+def method_settings(name: str, method: str, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
+    """The ``[method]`` table of a preset (``segearth_ov``, ``segearth_ov3``).
+
+    ``vocabulary``: the user's own classes, used with the preset's thresholds instead of its class list.
+    A preset's ``bg_idx`` indexes the preset's classes, so it is kept only where the user's vocabulary
+    has that same class at that index; otherwise it becomes 0 (an explicit ``--bg-idx`` still applies).
+    """
     preset = load_preset(name)
     table = method.replace("-", "_")
     if table not in preset:
         raise UserError(f"preset {name!r} has no settings for method {method!r}")
-    return dict(preset[table])
+    settings = dict(preset[table])
+    if vocabulary is not None and settings.get("bg_idx", 0) != 0:
+        settings["bg_idx"] = _fitting_bg_idx(name, method, settings, vocabulary)
+    return settings
+
+
+def _fitting_bg_idx(name: str, method: str, settings: dict[str, Any], vocabulary: Vocabulary) -> int:
+    """The preset's ``bg_idx`` if it names the same class in ``vocabulary``, else 0."""
+    bg = int(settings["bg_idx"])
+    own = preset_vocabulary(name, method).names
+    if bg < len(vocabulary) and bg < len(own) and vocabulary.names[bg].lower() == own[bg].lower():
+        return bg
+    log.info("preset %s: its background class %r (index %d) is not in your vocabulary at that index; "
+             "low-confidence pixels get class 0 (set --bg-idx to choose)", name, own[bg] if bg < len(own) else bg, bg)
+    return 0
 
 
 def preset_vocabulary(name: str, method: str) -> Vocabulary:
