@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ _CLIP_KEYS = ("visual.conv1.weight", "visual.positional_embedding", "token_embed
 class ClipModel:
     """A loaded CLIP: the open_clip model, its tokenizer and how to normalise images for it."""
 
-    model: torch.nn.Module
+    model: Any                         # an open_clip CLIP (visual, text_projection, encode_text)
     tokenizer: Callable[[Sequence[str]], torch.Tensor]
     identity: str                      # names the weights, for caches
     mean: tuple[float, float, float] = OPENAI_MEAN
@@ -78,7 +79,7 @@ def _is_hub_error(exc: BaseException) -> bool:
                          "GatedRepoError", "HfHubHTTPError", "OSError"})
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     while exc is not None:
         yield exc
         exc = exc.__cause__ or exc.__context__
@@ -93,25 +94,23 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from an OpenAI TorchScript archive, a state dict, or a wrapped state dict."""
+    """An OpenAI-layout CLIP state dict from a TorchScript archive (OpenAI's release files, read as
+    ``open_clip.load_openai_model`` does) or any file open_clip's ``load_state_dict`` reads (a state
+    dict, bare or under ``state_dict``, ``module.`` prefixes, ``.safetensors``), with weights only."""
+    from open_clip.factory import load_state_dict
+
     if not path.is_file():
         raise UserError(f"CLIP checkpoint {path} does not exist: check the path given to --clip")
-    state = None
-    if _is_torchscript(path):
-        try:  # OpenAI's own release files are TorchScript archives
+    try:
+        if _is_torchscript(path):
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception:
-            state = None
-    if state is None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(f"CLIP checkpoint {path} cannot be read ({type(exc).__name__}): give an OpenAI-format .pt file or an open_clip state dict") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+        else:
+            state = load_state_dict(str(path), device="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - anything unreadable is the same mistake for the user
+        raise UserError(f"{path} cannot be read ({type(exc).__name__}): it is not a CLIP checkpoint that open_clip reads; "
+                        "give an OpenAI-format .pt file or an open_clip state dict to --clip") from None
     if not isinstance(state, dict):
         raise UserError(f"CLIP checkpoint {path} holds no state dict: give an OpenAI-format .pt file or an open_clip state dict")
-    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
     state.pop("attn_mask", None)  # a buffer that traced archives store; the model rebuilds it
     if not all(k in state for k in _CLIP_KEYS):
         raise UserError(f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to --clip")
@@ -147,20 +146,45 @@ def _from_file(path: Path, device, precision: str) -> ClipModel:
 def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipModel:
     import open_clip
 
-    state = _read_checkpoint(path)
+    if not path.is_file():
+        raise UserError(f"CLIP checkpoint {path} does not exist: check the path given to --clip")
     try:
         model = open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
     except RuntimeError as exc:
         raise UserError(f"unknown open_clip architecture {arch!r} in --clip {arch}:{path} ({exc})") from None
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError:  # shape mismatches
-        missing, unexpected = ["(shapes differ)"], []
+    missing, unexpected = _load_weights(model, path, arch)
+    if len(missing) == len(model.state_dict()):
+        raise UserError(f"{path} is not a CLIP checkpoint for {arch} (none of its tensors belong to the model): "
+                        "pass CLIP weights to --clip")
     if missing or unexpected:
         raise UserError(f"{path} does not fit architecture {arch} ({len(missing)} missing, {len(unexpected)} unexpected tensors): check the architecture name before the ':'")
     stat = path.stat()
     return ClipModel(_finish(model, device, precision), open_clip.get_tokenizer(arch), f"{arch}:file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}",
                      *_norm_of(model))
+
+
+def _load_weights(model: torch.nn.Module, path: Path, arch: str) -> tuple[list[str], list[str]]:
+    """Load ``path`` into an open_clip model with ``open_clip.load_checkpoint`` (weights only; it also
+    converts third-party layouts and resizes position embeddings); returns (missing, unexpected) keys.
+    TorchScript archives, which ``torch.load`` cannot read with weights only, go through ``torch.jit``."""
+    import open_clip
+
+    try:
+        if _is_torchscript(path):
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            for key in (*_OPENAI_EXTRAS, "attn_mask"):
+                state.pop(key, None)
+            result = model.load_state_dict(state, strict=False)
+        else:
+            result = open_clip.load_checkpoint(model, str(path), strict=False, weights_only=True)
+    except RuntimeError as exc:
+        if "size mismatch" in str(exc) or "Error(s) in loading state_dict" in str(exc):
+            return ["(shapes differ)"], []
+        raise UserError(f"{path} cannot be read (RuntimeError): it is not a CLIP checkpoint that open_clip reads") from None
+    except Exception as exc:  # noqa: BLE001 - anything unreadable is the same mistake for the user
+        raise UserError(f"{path} cannot be read ({type(exc).__name__}): it is not a CLIP checkpoint that open_clip reads "
+                        f"for {arch}") from None
+    return list(result.missing_keys), list(result.unexpected_keys)
 
 
 def _norm_of(model) -> tuple[tuple, tuple]:
@@ -179,9 +203,12 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
             if not tags:
                 raise UserError(f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to --clip")
             tag = "openai" if "openai" in tags else tags[0]
+    from .weights import quiet_root_logger  # open_clip logs download failures on the root logger: ours is one line
+
     try:
-        model = open_clip.create_model(name, pretrained=tag, precision="fp32", device="cpu", cache_dir=cache_dir,
-                                       require_pretrained=True)
+        with quiet_root_logger():
+            model = open_clip.create_model(name, pretrained=tag, precision="fp32", device="cpu", cache_dir=cache_dir,
+                                           require_pretrained=True)
         tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     except Exception as exc:  # noqa: BLE001 - classified below
         if _is_hub_error(exc) or isinstance(exc, RuntimeError):
@@ -200,10 +227,17 @@ def load_clip(spec: str = "ViT-B-16", device: str | torch.device = "cpu", precis
     if precision is None:
         precision = "fp16" if str(device).startswith("cuda") else "fp32"
     spec = spec.strip()
-    if spec.startswith(("hf-hub:", "local-dir:")):
+    if spec.startswith("local-dir:"):
+        spec = spec[len("local-dir:"):]
+        if not Path(os.path.expanduser(spec)).is_dir():
+            raise UserError(f"local-dir:{spec}: {spec} is not a folder: check the path given to --clip")
+    if spec.startswith("hf-hub:"):
         return _from_open_clip(spec, None, device, precision, cache_dir)
     path = Path(os.path.expanduser(spec))
     if path.is_dir():
+        if not (path / "open_clip_config.json").is_file():
+            raise UserError(f"{path} is not a CLIP checkpoint folder (no open_clip_config.json; a SAM 3 or other model "
+                            "folder is not a CLIP): give an open_clip folder, a CLIP checkpoint file or a model name to --clip")
         return _from_open_clip(f"local-dir:{path}", None, device, precision, cache_dir)
     if path.is_file():
         return _from_file(path, device, precision)

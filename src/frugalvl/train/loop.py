@@ -1,0 +1,164 @@
+"""The training run: ``train_upsampler`` ties the image stream, the trainer and the checkpoints
+together (SegEarth-OV spec §2.5: one epoch over the images by default, a checkpoint every 100
+steps) and writes the final upsampler in the official layout (§2.2)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..models.clip import ClipModel
+from ..models.upsampler import save_upsampler
+from .checkpoints import RunCheckpoints, StopOnInterrupt, default_checkpoint_dir, list_checkpoints
+from .images import ImageStream
+from .settings import UpsamplerTrainSettings
+from .trainer import UpsamplerTrainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSummary:
+    """What a call of :func:`train_upsampler` did, for the summary line."""
+
+    output: Path
+    steps: int
+    start_step: int
+    images: int
+    crops_seen: int
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    losses: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def steps_per_second(self) -> float:
+        done = self.steps - self.start_step
+        return done / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _progress(total: int, start: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, initial=start, desc="train-upsampler", unit="step", disable=not enabled, dynamic_ncols=True
+    )
+
+
+def _logs_beside(bar_enabled: bool) -> contextlib.AbstractContextManager:
+    """Route console log lines through tqdm while a progress bar is shown, so they do not break it."""
+    if not bar_enabled:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
+def train_upsampler(
+    clip: ClipModel,
+    images: Sequence[Path],
+    output: str | os.PathLike,
+    settings: UpsamplerTrainSettings = UpsamplerTrainSettings(),
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> TrainSummary:
+    """Train a JBU upsampler for ``clip`` on ``images``; write resumable checkpoints and the final
+    upsampler to ``output`` in the official layout. Returns what happened, for the summary line.
+
+    Notes for the user (skipped images, resumption, interruption) go to ``report`` when given,
+    else to this module's logger.
+    """
+    output = Path(output)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(output)
+    existing = list_checkpoints(folder)
+    if existing and not resume:
+        raise UserError(
+            f"{folder} holds checkpoints of an earlier run (last: step {existing[-1][0]}): "
+            "add --resume to continue it, or remove the folder to start over"
+        )
+    steps = settings.steps if settings.steps is not None else math.ceil(len(images) / settings.batch_size)
+    trainer = UpsamplerTrainer(clip, settings)
+    stream = ImageStream(images, settings.crop_size, settings.seed, settings.workers, report=report)
+    run = RunCheckpoints(trainer, stream, folder, clip.identity)
+    if existing:
+        run.restore(existing[-1][1], report or log.warning)
+        (report or log.info)(f"resuming from {existing[-1][1]} (step {trainer.step} of {steps})")
+    elif resume:
+        (report or log.info)(f"no checkpoint in {folder}: starting from step 0")
+    folder.mkdir(parents=True, exist_ok=True)
+    start, begin = trainer.step, time.perf_counter()
+    losses = _run_steps(trainer, stream, run, steps, progress, report or log.warning)
+    save_upsampler(output, trainer.upsampler, global_step=trainer.step, frugalvl=run.meta())
+    return TrainSummary(
+        output=output,
+        steps=trainer.step,
+        start_step=start,
+        images=len(images),
+        crops_seen=run.crops_seen,
+        skipped=dict(stream.skipped),
+        seconds=time.perf_counter() - begin,
+        losses=losses,
+    )
+
+
+def _run_steps(
+    trainer: UpsamplerTrainer,
+    stream: ImageStream,
+    run: RunCheckpoints,
+    steps: int,
+    progress: bool,
+    note: Callable[[str], None],
+) -> list[dict[str, float]]:
+    """Steps up to ``steps``, checkpointing as set; the first Ctrl-C saves, then interrupts."""
+    every = trainer.settings.checkpoint_every
+    losses: list[dict[str, float]] = []
+    bar = _progress(steps, trainer.step, progress)
+    batches = stream.batches(trainer.settings.batch_size, run.position)
+    try:
+        with StopOnInterrupt() as stop, _logs_beside(progress):
+            while trainer.step < steps:
+                batch, after = next(batches)
+                tick = time.perf_counter()
+                terms = trainer.train_step(batch)
+                run.position, run.crops_seen = after, run.crops_seen + len(batch)
+                losses.append(terms)
+                run.log(terms, time.perf_counter() - tick)
+                bar.update(1)
+                bar.set_postfix(
+                    rec=f"{terms['rec']:.4f}",
+                    img=f"{terms['img']:.4f}",
+                    loss=f"{terms['loss']:.4f}",
+                    skipped=len(stream.skipped),
+                    refresh=False,
+                )
+                if trainer.step % every == 0 or trainer.step >= steps:
+                    run.save()
+                if stop.requested:
+                    note(f"interrupted: saved {run.save()}; rerun with --resume to continue")
+                    raise KeyboardInterrupt
+    finally:
+        batches.close()
+        bar.close()
+    return losses
+
+
+def summary_line(summary: TrainSummary) -> str:
+    """Two lines for the user: what was trained, and where the result is."""
+    done = summary.steps - summary.start_step
+    rate = f", {summary.steps_per_second:.2f} steps/s" if done else ""
+    last = summary.losses[-1] if summary.losses else None
+    loss = f"; last loss {last['loss']:.4f} (rec {last['rec']:.4f}, img {last['img']:.4f})" if last else ""
+    return (
+        f"trained {done} step(s) (now at step {summary.steps}) on {summary.images} image(s), "
+        f"{summary.crops_seen} crops seen, {len(summary.skipped)} unreadable skipped, {summary.seconds:.1f} s{rate}{loss}\n"
+        f"wrote {summary.output}: use it with frugalvl segment --upsampler {summary.output}"
+    )
