@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "frugalvl"
 # first component under frugalvl -> layer (higher imports lower)
 LAYERS = {
     "cli": 4, "__main__": 4, "commands": 4,
-    "segment": 3, "evaluate": 3, "select": 3, "train": 3, "app": 3,
+    "segment": 3, "evaluate": 3, "select": 3, "train": 3, "app": 3, "distributed": 3,
     "models": 2, "raster": 2, "fileio": 2, "vocab": 2, "windows": 2, "presets": 2, "vectors": 2, "palette": 2,
     "errors": 1, "settings": 1, "devices": 1, "precision": 1, "identity": 1, "__init__": 1,
 }
