@@ -87,7 +87,7 @@ def landsat_rgb(size: int = 512) -> np.ndarray:
     with rasterio.open(EXAMPLES / "landsat_rgb_byte.tif") as src:
         rgb = src.read([1, 2, 3]).transpose(1, 2, 0)
     y0, x0 = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
-    return np.ascontiguousarray(rgb[y0:y0 + size, x0:x0 + size])
+    return np.ascontiguousarray(rgb[y0 : y0 + size, x0 : x0 + size])
 
 
 def spacenet_labelled(size: int = 512) -> tuple[np.ndarray, np.ndarray]:

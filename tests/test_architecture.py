@@ -16,10 +16,29 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "frugalvl"
 
 # first component under frugalvl -> layer (higher imports lower)
 LAYERS = {
-    "cli": 4, "__main__": 4, "commands": 4,
-    "segment": 3, "evaluate": 3, "select": 3, "train": 3, "app": 3, "distributed": 3,
-    "models": 2, "raster": 2, "fileio": 2, "vocab": 2, "windows": 2, "presets": 2, "vectors": 2, "palette": 2,
-    "errors": 1, "settings": 1, "devices": 1, "precision": 1, "identity": 1, "__init__": 1,
+    "cli": 4,
+    "__main__": 4,
+    "commands": 4,
+    "segment": 3,
+    "evaluate": 3,
+    "select": 3,
+    "train": 3,
+    "app": 3,
+    "distributed": 3,
+    "models": 2,
+    "raster": 2,
+    "fileio": 2,
+    "vocab": 2,
+    "windows": 2,
+    "presets": 2,
+    "vectors": 2,
+    "palette": 2,
+    "errors": 1,
+    "settings": 1,
+    "devices": 1,
+    "precision": 1,
+    "identity": 1,
+    "__init__": 1,
 }
 TESTING = "testing"
 
@@ -94,8 +113,10 @@ def test_the_checker_catches_upward_imports(tmp_path: Path):
     root = tmp_path / "frugalvl"
     (root / "models").mkdir(parents=True)
     probe = root / "models" / "probe.py"
-    probe.write_text("from ..commands.segment import register\nfrom . import clip\n"
-                     "def f():\n    from frugalvl.testing.clip import tiny_clip\n    from ..errors import UserError\n")
+    probe.write_text(
+        "from ..commands.segment import register\nfrom . import clip\n"
+        "def f():\n    from frugalvl.testing.clip import tiny_clip\n    from ..errors import UserError\n"
+    )
     assert violations(probe, root) == [
         "frugalvl.commands.segment (layer 4 above layer 2)",
         "frugalvl.commands.segment.register (layer 4 above layer 2)",

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from .errors import UserError
@@ -33,9 +33,12 @@ def _chosen(argv: Sequence[str]) -> str | None:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the subcommand named in ``argv`` gets its full options (all of them when None)."""
-    parser = argparse.ArgumentParser(prog="frugalvl", description="Open-vocabulary segmentation of remote-sensing "
-                                     "images (SegEarth-OV, SegEarth-OV3) and data selection for visual instruction "
-                                     "tuning (CoIDO).")
+    parser = argparse.ArgumentParser(
+        prog="frugalvl",
+        description="Open-vocabulary segmentation of remote-sensing "
+        "images (SegEarth-OV, SegEarth-OV3) and data selection for visual instruction "
+        "tuning (CoIDO).",
+    )
     parser.add_argument("--version", action="version", version=f"frugalvl {__version__}")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FIXED = PRECISIONS[1:]  # the explicit choices (for models loaded in one dtype, e.g. CLIP)
 MIXED = ("bf16", "fp16")
 
 

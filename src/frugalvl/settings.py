@@ -10,11 +10,19 @@ form in which results record what produced them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
-def option(default: Any, help: str, *, flag: str | None = None, parse: Callable[[str], Any] | None = None,
-           choices: Sequence[str] | None = None, cli: bool = True) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    choices: Sequence[str] | None = None,
+    cli: bool = True,
+) -> Any:
     """A dataclass field with a default and the text that documents it.
 
     ``flag`` overrides the option name derived from the field name (``cls_lambda`` -> ``--cls-lambda``);

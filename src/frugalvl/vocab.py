@@ -16,9 +16,10 @@ the space in ``" forest"``); SegEarth-OV3 strips all surrounding whitespace. ``s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from .errors import UserError
 
@@ -33,10 +34,14 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         if not self.classes:
-            raise UserError("the class vocabulary is empty: give at least one class, e.g. --classes 'background;building'")
+            raise UserError(
+                "the class vocabulary is empty: give at least one class, e.g. --classes 'background;building'"
+            )
         for i, synonyms in enumerate(self.classes):
             if not synonyms or any(not q.strip() for q in synonyms):
-                raise UserError(f"class {i} of the vocabulary has an empty name: remove stray ',' or ';' from the class list")
+                raise UserError(
+                    f"class {i} of the vocabulary has an empty name: remove stray ',' or ';' from the class list"
+                )
         self._refuse_duplicates()
 
     def _refuse_duplicates(self) -> None:
@@ -49,8 +54,10 @@ class Vocabulary:
             for q in synonyms:
                 key = " ".join(q.split()).lower()
                 if key in seen and seen[key] != i:
-                    raise UserError(f"{q.strip()!r} is in the vocabulary twice (classes {seen[key]} and {i}): "
-                                    "give each class once, with its synonyms after commas ('building,roof')")
+                    raise UserError(
+                        f"{q.strip()!r} is in the vocabulary twice (classes {seen[key]} and {i}): "
+                        "give each class once, with its synonyms after commas ('building,roof')"
+                    )
                 seen.setdefault(key, i)
 
     @property
@@ -72,7 +79,7 @@ class Vocabulary:
         return len(self.classes)
 
     @classmethod
-    def from_lines(cls, lines: Sequence[str], strip: Strip = "whitespace") -> "Vocabulary":
+    def from_lines(cls, lines: Sequence[str], strip: Strip = "whitespace") -> Vocabulary:
         classes = []
         for line in lines:
             if not line.strip():
@@ -86,12 +93,12 @@ class Vocabulary:
         return cls(tuple(classes))
 
     @classmethod
-    def parse(cls, text: str, strip: Strip = "whitespace") -> "Vocabulary":
+    def parse(cls, text: str, strip: Strip = "whitespace") -> Vocabulary:
         """Parse ``"a;b,c;d"`` (or newline-separated classes)."""
         return cls.from_lines(text.replace(";", "\n").split("\n"), strip=strip)
 
     @classmethod
-    def from_file(cls, path: str | Path, strip: Strip = "newline") -> "Vocabulary":
+    def from_file(cls, path: str | Path, strip: Strip = "newline") -> Vocabulary:
         """Read an official class file: one class per line, synonyms comma separated."""
         path = Path(path)
         if not path.is_file():
@@ -99,13 +106,16 @@ class Vocabulary:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"class file {path} cannot be read as UTF-8 text ({exc.__class__.__name__}): save it as plain text, one class per line") from None
+            raise UserError(
+                f"class file {path} cannot be read as UTF-8 text ({exc.__class__.__name__}): save it as plain text, one class per line"
+            ) from None
         return cls.from_lines(text.splitlines(keepends=True), strip=strip)
 
 
 # ---------------------------------------------------------------------------------------------
 # Prompt templates
 # ---------------------------------------------------------------------------------------------
+
 
 def imagenet_templates() -> list[Callable[[str], str]]:
     """The 80 OpenAI ImageNet prompt templates ("a bad photo of a {}.", ...), as open_clip ships them."""

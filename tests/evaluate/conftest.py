@@ -24,6 +24,11 @@ def potsdam_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     for y in (0, 256):
         for x in (0, 256):
-            write_pair(root, "potsdam", f"potsdam_{y}_{x}", rgb[y:y + 256, x:x + 256].copy(),
-                       label[y:y + 256, x:x + 256].copy())
+            write_pair(
+                root,
+                "potsdam",
+                f"potsdam_{y}_{x}",
+                rgb[y : y + 256, x : x + 256].copy(),
+                label[y : y + 256, x : x + 256].copy(),
+            )
     return root

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -33,8 +32,15 @@ def write_array(path: Path, array: np.ndarray) -> None:
         import rasterio
 
         bands = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-        with rasterio.open(path, "w", driver="GTiff", height=array.shape[0], width=array.shape[1], count=bands.shape[0],
-                           dtype=array.dtype.name) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            height=array.shape[0],
+            width=array.shape[1],
+            count=bands.shape[0],
+            dtype=array.dtype.name,
+        ) as dst:
             dst.write(bands)
     else:
         fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
@@ -56,7 +62,9 @@ def real_tiles(dataset: str, tile: int) -> list[tuple[str, np.ndarray, np.ndarra
     tiles = []
     for y in range(0, label.shape[0], tile):
         for x in range(0, label.shape[1], tile):
-            tiles.append((f"{dataset}_{y}_{x}", rgb[y:y + tile, x:x + tile].copy(), label[y:y + tile, x:x + tile].copy()))
+            tiles.append(
+                (f"{dataset}_{y}_{x}", rgb[y : y + tile, x : x + tile].copy(), label[y : y + tile, x : x + tile].copy())
+            )
     return tiles
 
 
@@ -99,8 +107,12 @@ def fake_method_module(segmenters: list, fail_after: int | None = None):
 
         return {"clip": weights_identity(getattr(args, "clip", None))}
 
-    return SimpleNamespace(load_models=lambda args: None, segmenter_from_cli=segmenter_from_cli,
-                           settings_from_cli=settings_from_cli, model_identity=model_identity)
+    return SimpleNamespace(
+        load_models=lambda args: None,
+        segmenter_from_cli=segmenter_from_cli,
+        settings_from_cli=settings_from_cli,
+        model_identity=model_identity,
+    )
 
 
 class InterruptingSegmenter:

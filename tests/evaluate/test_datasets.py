@@ -9,15 +9,40 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from frugalvl.errors import UserError
+from frugalvl.evaluate.datasets import (
+    GROUPS,
+    dataset_present,
+    dataset_spec,
+    find_prediction,
+    find_samples,
+    list_datasets,
+    read_label,
+    read_prediction,
+)
+from frugalvl.presets import load_preset, method_settings
 from tests.conftest import shared_file
 from tests.evaluate.eval_fixtures import real_tiles, write_pair
-from frugalvl.errors import UserError
-from frugalvl.evaluate.datasets import (GROUPS, dataset_present, dataset_spec, find_prediction, find_samples,
-                                        list_datasets, read_label, read_prediction)
-from frugalvl.presets import load_preset, method_settings
 
-ALL = ["openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd", "whu_aerial", "whu_sat_ii",
-       "inria", "xbd_pre", "chn6_cug", "deepglobe", "massachusetts", "spacenet", "wbs_si"]
+ALL = [
+    "openearthmap",
+    "loveda",
+    "isaid",
+    "potsdam",
+    "vaihingen",
+    "uavid",
+    "udd5",
+    "vdd",
+    "whu_aerial",
+    "whu_sat_ii",
+    "inria",
+    "xbd_pre",
+    "chn6_cug",
+    "deepglobe",
+    "massachusetts",
+    "spacenet",
+    "wbs_si",
+]
 
 
 def test_all_seventeen_benchmarks_are_described():
@@ -114,7 +139,7 @@ def test_wbs_si_jpeg_masks_are_rethresholded(tmp_path: Path):
     truth[16:48, 10:40] = 1
     sid_raw, sid_cvt = spec.split[:2]
     write_pair(tmp_path, "wbs_si", sid_raw, _rgb(64, 64), truth * 255)  # the original 0/255 masks
-    write_pair(tmp_path, "wbs_si", sid_cvt, _rgb(64, 64), truth)        # the converter's 0/1 masks, re-saved as JPEG
+    write_pair(tmp_path, "wbs_si", sid_cvt, _rgb(64, 64), truth)  # the converter's 0/1 masks, re-saved as JPEG
     for s in find_samples(spec, tmp_path):
         stored = np.asarray(Image.open(s.label))
         labels = read_label(s.label, spec.encoding)
@@ -129,12 +154,15 @@ def test_colour_coded_labels_are_converted(tmp_path: Path):
     spec = dataset_spec("uavid")
     np.testing.assert_array_equal(read_label(find_samples(spec, tmp_path)[0].label, spec.encoding), [[0, 1, 3, 3, 0]])
     # ISPRS colours map to the mmseg values 0..6, then reduce_zero_label (black boundary -> ignored).
-    isprs = np.array([[[0, 0, 0], [255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]]],
-                     dtype=np.uint8)
+    isprs = np.array(
+        [[[0, 0, 0], [255, 255, 255], [0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]]],
+        dtype=np.uint8,
+    )
     write_pair(tmp_path, "potsdam", "tile", _rgb(1, 7), isprs)
     spec = dataset_spec("potsdam")
-    np.testing.assert_array_equal(read_label(find_samples(spec, tmp_path)[0].label, spec.encoding),
-                                  [[255, 0, 1, 2, 3, 4, 5]])
+    np.testing.assert_array_equal(
+        read_label(find_samples(spec, tmp_path)[0].label, spec.encoding), [[255, 0, 1, 2, 3, 4, 5]]
+    )
 
 
 def test_colour_labels_without_palette_are_refused(tmp_path: Path):
@@ -158,7 +186,7 @@ def test_palette_png_gives_indices(tmp_path: Path):
 @pytest.mark.shared_data
 @pytest.mark.parametrize("name", ["potsdam", "vaihingen", "loveda"])
 def test_real_crops_decode_with_reduce_zero_label(tmp_path: Path, name: str):
-    (sample_id, rgb, raw), = real_tiles(name, 1024)
+    ((sample_id, rgb, raw),) = real_tiles(name, 1024)
     write_pair(tmp_path, name, sample_id, rgb, raw)
     spec = dataset_spec(name)
     labels = read_label(find_samples(spec, tmp_path)[0].label, spec.encoding)

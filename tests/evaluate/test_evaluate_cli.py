@@ -40,10 +40,24 @@ def test_perfect_predictions_score_100(potsdam_root: Path, tmp_path: Path):
 
     spec = dataset_spec("potsdam")
     preds = tmp_path / "preds"
-    _write_predictions(potsdam_root, preds, lambda s: np.where((lab := read_label(s.label, spec.encoding)) == 255, 0, lab))
+    _write_predictions(
+        potsdam_root, preds, lambda s: np.where((lab := read_label(s.label, spec.encoding)) == 255, 0, lab)
+    )
     out = tmp_path / "out"
-    rc = main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "--predictions", str(preds),
-               "-o", str(out), "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            "--dataset",
+            "potsdam",
+            "--data-root",
+            str(potsdam_root),
+            "--predictions",
+            str(preds),
+            "-o",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     res = _results(out, "potsdam", "predictions-preds")
     assert res["images"] == 4 and res["complete"]
@@ -62,11 +76,28 @@ def test_constant_tiff_predictions_give_the_hand_computed_value(potsdam_root: Pa
     for sample in find_samples(spec, potsdam_root):
         import rasterio
 
-        with rasterio.open(preds / f"{sample.stem}.tif", "w", driver="GTiff", width=256, height=256, count=1, dtype="uint8") as dst:
+        with rasterio.open(
+            preds / f"{sample.stem}.tif", "w", driver="GTiff", width=256, height=256, count=1, dtype="uint8"
+        ) as dst:
             dst.write(np.ones((1, 256, 256), np.uint8))  # everything "building"
     out = tmp_path / "out"
-    assert main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "--predictions", str(preds),
-                 "-o", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                "potsdam",
+                "--data-root",
+                str(potsdam_root),
+                "--predictions",
+                str(preds),
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     raw = np.concatenate([r.ravel() for r in _raw_labels(potsdam_root)])
     counts = np.bincount(raw[raw > 0].astype(np.int64) - 1, minlength=6)  # reduce_zero_label by hand
     present = (counts > 0) | (np.arange(6) == 1)
@@ -83,8 +114,11 @@ def test_method_run_equals_segment_then_predictions(potsdam_root: Path, tmp_path
     made: list = []
     monkeypatch.setattr("frugalvl.commands.segment.method_module", lambda name: fake_method_module(made))
     out = tmp_path / "out"
-    assert main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "-o", str(out), "--no-progress"]) == 0
-    (args, segmenter), = made
+    assert (
+        main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "-o", str(out), "--no-progress"])
+        == 0
+    )
+    ((args, segmenter),) = made
     assert args.preset == "potsdam" and args.classes is None and args.classes_file is None
     assert segmenter.calls == 4
     by_method = _results(out, "potsdam", "segearth-ov")
@@ -93,9 +127,26 @@ def test_method_run_equals_segment_then_predictions(potsdam_root: Path, tmp_path
     spec = dataset_spec("potsdam")
     fake = FakeSegmenter(list(spec.label_names))
     preds = tmp_path / "preds"
-    _write_predictions(potsdam_root, preds, lambda s: labels_from_scores(fake.class_scores(read_image(s.image).rgb)).numpy())
-    assert main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "--predictions", str(preds),
-                 "-o", str(out), "--no-progress"]) == 0
+    _write_predictions(
+        potsdam_root, preds, lambda s: labels_from_scores(fake.class_scores(read_image(s.image).rgb)).numpy()
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                "potsdam",
+                "--data-root",
+                str(potsdam_root),
+                "--predictions",
+                str(preds),
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     by_files = _results(out, "potsdam", "predictions-preds")
     assert by_files["confusion_matrix"] == by_method["confusion_matrix"]
     assert by_files["metrics"] == by_method["metrics"]
@@ -157,8 +208,18 @@ def test_missing_dataset_folder_is_one_line_and_exit_2(tmp_path: Path, capsys):
 def test_prediction_problems_are_user_errors(potsdam_root: Path, tmp_path: Path, capsys):
     preds = tmp_path / "preds"
     preds.mkdir()
-    argv = ["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "--predictions", str(preds),
-            "-o", str(tmp_path / "out"), "--no-progress"]
+    argv = [
+        "evaluate",
+        "--dataset",
+        "potsdam",
+        "--data-root",
+        str(potsdam_root),
+        "--predictions",
+        str(preds),
+        "-o",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert main(argv) == 2
     assert "no prediction for image" in capsys.readouterr().err
     for sample in find_samples(dataset_spec("potsdam"), potsdam_root):
@@ -172,7 +233,7 @@ def test_all_prints_the_two_paper_tables(potsdam_root: Path, tmp_path: Path, cap
     rng = np.random.default_rng(0)
     for i in range(2):
         mask = np.zeros((32, 32), np.uint8)
-        mask[8:24, 4 + i:20] = 255
+        mask[8:24, 4 + i : 20] = 255
         write_pair(potsdam_root, "whu_aerial", f"tile_{i}", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), mask)
     preds = tmp_path / "preds"
     (preds / "whu_aerial").mkdir(parents=True)
@@ -180,8 +241,22 @@ def test_all_prints_the_two_paper_tables(potsdam_root: Path, tmp_path: Path, cap
         Image.fromarray(np.ones((32, 32), np.uint8)).save(preds / "whu_aerial" / f"tile_{i}.png")
     _write_predictions(potsdam_root, preds / "potsdam", lambda s: np.zeros((256, 256), np.uint8))
     out = tmp_path / "out"
-    assert main(["evaluate", "--all", "--data-root", str(potsdam_root), "--predictions", str(preds), "-o", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--all",
+                "--data-root",
+                str(potsdam_root),
+                "--predictions",
+                str(preds),
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Table 1: multi-class" in printed and "Table 2: single-class" in printed
     assert "WHU-Aer" in printed and "Potsdam" in printed
@@ -200,8 +275,19 @@ def test_all_keeps_going_past_a_broken_dataset(potsdam_root: Path, tmp_path: Pat
     preds = tmp_path / "preds"
     _write_predictions(potsdam_root, preds / "potsdam", lambda s: np.zeros((256, 256), np.uint8))
     (preds / "wbs_si").mkdir()
-    rc = main(["evaluate", "--all", "--data-root", str(potsdam_root), "--predictions", str(preds), "-o", str(tmp_path / "out"),
-               "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            "--all",
+            "--data-root",
+            str(potsdam_root),
+            "--predictions",
+            str(preds),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 2
     assert "Table 1: multi-class" in captured.out
@@ -212,14 +298,43 @@ def test_real_segearth_ov_run_equals_segment_then_predictions(potsdam_root: Path
     """No stand-in: the real SegEarth-OV segmenter (tiny random CLIP) through evaluate and through segment."""
     out = tmp_path / "out"
     model = ["--method", "segearth-ov", "--clip", str(tiny_clip_file)]
-    assert main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "-o", str(out), "--no-progress",
-                 *model]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                "potsdam",
+                "--data-root",
+                str(potsdam_root),
+                "-o",
+                str(out),
+                "--no-progress",
+                *model,
+            ]
+        )
+        == 0
+    )
     by_method = json.loads(next(out.glob("potsdam/segearth-ov*/results.json")).read_text())
     preds = tmp_path / "preds"
     images = sorted((potsdam_root / dataset_spec("potsdam").img_dir).iterdir())
     assert main(["segment", *map(str, images), "-o", str(preds), "--preset", "potsdam", "--no-progress", *model]) == 0
-    assert main(["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "--predictions", str(preds),
-                 "-o", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                "potsdam",
+                "--data-root",
+                str(potsdam_root),
+                "--predictions",
+                str(preds),
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     by_files = _results(out, "potsdam", "predictions-preds")
     assert by_files["confusion_matrix"] == by_method["confusion_matrix"]
     assert sum(map(sum, by_method["confusion_matrix"])) > 0
@@ -228,12 +343,19 @@ def test_real_segearth_ov_run_equals_segment_then_predictions(potsdam_root: Path
 def test_all_loads_the_model_once_for_every_dataset(potsdam_root: Path, tmp_path: Path, monkeypatch):
     rng = np.random.default_rng(0)
     for i in range(2):
-        write_pair(potsdam_root, "whu_aerial", f"tile_{i}", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
-                   np.zeros((32, 32), np.uint8))
+        write_pair(
+            potsdam_root,
+            "whu_aerial",
+            f"tile_{i}",
+            rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+            np.zeros((32, 32), np.uint8),
+        )
     made, loads = [], []
     module = fake_method_module(made)
     module.load_models = lambda args: loads.append(args.method) or "the-model"
     monkeypatch.setattr("frugalvl.commands.segment.method_module", lambda name: module)
-    assert main(["evaluate", "--all", "--data-root", str(potsdam_root), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
-    assert loads == ["segearth-ov"]                       # one load ...
+    assert (
+        main(["evaluate", "--all", "--data-root", str(potsdam_root), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    )
+    assert loads == ["segearth-ov"]  # one load ...
     assert sorted(args.preset for args, _ in made) == ["potsdam", "whu_aerial"]  # ... two segmenters

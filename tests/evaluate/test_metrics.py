@@ -15,10 +15,7 @@ def test_hand_computed_three_classes_with_ignore():
     labels = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
     preds = np.array([[0, 1, 1, 1], [2, 0, 0, 2]])
     # (label, pred) over the 7 labelled pixels: (0,0) (0,1) (1,1) (1,1) (2,2) (2,0) (1,2); 255 is ignored.
-    expected = np.array([[1, 1, 0, 0],
-                         [0, 2, 1, 0],
-                         [1, 0, 1, 0],
-                         [0, 0, 0, 0]])
+    expected = np.array([[1, 1, 0, 0], [0, 2, 1, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
     m = confusion_matrix(labels, preds, 3)
     np.testing.assert_array_equal(m, expected)
     s = scores_from_confusion(m)

@@ -7,7 +7,7 @@ from frugalvl.evaluate.tables import MULTICLASS, comparison_table, format_table,
 
 def _row(table: str, start: str) -> list[str]:
     """The cells after the row label ``start``."""
-    return next(line for line in table.splitlines() if line.startswith(start))[len(start):].split()
+    return next(line for line in table.splitlines() if line.startswith(start))[len(start) :].split()
 
 
 def test_multiclass_table_averages_match_the_papers():

@@ -1,10 +1,12 @@
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from frugalvl.errors import UserError
-from frugalvl.models.jbu import (JBUOne, JBUStack, adaptive_conv, adaptive_conv_unfold, load_upsampler,
-                                        save_upsampler, upsampler_from_state)
+from frugalvl.models.jbu import JBUOne, JBUStack, adaptive_conv, adaptive_conv_unfold
+from frugalvl.models.upsampler import load_upsampler, save_upsampler, upsampler_from_state
 from tests.conftest import SHARED_WEIGHTS, shared_file
 
 
@@ -126,3 +128,70 @@ def test_wrong_checkpoints_are_rejected(tmp_path):
         load_upsampler(tmp_path / "junk.ckpt")
     with pytest.raises(UserError, match="does not exist"):
         load_upsampler(tmp_path / "missing.ckpt")
+
+
+def _potsdam_guidance(size: int, raw: bool) -> torch.Tensor:
+    import cv2
+
+    bgr = cv2.imread(str(shared_file("potsdam_2_10_0_0_512_512.png")))
+    rgb = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[:size, :size].copy()).permute(2, 0, 1)[None].float()
+    if raw:  # 0–255 values: peaky range kernels whose softmax underflows to subnormals
+        return rgb
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1) * 255
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1) * 255
+    return (rgb - mean) / std
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_cpu_fast_path_is_bit_identical_on_the_real_checkpoint(monkeypatch, raw):
+    """Thread pool + subnormal flush against the plain serial loop with the softmax as computed."""
+    from frugalvl.models import jbu
+
+    up = load_upsampler(shared_file("featup_clip_jbu_stack_cocostuff.ckpt", SHARED_WEIGHTS))
+    guidance = _potsdam_guidance(32, raw)
+    torch.manual_seed(0)
+    src = torch.randn(1, 512, 2, 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            fast = up(src, guidance)
+            assert torch.get_num_threads() == 2  # restored after the pool
+            stage_weights = up.up1.range_kernel(F.adaptive_avg_pool2d(guidance, (8, 8)))
+            monkeypatch.setattr(jbu, "_run_blocks", lambda task, blocks: [task(b) for b in blocks])
+            monkeypatch.setattr(jbu, "_flush_subnormals", lambda w: w)
+            plain = up(src, guidance)
+            raw_weights = up.up1.range_kernel(F.adaptive_avg_pool2d(guidance, (8, 8)))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(fast, plain)
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((stage_weights > 0) & (stage_weights < tiny)).any()
+    if raw:  # the case is a real one: the plain softmax does produce subnormals here
+        assert ((raw_weights > 0) & (raw_weights < tiny)).any()
+
+
+def test_pool_keeps_inference_mode_and_autograd_paths():
+    up = _randomise(JBUOne(feat_dim=8, radius=2))
+    src, guide = torch.randn(2, 8, 2, 2), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = up(src, guide)
+    with torch.inference_mode():
+        assert torch.equal(up(src, guide), ref)
+    src.requires_grad_(True)
+    out = up(src, guide)  # training path: autograd through the range kernel and the kernel application
+    out.square().sum().backward()
+    assert torch.allclose(out.detach(), ref) and src.grad is not None and torch.isfinite(src.grad).all()
+
+
+def test_kernel_backend_choice():
+    from frugalvl.models.jbu import resolve_kernel_backend
+
+    up = JBUOne(feat_dim=4)
+    assert up.set_kernel_backend("torch") is up and up.up.kernel_backend == "torch"
+    with pytest.raises(UserError, match="--jbu-kernel"):
+        up.set_kernel_backend("cuda")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        assert resolve_kernel_backend("auto", torch.device("cpu")) == "torch"
+        with pytest.raises(UserError, match="needs a CUDA device"):
+            resolve_kernel_backend("triton", torch.device("cpu"))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import UserError
+from ._types import from_parser
 
 
 def flag_of(field: dataclasses.Field) -> str:
@@ -35,22 +37,23 @@ def add_settings_options(group: Any, cls: type, skip: Iterable[str] = ()) -> Non
     for f in cli_fields(cls, skip):
         meta, flag = f.metadata, flag_of(f)
         if isinstance(f.default, bool):
-            group.add_argument(flag, dest=_dest(f), action="store_const", const=not f.default, default=None,
-                               help=meta["help"])
+            group.add_argument(
+                flag, dest=_dest(f), action="store_const", const=not f.default, default=None, help=meta["help"]
+            )
             continue
         shown = "none" if f.default is None else f.default
         kwargs: dict[str, Any] = {"dest": _dest(f), "default": None, "help": f"{meta['help']} (default {shown})"}
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        kwargs["type"] = meta.get("parse") or (type(f.default) if f.default is not None else str)
+        parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
+        kwargs["type"] = from_parser(parse) if meta.get("parse") else parse  # its ValueError text reaches the user
         kwargs["metavar"] = None if meta.get("choices") else f.name.split("_")[-1].upper()
         group.add_argument(flag, **kwargs)
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The fields of ``cls`` the user set on the command line."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-            if getattr(args, f.name, None) is not None}
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
 
 
 def build_settings(cls: type, values: dict[str, Any]) -> Any:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 
@@ -15,23 +16,33 @@ if TYPE_CHECKING:
     from ..evaluate.runner import DatasetResult
 
 
-
 def register(subparsers) -> None:
     from ..evaluate.datasets import list_datasets
     from .segment import add_model_arguments, add_override_arguments
 
     p = subparsers.add_parser(
-        "evaluate", help="score a method on the remote-sensing benchmarks (mIoU / IoU as the papers)",
+        "evaluate",
+        help="score a method on the remote-sensing benchmarks (mIoU / IoU as the papers)",
         description="Evaluate SegEarth-OV, SegEarth-OV3 or any tool's label maps on the papers' benchmarks, "
-                    "with mmseg's IoU metric, and print the results next to the published numbers.")
+        "with mmseg's IoU metric, and print the results next to the published numbers.",
+    )
     what = p.add_argument_group("what to evaluate")
     choice = what.add_mutually_exclusive_group(required=True)
     choice.add_argument("--dataset", help=f"one benchmark: {', '.join(list_datasets())}")
-    choice.add_argument("--all", action="store_true", help="every benchmark found under --data-root, printed as the papers' two tables")
-    what.add_argument("--data-root", required=True, help="folder holding the datasets in the official layout (the official configs' data/)")
-    what.add_argument("--predictions", metavar="PRED_DIR",
-                      help="score label maps made by any tool instead of running a method: <image stem>.png or .tif "
-                           "holding class indices (with --all: PRED_DIR/<dataset>/)")
+    choice.add_argument(
+        "--all", action="store_true", help="every benchmark found under --data-root, printed as the papers' two tables"
+    )
+    what.add_argument(
+        "--data-root",
+        required=True,
+        help="folder holding the datasets in the official layout (the official configs' data/)",
+    )
+    what.add_argument(
+        "--predictions",
+        metavar="PRED_DIR",
+        help="score label maps made by any tool instead of running a method: <image stem>.png or .tif "
+        "holding class indices (with --all: PRED_DIR/<dataset>/)",
+    )
     what.add_argument("--limit", type=int, help="evaluate only the first N images of each dataset (quick runs)")
     out = p.add_argument_group("output")
     out.add_argument("-o", "--outdir", default="eval_results", help="output folder (default eval_results)")
@@ -50,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--limit {args.limit}: give a positive number of images")
     root = Path(args.data_root)
     if not root.is_dir():
-        raise UserError(f"--data-root {root} is not a folder: give the folder holding the datasets (the official configs' data/)")
+        raise UserError(
+            f"--data-root {root} is not a folder: give the folder holding the datasets (the official configs' data/)"
+        )
     if args.dataset:
         result = _evaluate_one(args, dataset_spec(args.dataset), root, pred_dir=args.predictions)
         print(result.report())
@@ -119,8 +132,14 @@ def _shared_model_segmenters(args: argparse.Namespace) -> Callable[[argparse.Nam
     return make
 
 
-def _evaluate_one(args: argparse.Namespace, spec: DatasetSpec, root: Path, pred_dir: str | Path | None,
-                  label: str | None = None, make_segmenter: Callable[[argparse.Namespace], Any] | None = None) -> DatasetResult:
+def _evaluate_one(
+    args: argparse.Namespace,
+    spec: DatasetSpec,
+    root: Path,
+    pred_dir: str | Path | None,
+    label: str | None = None,
+    make_segmenter: Callable[[argparse.Namespace], Any] | None = None,
+) -> DatasetResult:
     """Score one dataset: from prediction files when ``pred_dir`` is given, else by running the method."""
     from ..evaluate.runner import FilePredictor, SegmenterPredictor, evaluate_dataset
 
@@ -135,8 +154,9 @@ def _evaluate_one(args: argparse.Namespace, spec: DatasetSpec, root: Path, pred_
         settings = cache_identity(args.method, method_args)
         cache = not args.no_cache
     run_dir = Path(args.outdir) / spec.name / predictor.label
-    return evaluate_dataset(spec, root, predictor, run_dir, settings=settings, limit=args.limit, cache=cache,
-                            progress=not args.no_progress)
+    return evaluate_dataset(
+        spec, root, predictor, run_dir, settings=settings, limit=args.limit, cache=cache, progress=not args.no_progress
+    )
 
 
 def cache_identity(method: str, method_args: argparse.Namespace) -> dict[str, Any]:
@@ -146,8 +166,12 @@ def cache_identity(method: str, method_args: argparse.Namespace) -> dict[str, An
     from .segment import method_module
 
     module = method_module(method)
-    return {"method": method, "settings": settings_identity(module.settings_from_cli(method_args)),
-            "preset": method_args.preset, "models": module.model_identity(method_args)}
+    return {
+        "method": method,
+        "settings": settings_identity(module.settings_from_cli(method_args)),
+        "preset": method_args.preset,
+        "models": module.model_identity(method_args),
+    }
 
 
 def _method_args(args: argparse.Namespace, dataset: str) -> argparse.Namespace:
@@ -162,4 +186,6 @@ def _method_args(args: argparse.Namespace, dataset: str) -> argparse.Namespace:
 def _print_outputs(result: DatasetResult) -> None:
     cached = result.images - result.computed
     resumed = f" ({cached} from earlier runs)" if cached else ""
-    print(f"\n{result.images} images scored{resumed}; results: {result.run_dir / 'results.json'} and {result.run_dir / 'per_class.csv'}")
+    print(
+        f"\n{result.images} images scored{resumed}; results: {result.run_dir / 'results.json'} and {result.run_dir / 'per_class.csv'}"
+    )

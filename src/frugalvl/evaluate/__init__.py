@@ -11,7 +11,18 @@ from .metrics import ConfusionAccumulator, Scores, confusion_matrix, scores_from
 from .runner import DatasetResult, FilePredictor, SegmenterPredictor, evaluate_dataset
 
 __all__ = [
-    "ConfusionAccumulator", "DatasetResult", "DatasetSpec", "FilePredictor", "Sample", "Scores", "SegmenterPredictor",
-    "confusion_matrix", "dataset_spec", "evaluate_dataset", "find_samples", "list_datasets", "read_label",
+    "ConfusionAccumulator",
+    "DatasetResult",
+    "DatasetSpec",
+    "FilePredictor",
+    "Sample",
+    "Scores",
+    "SegmenterPredictor",
+    "confusion_matrix",
+    "dataset_spec",
+    "evaluate_dataset",
+    "find_samples",
+    "list_datasets",
+    "read_label",
     "scores_from_confusion",
 ]

@@ -24,9 +24,10 @@ rasterio (TIFF).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -76,8 +77,10 @@ class DatasetSpec:
     def layout(self, data_root: str | os.PathLike = "DATA_ROOT") -> str:
         """The expected layout, in words, for error messages and docs."""
         root = Path(data_root)
-        return (f"images {root / self.img_dir}/<id>{self.img_suffix} with labels "
-                f"{root / self.ann_dir}/<id>{self.seg_map_suffix}")
+        return (
+            f"images {root / self.img_dir}/<id>{self.img_suffix} with labels "
+            f"{root / self.ann_dir}/<id>{self.seg_map_suffix}"
+        )
 
 
 @dataclass(frozen=True)
@@ -117,15 +120,24 @@ def dataset_spec(name: str) -> DatasetSpec:
         binary_threshold=int(table.get("binary_threshold", 128)),
         rgb_palette=tuple(tuple(int(v) for v in row) for row in table.get("rgb_palette", ())),
     )
-    return DatasetSpec(name=preset["name"], title=preset.get("title", preset["name"]), img_dir=table["img_dir"],
-                       ann_dir=table["ann_dir"], img_suffix=table["img_suffix"], seg_map_suffix=table["seg_map_suffix"],
-                       label_names=tuple(table["label_names"]), group=group, encoding=encoding,
-                       split=tuple(table.get("split", ())))
+    return DatasetSpec(
+        name=preset["name"],
+        title=preset.get("title", preset["name"]),
+        img_dir=table["img_dir"],
+        ann_dir=table["ann_dir"],
+        img_suffix=table["img_suffix"],
+        seg_map_suffix=table["seg_map_suffix"],
+        label_names=tuple(table["label_names"]),
+        group=group,
+        encoding=encoding,
+        split=tuple(table.get("split", ())),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Finding samples
 # ---------------------------------------------------------------------------------------------
+
 
 def dataset_present(spec: DatasetSpec, data_root: str | os.PathLike) -> bool:
     """Whether the image folder exists (used by ``--all`` to pick datasets)."""
@@ -171,17 +183,22 @@ def find_samples(spec: DatasetSpec, data_root: str | os.PathLike) -> list[Sample
 def _check_files(spec: DatasetSpec, samples: Sequence[Sample], root: Path) -> None:
     missing_images = [s.image for s in samples if not s.image.is_file()]
     if missing_images:
-        raise UserError(f"{spec.name}: {len(missing_images)} of {len(samples)} listed images are missing "
-                        f"(first: {missing_images[0]}); expected {spec.layout(root)}")
+        raise UserError(
+            f"{spec.name}: {len(missing_images)} of {len(samples)} listed images are missing "
+            f"(first: {missing_images[0]}); expected {spec.layout(root)}"
+        )
     missing_labels = [s.label for s in samples if not s.label.is_file()]
     if missing_labels:
-        raise UserError(f"{spec.name}: {len(missing_labels)} of {len(samples)} images have no label "
-                        f"(first: {missing_labels[0]}); expected {spec.layout(root)}")
+        raise UserError(
+            f"{spec.name}: {len(missing_labels)} of {len(samples)} images have no label "
+            f"(first: {missing_labels[0]}); expected {spec.layout(root)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading label maps
 # ---------------------------------------------------------------------------------------------
+
 
 def read_label_file(path: str | os.PathLike) -> np.ndarray:
     """The raw pixel values of a label or prediction file: ``H×W`` or ``H×W×3``."""
@@ -240,7 +257,9 @@ def decode_label(raw: np.ndarray, encoding: LabelEncoding, path: str | os.PathLi
         elif encoding.kind == "binary" or (raw == raw[..., :1]).all():
             raw = raw.max(axis=2)  # grey stored as RGB
         else:
-            raise UserError(f"{path} is colour-coded but this dataset has no rgb_palette: give single-band class-index labels")
+            raise UserError(
+                f"{path} is colour-coded but this dataset has no rgb_palette: give single-band class-index labels"
+            )
     if encoding.kind == "binary":
         return _binarise(raw, encoding.binary_threshold).astype(np.int64)
     labels = raw.astype(np.int64)

@@ -27,7 +27,9 @@ import numpy as np
 IGNORE_INDEX = 255
 
 
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def confusion_matrix(
+    labels: np.ndarray, preds: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """``(C+1)×(C+1)`` int64 pixel counts for one image (see the module docstring)."""
     if labels.shape != preds.shape:
         raise ValueError(f"labels {labels.shape} and predictions {preds.shape} differ in size")
@@ -45,13 +47,13 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int, ig
 class Scores:
     """Per-class and summary metrics, as fractions in ``[0, 1]`` (NaN where undefined)."""
 
-    iou: np.ndarray           # [C]
-    acc: np.ndarray           # [C] per-class accuracy (recall)
+    iou: np.ndarray  # [C]
+    acc: np.ndarray  # [C] per-class accuracy (recall)
     intersection: np.ndarray  # [C] pixel counts
-    union: np.ndarray         # [C]
-    pred_area: np.ndarray     # [C]
-    label_area: np.ndarray    # [C]
-    aacc: float               # all correct pixels / all labelled pixels
+    union: np.ndarray  # [C]
+    pred_area: np.ndarray  # [C]
+    label_area: np.ndarray  # [C]
+    aacc: float  # all correct pixels / all labelled pixels
     miou: float
     macc: float
 
@@ -83,8 +85,17 @@ def scores_from_confusion(matrix: np.ndarray) -> Scores:
     acc = _divide(intersection, label_area)
     total = label_area.sum()
     aacc = float(intersection.sum() / total) if total > 0 else float("nan")
-    return Scores(iou=iou, acc=acc, intersection=intersection, union=union, pred_area=pred_area,
-                  label_area=label_area, aacc=aacc, miou=_nanmean(iou), macc=_nanmean(acc))
+    return Scores(
+        iou=iou,
+        acc=acc,
+        intersection=intersection,
+        union=union,
+        pred_area=pred_area,
+        label_area=label_area,
+        aacc=aacc,
+        miou=_nanmean(iou),
+        macc=_nanmean(acc),
+    )
 
 
 class ConfusionAccumulator:

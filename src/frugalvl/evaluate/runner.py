@@ -18,9 +18,10 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -66,13 +67,17 @@ class FilePredictor:
     def __init__(self, pred_dir: str | Path, label: str | None = None) -> None:
         self.pred_dir = Path(pred_dir)
         if not self.pred_dir.is_dir():
-            raise UserError(f"predictions folder {self.pred_dir} not found: give the folder holding <image stem>.png or .tif label maps")
+            raise UserError(
+                f"predictions folder {self.pred_dir} not found: give the folder holding <image stem>.png or .tif label maps"
+            )
         self.label = label or f"predictions-{self.pred_dir.resolve().name}"
 
     def predict(self, sample: Sample) -> np.ndarray:
         path = find_prediction(self.pred_dir, sample)
         if path is None:
-            raise UserError(f"no prediction for image {sample.image.name}: expected {self.pred_dir / sample.stem}.png or .tif")
+            raise UserError(
+                f"no prediction for image {sample.image.name}: expected {self.pred_dir / sample.stem}.png or .tif"
+            )
         return read_prediction(path)
 
 
@@ -86,7 +91,7 @@ class DatasetResult:
     matrix: np.ndarray
     images: int
     images_total: int
-    computed: int   # images predicted in this call (the rest came from the cache)
+    computed: int  # images predicted in this call (the rest came from the cache)
     settings: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None  # where results.json and per_class.csv were written
 
@@ -110,14 +115,27 @@ class DatasetResult:
     def to_json(self) -> dict[str, Any]:
         s = self.scores
         return {
-            "dataset": self.spec.name, "title": self.spec.title, "group": self.spec.group, "run": self.label,
-            "images": self.images, "images_total": self.images_total, "complete": self.complete,
+            "dataset": self.spec.name,
+            "title": self.spec.title,
+            "group": self.spec.group,
+            "run": self.label,
+            "images": self.images,
+            "images_total": self.images_total,
+            "complete": self.complete,
             "headline": {"name": self.headline_name, "value": _num(self.headline)},
             "metrics": {k: _num(v) for k, v in self.summary().items()},
             "per_class": [
-                {"class": n, "IoU": _num(100 * s.iou[i]), "Acc": _num(100 * s.acc[i]), "intersection": int(s.intersection[i]),
-                 "union": int(s.union[i]), "pred_area": int(s.pred_area[i]), "label_area": int(s.label_area[i])}
-                for i, n in enumerate(self.spec.label_names)],
+                {
+                    "class": n,
+                    "IoU": _num(100 * s.iou[i]),
+                    "Acc": _num(100 * s.acc[i]),
+                    "intersection": int(s.intersection[i]),
+                    "union": int(s.union[i]),
+                    "pred_area": int(s.pred_area[i]),
+                    "label_area": int(s.label_area[i]),
+                }
+                for i, n in enumerate(self.spec.label_names)
+            ],
             "published": {m: (p.value if (p := published(m, self.spec.name)) else None) for m in PAPER_LABELS},
             "confusion_matrix": self.matrix.tolist(),
             "settings": self.settings,
@@ -168,14 +186,23 @@ def _score_sample(spec: DatasetSpec, predictor: Predictor, sample: Sample, acc: 
     labels = read_label(sample.label, spec.encoding)
     preds = np.asarray(predictor.predict(sample))
     if preds.shape != labels.shape:
-        raise UserError(f"{spec.name}: prediction for {sample.image.name} is {preds.shape[1]}×{preds.shape[0]} but its label "
-                        f"is {labels.shape[1]}×{labels.shape[0]}: predictions must have the label's size")
+        raise UserError(
+            f"{spec.name}: prediction for {sample.image.name} is {preds.shape[1]}×{preds.shape[0]} but its label "
+            f"is {labels.shape[1]}×{labels.shape[0]}: predictions must have the label's size"
+        )
     return acc.add(labels, preds, spec.encoding.ignore_index)
 
 
-def evaluate_dataset(spec: DatasetSpec, data_root: str | Path, predictor: Predictor, run_dir: str | Path,
-                     settings: Mapping[str, Any] | None = None, limit: int | None = None, cache: bool = True,
-                     progress: bool = True) -> DatasetResult:
+def evaluate_dataset(
+    spec: DatasetSpec,
+    data_root: str | Path,
+    predictor: Predictor,
+    run_dir: str | Path,
+    settings: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+) -> DatasetResult:
     """Score ``predictor`` on a dataset; write ``results.json`` and ``per_class.csv`` to ``run_dir``."""
     from tqdm.auto import tqdm
 
@@ -198,8 +225,9 @@ def evaluate_dataset(spec: DatasetSpec, data_root: str | Path, predictor: Predic
         computed += 1
         if path is not None:
             write_json(path, {"id": sample.id, "confusion": matrix.tolist()}, indent=None)
-    result = DatasetResult(spec, predictor.label, acc.scores(), acc.matrix.copy(), len(chosen), len(samples), computed,
-                           settings, run_dir)
+    result = DatasetResult(
+        spec, predictor.label, acc.scores(), acc.matrix.copy(), len(chosen), len(samples), computed, settings, run_dir
+    )
     write_json(run_dir / "results.json", result.to_json())
     write_text(run_dir / "per_class.csv", result.per_class_csv())
     return result
@@ -210,9 +238,18 @@ def write_summary(results: Sequence[DatasetResult], outdir: str | Path, label: s
     outdir = Path(outdir)
     rows = []
     for r in results:
-        row = {"dataset": r.spec.name, "group": r.spec.group, "run": r.label, "images": r.images,
-               "images_total": r.images_total, "headline": r.headline_name, "value": _num(r.headline),
-               "mIoU": _num(100 * r.scores.miou), "aAcc": _num(100 * r.scores.aacc), "mAcc": _num(100 * r.scores.macc)}
+        row = {
+            "dataset": r.spec.name,
+            "group": r.spec.group,
+            "run": r.label,
+            "images": r.images,
+            "images_total": r.images_total,
+            "headline": r.headline_name,
+            "value": _num(r.headline),
+            "mIoU": _num(100 * r.scores.miou),
+            "aAcc": _num(100 * r.scores.aacc),
+            "mAcc": _num(100 * r.scores.macc),
+        }
         for method in PAPER_LABELS:
             p = published(method, r.spec.name)
             row[f"paper_{method}"] = p.value if p else None

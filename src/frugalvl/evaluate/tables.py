@@ -9,8 +9,8 @@ a footnote. Missing values (never found in any source) are shown as ``–``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 # Column order and short names of the papers' tables.
 MULTICLASS = ("openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd")
@@ -20,12 +20,30 @@ SINGLE_CLASS = {
     "water": ("wbs_si",),
 }
 SHORT_NAMES = {
-    "openearthmap": "OEM", "loveda": "LoveDA", "isaid": "iSAID", "potsdam": "Potsdam", "vaihingen": "Vaihingen",
-    "uavid": "UAVid", "udd5": "UDD5", "vdd": "VDD", "whu_aerial": "WHU-Aer", "whu_sat_ii": "WHU-SatII",
-    "inria": "Inria", "xbd_pre": "xBD-pre", "chn6_cug": "CHN6-CUG", "deepglobe": "DeepGlobe",
-    "massachusetts": "Mass.", "spacenet": "SpaceNet", "wbs_si": "WBS-SI",
+    "openearthmap": "OEM",
+    "loveda": "LoveDA",
+    "isaid": "iSAID",
+    "potsdam": "Potsdam",
+    "vaihingen": "Vaihingen",
+    "uavid": "UAVid",
+    "udd5": "UDD5",
+    "vdd": "VDD",
+    "whu_aerial": "WHU-Aer",
+    "whu_sat_ii": "WHU-SatII",
+    "inria": "Inria",
+    "xbd_pre": "xBD-pre",
+    "chn6_cug": "CHN6-CUG",
+    "deepglobe": "DeepGlobe",
+    "massachusetts": "Mass.",
+    "spacenet": "SpaceNet",
+    "wbs_si": "WBS-SI",
 }
-GROUP_TITLES = {"multiclass": "multi-class (mIoU)", "building": "building (IoU)", "road": "road (IoU)", "water": "flood / water (IoU)"}
+GROUP_TITLES = {
+    "multiclass": "multi-class (mIoU)",
+    "building": "building (IoU)",
+    "road": "road (IoU)",
+    "water": "flood / water (IoU)",
+}
 
 
 @dataclass(frozen=True)
@@ -46,8 +64,14 @@ PUBLISHED: dict[str, dict[str, Published]] = {
         "openearthmap": Published(40.3, note="confirmed in likyoo/SegEarth-OV#8"),
         "loveda": Published(36.9),
         "isaid": Published(21.7),
-        "potsdam": Published(47.1, True, "Potsdam: 47.1 per a ReAttnCLIP note, 48.5 in the SegEarth-OV3 table (SegEarth-OV-3#13 says two values there were mis-copied)"),
-        "vaihingen": Published(29.0, True, "Vaihingen: about 29, implied by ReAttnCLIP's average; 40.0 in the SegEarth-OV3 table"),
+        "potsdam": Published(
+            47.1,
+            True,
+            "Potsdam: 47.1 per a ReAttnCLIP note, 48.5 in the SegEarth-OV3 table (SegEarth-OV-3#13 says two values there were mis-copied)",
+        ),
+        "vaihingen": Published(
+            29.0, True, "Vaihingen: about 29, implied by ReAttnCLIP's average; 40.0 in the SegEarth-OV3 table"
+        ),
         "uavid": Published(42.5),
         "udd5": Published(50.6),
         "vdd": Published(45.3),
@@ -62,8 +86,10 @@ PUBLISHED: dict[str, dict[str, Published]] = {
     },
 }
 PAPER_LABELS = {"segearth-ov": "SegEarth-OV (paper)", "segearth-ov3": "SegEarth-OV3 (paper)"}
-FOOTNOTE = ("paper values: transcriptions of the papers' tables (spec/segearth_ov.md §4, spec/segearth_ov3.md §4); "
-            "? = sources disagree, – = not published in any source found")
+FOOTNOTE = (
+    "paper values: transcriptions of the papers' tables (spec/segearth_ov.md §4, spec/segearth_ov3.md §4); "
+    "? = sources disagree, – = not published in any source found"
+)
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -97,7 +123,9 @@ def published(method: str, dataset: str) -> Published | None:
     return PUBLISHED.get(method, {}).get(dataset)
 
 
-def comparison_table(dataset: str, headline_name: str, headline: float, summary: Mapping[str, float], label: str) -> str:
+def comparison_table(
+    dataset: str, headline_name: str, headline: float, summary: Mapping[str, float], label: str
+) -> str:
     """This run next to the papers' numbers for one dataset (papers report only the headline)."""
     header = ["metric", label, *PAPER_LABELS.values()]
     rows = [[headline_name, fmt(headline), *(_paper_cell(m, dataset) for m in PAPER_LABELS)]]
@@ -138,7 +166,11 @@ def paper_tables(headlines: Mapping[str, float], label: str) -> str:
     parts = []
     multi = [d for d in MULTICLASS if d in headlines]
     if multi:
-        parts.append(_grouped_table("Table 1: multi-class semantic segmentation (mIoU, %)", {"multiclass": multi}, headlines, label))
+        parts.append(
+            _grouped_table(
+                "Table 1: multi-class semantic segmentation (mIoU, %)", {"multiclass": multi}, headlines, label
+            )
+        )
     single = {g: [d for d in ds if d in headlines] for g, ds in SINGLE_CLASS.items()}
     single = {g: ds for g, ds in single.items() if ds}
     if single:

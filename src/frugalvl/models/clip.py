@@ -38,9 +38,9 @@ _CLIP_KEYS = ("visual.conv1.weight", "visual.positional_embedding", "token_embed
 class ClipModel:
     """A loaded CLIP: the open_clip model, its tokenizer and how to normalise images for it."""
 
-    model: Any                         # an open_clip CLIP (visual, text_projection, encode_text)
+    model: Any  # an open_clip CLIP (visual, text_projection, encode_text)
     tokenizer: Callable[[Sequence[str]], torch.Tensor]
-    identity: str                      # names the weights, for caches
+    identity: str  # names the weights, for caches
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     text_cache: dict = field(default_factory=dict, repr=False)
@@ -66,7 +66,7 @@ class ClipModel:
         """L2-normalised text embeddings ``[N, D]`` in the model's dtype."""
         out = []
         for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[i:i + batch_size])).to(self.device)
+            tokens = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
             feats = self.model.encode_text(tokens)
             out.append(feats / feats.norm(dim=-1, keepdim=True))
         return torch.cat(out)
@@ -74,9 +74,24 @@ class ClipModel:
 
 def _is_hub_error(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(exc)}
-    return bool(names & {"URLError", "ConnectionError", "LocalEntryNotFoundError", "OfflineModeIsEnabled",
-                         "HTTPError", "gaierror", "TimeoutError", "ConnectTimeout", "MaxRetryError", "RepositoryNotFoundError",
-                         "GatedRepoError", "HfHubHTTPError", "OSError"})
+    return bool(
+        names
+        & {
+            "URLError",
+            "ConnectionError",
+            "LocalEntryNotFoundError",
+            "OfflineModeIsEnabled",
+            "HTTPError",
+            "gaierror",
+            "TimeoutError",
+            "ConnectTimeout",
+            "MaxRetryError",
+            "RepositoryNotFoundError",
+            "GatedRepoError",
+            "HfHubHTTPError",
+            "OSError",
+        }
+    )
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -107,13 +122,19 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = load_state_dict(str(path), device="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - anything unreadable is the same mistake for the user
-        raise UserError(f"{path} cannot be read ({type(exc).__name__}): it is not a CLIP checkpoint that open_clip reads; "
-                        "give an OpenAI-format .pt file or an open_clip state dict to --clip") from None
+        raise UserError(
+            f"{path} cannot be read ({type(exc).__name__}): it is not a CLIP checkpoint that open_clip reads; "
+            "give an OpenAI-format .pt file or an open_clip state dict to --clip"
+        ) from None
     if not isinstance(state, dict):
-        raise UserError(f"CLIP checkpoint {path} holds no state dict: give an OpenAI-format .pt file or an open_clip state dict")
+        raise UserError(
+            f"CLIP checkpoint {path} holds no state dict: give an OpenAI-format .pt file or an open_clip state dict"
+        )
     state.pop("attn_mask", None)  # a buffer that traced archives store; the model rebuilds it
     if not all(k in state for k in _CLIP_KEYS):
-        raise UserError(f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to --clip")
+        raise UserError(
+            f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to --clip"
+        )
     return state
 
 
@@ -132,15 +153,23 @@ def _from_file(path: Path, device, precision: str) -> ClipModel:
 
     state = _read_checkpoint(path)
     if "visual.proj" not in state:
-        raise UserError(f"{path} is a ResNet CLIP or an unknown layout: dense segmentation needs a ViT CLIP; pass a ViT checkpoint to --clip")
+        raise UserError(
+            f"{path} is a ResNet CLIP or an unknown layout: dense segmentation needs a ViT CLIP; pass a ViT checkpoint to --clip"
+        )
     try:
         model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
         # The builder loads into half-precision parameters; reload at full precision.
         model.float().load_state_dict({k: v for k, v in state.items() if k not in _OPENAI_EXTRAS})
     except (RuntimeError, KeyError) as exc:
-        raise UserError(f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. --clip ViT-B-32:{path}") from None
+        raise UserError(
+            f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. --clip ViT-B-32:{path}"
+        ) from None
     stat = path.stat()
-    return ClipModel(_finish(model, device, precision), get_tokenizer("ViT-B-16"), f"file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}")
+    return ClipModel(
+        _finish(model, device, precision),
+        get_tokenizer("ViT-B-16"),
+        f"file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}",
+    )
 
 
 def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipModel:
@@ -154,13 +183,21 @@ def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipMo
         raise UserError(f"unknown open_clip architecture {arch!r} in --clip {arch}:{path} ({exc})") from None
     missing, unexpected = _load_weights(model, path, arch)
     if len(missing) == len(model.state_dict()):
-        raise UserError(f"{path} is not a CLIP checkpoint for {arch} (none of its tensors belong to the model): "
-                        "pass CLIP weights to --clip")
+        raise UserError(
+            f"{path} is not a CLIP checkpoint for {arch} (none of its tensors belong to the model): "
+            "pass CLIP weights to --clip"
+        )
     if missing or unexpected:
-        raise UserError(f"{path} does not fit architecture {arch} ({len(missing)} missing, {len(unexpected)} unexpected tensors): check the architecture name before the ':'")
+        raise UserError(
+            f"{path} does not fit architecture {arch} ({len(missing)} missing, {len(unexpected)} unexpected tensors): check the architecture name before the ':'"
+        )
     stat = path.stat()
-    return ClipModel(_finish(model, device, precision), open_clip.get_tokenizer(arch), f"{arch}:file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}",
-                     *_norm_of(model))
+    return ClipModel(
+        _finish(model, device, precision),
+        open_clip.get_tokenizer(arch),
+        f"{arch}:file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}",
+        *_norm_of(model),
+    )
 
 
 def _load_weights(model: torch.nn.Module, path: Path, arch: str) -> tuple[list[str], list[str]]:
@@ -180,10 +217,13 @@ def _load_weights(model: torch.nn.Module, path: Path, arch: str) -> tuple[list[s
     except RuntimeError as exc:
         if "size mismatch" in str(exc) or "Error(s) in loading state_dict" in str(exc):
             return ["(shapes differ)"], []
-        raise UserError(f"{path} cannot be read (RuntimeError): it is not a CLIP checkpoint that open_clip reads") from None
+        raise UserError(
+            f"{path} cannot be read (RuntimeError): it is not a CLIP checkpoint that open_clip reads"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - anything unreadable is the same mistake for the user
-        raise UserError(f"{path} cannot be read ({type(exc).__name__}): it is not a CLIP checkpoint that open_clip reads "
-                        f"for {arch}") from None
+        raise UserError(
+            f"{path} cannot be read ({type(exc).__name__}): it is not a CLIP checkpoint that open_clip reads for {arch}"
+        ) from None
     return list(result.missing_keys), list(result.unexpected_keys)
 
 
@@ -197,29 +237,40 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
 
     if not name.startswith(("hf-hub:", "local-dir:")):
         if name not in open_clip.list_models():
-            raise UserError(f"unknown CLIP {name!r}: give an open_clip model name (e.g. ViT-B-16), hf-hub:ORG/REPO, or a checkpoint file")
+            raise UserError(
+                f"unknown CLIP {name!r}: give an open_clip model name (e.g. ViT-B-16), hf-hub:ORG/REPO, or a checkpoint file"
+            )
         if tag is None:
             tags = [t for (n, t) in open_clip.list_pretrained() if n == name]
             if not tags:
-                raise UserError(f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to --clip")
+                raise UserError(
+                    f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to --clip"
+                )
             tag = "openai" if "openai" in tags else tags[0]
     from .weights import quiet_root_logger  # open_clip logs download failures on the root logger: ours is one line
 
     try:
         with quiet_root_logger():
-            model = open_clip.create_model(name, pretrained=tag, precision="fp32", device="cpu", cache_dir=cache_dir,
-                                           require_pretrained=True)
+            model = open_clip.create_model(
+                name, pretrained=tag, precision="fp32", device="cpu", cache_dir=cache_dir, require_pretrained=True
+            )
         tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     except Exception as exc:  # noqa: BLE001 - classified below
         if _is_hub_error(exc) or isinstance(exc, RuntimeError):
             where = f"{name}:{tag}" if tag else name
-            raise UserError(f"could not get CLIP weights {where} ({type(exc).__name__}; no network?): download them elsewhere and pass the file, e.g. --clip /path/to/ViT-B-16.pt") from None
+            raise UserError(
+                f"could not get CLIP weights {where} ({type(exc).__name__}; no network?): download them elsewhere and pass the file, e.g. --clip /path/to/ViT-B-16.pt"
+            ) from None
         raise
     return ClipModel(_finish(model, device, precision), tokenizer, f"{name}:{tag}", *_norm_of(model))
 
 
-def load_clip(spec: str = "ViT-B-16", device: str | torch.device = "cpu", precision: str | None = None,
-              cache_dir: str | None = None) -> ClipModel:
+def load_clip(
+    spec: str = "ViT-B-16",
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
+    cache_dir: str | None = None,
+) -> ClipModel:
     """Load a CLIP from a name, hub id, folder or checkpoint file (see the module docstring).
 
     ``precision`` defaults to fp16 on CUDA (as the official code) and fp32 elsewhere.
@@ -228,7 +279,7 @@ def load_clip(spec: str = "ViT-B-16", device: str | torch.device = "cpu", precis
         precision = "fp16" if str(device).startswith("cuda") else "fp32"
     spec = spec.strip()
     if spec.startswith("local-dir:"):
-        spec = spec[len("local-dir:"):]
+        spec = spec[len("local-dir:") :]
         if not Path(os.path.expanduser(spec)).is_dir():
             raise UserError(f"local-dir:{spec}: {spec} is not a folder: check the path given to --clip")
     if spec.startswith("hf-hub:"):
@@ -236,8 +287,10 @@ def load_clip(spec: str = "ViT-B-16", device: str | torch.device = "cpu", precis
     path = Path(os.path.expanduser(spec))
     if path.is_dir():
         if not (path / "open_clip_config.json").is_file():
-            raise UserError(f"{path} is not a CLIP checkpoint folder (no open_clip_config.json; a SAM 3 or other model "
-                            "folder is not a CLIP): give an open_clip folder, a CLIP checkpoint file or a model name to --clip")
+            raise UserError(
+                f"{path} is not a CLIP checkpoint folder (no open_clip_config.json; a SAM 3 or other model "
+                "folder is not a CLIP): give an open_clip folder, a CLIP checkpoint file or a model name to --clip"
+            )
         return _from_open_clip(f"local-dir:{path}", None, device, precision, cache_dir)
     if path.is_file():
         return _from_file(path, device, precision)

@@ -38,7 +38,7 @@ PROJECTOR_KEYS = {  # LLaVA's mlp2x_gelu = Sequential(Linear, GELU, Linear)
 class Llava:
     """A loaded LLaVA: the model, its tokenizer and image processor, and where it came from."""
 
-    model: Any                # LlavaForConditionalGeneration
+    model: Any  # LlavaForConditionalGeneration
     tokenizer: Any
     image_processor: Any
     source: str
@@ -78,8 +78,10 @@ def _parse_parts(spec: str) -> dict[str, str]:
     parts = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
     missing = {"lm", "projector", "vision"} - parts.keys()
     if missing:
-        raise UserError(f"--mllm {spec!r} lacks {', '.join(sorted(missing))}: "
-                        "give lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR")
+        raise UserError(
+            f"--mllm {spec!r} lacks {', '.join(sorted(missing))}: "
+            "give lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR"
+        )
     return {k: parts[k] for k in ("lm", "projector", "vision")}
 
 
@@ -95,13 +97,17 @@ def _model_type(folder: Path) -> str | None:
 
 def _from_folder(folder: Path, dtype: torch.dtype | None) -> Llava:
     if not folder.is_dir():
-        raise UserError(f"LLaVA folder {folder} does not exist: give a local llava-hf model folder, a hub id, "
-                        "or lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR")
+        raise UserError(
+            f"LLaVA folder {folder} does not exist: give a local llava-hf model folder, a hub id, "
+            "or lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR"
+        )
     kind = _model_type(folder)
     if kind != "llava":
         what = f"a {kind!r} model" if kind else "no config.json"
-        raise UserError(f"{folder} holds {what}, not LLaVA: give a llava-hf folder, or for Vicuna + the "
-                        "pretrain projector use lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR")
+        raise UserError(
+            f"{folder} holds {what}, not LLaVA: give a llava-hf folder, or for Vicuna + the "
+            "pretrain projector use lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR"
+        )
     return _load(str(folder), dtype, f"folder:{folder.resolve()}")
 
 
@@ -111,8 +117,10 @@ def _from_hub(repo: str, dtype: torch.dtype | None) -> Llava:
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - network and hub failures are the user's to route around
-        raise UserError(f"could not get {repo} from the Hugging Face hub ({type(exc).__name__}; no network?): "
-                        "download it elsewhere and pass the local folder to --mllm") from None
+        raise UserError(
+            f"could not get {repo} from the Hugging Face hub ({type(exc).__name__}; no network?): "
+            "download it elsewhere and pass the local folder to --mllm"
+        ) from None
 
 
 def _load(where: str, dtype: torch.dtype | None, source: str) -> Llava:
@@ -132,10 +140,14 @@ def read_projector(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot read {path} ({type(exc).__name__}): give LLaVA-1.5's pretrain mm_projector.bin") from None
+        raise UserError(
+            f"cannot read {path} ({type(exc).__name__}): give LLaVA-1.5's pretrain mm_projector.bin"
+        ) from None
     if not isinstance(state, dict) or not set(PROJECTOR_KEYS) <= set(state):
-        raise UserError(f"{path} is not an mlp2x_gelu mm_projector.bin (keys model.mm_projector.0/2.*): "
-                        "give LLaVA-1.5's pretrain projector")
+        raise UserError(
+            f"{path} is not an mlp2x_gelu mm_projector.bin (keys model.mm_projector.0/2.*): "
+            "give LLaVA-1.5's pretrain projector"
+        )
     return {new: state[old] for old, new in PROJECTOR_KEYS.items()}
 
 
@@ -145,8 +157,14 @@ def build_paper_init(lm: str, projector: str, vision: str, dtype: torch.dtype | 
     ``<image>`` is added to the Vicuna tokenizer (pad = unk, as LLaVA does for Vicuna v1) and the
     embeddings are resized; the LLaVA config uses vision layer −2 and the 'default' selection.
     """
-    from transformers import (AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel,
-                              LlavaConfig, LlavaForConditionalGeneration)
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        CLIPVisionModel,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
     lm_dir, vision_dir = Path(lm), Path(vision)
@@ -154,7 +172,9 @@ def build_paper_init(lm: str, projector: str, vision: str, dtype: torch.dtype | 
         if not folder.is_dir():
             raise UserError(f"{name} folder {folder} does not exist: give local folders to lm=... and vision=...")
     if _model_type(lm_dir) != "llama":
-        raise UserError(f"lm={lm_dir} is not a LLaMA/Vicuna folder (model_type {_model_type(lm_dir)!r}): give Vicuna-7B-v1.5")
+        raise UserError(
+            f"lm={lm_dir} is not a LLaMA/Vicuna folder (model_type {_model_type(lm_dir)!r}): give Vicuna-7B-v1.5"
+        )
     if _model_type(vision_dir) not in ("clip", "clip_vision_model"):
         raise UserError(f"vision={vision_dir} is not a CLIP folder: give openai/clip-vit-large-patch14-336")
     proj_state = read_projector(projector)
@@ -168,10 +188,15 @@ def build_paper_init(lm: str, projector: str, vision: str, dtype: torch.dtype | 
     language.resize_token_embeddings(len(tokenizer))
     tower = CLIPVisionModel.from_pretrained(vision_dir, dtype=dtype)
     vc = tower.config
-    config = LlavaConfig(vision_config=vc.to_dict(), text_config=language.config.to_dict(),
-                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                         image_seq_length=(vc.image_size // vc.patch_size) ** 2, vision_feature_layer=-2,
-                         vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    config = LlavaConfig(
+        vision_config=vc.to_dict(),
+        text_config=language.config.to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=(vc.image_size // vc.patch_size) ** 2,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
     model.model.language_model = language.model
@@ -181,10 +206,17 @@ def build_paper_init(lm: str, projector: str, vision: str, dtype: torch.dtype | 
     try:
         model.model.multi_modal_projector.load_state_dict(proj_state)
     except RuntimeError as exc:
-        raise UserError(f"{projector} does not fit this vision tower and LM ({exc.args[0].splitlines()[-1].strip()}): "
-                        "use the projector pretrained for this CLIP and Vicuna size") from None
+        raise UserError(
+            f"{projector} does not fit this vision tower and LM ({exc.args[0].splitlines()[-1].strip()}): "
+            "use the projector pretrained for this CLIP and Vicuna size"
+        ) from None
     image_processor = AutoImageProcessor.from_pretrained(vision_dir)
-    return Llava(model, tokenizer, image_processor, f"parts:{lm_dir.resolve()},{Path(projector).resolve()},{vision_dir.resolve()}")
+    return Llava(
+        model,
+        tokenizer,
+        image_processor,
+        f"parts:{lm_dir.resolve()},{Path(projector).resolve()},{vision_dir.resolve()}",
+    )
 
 
 def save_llava(llava: Llava, folder: str | os.PathLike) -> None:

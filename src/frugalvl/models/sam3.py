@@ -26,15 +26,17 @@ from ..errors import UserError
 DEFAULT_SAM3 = "facebook/sam3"
 # A sam3_video checkpoint carries the image detector as ``detector_config``; Sam3Model accepts it.
 _SAM3_MODEL_TYPES = ("sam3", "sam3_video")
-_LOGIN_HINT = ("request access on https://huggingface.co/facebook/sam3, run `hf auth login` (or set HF_TOKEN), "
-               "or pass a local model folder with --sam3 PATH")
+_LOGIN_HINT = (
+    "request access on https://huggingface.co/facebook/sam3, run `hf auth login` (or set HF_TOKEN), "
+    "or pass a local model folder with --sam3 PATH"
+)
 
 
 @dataclass
 class Sam3Bundle:
     """A loaded SAM 3: the model (eval mode, on its device) and its processor."""
 
-    model: "torch.nn.Module"
+    model: torch.nn.Module
     processor: object
     source: str
 
@@ -55,20 +57,31 @@ def _looks_like_path(source: str) -> bool:
 
 
 def _check_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UserError(
+            f"--sam3 {folder} is a file, but SAM 3 is loaded from a folder: give the folder written by "
+            f"save_pretrained (config.json, weights and processor files), or a hub id such as {DEFAULT_SAM3}"
+        )
     if not folder.is_dir():
-        raise UserError(f"SAM 3 folder {folder} does not exist: give a folder written by save_pretrained, "
-                        f"or a hub id such as {DEFAULT_SAM3}")
+        raise UserError(
+            f"SAM 3 folder {folder} does not exist: give a folder written by save_pretrained, "
+            f"or a hub id such as {DEFAULT_SAM3}"
+        )
     config = folder / "config.json"
     if not config.is_file():
-        raise UserError(f"{folder} has no config.json: it is not a transformers model folder; "
-                        f"give a SAM 3 folder written by save_pretrained, or a hub id such as {DEFAULT_SAM3}")
+        raise UserError(
+            f"{folder} has no config.json: it is not a transformers model folder; "
+            f"give a SAM 3 folder written by save_pretrained, or a hub id such as {DEFAULT_SAM3}"
+        )
     try:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError):
         raise UserError(f"{config} is not valid JSON: re-save the model with save_pretrained") from None
     if model_type not in _SAM3_MODEL_TYPES:
-        raise UserError(f"{folder} holds a {model_type!r} model, not SAM 3 (model_type 'sam3'): "
-                        f"give a SAM 3 folder or the hub id {DEFAULT_SAM3}")
+        raise UserError(
+            f"{folder} holds a {model_type!r} model, not SAM 3 (model_type 'sam3'): "
+            f"give a SAM 3 folder or the hub id {DEFAULT_SAM3}"
+        )
 
 
 def _check_hub(repo_id: str) -> None:
@@ -79,13 +92,19 @@ def _check_hub(repo_id: str) -> None:
     try:
         hf_hub_download(repo_id, "config.json")
     except GatedRepoError:
-        raise UserError(f"SAM 3 weights {repo_id!r} are gated and this machine is not authorised: {_LOGIN_HINT}") from None
+        raise UserError(
+            f"SAM 3 weights {repo_id!r} are gated and this machine is not authorised: {_LOGIN_HINT}"
+        ) from None
     except RepositoryNotFoundError:
-        raise UserError(f"no hub model {repo_id!r} (or it is private/gated) and no local folder of that name: "
-                        f"check the id, or {_LOGIN_HINT}") from None
+        raise UserError(
+            f"no hub model {repo_id!r} (or it is private/gated) and no local folder of that name: "
+            f"check the id, or {_LOGIN_HINT}"
+        ) from None
     except LocalEntryNotFoundError:
-        raise UserError(f"cannot reach the Hugging Face hub for {repo_id!r}, it is not in the local cache and no local "
-                        f"folder has that name (offline?): connect and {_LOGIN_HINT}") from None
+        raise UserError(
+            f"cannot reach the Hugging Face hub for {repo_id!r}, it is not in the local cache and no local "
+            f"folder has that name (offline?): connect and {_LOGIN_HINT}"
+        ) from None
     except OSError as exc:
         raise UserError(f"cannot download {repo_id!r} ({exc.__class__.__name__}): {_LOGIN_HINT}") from None
 
@@ -98,8 +117,9 @@ def _from_pretrained(source: str, dtype: torch.dtype, **kwargs):
     return model, processor
 
 
-def load_sam3(source: str | Path = DEFAULT_SAM3, device: str | torch.device = "cpu",
-              dtype: torch.dtype = torch.float32) -> Sam3Bundle:
+def load_sam3(
+    source: str | Path = DEFAULT_SAM3, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Sam3Bundle:
     """Load SAM 3 from a hub id or a local folder, in eval mode on ``device`` with weights in ``dtype``.
 
     The official code keeps fp32 weights and runs under bf16 autocast on CUDA; the segmenter does
@@ -113,8 +133,10 @@ def load_sam3(source: str | Path = DEFAULT_SAM3, device: str | torch.device = "c
             model, processor = _from_pretrained(str(folder), dtype)
         except (OSError, ValueError) as exc:
             reason = (str(exc).splitlines() or [""])[0][:160]
-            raise UserError(f"cannot load SAM 3 from {folder} ({exc.__class__.__name__}: {reason}): "
-                            "the folder needs the weights and the processor files written by save_pretrained") from None
+            raise UserError(
+                f"cannot load SAM 3 from {folder} ({exc.__class__.__name__}: {reason}): "
+                "the folder needs the weights and the processor files written by save_pretrained"
+            ) from None
     else:
         try:  # a cached copy needs no network (and no 20 s of retries when offline)
             model, processor = _from_pretrained(source, dtype, local_files_only=True)
@@ -123,8 +145,12 @@ def load_sam3(source: str | Path = DEFAULT_SAM3, device: str | torch.device = "c
             try:
                 model, processor = _from_pretrained(source, dtype)
             except OSError as exc:
-                raise UserError(f"cannot load {source!r} from the hub ({exc.__class__.__name__}): {_LOGIN_HINT}") from None
+                raise UserError(
+                    f"cannot load {source!r} from the hub ({exc.__class__.__name__}): {_LOGIN_HINT}"
+                ) from None
         if model.config.model_type not in _SAM3_MODEL_TYPES:
-            raise UserError(f"hub model {source!r} is a {model.config.model_type!r} model, not SAM 3: give a SAM 3 id "
-                            f"such as {DEFAULT_SAM3}")
+            raise UserError(
+                f"hub model {source!r} is a {model.config.model_type!r} model, not SAM 3: give a SAM 3 id "
+                f"such as {DEFAULT_SAM3}"
+            )
     return Sam3Bundle(model=model.to(device).eval(), processor=processor, source=source)

@@ -55,8 +55,13 @@ def _fitting_bg_idx(name: str, method: str, settings: dict[str, Any], vocabulary
     own = preset_vocabulary(name, method).names
     if bg < len(vocabulary) and bg < len(own) and vocabulary.names[bg].lower() == own[bg].lower():
         return bg
-    log.info("preset %s: its background class %r (index %d) is not in your vocabulary at that index; "
-             "low-confidence pixels get class 0 (set --bg-idx to choose)", name, own[bg] if bg < len(own) else bg, bg)
+    log.info(
+        "preset %s: its background class %r (index %d) is not in your vocabulary at that index; "
+        "low-confidence pixels get class 0 (set --bg-idx to choose)",
+        name,
+        own[bg] if bg < len(own) else bg,
+        bg,
+    )
     return 0
 
 

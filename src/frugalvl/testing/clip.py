@@ -12,21 +12,37 @@ from pathlib import Path
 
 import torch
 
-VOCAB_SIZE = 49408      # the CLIP BPE tokenizer's vocabulary
+VOCAB_SIZE = 49408  # the CLIP BPE tokenizer's vocabulary
 CONTEXT_LENGTH = 77
 
 
-def tiny_clip(embed_dim: int = 32, image_size: int = 224, patch_size: int = 16, width: int = 128, text_width: int = 64,
-              layers: int = 2, seed: int = 0) -> torch.nn.Module:
+def tiny_clip(
+    embed_dim: int = 32,
+    image_size: int = 224,
+    patch_size: int = 16,
+    width: int = 128,
+    text_width: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+) -> torch.nn.Module:
     """An ``open_clip.model.CLIP`` with QuickGELU, as OpenAI's checkpoints, and seeded random weights."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     torch.manual_seed(seed)
-    model = CLIP(embed_dim=embed_dim,
-                 vision_cfg=CLIPVisionCfg(layers=layers, width=width, head_width=64, patch_size=patch_size, image_size=image_size),
-                 text_cfg=CLIPTextCfg(context_length=CONTEXT_LENGTH, vocab_size=VOCAB_SIZE, width=text_width,
-                                      heads=text_width // 64, layers=max(1, layers - 1)),
-                 quick_gelu=True)
+    model = CLIP(
+        embed_dim=embed_dim,
+        vision_cfg=CLIPVisionCfg(
+            layers=layers, width=width, head_width=64, patch_size=patch_size, image_size=image_size
+        ),
+        text_cfg=CLIPTextCfg(
+            context_length=CONTEXT_LENGTH,
+            vocab_size=VOCAB_SIZE,
+            width=text_width,
+            heads=text_width // 64,
+            layers=max(1, layers - 1),
+        ),
+        quick_gelu=True,
+    )
     # Random init leaves some tensors at exact zeros/ones; perturb so every path is exercised.
     with torch.no_grad():
         for p in model.parameters():
@@ -41,8 +57,11 @@ def write_tiny_openai_clip(path: str | Path, **kwargs) -> Path:
     model = tiny_clip(**kwargs)
     state = dict(model.state_dict())
     # OpenAI's files carry these three scalars; the loader drops them.
-    state.update(input_resolution=torch.tensor(kwargs.get("image_size", 224)), context_length=torch.tensor(CONTEXT_LENGTH),
-                 vocab_size=torch.tensor(VOCAB_SIZE))
+    state.update(
+        input_resolution=torch.tensor(kwargs.get("image_size", 224)),
+        context_length=torch.tensor(CONTEXT_LENGTH),
+        vocab_size=torch.tensor(VOCAB_SIZE),
+    )
     torch.save(state, path)
     return path
 

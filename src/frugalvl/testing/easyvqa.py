@@ -34,7 +34,7 @@ def easyvqa_records(n_images: int = 70, n_text: int = 10) -> tuple[list[dict], P
 
     questions, answers, image_ids = easy_vqa.get_train_questions()
     paths = easy_vqa.get_train_image_paths()
-    root = Path(paths[0]).parents[2]       # .../easy_vqa/data; images under train/images/
+    root = Path(paths[0]).parents[2]  # .../easy_vqa/data; images under train/images/
     by_image: dict[int, list[tuple[str, str]]] = {}
     for q, a, i in zip(questions, answers, image_ids):
         by_image.setdefault(int(i), []).append((q, a))
@@ -48,10 +48,19 @@ def easyvqa_records(n_images: int = 70, n_text: int = 10) -> tuple[list[dict], P
             conv = []
             for j, (q, a) in enumerate(turns):
                 conv += [{"from": "human", "value": ("<image>\n" if j == 0 else "") + q}, {"from": "gpt", "value": a}]
-            records.append({"id": f"evqa-{image_id}-{len(records)}", "image": image, "conversations": conv,
-                            "dataset": question_type(turns[0][1])})
+            records.append(
+                {
+                    "id": f"evqa-{image_id}-{len(records)}",
+                    "image": image,
+                    "conversations": conv,
+                    "dataset": question_type(turns[0][1]),
+                }
+            )
     for j, (q, a) in enumerate(TEXT_ONLY[:n_text]):
-        records.insert(7 * j + 3, {"id": f"text-{j}", "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})
+        records.insert(
+            7 * j + 3,
+            {"id": f"text-{j}", "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]},
+        )
     return records, root
 
 

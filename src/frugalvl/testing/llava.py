@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                           LlavaForConditionalGeneration, PreTrainedTokenizerFast)
 
-from frugalvl.select.trainer import VICUNA_SYSTEM
+from frugalvl.select.prompting import VICUNA_SYSTEM
 
 SPECIALS = ["<unk>", "<pad>", "<s>", "</s>", "<image>"]
 WORDS = ("what colour shape is the is it a in image picture yes no red green blue black white gray "

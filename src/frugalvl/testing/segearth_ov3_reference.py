@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models.sam3 import Sam3Bundle
-from ..segment.segearth_ov3 import SegEarthOV3Settings, _autocast
+from ..precision import autocast
+from ..segment.segearth_ov3 import SegEarthOV3Settings
 
 @torch.no_grad()
 def official_style_view_scores(sam3: Sam3Bundle, view: np.ndarray, queries: Sequence[str],
@@ -26,7 +27,7 @@ def official_style_view_scores(sam3: Sam3Bundle, view: np.ndarray, queries: Sequ
     model, device = sam3.model, sam3.device
     size = (view.shape[0], view.shape[1])
     out = torch.zeros(len(queries), *size, device=device)
-    with _autocast(device, settings.precision):
+    with autocast(device, settings.precision):
         pixels = sam3.processor(images=Image.fromarray(view), return_tensors="pt")["pixel_values"]
         vision = model.get_vision_features(pixel_values=pixels.to(device, sam3.dtype))
         for q, word in enumerate(queries):

@@ -18,12 +18,18 @@ def _settings_class() -> Any:
 
 
 def add_arguments(group: Any) -> None:
-    group.add_argument("--clip", default="ViT-B-16",
-                       help="CLIP: open_clip name[:tag] (default ViT-B-16, OpenAI weights), hf-hub:ORG/REPO, "
-                            "local-dir:PATH, an OpenAI-format .pt file, or ARCH:FILE")
-    group.add_argument("--upsampler", default=None,
-                       help="SimFeatUp checkpoint: a file, or 'official' for the released JBU-One (downloaded "
-                            "once); default: bilinear")
+    group.add_argument(
+        "--clip",
+        default="ViT-B-16",
+        help="CLIP: open_clip name[:tag] (default ViT-B-16, OpenAI weights), hf-hub:ORG/REPO, "
+        "local-dir:PATH, an OpenAI-format .pt file, or ARCH:FILE",
+    )
+    group.add_argument(
+        "--upsampler",
+        default=None,
+        help="SimFeatUp checkpoint: a file, or 'official' for the released JBU-One (downloaded "
+        "once); default: bilinear",
+    )
     add_settings_options(group, _settings_class(), skip=SHARED)
 
 
@@ -34,7 +40,7 @@ def settings_from_cli(args: argparse.Namespace) -> Any:
     cls = _settings_class()
     values: dict[str, Any] = {}
     if args.preset:
-        table = method_settings(args.preset, "segearth_ov")
+        table = method_settings(args.preset, "segearth_ov", vocabulary_from_cli(args, strip="newline"))
         values.update({k: table[k] for k in ("prob_thd", "bg_idx", "cls_lambda") if k in table})
     values.update(given(args, cls))
     return build_settings(cls, values)

@@ -19,9 +19,12 @@ def _settings_class() -> Any:
 
 
 def add_arguments(group: Any) -> None:
-    group.add_argument("--sam3", default=None, metavar="ID|PATH",
-                       help=f"SAM 3 weights: a hub id (default {DEFAULT_SAM3}, gated: run `hf auth login`) "
-                            "or a local folder")
+    group.add_argument(
+        "--sam3",
+        default=None,
+        metavar="ID|PATH",
+        help=f"SAM 3 weights: a hub id (default {DEFAULT_SAM3}, gated: run `hf auth login`) or a local folder",
+    )
     add_settings_options(group, _settings_class(), skip=SHARED)
 
 
@@ -33,7 +36,8 @@ def settings_from_cli(args: argparse.Namespace) -> Any:
     known = set(cls.__dataclass_fields__)
     values: dict[str, Any] = {}
     if args.preset:
-        values.update({k: v for k, v in method_settings(args.preset, "segearth_ov3").items() if k in known})
+        table = method_settings(args.preset, "segearth_ov3", vocabulary_from_cli(args, strip="whitespace"))
+        values.update({k: v for k, v in table.items() if k in known})
     values.update(given(args, cls))
     return build_settings(cls, values)
 
@@ -41,7 +45,8 @@ def settings_from_cli(args: argparse.Namespace) -> Any:
 def load_models(args: argparse.Namespace) -> Any:
     """The SAM 3 named on the command line (hub id or local folder)."""
     from ...devices import resolve_device
-    from ...models.sam3 import DEFAULT_SAM3 as default, load_sam3
+    from ...models.sam3 import DEFAULT_SAM3 as default
+    from ...models.sam3 import load_sam3
 
     return load_sam3(args.sam3 or default, device=resolve_device(args.device))
 
