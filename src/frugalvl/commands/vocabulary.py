@@ -4,10 +4,13 @@ per-method thresholds and windows a user may override."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ._types import nonnegative_int, probability
+
+if TYPE_CHECKING:
+    from ..vocab import Strip, Vocabulary
 
 
 def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +45,7 @@ def add_override_arguments(group: Any) -> None:
     )
 
 
-def vocabulary_from_cli(args: argparse.Namespace, strip: str):
+def vocabulary_from_cli(args: argparse.Namespace, strip: "Strip"):
     """The user's vocabulary, or None when a preset provides it."""
     from ..vocab import Vocabulary
 

@@ -118,7 +118,7 @@ def dataset_spec(name: str) -> DatasetSpec:
         reduce_zero_label=bool(preset.get("reduce_zero_label", False)),
         ignore_index=int(table.get("ignore_index", 255)),
         binary_threshold=int(table.get("binary_threshold", 128)),
-        rgb_palette=tuple(tuple(int(v) for v in row) for row in table.get("rgb_palette", ())),
+        rgb_palette=tuple((int(row[0]), int(row[1]), int(row[2]), int(row[3])) for row in table.get("rgb_palette", ())),
     )
     return DatasetSpec(
         name=preset["name"],

@@ -149,11 +149,12 @@ def _average(values: Sequence[float | None]) -> float | None:
 
 def _paper_average(method: str, datasets: Sequence[str]) -> str:
     """Mean of the published values over exactly these columns; ``–`` if any is unknown."""
-    values = [published(method, d) for d in datasets]
-    if not values or any(v is None for v in values):
+    found = [published(method, d) for d in datasets]
+    values = [v for v in found if v is not None]
+    if not values or len(values) < len(found):
         return "–"
-    mean = sum(v.value for v in values) / len(values)  # type: ignore[union-attr]
-    return f"{mean:.1f}{'?' if any(v.uncertain for v in values) else ''}"  # type: ignore[union-attr]
+    mean = sum(v.value for v in values) / len(values)
+    return f"{mean:.1f}{'?' if any(v.uncertain for v in values) else ''}"
 
 
 def paper_tables(headlines: Mapping[str, float], label: str) -> str:

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import UserError
-from ..vocab import Vocabulary
+from ..vocab import Strip, Vocabulary
 
 _PACKAGE = "frugalvl.presets"
 log = logging.getLogger(__name__)
@@ -69,5 +69,5 @@ def preset_vocabulary(name: str, method: str) -> Vocabulary:
     """The class vocabulary a method uses on a dataset, parsed like the official class files."""
     settings = method_settings(name, method)
     # The official class files are parsed differently by the two codes (see vocab.py).
-    strip = "newline" if method.replace("-", "_") == "segearth_ov" else "whitespace"
+    strip: Strip = "newline" if method.replace("-", "_") == "segearth_ov" else "whitespace"
     return Vocabulary.from_lines(settings["classes"], strip=strip)

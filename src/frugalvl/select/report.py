@@ -317,7 +317,7 @@ def render_html(data: ReportData, settings: ReportSettings = ReportSettings()) -
         f"<h1>{html.escape(settings.title)}</h1>",
         f'<div class="meta">{len(data.samples)} samples, {len(elig)} eligible, '
         f"{int(data.selected.sum())} selected"
-        + (f" (from {html.escape(data.selection_path)})" if has_sel else "")
+        + (f" (from {html.escape(str(data.selection_path))})" if has_sel else "")
         + (f"; r in [{data.r[elig].min():.4g}, {data.r[elig].max():.4g}]" if len(elig) else "")
         + ". Low r = hard sample = kept first.</div>",
     ]

@@ -38,7 +38,7 @@ def easyvqa_records(n_images: int = 70, n_text: int = 10) -> tuple[list[dict], P
     by_image: dict[int, list[tuple[str, str]]] = {}
     for q, a, i in zip(questions, answers, image_ids):
         by_image.setdefault(int(i), []).append((q, a))
-    records = []
+    records: list[dict] = []
     for image_id in sorted(by_image)[:n_images]:
         qa = by_image[image_id]
         image = str(Path(paths[image_id]).relative_to(root))
