@@ -7,7 +7,7 @@ Prints one table. Models have random weights (throughput does not depend on them
 on synthetic unit vectors with 20 centres in 1536 + 3 dimensions, the recipe of spec §1.5 (kNN
 graph, then spectral clustering); sizes whose estimated time exceeds --budget-s are skipped and
 reported with the estimate. The last rows time one training step of a tiny LLaVA with and without
-the scorer + CoIDO losses (``frugalvl.select.trainer.step_cost``).
+the scorer + CoIDO losses (``frugalvl.testing.coido_step.step_cost``).
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def bench_training(device: str, repeats: int = 5) -> list[tuple[str, str, str]]:
     import json
 
     from frugalvl.select import ClusterSettings, FeatureSettings, PrepareSettings, pipeline
-    from frugalvl.select.trainer import TrainSettings, step_cost_from_work
+    from frugalvl.select.train_settings import TrainSettings
+    from frugalvl.testing.coido_step import step_cost_from_work
     from frugalvl.testing.easyvqa import write_easyvqa_llava
     from frugalvl.testing.llava import build_tiny_llava
     from frugalvl.testing.clip import write_tiny_openai_clip

@@ -23,8 +23,12 @@ def test_source_derivation_follows_spec():
 
 
 def test_flatten_removes_image_tag():
-    conv = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."},
-            {"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Grey."}]
+    conv = [
+        {"from": "human", "value": "<image>\nWhat is it?"},
+        {"from": "gpt", "value": "A cat."},
+        {"from": "human", "value": "Colour?"},
+        {"from": "gpt", "value": "Grey."},
+    ]
     assert flatten_conversation(conv) == "USER: What is it? ASSISTANT: A cat. USER: Colour? ASSISTANT: Grey."
 
 
@@ -47,7 +51,7 @@ def _copy_dataset(tmp_path, n_images=6, n_text=2):
         if "image" in r:
             (new_root / r["image"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(root / r["image"], new_root / r["image"])
-    for r in records:           # no dataset field: sources come from the paths
+    for r in records:  # no dataset field: sources come from the paths
         r.pop("dataset", None)
     return records, new_root
 
@@ -55,8 +59,8 @@ def _copy_dataset(tmp_path, n_images=6, n_text=2):
 def test_prepare_indexes_and_reports_missing_and_corrupt(tmp_path):
     records, root = _copy_dataset(tmp_path)
     images = [r for r in records if "image" in r]
-    (root / images[0]["image"]).unlink()                        # missing
-    (root / images[-1]["image"]).write_bytes(b"not a png")      # corrupt (shared by two samples)
+    (root / images[0]["image"]).unlink()  # missing
+    (root / images[-1]["image"]).write_bytes(b"not a png")  # corrupt (shared by two samples)
     path = tmp_path / "data.json"
     path.write_text(json.dumps(records))
     report = pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root)))
@@ -88,13 +92,13 @@ def test_wrong_image_root_is_a_user_error(tmp_path):
         pipeline.prepare(tmp_path / "missing.json", tmp_path / "work", PrepareSettings(image_root=str(root)))
 
 
-def test_prepare_skips_when_done_and_refuses_other_settings(tmp_path, capsys):
+def test_prepare_skips_when_done_and_refuses_other_settings(tmp_path, select_log):
     records, root = _copy_dataset(tmp_path, 3, 1)
     path = tmp_path / "data.json"
     path.write_text(json.dumps(records))
     pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root)))
     pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root)))
-    assert "skipping" in capsys.readouterr().out
+    assert "skipping" in select_log.text
     with pytest.raises(UserError, match="--force"):
         pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root), verify_images=False))
     pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root), verify_images=False), force=True)

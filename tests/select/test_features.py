@@ -16,9 +16,19 @@ import torch
 from PIL import Image
 
 from frugalvl.errors import UserError
-from frugalvl.select.features import (RATING_REQUEST, EndpointClient, EndpointSettings, FeatureSettings, ImageRewardScorer,
-                                      TextQualityScorer, clip_features, minmax_scale, parse_rating, rating_messages,
-                                      ratings_from_answers)
+from frugalvl.select.features import (
+    RATING_REQUEST,
+    EndpointClient,
+    EndpointSettings,
+    FeatureSettings,
+    ImageRewardScorer,
+    TextQualityScorer,
+    clip_features,
+    minmax_scale,
+    parse_rating,
+    rating_messages,
+    ratings_from_answers,
+)
 
 
 def test_minmax_scale_hand_case():
@@ -26,9 +36,20 @@ def test_minmax_scale_hand_case():
     np.testing.assert_array_equal(minmax_scale(np.array([4.0, 4.0])), [0.0, 0.0])
 
 
-@pytest.mark.parametrize("answer,value", [("8", 8.0), ("Score: 7/10", 7.0), ("7.5\nbecause it is clear", 7.5),
-                                          ("8/10 good", 8.0), ("Rating 6", 6.0), ("**8**", None), ("", None),
-                                          ("excellent", None), ("nan", None)])
+@pytest.mark.parametrize(
+    "answer,value",
+    [
+        ("8", 8.0),
+        ("Score: 7/10", 7.0),
+        ("7.5\nbecause it is clear", 7.5),
+        ("8/10 good", 8.0),
+        ("Rating 6", 6.0),
+        ("**8**", None),
+        ("", None),
+        ("excellent", None),
+        ("nan", None),
+    ],
+)
 def test_parse_rating_official_rule(answer, value):
     assert parse_rating(answer) == value
 
@@ -39,11 +60,15 @@ def test_unparsable_answers_become_the_mean():
 
 def test_rating_messages_resplit_the_conversation():
     conv = [{"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "Red."}]
-    assert rating_messages(conv) == [{"role": "user", "content": "What colour?"}, {"role": "assistant", "content": "Red."},
-                                     {"role": "user", "content": RATING_REQUEST}]
+    assert rating_messages(conv) == [
+        {"role": "user", "content": "What colour?"},
+        {"role": "assistant", "content": "Red."},
+        {"role": "user", "content": RATING_REQUEST},
+    ]
 
 
 # ---------------------------------------------------------------- endpoint against a stub server
+
 
 class _Stub:
     """A chat-completions stub on 127.0.0.1: records requests, fails the first tries of each sample."""
@@ -91,14 +116,22 @@ class _Stub:
 
 
 def _samples(n):
-    return [{"unique_idx": i, "status": "text", "conversations": [{"from": "human", "value": "q" * (i + 1)},
-                                                                  {"from": "gpt", "value": "a"}]} for i in range(n)]
+    return [
+        {
+            "unique_idx": i,
+            "status": "text",
+            "conversations": [{"from": "human", "value": "q" * (i + 1)}, {"from": "gpt", "value": "a"}],
+        }
+        for i in range(n)
+    ]
 
 
 def test_endpoint_client_settings_retries_concurrency_and_cache(tmp_path):
     stub = _Stub(fail_first=1)
     try:
-        settings = EndpointSettings(base_url=stub.url, model="stub-chat", api_key="k-123", backoff_s=0.01, concurrency=4)
+        settings = EndpointSettings(
+            base_url=stub.url, model="stub-chat", api_key="k-123", backoff_s=0.01, concurrency=4
+        )
         scorer = TextQualityScorer(EndpointClient(settings), progress=False)
         raw = scorer.raw_scores(_samples(12), tmp_path)
         np.testing.assert_allclose(raw, [(i + 1) % 11 for i in range(12)])
@@ -107,11 +140,11 @@ def test_endpoint_client_settings_retries_concurrency_and_cache(tmp_path):
         assert headers["Authorization"] == "Bearer k-123"
         assert (body["model"], body["temperature"], body["max_tokens"], body["seed"]) == ("stub-chat", 1.3, 10, 42)
         assert body["messages"][-1] == {"role": "user", "content": RATING_REQUEST}
-        assert len(stub.requests) == 24                 # every sample failed once, then succeeded
+        assert len(stub.requests) == 24  # every sample failed once, then succeeded
         assert 1 < stub.peak <= 4
         before = len(stub.requests)
         np.testing.assert_allclose(scorer.raw_scores(_samples(12), tmp_path), raw)
-        assert len(stub.requests) == before             # all answers came from the cache
+        assert len(stub.requests) == before  # all answers came from the cache
     finally:
         stub.close()
 
@@ -133,6 +166,7 @@ def test_endpoint_failures_are_user_errors(tmp_path):
 
 # ---------------------------------------------------------------- CLIP and ImageReward
 
+
 def _manual_pixels(path, size, mean, std):
     """Independent preprocessing: shortest side to ``size`` (bicubic), centre crop, normalise."""
     im = Image.open(path).convert("RGB")
@@ -151,9 +185,11 @@ def test_clip_features_match_independent_preprocessing(tmp_path, select_clip):
     path = tmp_path / "wide.png"
     Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(path)
     conv = [{"from": "human", "value": "<image>\nwhat shape?"}, {"from": "gpt", "value": "circle"}]
-    samples = [{"status": "ok", "image_path": str(path), "conversations": conv},
-               {"status": "text", "image_path": None, "conversations": conv},
-               {"status": "missing", "image_path": str(tmp_path / "gone.png"), "conversations": conv}]
+    samples = [
+        {"status": "ok", "image_path": str(path), "conversations": conv},
+        {"status": "text", "image_path": None, "conversations": conv},
+        {"status": "missing", "image_path": str(tmp_path / "gone.png"), "conversations": conv},
+    ]
     out = clip_features(select_clip, samples, FeatureSettings(workers=0, batch_size=2))
     d = select_clip.embed_dim
     feat = out["feature"]
@@ -163,7 +199,7 @@ def test_clip_features_match_independent_preprocessing(tmp_path, select_clip):
     ref = (ref / ref.norm()).numpy()[0]
     np.testing.assert_allclose(feat[0, :d], ref, atol=2e-3)
     np.testing.assert_allclose(np.linalg.norm(feat[:, d:], axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(feat[1:, :d], 0.0)          # text-only and missing: zero image half
+    np.testing.assert_array_equal(feat[1:, :d], 0.0)  # text-only and missing: zero image half
     assert out["clipscore"][0] == pytest.approx(float(feat[0, :d] @ feat[0, d:]), abs=1e-5)
     assert np.isnan(out["clipscore"][1:]).all()
     np.testing.assert_array_equal(out["image_ok"], [True, False, False])
@@ -181,8 +217,10 @@ def test_imagereward_hook_with_a_stub_package(tmp_path, monkeypatch):
     fake.load = lambda name, device="cpu": Model() if name == "ImageReward-v1.0" else None
     monkeypatch.setitem(sys.modules, "ImageReward", fake)
     conv = [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "ab"}]
-    samples = [{"status": "ok", "image_path": "/x/1.png", "conversations": conv},
-               {"status": "text", "image_path": None, "conversations": conv}]
+    samples = [
+        {"status": "ok", "image_path": "/x/1.png", "conversations": conv},
+        {"status": "text", "image_path": None, "conversations": conv},
+    ]
     raw = ImageRewardScorer("cpu", shard_size=1, progress=False).raw_scores(samples, tmp_path)
     assert calls == [("USER: q ASSISTANT: ab", ["/x/1.png"])]
     assert raw[0] == len("USER: q ASSISTANT: ab") and np.isnan(raw[1])
@@ -199,14 +237,27 @@ def _tiny_chat_lm(folder):
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    fast.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
-                          "{% if add_generation_prompt %}assistant: {% endif %}")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     fast.save_pretrained(folder)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                      pad_token_id=1, bos_token_id=2, eos_token_id=3)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
     LlamaForCausalLM(cfg).save_pretrained(folder)
     return folder
 
@@ -223,7 +274,7 @@ def test_local_lm_backend_answers_through_the_chat_template(tmp_path):
         answers = AnswerCache(tmp_path / name / "answers.jsonl").answers
         assert sorted(answers) == list(range(5))
     assert np.isfinite(runs[0]).all()
-    np.testing.assert_array_equal(runs[0], runs[1])          # seeded sampling: same answers
+    np.testing.assert_array_equal(runs[0], runs[1])  # seeded sampling: same answers
     with pytest.raises(UserError, match="--text-lm"):
         LocalChatLM(str(tmp_path / "nothing"), "cpu", EndpointSettings())
 
@@ -231,10 +282,11 @@ def test_local_lm_backend_answers_through_the_chat_template(tmp_path):
 def test_a_refused_request_stops_the_queue(tmp_path):
     stub = _Stub(status=403)
     try:
-        scorer = TextQualityScorer(EndpointClient(EndpointSettings(base_url=stub.url, model="m", concurrency=2)),
-                                   progress=False)
+        scorer = TextQualityScorer(
+            EndpointClient(EndpointSettings(base_url=stub.url, model="m", concurrency=2)), progress=False
+        )
         with pytest.raises(UserError, match="HTTP 403"):
             scorer.raw_scores(_samples(300), tmp_path)
-        assert len(stub.requests) < 20                     # the other queued samples were never sent
+        assert len(stub.requests) < 20  # the other queued samples were never sent
     finally:
         stub.close()

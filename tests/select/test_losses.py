@@ -70,12 +70,21 @@ def test_diversity_is_the_population_std_of_cluster_means():
 def test_diversity_with_one_cluster_is_a_constant_without_gradient():
     r = torch.randn(4, requires_grad=True)
     w = L.batch_weights(r)
-    for clusters in (torch.tensor([2, 2, 2, 2]), torch.tensor([2, -1, -1, 2]), torch.tensor([-1, -1, -1, -1])):
+    for clusters in (torch.tensor([2, 2, 2, 2]), torch.tensor([2, -1, -1, 2])):
         l_d = L.diversity_loss(w, clusters)
         assert float(l_d) == pytest.approx(1e-6) and not l_d.requires_grad
     # two clusters: the scorer gets a gradient from L_D alone
     L.diversity_loss(w, torch.tensor([0, 0, 1, 1])).backward()
     assert r.grad is not None and float(r.grad.abs().sum()) > 0
+
+
+def test_diversity_without_any_cluster_label_is_exactly_zero():
+    """Official ``_compute_clustering_diversity_loss``: no labelled sample -> 0.0 (not the 1e-6 of one cluster)."""
+    r = torch.randn(4, requires_grad=True)
+    l_d = L.diversity_loss(L.batch_weights(r), torch.tensor([-1, -1, -1, -1]))
+    assert float(l_d) == 0.0 and not l_d.requires_grad
+    total = L.combine("coido", torch.tensor(2.0), l_d, torch.tensor(0.0), torch.tensor(0.0))
+    assert float(total) == 2.0                         # exact: 1e-6 would add 5e-7
 
 
 def test_diversity_gradient_pushes_cluster_means_together():

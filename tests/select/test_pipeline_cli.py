@@ -9,24 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from frugalvl import cli
 from frugalvl.select import ClusterSettings, FeatureSettings, PrepareSettings, pipeline
-from frugalvl.testing.easyvqa import write_easyvqa_llava
 
 FEATURE_ARGS = ["--workers", "0", "--shard-size", "32", "--clip-batch-size", "32", "--no-progress"]
 CLUSTER_ARGS = ["--clusters", "4", "--knn", "10"]
-
-
-@pytest.fixture()
-def select_cli(monkeypatch):
-    """``frugalvl`` with only the select command registered (the others are not under test here)."""
-    monkeypatch.setattr(cli, "COMMANDS", ("select",))
-    return lambda *argv: cli.main(["select", *map(str, argv)])
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return write_easyvqa_llava(tmp_path_factory.mktemp("evqa"))
 
 
 def _stand_in_scorer(work, seed=0):
@@ -37,7 +23,7 @@ def _stand_in_scorer(work, seed=0):
     save_scorer(work / "train" / "scorer.pt", Scorer(clip.shape[1], names))
 
 
-def test_stages_through_the_cli(select_cli, dataset, select_clip_file, tmp_path, capsys):
+def test_stages_through_the_cli(select_cli, dataset, select_clip_file, tmp_path, capsys, select_log):
     data, root = dataset
     work, out = tmp_path / "work", tmp_path / "sel.json"
     assert select_cli("prepare", data, "--image-root", root, "-w", work) == 0
@@ -61,10 +47,25 @@ def test_stages_through_the_cli(select_cli, dataset, select_clip_file, tmp_path,
     rep = json.loads((work / "pick" / "report.json").read_text())
     assert sum(rep["selected_per_cluster"].values()) == 30
     # every stage is skipped on a second run; `run` without --mllm reuses the scorer
-    capsys.readouterr()
-    assert select_cli("run", data, "--image-root", root, "-w", work, "--clip", select_clip_file, *FEATURE_ARGS,
-                      *CLUSTER_ARGS, "-o", tmp_path / "again.json") == 0
-    assert capsys.readouterr().out.count("skipping") == 4        # prepare, features, cluster, score
+    select_log.messages.clear()
+    assert (
+        select_cli(
+            "run",
+            data,
+            "--image-root",
+            root,
+            "-w",
+            work,
+            "--clip",
+            select_clip_file,
+            *FEATURE_ARGS,
+            *CLUSTER_ARGS,
+            "-o",
+            tmp_path / "again.json",
+        )
+        == 0
+    )
+    assert select_log.text.count("skipping") == 4  # prepare, features, cluster, score
     assert json.loads((tmp_path / "again.json").read_text()) == picked
     # changed settings need --force
     assert select_cli("cluster", "-w", work, "--clusters", "3") == 2
@@ -78,6 +79,7 @@ def test_user_errors_exit_2_with_one_line(select_cli, dataset, tmp_path, capsys)
     assert select_cli("prepare", data, "--image-root", tmp_path, "-w", tmp_path / "w") == 2
     assert "none of the" in capsys.readouterr().err
     assert select_cli("prepare", data, "--image-root", root, "-w", tmp_path / "w") == 0
+    capsys.readouterr()  # progress lines are logged to stderr too
     assert select_cli("features", "-w", tmp_path / "w", "--clip", "No-Such-CLIP", *FEATURE_ARGS) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown CLIP" in err and len(err.splitlines()) == 1
@@ -109,7 +111,7 @@ def test_killed_features_stage_resumes_to_the_same_result(dataset, select_clip_f
     assert not (cut / "features" / "clip.npy").exists()
     computed = []
     pipeline.features(cut, settings, hook=lambda what, k: computed.append(k))
-    assert computed == [2, 3, 4]                       # only the shards the kill left undone
+    assert computed == [2, 3, 4]  # only the shards the kill left undone
     np.testing.assert_array_equal(np.load(cut / "features" / "clip.npy"), np.load(full / "features" / "clip.npy"))
     assert (cut / "features" / "scores.json").read_text() == (full / "features" / "scores.json").read_text()
 
@@ -126,8 +128,13 @@ def test_same_seed_same_selection(dataset, select_clip_file, tmp_path):
         _stand_in_scorer(work)
         pipeline.score(work)
         pipeline.pick(work, work / "out.json")
-        picks.append((np.load(work / "subset" / "indices.npy"), np.load(work / "subset" / "clusters.npy"),
-                      (work / "out.json").read_text()))
+        picks.append(
+            (
+                np.load(work / "subset" / "indices.npy"),
+                np.load(work / "subset" / "clusters.npy"),
+                (work / "out.json").read_text(),
+            )
+        )
     for x, y in zip(picks[0], picks[1]):
         assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
     assert not np.array_equal(picks[0][0], picks[2][0])
@@ -141,8 +148,27 @@ def test_run_end_to_end_with_tiny_llava(select_cli, dataset, select_clip_file, t
     texts = [t["value"] for r in json.loads(data.read_text()) for t in r["conversations"]]
     mllm = build_tiny_llava(tmp_path / "tiny-llava", extra_text=texts)
     work, out = tmp_path / "work", tmp_path / "sel.json"
-    argv = ["run", data, "--image-root", root, "-w", work, "--clip", select_clip_file, *FEATURE_ARGS, *CLUSTER_ARGS,
-            "--mllm", mllm, "--batch-size", "8", "--num-workers", "0", "--no-gradient-checkpointing", "-o", out]
+    argv = [
+        "run",
+        data,
+        "--image-root",
+        root,
+        "-w",
+        work,
+        "--clip",
+        select_clip_file,
+        *FEATURE_ARGS,
+        *CLUSTER_ARGS,
+        "--mllm",
+        mllm,
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "0",
+        "--no-gradient-checkpointing",
+        "-o",
+        out,
+    ]
     assert select_cli(*argv) == 0
     assert (work / "train" / "scorer.pt").is_file()
     inputs = json.loads(data.read_text())
@@ -150,4 +176,4 @@ def test_run_end_to_end_with_tiny_llava(select_cli, dataset, select_clip_file, t
     assert len(picked) == len(inputs) // 5 and all(p in inputs for p in picked)
     r = np.load(work / "score" / "r.npy")
     ids = np.load(work / "pick" / "selected_ids.npy")
-    assert np.all(np.diff(r[ids]) >= 0)                   # lowest r first
+    assert np.all(np.diff(r[ids]) >= 0)  # lowest r first

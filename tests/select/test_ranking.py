@@ -14,12 +14,15 @@ from frugalvl.select.ranking import group_quotas, score_all, select, target_coun
 from frugalvl.testing.easyvqa import write_easyvqa_llava
 
 
-@pytest.mark.parametrize("sizes,k,expected", [
-    ({"a": 50, "b": 30, "c": 15, "d": 5}, 20, {"a": 10, "b": 6, "c": 3, "d": 1}),
-    ({"a": 100, "b": 67, "c": 33}, 40, {"a": 21, "b": 13, "c": 6}),        # remainder +1 to the largest
-    ({"a": 7, "b": 2, "c": 1}, 3, {"a": 1, "b": 1, "c": 1}),               # max(1, .) overshoots: -1 from the largest
-    ({"a": 3, "b": 3}, 6, {"a": 3, "b": 3}),
-])
+@pytest.mark.parametrize(
+    "sizes,k,expected",
+    [
+        ({"a": 50, "b": 30, "c": 15, "d": 5}, 20, {"a": 10, "b": 6, "c": 3, "d": 1}),
+        ({"a": 100, "b": 67, "c": 33}, 40, {"a": 21, "b": 13, "c": 6}),  # remainder +1 to the largest
+        ({"a": 7, "b": 2, "c": 1}, 3, {"a": 1, "b": 1, "c": 1}),  # max(1, .) overshoots: -1 from the largest
+        ({"a": 3, "b": 3}, 6, {"a": 3, "b": 3}),
+    ],
+)
 def test_quotas_hand_computed(sizes, k, expected):
     assert group_quotas(sizes, k) == expected
 
@@ -29,7 +32,7 @@ def test_quotas_sum_to_target_and_are_proportional():
     for _ in range(50):
         sizes = {f"g{i}": int(n) for i, n in enumerate(rng.integers(20, 500, size=rng.integers(2, 8)))}
         n = sum(sizes.values())
-        k = int(rng.integers(len(sizes), n // 2))     # the largest group has room for the remainder
+        k = int(rng.integers(len(sizes), n // 2))  # the largest group has room for the remainder
         q = group_quotas(sizes, k)
         assert sum(q.values()) == k
         largest = max(sizes, key=lambda g: (sizes[g], -int(g[1:])))
@@ -50,10 +53,10 @@ def test_lowest_r_is_kept_per_group_and_globally():
     r = np.array([0.5, -2.0, 0.1, 3.0, -1.0, 0.0, 2.0, -3.0])
     src = ["a", "a", "a", "a", "b", "b", "b", "b"]
     eligible = np.ones(8, bool)
-    eligible[7] = False                         # the lowest of all, but not eligible
+    eligible[7] = False  # the lowest of all, but not eligible
     chosen, quotas = select(r, src, eligible, 4, "quota")
-    assert quotas == {"a": 3, "b": 1}           # 4·4/7 -> 2, 4·3/7 -> 1, remainder 1 to the largest (a)
-    assert chosen.tolist() == [1, 4, 2, 0]      # a: -2.0, 0.1, 0.5 ; b: -1.0 ; ordered by r
+    assert quotas == {"a": 3, "b": 1}  # 4·4/7 -> 2, 4·3/7 -> 1, remainder 1 to the largest (a)
+    assert chosen.tolist() == [1, 4, 2, 0]  # a: -2.0, 0.1, 0.5 ; b: -1.0 ; ordered by r
     chosen, _ = select(r, src, eligible, 3, "global")
     assert chosen.tolist() == [1, 4, 5]
 
@@ -81,7 +84,7 @@ def test_pick_writes_unchanged_records_ids_and_report(prepared, tmp_path):
     data, work = prepared
     inputs = json.loads(data.read_text())
     n = len(inputs)
-    r = np.random.default_rng(3).permutation(n).astype(np.float32)     # distinct scores
+    r = np.random.default_rng(3).permutation(n).astype(np.float32)  # distinct scores
     (work / "score").mkdir(exist_ok=True)
     np.save(work / "score" / "r.npy", r)
     out = tmp_path / "out.json"
@@ -90,7 +93,7 @@ def test_pick_writes_unchanged_records_ids_and_report(prepared, tmp_path):
     picked = json.loads(out.read_text())
     ids = np.load(work / "pick" / "selected_ids.npy")
     assert len(picked) == len(ids) == report["n_selected"] == k
-    for i, rec in zip(ids, picked):           # records unchanged, byte for byte
+    for i, rec in zip(ids, picked):  # records unchanged, byte for byte
         assert json.dumps(rec) == json.dumps(inputs[i])
     assert (work / "pick" / "selected_ids.txt").read_text().split() == [inputs[i]["id"] for i in ids]
     # ranking direction: within each source, every kept r is below every dropped r
@@ -100,7 +103,9 @@ def test_pick_writes_unchanged_records_ids_and_report(prepared, tmp_path):
         dropped = [i for i in range(n) if src[i] == g and i not in set(ids)]
         assert kept and (not dropped or r[kept].max() < r[dropped].min())
     assert sum(report["quotas"].values()) == k
-    assert report["selected_per_source"] == {g: int((src[ids] == g).sum()) for g in sorted(set(src), key=lambda g: (len(g), g))}
+    assert report["selected_per_source"] == {
+        g: int((src[ids] == g).sum()) for g in sorted(set(src), key=lambda g: (len(g), g))
+    }
     assert report["selected_per_source"] == report["quotas"]
     assert (work / "pick" / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # options: global ranking, exclude text, added fields

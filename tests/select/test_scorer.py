@@ -30,7 +30,7 @@ def test_forward_gives_one_raw_score_per_sample():
     x = torch.randn(5, 67)
     r = scorer(x)
     assert r.shape == (5,)
-    torch.testing.assert_close(scorer(x[:2]), r[:2])              # eval: no batch coupling, no dropout
+    torch.testing.assert_close(scorer(x[:2]), r[:2])  # eval: no batch coupling, no dropout
     with pytest.raises(ValueError):
         scorer(torch.randn(5, 66))
 
@@ -43,7 +43,7 @@ def test_no_scores_means_no_score_branch():
 
 def test_residual_enhancer():
     scorer = Scorer(16, ["clipscore"]).eval()
-    for layer in scorer.feature_enhancer:                        # enhancer output 0: h = f + 0
+    for layer in scorer.feature_enhancer:  # enhancer output 0: h = f + 0
         if isinstance(layer, nn.LayerNorm):
             nn.init.zeros_(layer.weight)
     x = torch.randn(4, 17)
@@ -62,7 +62,7 @@ def test_save_and_load_round_trip(tmp_path):
     with pytest.raises(UserError, match="trained with scores"):
         check_score_names(loaded, NAMES)
     with pytest.raises(UserError, match="trained with scores"):
-        check_score_names(loaded, NAMES[:2][::-1])                # order matters
+        check_score_names(loaded, NAMES[:2][::-1])  # order matters
 
 
 def test_load_refuses_bad_files(tmp_path):

@@ -19,11 +19,16 @@ its synonyms, and ``labels_from_scores`` applies the argmax, ``prob_thd`` and ``
 
 What differs from the official code is only how the work is scheduled (§5), each proven equal by a test:
 
-* the image encoder runs once per view, and the prompts of the vocabulary go through the
-  prompt-conditioned stages (fusion encoder, decoder, segmentation head) together, ``prompt_chunk``
-  at a time, with the vision features expanded to the chunk (§5.1);
+* the image encoder runs once per view, ``view_batch`` views per pass, and the (view, prompt) pairs of
+  such a batch go through the prompt-conditioned stages (fusion encoder, decoder, segmentation head)
+  together, ``prompt_chunk × views`` at a time, with each pair's vision features taken from its
+  view (§5.1, §5.6);
 * text embeddings are computed once per vocabulary and reused for every view and image (§5.2);
 * the loop over kept instances is one batched resize and a scatter-max (§5.3);
+* ``class_scores`` never holds ``[Q, H, W]`` at full size (§5.5): where views do not overlap it keeps a
+  running max per class; where they do, it keeps per-prompt sums only for a band of one window's
+  height, since the official order averages views before the synonym max (:class:`_BandAverage`);
+* views are resized for SAM 3 from uint8 tensors on the model's device, not via PIL (same values);
 * optional presence pruning (§5.4): a prompt with p_q < prob_thd can never decide a label, since
   F_q ≤ p_q; its segmentation head is skipped and its scores are 0. Labels are unchanged; the saved
   ``_probs.npy`` then holds 0 for such prompts. Used only when views do not overlap.
@@ -34,8 +39,8 @@ does the same on CUDA and runs fp32 on the CPU. Fusion always runs in fp32.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +51,7 @@ from ..models.sam3 import DEFAULT_SAM3, Sam3Bundle, load_sam3
 from ..precision import autocast
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary
-from ..windows import Window, WindowAccumulator, plan_windows
+from ..windows import Window, plan_windows
 from .base import merge_synonyms
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -58,31 +63,48 @@ _RESIZE_PIXEL_BUDGET = 1 << 25
 class SegEarthOV3Settings:
     """SegEarth-OV3 settings; the defaults are the official ones (``SegEarthOV3Segmentation.__init__``)."""
 
-    confidence_threshold: float = option(0.5, "keep SAM 3 instances whose score s_i exceeds this (the preset's "
-                                              "when one is given)")
+    confidence_threshold: float = option(
+        0.5, "keep SAM 3 instances whose score s_i exceeds this (the preset's when one is given)"
+    )
     prob_thd: float = option(0.0, "pixels whose best class score is below this get bg_idx", cli=False)
     bg_idx: int = option(0, "class index given to low-confidence pixels", cli=False)
     slide_crop: int = option(0, "view size; 0: the whole image is one view (squashed to 1008² by SAM 3)", cli=False)
     slide_stride: int = option(0, "view stride; 0: same as slide_crop", cli=False)
-    use_instances: bool = option(True, "ablation: drop the instance masks (official use_transformer_decoder)",
-                                 flag="--no-instances")
+    use_instances: bool = option(
+        True, "ablation: drop the instance masks (official use_transformer_decoder)", flag="--no-instances"
+    )
     use_semantic: bool = option(True, "ablation: drop the semantic head (official use_sem_seg)", flag="--no-semantic")
-    use_presence: bool = option(True, "ablation: do not multiply by the presence score (official use_presence_score)",
-                                flag="--no-presence")
+    use_presence: bool = option(
+        True, "ablation: do not multiply by the presence score (official use_presence_score)", flag="--no-presence"
+    )
     prompt_chunk: int = option(16, "prompts per batched SAM 3 call (bounds memory; results do not depend on it)")
-    presence_pruning: bool = option(False, "skip the segmentation head for prompts whose presence is below prob_thd "
-                                           "(same labels; their saved probabilities become 0)")
-    precision: str = option("auto", "auto: bf16 autocast on CUDA as the official code, fp32 on the CPU",
-                            choices=PRECISIONS)
+    view_batch: int | None = option(
+        None,
+        "sliding-window views per image-encoder pass; their prompts then go "
+        "prompt_chunk × views at a time (none: 4 on a GPU, 1 on the CPU)",
+        parse=int,
+    )
+    presence_pruning: bool = option(
+        False,
+        "skip the segmentation head for prompts whose presence is below prob_thd "
+        "(same labels; their saved probabilities become 0)",
+    )
+    precision: str = option(
+        "auto", "auto: bf16 autocast on CUDA as the official code, fp32 on the CPU", choices=PRECISIONS
+    )
 
     def __post_init__(self) -> None:
         if self.prompt_chunk < 1:
             raise ValueError(f"prompt_chunk must be at least 1, got {self.prompt_chunk}")
+        if self.view_batch is not None and self.view_batch < 1:
+            raise ValueError(f"view_batch must be at least 1 (or none for the device's default), got {self.view_batch}")
         if self.slide_crop < 0 or self.slide_stride < 0:
             raise ValueError("slide_crop and slide_stride must be positive (0 = whole image)")
         if self.slide_stride > max(self.slide_crop, 0) > 0:
-            raise ValueError(f"slide_stride {self.slide_stride} is larger than the view size {self.slide_crop}: "
-                             "windows would leave gaps")
+            raise ValueError(
+                f"slide_stride {self.slide_stride} is larger than the view size {self.slide_crop}: "
+                "windows would leave gaps"
+            )
         if not 0 <= self.prob_thd <= 1:  # nan fails too
             raise ValueError(f"prob_thd must be a probability from 0 to 1, got {self.prob_thd}")
         if not 0 <= self.confidence_threshold <= 1:
@@ -93,7 +115,7 @@ class SegEarthOV3Settings:
             raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
 
     @classmethod
-    def from_preset(cls, name: str, vocabulary: Vocabulary | None = None, **overrides) -> "SegEarthOV3Settings":
+    def from_preset(cls, name: str, vocabulary: Vocabulary | None = None, **overrides) -> SegEarthOV3Settings:
         """The official settings of a dataset preset (its ``[segearth_ov3]`` table), then ``overrides``."""
         from ..presets import method_settings
 
@@ -108,6 +130,7 @@ class SegEarthOV3Settings:
 # Fusion of one view's logits (§2.2), vectorised over prompts and instances
 # ---------------------------------------------------------------------------------------------
 
+
 def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``[N, h, w]`` logits to ``size`` (align_corners=False, as the official code)."""
     if tuple(logits.shape[-2:]) == tuple(size):
@@ -115,29 +138,42 @@ def _resize(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def instance_maps(mask_logits: torch.Tensor, class_logits: torch.Tensor, presence: torch.Tensor,
-                  size: tuple[int, int], confidence_threshold: float) -> torch.Tensor:
+def instance_maps(
+    mask_logits: torch.Tensor,
+    class_logits: torch.Tensor,
+    presence: torch.Tensor,
+    size: tuple[int, int],
+    confidence_threshold: float,
+) -> torch.Tensor:
     """Instance aggregation for K prompts: ``[K, H, W]`` = max over kept i of sigmoid(resize(mask_i)) · s_i.
 
     ``mask_logits`` [K, N, h, w], ``class_logits`` [K, N], ``presence`` [K] probabilities. A prompt
     with no kept instance gives 0, as the official accumulator that starts at zero.
     """
     k = class_logits.shape[0]
-    scores = class_logits.float().sigmoid() * presence.float()[:, None]           # s_i
+    scores = class_logits.float().sigmoid() * presence.float()[:, None]  # s_i
     prompt_idx, query_idx = (scores > confidence_threshold).nonzero(as_tuple=True)
     out = torch.zeros(k, *size, device=class_logits.device)
     step = max(1, _RESIZE_PIXEL_BUDGET // (size[0] * size[1]))
     for start in range(0, len(prompt_idx), step):
-        p, q = prompt_idx[start:start + step], query_idx[start:start + step]
+        p, q = prompt_idx[start : start + step], query_idx[start : start + step]
         weighted = _resize(mask_logits[p, q], size).sigmoid() * scores[p, q][:, None, None]
         # max with the zeros already there, as the official loop that starts from F_q = 0
         out.view(k, -1).scatter_reduce_(0, p[:, None].expand(-1, size[0] * size[1]), weighted.flatten(1), "amax")
     return out
 
 
-def fuse_view(mask_logits: torch.Tensor | None, class_logits: torch.Tensor, presence_logits: torch.Tensor,
-              semantic_logits: torch.Tensor | None, size: tuple[int, int], confidence_threshold: float,
-              use_instances: bool = True, use_semantic: bool = True, use_presence: bool = True) -> torch.Tensor:
+def fuse_view(
+    mask_logits: torch.Tensor | None,
+    class_logits: torch.Tensor,
+    presence_logits: torch.Tensor,
+    semantic_logits: torch.Tensor | None,
+    size: tuple[int, int],
+    confidence_threshold: float,
+    use_instances: bool = True,
+    use_semantic: bool = True,
+    use_presence: bool = True,
+) -> torch.Tensor:
     """The official per-prompt fusion for K prompts of one view: ``[K, H, W]`` scores in [0, 1].
 
     ``presence_logits`` [K] (or [K, 1]), ``semantic_logits`` [K, 1, h, w] (or [K, h, w]).
@@ -159,31 +195,45 @@ def fuse_view(mask_logits: torch.Tensor | None, class_logits: torch.Tensor, pres
 # (the same calls, in the same order, as transformers' Sam3Model.forward for text prompts)
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class VisionFeatures:
-    """The FPN maps the detector uses (``scalp=1``: the coarsest map dropped), batch 1."""
+    """The FPN maps the detector uses (``scalp=1``: the coarsest map dropped), one item per view."""
 
     maps: list[torch.Tensor]
     positions: list[torch.Tensor]
 
-    def expand(self, k: int) -> "VisionFeatures":
-        """The same features viewed as a batch of ``k`` (vision and text batches must match)."""
-        return VisionFeatures([m.expand(k, -1, -1, -1) for m in self.maps],
-                              [p.expand(k, -1, -1, -1) for p in self.positions])
+    def expand(self, k: int) -> VisionFeatures:
+        """The features of a single view seen as a batch of ``k`` (vision and text batches must match)."""
+        return VisionFeatures(
+            [m.expand(k, -1, -1, -1) for m in self.maps], [p.expand(k, -1, -1, -1) for p in self.positions]
+        )
+
+    def take(self, views: torch.Tensor) -> VisionFeatures:
+        """The features of views ``views`` [K] (indices into the batch), as a batch of K: a free expand
+        when they all come from one view, a gather otherwise."""
+        first = int(views[0])
+        if bool((views == first).all()):
+            one = VisionFeatures(
+                [m[first : first + 1] for m in self.maps], [p[first : first + 1] for p in self.positions]
+            )
+            return one.expand(len(views))
+        return VisionFeatures([m[views] for m in self.maps], [p[views] for p in self.positions])
 
 
 @dataclass
 class Detection:
     """Fusion encoder + decoder outputs for K prompts."""
 
-    class_logits: torch.Tensor      # [K, N]
-    presence_logits: torch.Tensor   # [K]
-    queries: torch.Tensor           # [K, N, D] last decoder layer
-    encoder_states: torch.Tensor    # [K, S, D]
+    class_logits: torch.Tensor  # [K, N]
+    presence_logits: torch.Tensor  # [K]
+    queries: torch.Tensor  # [K, N, D] last decoder layer
+    encoder_states: torch.Tensor  # [K, S, D]
 
-    def select(self, index: torch.Tensor) -> "Detection":
-        return Detection(self.class_logits[index], self.presence_logits[index], self.queries[index],
-                         self.encoder_states[index])
+    def select(self, index: torch.Tensor) -> Detection:
+        return Detection(
+            self.class_logits[index], self.presence_logits[index], self.queries[index], self.encoder_states[index]
+        )
 
 
 def encode_image(model: torch.nn.Module, pixel_values: torch.Tensor) -> VisionFeatures:
@@ -193,52 +243,181 @@ def encode_image(model: torch.nn.Module, pixel_values: torch.Tensor) -> VisionFe
 
 def detect(model: torch.nn.Module, vision: VisionFeatures, text: torch.Tensor, text_mask: torch.Tensor) -> Detection:
     """Fusion encoder, DETR decoder, query scoring and presence for K prompts (vision batch K)."""
-    encoder = model.detr_encoder(vision_features=[vision.maps[-1]], text_features=text,
-                                 vision_pos_embeds=[vision.positions[-1]], text_mask=text_mask)
-    decoder = model.detr_decoder(vision_features=encoder.last_hidden_state, text_features=encoder.text_features,
-                                 vision_pos_encoding=encoder.pos_embeds_flattened, text_mask=text_mask,
-                                 spatial_shapes=encoder.spatial_shapes)
+    encoder = model.detr_encoder(
+        vision_features=[vision.maps[-1]],
+        text_features=text,
+        vision_pos_embeds=[vision.positions[-1]],
+        text_mask=text_mask,
+    )
+    decoder = model.detr_decoder(
+        vision_features=encoder.last_hidden_state,
+        text_features=encoder.text_features,
+        vision_pos_encoding=encoder.pos_embeds_flattened,
+        text_mask=text_mask,
+        spatial_shapes=encoder.spatial_shapes,
+    )
     last = decoder.intermediate_hidden_states[-1:]  # scoring is per layer; only the last one is used
-    class_logits = model.dot_product_scoring(decoder_hidden_states=last, text_features=encoder.text_features,
-                                             text_mask=text_mask)[-1, ..., 0]
+    class_logits = model.dot_product_scoring(
+        decoder_hidden_states=last, text_features=encoder.text_features, text_mask=text_mask
+    )[-1, ..., 0]
     return Detection(class_logits, decoder.presence_logits[-1][:, 0], last[0], encoder.last_hidden_state)
 
 
-def segmentation_head(model: torch.nn.Module, vision: VisionFeatures, detection: Detection, text: torch.Tensor,
-                      text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def segmentation_head(
+    model: torch.nn.Module, vision: VisionFeatures, detection: Detection, text: torch.Tensor, text_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel decoder, instance masks ``[K, N, h, w]`` and semantic map ``[K, 1, h, w]`` (logits)."""
-    out = model.mask_decoder(decoder_queries=detection.queries, backbone_features=list(vision.maps),
-                             encoder_hidden_states=detection.encoder_states, prompt_features=text,
-                             prompt_mask=text_mask)
+    out = model.mask_decoder(
+        decoder_queries=detection.queries,
+        backbone_features=list(vision.maps),
+        encoder_hidden_states=detection.encoder_states,
+        prompt_features=text,
+        prompt_mask=text_mask,
+    )
     return out.pred_masks, out.semantic_seg
 
 
 # ---------------------------------------------------------------------------------------------
-# The segmenter
+# Where the fused view scores go (§2.3 averaging, §2.4 synonym max, §5.5 memory)
 # ---------------------------------------------------------------------------------------------
+
 
 def _overlapping(windows: Sequence[Window], height: int, width: int) -> bool:
     """Whether any pixel is covered twice (the windows always cover the image)."""
     return sum(w.height * w.width for w in windows) > height * width
 
 
+class _QueryAverage:
+    """Per-prompt ``[Q, H, W]`` sums and coverage counts, averaged at the end: the official accumulators.
+
+    Adding a view's scores into its slice in view order gives the same sums, bit for bit, as adding the
+    padded full-size maps (adding zeros is exact).
+    """
+
+    def __init__(self, n_queries: int, height: int, width: int, device: torch.device) -> None:
+        self.total = torch.zeros(n_queries, height, width, device=device)
+        self.count = torch.zeros(1, height, width, device=device)
+
+    def begin_view(self, w: Window) -> None:
+        self.count[:, w.y0 : w.y1, w.x0 : w.x1] += 1
+
+    def add(self, w: Window, queries: torch.Tensor, scores: torch.Tensor) -> None:
+        device = self.total.device  # image-sized buffers may live in host memory (_DEVICE_OUTPUT_BUDGET)
+        self.total[queries.to(device), w.y0 : w.y1, w.x0 : w.x1] += scores.to(device)
+
+    def result(self) -> torch.Tensor:
+        if bool((self.count == 0).any()):
+            raise RuntimeError("some pixels are covered by no view")
+        return self.total / self.count
+
+
+class _ClassMax:
+    """Class scores ``[C, H, W]`` written directly as a running max over each class's prompts.
+
+    Exact where every pixel is covered by one view (the whole image, or non-overlapping windows): the
+    official average over one view is the view's score itself (x / 1 = x), and the synonym max does not
+    depend on the order in which prompts arrive. Scores are ≥ 0, so starting from 0 changes nothing.
+    No ``[Q, H, W]`` map is ever held at full size.
+    """
+
+    def __init__(self, query_to_class: torch.Tensor, height: int, width: int, device: torch.device) -> None:
+        self.query_to_class = query_to_class.to(device)
+        self.out = torch.zeros(int(query_to_class.max()) + 1, height, width, device=device)
+
+    def begin_view(self, w: Window) -> None:
+        pass
+
+    def add(self, w: Window, queries: torch.Tensor, scores: torch.Tensor) -> None:
+        classes = self.query_to_class[queries.to(self.query_to_class.device)]
+        scores = scores.to(self.out.device)
+        for c in torch.unique(classes).tolist():
+            region = self.out[c, w.y0 : w.y1, w.x0 : w.x1]
+            self.out[c, w.y0 : w.y1, w.x0 : w.x1] = torch.maximum(region, scores[classes == c].amax(0))
+
+    def result(self) -> torch.Tensor:
+        return self.out
+
+
+class _BandAverage:
+    """Overlapping views: official per-prompt averaging, then the synonym max, one band of rows at a time.
+
+    Averaging must come before the synonym max (the official order; max and mean do not commute), so
+    per-prompt sums are needed where views overlap. Views arrive row of windows by row of windows, with
+    non-decreasing tops, so the rows above the current view's top are final: they are averaged, merged
+    into ``[C, H, W]`` class scores and dropped. Per-prompt buffers thus span at most one window's
+    height (``Q × crop × W``), not the image (``Q × H × W``). Sums run in the same order as in
+    :class:`_QueryAverage`, so the results are the same bits.
+    """
+
+    def __init__(self, query_to_class: torch.Tensor, height: int, width: int, device: torch.device) -> None:
+        self.query_to_class = query_to_class.tolist()
+        self.out = torch.zeros(max(self.query_to_class) + 1, height, width, device=device)
+        self.top = 0  # first row held in the band
+        self.total = torch.zeros(len(self.query_to_class), 0, width, device=device)
+        self.count = torch.zeros(1, 0, width, device=device)
+
+    def _flush(self, row: int) -> None:
+        """Average, merge and write out the band's rows above ``row``."""
+        n = row - self.top
+        if n <= 0:
+            return
+        count = self.count[:, :n]
+        if bool((count == 0).any()):
+            raise RuntimeError("some pixels are covered by no view")
+        self.out[:, self.top : row] = merge_synonyms(self.total[:, :n] / count, self.query_to_class)
+        self.total, self.count, self.top = self.total[:, n:], self.count[:, n:], row
+
+    def begin_view(self, w: Window) -> None:
+        if w.y0 < self.top:
+            raise RuntimeError("views must come with non-decreasing tops")
+        self._flush(w.y0)
+        missing = w.y1 - (self.top + self.total.shape[1])
+        if missing > 0:
+            self.total = torch.cat(
+                [self.total, self.total.new_zeros(self.total.shape[0], missing, self.total.shape[2])], 1
+            )
+            self.count = torch.cat([self.count, self.count.new_zeros(1, missing, self.count.shape[2])], 1)
+        self.count[:, w.y0 - self.top : w.y1 - self.top, w.x0 : w.x1] += 1
+
+    def add(self, w: Window, queries: torch.Tensor, scores: torch.Tensor) -> None:
+        device = self.total.device
+        self.total[queries.to(device), w.y0 - self.top : w.y1 - self.top, w.x0 : w.x1] += scores.to(device)
+
+    def result(self) -> torch.Tensor:
+        self._flush(self.top + self.total.shape[1])
+        return self.out
+
+
+# ---------------------------------------------------------------------------------------------
+# The segmenter
+# ---------------------------------------------------------------------------------------------
+
+# Image-sized accumulators stay on the model's device up to this many bytes, else they live in host memory.
+_DEVICE_OUTPUT_BUDGET = 1 << 31
+
+
 class SegEarthOV3:
     """SegEarth-OV3 on a loaded SAM 3: ``class_scores(rgb)`` gives ``[C, H, W]`` fused class scores."""
 
-    def __init__(self, sam3: Sam3Bundle, vocabulary: Vocabulary,
-                 settings: SegEarthOV3Settings = SegEarthOV3Settings()) -> None:
+    def __init__(
+        self, sam3: Sam3Bundle, vocabulary: Vocabulary, settings: SegEarthOV3Settings = SegEarthOV3Settings()
+    ) -> None:
         if not 0 <= settings.bg_idx < len(vocabulary):
             raise UserError(f"bg_idx {settings.bg_idx} is not a class index of the {len(vocabulary)}-class vocabulary")
         self.sam3 = sam3
         self.vocabulary = vocabulary
         self.settings = settings
         self._text_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.pruned_prompts = 0   # prompt×view pairs whose segmentation head was skipped (for reports and tests)
+        self.pruned_prompts = 0  # prompt×view pairs whose segmentation head was skipped (for reports and tests)
 
     @classmethod
-    def from_pretrained(cls, vocabulary: Vocabulary | str, source: str = DEFAULT_SAM3,
-                        settings: SegEarthOV3Settings = SegEarthOV3Settings(),
-                        device: str | torch.device = "cpu") -> "SegEarthOV3":
+    def from_pretrained(
+        cls,
+        vocabulary: Vocabulary | str,
+        source: str = DEFAULT_SAM3,
+        settings: SegEarthOV3Settings = SegEarthOV3Settings(),
+        device: str | torch.device = "cpu",
+    ) -> SegEarthOV3:
         """Load SAM 3 (hub id or local folder) and build the segmenter; ``vocabulary`` may be given in
         the ``"background;building,roof;road"`` syntax."""
         if isinstance(vocabulary, str):
@@ -247,9 +426,13 @@ class SegEarthOV3:
 
     def identity(self) -> dict:
         """What produced this segmenter's results: method, settings, vocabulary and model identity."""
-        return {"method": "segearth-ov3", "settings": settings_identity(self.settings),
-                "queries": list(self.vocabulary.queries), "query_to_class": list(self.vocabulary.query_to_class),
-                "sam3": getattr(self.sam3, "identity", self.sam3.source)}
+        return {
+            "method": "segearth-ov3",
+            "settings": settings_identity(self.settings),
+            "queries": list(self.vocabulary.queries),
+            "query_to_class": list(self.vocabulary.query_to_class),
+            "sam3": getattr(self.sam3, "identity", self.sam3.source),
+        }
 
     @property
     def prob_thd(self) -> float:
@@ -263,9 +446,16 @@ class SegEarthOV3:
     def device(self) -> torch.device:
         return self.sam3.device
 
-    def _chunks(self, n: int) -> Iterator[slice]:
-        for start in range(0, n, self.settings.prompt_chunk):
-            yield slice(start, min(start + self.settings.prompt_chunk, n))
+    @property
+    def view_batch(self) -> int:
+        """Views per image-encoder pass: the setting, or 4 on CUDA and 1 on the CPU (batching views buys
+        nothing there, docs/methods/segearth_ov3_batching.md)."""
+        return self.settings.view_batch or (4 if self.device.type == "cuda" else 1)
+
+    def _chunks(self, n: int, size: int | None = None) -> Iterator[slice]:
+        size = size or self.settings.prompt_chunk
+        for start in range(0, n, size):
+            yield slice(start, min(start + size, n))
 
     @torch.no_grad()
     def text_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,40 +465,99 @@ class SegEarthOV3:
             tokens = self.sam3.processor(text=list(queries), return_tensors="pt")
             ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
             with autocast(self.device, self.settings.precision):
-                feats = torch.cat([self.sam3.model.get_text_features(input_ids=ids[c], attention_mask=mask[c]).pooler_output
-                                   for c in self._chunks(len(queries))])
+                feats = torch.cat(
+                    [
+                        self.sam3.model.get_text_features(input_ids=ids[c], attention_mask=mask[c]).pooler_output
+                        for c in self._chunks(len(queries))
+                    ]
+                )
             self._text_cache[queries] = (feats, mask.bool())
         return self._text_cache[queries]
 
-    def _pixel_values(self, view: np.ndarray) -> torch.Tensor:
-        from PIL import Image
+    def _pixel_values(self, *views: np.ndarray) -> torch.Tensor:
+        """``[V, 3, S, S]`` SAM 3 inputs (resized to S², mean = std = 0.5) for ``h×w×3`` uint8 views.
 
-        # The official code feeds the PIL RGB image to SAM 3's processor (1008², mean = std = 0.5).
-        pixels = self.sam3.processor.image_processor(images=Image.fromarray(view), return_tensors="pt")["pixel_values"]
-        return pixels.to(self.device, self.sam3.dtype)
+        The official code hands a PIL image to the same processor; a uint8 tensor gives the same values
+        (the processor converts PIL images to tensors first), without the PIL round trip, which costs
+        ~0.1 s per 1008² view, and the resize then runs on the model's device.
+        """
+        images = [torch.from_numpy(np.array(v, order="C")).permute(2, 0, 1) for v in views]  # a writable copy
+        pixels = self.sam3.processor.image_processor(images=images, return_tensors="pt", device=self.device)
+        return pixels["pixel_values"].to(self.device, self.sam3.dtype)
 
-    @torch.no_grad()
-    def view_scores(self, view: np.ndarray, prune: bool = False) -> torch.Tensor:
-        """Fused scores ``[Q, h, w]`` (one per prompt, on the model's device) for one ``h×w×3`` view."""
+    def _run(self, rgb: np.ndarray, windows: Sequence[Window], sink, prune: bool) -> None:
+        """Score every view of ``rgb`` for every prompt and hand the fused maps to ``sink`` (§5.1, §5.6).
+
+        Views go through the image encoder ``view_batch`` at a time; the (view, prompt) pairs of such a
+        batch, in view-major order, then go through detection, segmentation head and fusion
+        ``prompt_chunk × views`` at a time. The sink sees each view's ``begin_view`` after every score of
+        the views before it, and each view's prompts in order.
+        """
         s = self.settings
-        size = (view.shape[0], view.shape[1])
         text, text_mask = self.text_embeddings()
-        out = torch.zeros(len(text), *size, device=self.device)
+        n_queries = len(text)
+        for group in (windows[b] for b in self._chunks(len(windows), self.view_batch)):
+            with autocast(self.device, s.precision):
+                vision = encode_image(
+                    self.sam3.model, self._pixel_values(*(rgb[w.y0 : w.y1, w.x0 : w.x1] for w in group))
+                )
+            pairs_view = torch.arange(len(group), device=self.device).repeat_interleave(n_queries)
+            pairs_query = torch.arange(n_queries, device=self.device).repeat(len(group))
+            begun = 0
+            for chunk in self._chunks(len(pairs_view), s.prompt_chunk * len(group)):
+                views, queries = pairs_view[chunk], pairs_query[chunk]
+                fused = self._score_pairs(vision, views, queries, text, text_mask, group, prune)
+                for v in torch.unique_consecutive(views).tolist():
+                    while begun <= v:  # every view up to this one has had all its scores
+                        sink.begin_view(group[begun])
+                        begun += 1
+                    if v in fused:
+                        sink.add(group[v], *fused[v])
+
+    def _score_pairs(
+        self,
+        vision: VisionFeatures,
+        views: torch.Tensor,
+        queries: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        group: Sequence[Window],
+        prune: bool,
+    ) -> dict:
+        """Fused scores of K (view, prompt) pairs: ``{view: (prompts [k], scores [k, h, w])}``, leaving out
+        the pairs whose scores are all zero (pruned, or neither instances nor semantic map used)."""
+        s = self.settings
         with autocast(self.device, s.precision):
-            vision = encode_image(self.sam3.model, self._pixel_values(view))
-            for chunk in self._chunks(len(text)):
-                detection = detect(self.sam3.model, vision.expand(chunk.stop - chunk.start), text[chunk], text_mask[chunk])
-                keep = torch.arange(chunk.stop - chunk.start, device=self.device)
-                if prune:  # F_q <= p_q < prob_thd: the prompt can decide no label (module docstring)
-                    keep = (detection.presence_logits.float().sigmoid() >= s.prob_thd).nonzero()[:, 0]
-                    self.pruned_prompts += chunk.stop - chunk.start - len(keep)
-                if len(keep) == 0 or not (s.use_instances or s.use_semantic):
-                    continue  # nothing but zeros to fuse
-                kept = detection.select(keep)
-                masks, semantic = segmentation_head(self.sam3.model, vision.expand(len(keep)), kept,
-                                                    text[chunk][keep], text_mask[chunk][keep])
-                out[chunk.start + keep] = fuse_view(masks, kept.class_logits, kept.presence_logits, semantic, size,
-                                                  s.confidence_threshold, s.use_instances, s.use_semantic, s.use_presence)
+            detection = detect(self.sam3.model, vision.take(views), text[queries], text_mask[queries])
+            keep = torch.arange(len(views), device=self.device)
+            if prune:  # F_q <= p_q < prob_thd: the prompt can decide no label (module docstring)
+                keep = (detection.presence_logits.float().sigmoid() >= s.prob_thd).nonzero()[:, 0]
+                self.pruned_prompts += len(views) - len(keep)
+            if len(keep) == 0 or not (s.use_instances or s.use_semantic):
+                return {}
+            kept = detection.select(keep)
+            masks, semantic = segmentation_head(
+                self.sam3.model, vision.take(views[keep]), kept, text[queries[keep]], text_mask[queries[keep]]
+            )
+        out = {}
+        kept_views = views[keep]
+        for v in torch.unique_consecutive(kept_views).tolist():
+            rows = (kept_views == v).nonzero()[:, 0]
+            size = (group[v].height, group[v].width)
+            out[v] = (
+                queries[keep[rows]],
+                fuse_view(
+                    masks[rows],
+                    kept.class_logits[rows],
+                    kept.presence_logits[rows],
+                    semantic[rows],
+                    size,
+                    s.confidence_threshold,
+                    s.use_instances,
+                    s.use_semantic,
+                    s.use_presence,
+                ),
+            )
         return out
 
     def views(self, height: int, width: int) -> list[Window]:
@@ -318,21 +567,46 @@ class SegEarthOV3:
             return plan_windows(height, width, crop, self.settings.slide_stride or crop)
         return [Window(0, height, 0, width)]
 
-    def query_scores(self, rgb: np.ndarray) -> torch.Tensor:
-        """Per-prompt scores ``[Q, H, W]`` (CPU, fp32) for an ``H×W×3`` uint8 RGB image."""
+    def _plan(self, rgb: np.ndarray) -> tuple[list[Window], bool, bool, torch.device]:
+        """Views, whether they overlap, whether presence pruning applies, and where accumulators live."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB array, got {rgb.dtype} {rgb.shape}")
         height, width = rgb.shape[:2]
         windows = self.views(height, width)
+        overlap = _overlapping(windows, height, width)
         s = self.settings
-        prune = s.presence_pruning and s.use_presence and s.prob_thd > 0 and not _overlapping(windows, height, width)
-        if len(windows) == 1:
-            return self.view_scores(rgb, prune).float().cpu()
-        total = WindowAccumulator(len(self.vocabulary.queries), height, width)
-        for w in windows:
-            total.add(w, self.view_scores(np.ascontiguousarray(rgb[w.y0:w.y1, w.x0:w.x1]), prune).cpu())
-        return total.result()
+        prune = s.presence_pruning and s.use_presence and s.prob_thd > 0 and not overlap
+        n_values = len(self.vocabulary.queries) * height * width
+        device = self.device if 4 * n_values <= _DEVICE_OUTPUT_BUDGET else torch.device("cpu")
+        return windows, overlap, prune, device
 
+    @torch.no_grad()
+    def view_scores(self, view: np.ndarray, prune: bool = False) -> torch.Tensor:
+        """Fused scores ``[Q, h, w]`` (one per prompt, on the model's device) for one ``h×w×3`` view."""
+        sink = _QueryAverage(len(self.vocabulary.queries), view.shape[0], view.shape[1], self.device)
+        window = Window(0, view.shape[0], 0, view.shape[1])
+        self._run(view, [window], sink, prune)
+        return sink.total
+
+    @torch.no_grad()
+    def query_scores(self, rgb: np.ndarray) -> torch.Tensor:
+        """Per-prompt scores ``[Q, H, W]`` (CPU, fp32) for an ``H×W×3`` uint8 RGB image: views averaged
+        where they overlap, synonyms not merged (the saved probabilities of each prompt)."""
+        windows, _, prune, device = self._plan(rgb)
+        sink = _QueryAverage(len(self.vocabulary.queries), rgb.shape[0], rgb.shape[1], device)
+        self._run(rgb, windows, sink, prune)
+        return sink.result().cpu()
+
+    @torch.no_grad()
     def class_scores(self, rgb: np.ndarray) -> torch.Tensor:
-        """``[C, H, W]`` float32 class scores (CPU): each class the max over its synonym prompts."""
-        return merge_synonyms(self.query_scores(rgb), self.vocabulary.query_to_class)
+        """``[C, H, W]`` float32 class scores (CPU): each class the max over its synonym prompts (§2.4).
+
+        Equal to ``merge_synonyms(query_scores(rgb))``, without holding ``[Q, H, W]`` at full size (§5.5):
+        a running class max where views do not overlap, a band of per-prompt rows where they do.
+        """
+        windows, overlap, prune, device = self._plan(rgb)
+        index = torch.as_tensor(list(self.vocabulary.query_to_class))
+        height, width = rgb.shape[:2]
+        sink = (_BandAverage if overlap else _ClassMax)(index, height, width, device)
+        self._run(rgb, windows, sink, prune)
+        return sink.result().cpu()

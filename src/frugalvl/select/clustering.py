@@ -2,18 +2,34 @@
 
 Clustering features: ``0.7 · CLIP/‖CLIP‖ ‖ 0.3 · z(scores)``, the z-score taken across the sample's
 own enabled scores (dropped with fewer than two). Graph: cosine similarity s, distance
-d = (1 − s)/2, the k = 30 nearest neighbours (self included), affinity 1 − d on those edges,
-symmetrised by averaging. Spectral clustering (K = 20, discretize, seed 42) over all of S at once;
-k-means (10 inits) when it fails.
+d = (1 − s)/2, the k = min(30, n − 1) nearest neighbours (self included, as the official script), affinity
+1 − d on those edges, symmetrised by averaging. Spectral clustering (K = 20, discretize, seed 42) over all
+of S at once; k-means (10 inits) when it fails.
+
+Two solvers compute the same thing (issue 13 §3):
+
+* ``exact``: brute-force kNN (torch matmul in row blocks) and scikit-learn's ARPACK shift-invert eigensolver.
+  O(n²) search and a sparse LU factorisation: ~10 minutes for 100K points on 2 cores.
+* ``fast``: exact kNN up to ``flat_max`` points; above, candidates from a faiss HNSW index over a 128-d PCA
+  projection, re-ranked by the exact cosine in the full space; and the LOBPCG eigensolver preconditioned by
+  algebraic multigrid (pyamg). Same graph recipe, same discretisation.
+
+``auto`` (default) takes ``exact`` up to ``exact_max`` points and ``fast`` above, or ``exact`` when faiss or
+pyamg is not installed.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
+SOLVERS = ("auto", "exact", "fast")
 
 
 @dataclass(frozen=True)
@@ -21,12 +37,22 @@ class ClusterSettings:
     ratio: float = 0.2          # p: fraction of the usable samples drawn into S
     seed: int = 42              # the draw's seed
     n_clusters: int = 20        # K
-    knn: int = 30               # neighbours per point, self included
+    knn: int = 30               # neighbours per point, self included (capped at n − 1)
     clip_weight: float = 0.7
     score_weight: float = 0.3
     random_state: int = 42      # the clusterer's seed
     block: int = 4096           # rows per similarity block (memory ~ block × |S| floats)
-    device: str = "cpu"         # where the kNN search runs (cuda: seconds for |S| = 133K)
+    device: str = "cpu"         # where the exact kNN search runs (cuda: seconds for |S| = 133K)
+    solver: str = "auto"        # auto | exact | fast (module docstring)
+    exact_max: int = 20000      # auto: the exact solver up to this many points
+    flat_max: int = 30000       # fast: exact kNN up to this many points, HNSW candidates above
+    pca_dim: int = 128          # fast, large n: HNSW over this PCA projection ...
+    pca_sample: int = 20000     # ... fitted on this many rows
+    candidates: int = 2         # ... returning candidates × k, re-ranked by the exact cosine
+    hnsw_m: int = 16            # HNSW graph degree
+    hnsw_ef: int = 64           # HNSW search and construction breadth
+    eigen_tol: float = 1e-5     # fast: LOBPCG tolerance ...
+    eigen_maxiter: int = 200    # ... and iteration limit
 
 
 def draw_subset(usable: np.ndarray, ratio: float, seed: int) -> np.ndarray:
@@ -41,7 +67,7 @@ def draw_subset(usable: np.ndarray, ratio: float, seed: int) -> np.ndarray:
 
 def cluster_features(clip: np.ndarray, scores: np.ndarray | None, settings: ClusterSettings) -> np.ndarray:
     """Rows ``0.7 · clip/‖clip‖ ‖ 0.3 · z`` with z the per-sample z-score of its scores."""
-    clip = clip.astype(np.float32)
+    clip = np.asarray(clip, dtype=np.float32)
     clip = clip / np.maximum(np.linalg.norm(clip, axis=1, keepdims=True), 1e-12)
     parts = [settings.clip_weight * clip]
     if scores is not None and scores.ndim == 2 and scores.shape[1] >= 2:
@@ -51,30 +77,150 @@ def cluster_features(clip: np.ndarray, scores: np.ndarray | None, settings: Clus
     return np.concatenate(parts, axis=1)
 
 
-def knn_affinity(x: np.ndarray, k: int, block: int = 4096, device: str = "cpu") -> sp.csr_matrix:
-    """Sparse symmetric affinity 1 − (1 − cos)/2 on each point's k nearest neighbours (self included)."""
+def neighbour_count(k: int, n: int) -> int:
+    """Entries kept per row, self included: min(k, n − 1) as the official script (at least 1)."""
+    return max(1, min(k, n - 1))
+
+
+def _affinity_from_knn(sims: np.ndarray, idx: np.ndarray, n: int) -> sp.csr_matrix:
+    """Symmetric sparse 1 − (1 − s)/2 from per-row neighbours (self in column 0); idx < 0 = no neighbour."""
+    rows = np.repeat(np.arange(n), idx.shape[1])
+    keep = idx.ravel() >= 0
+    vals = 1.0 - (1.0 - sims.ravel().astype(np.float64)) / 2.0
+    a = sp.csr_matrix((vals[keep], (rows[keep], idx.ravel()[keep])), shape=(n, n))
+    return ((a + a.T) / 2.0).tocsr()
+
+
+def exact_knn(x: np.ndarray, k: int, block: int = 4096, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force cosine kNN (torch matmul in row blocks): ``sims``, ``idx`` [n, k], self first (sim 1)."""
     import torch
 
     n = len(x)
-    k = min(k, n)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
     xt = xt / xt.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    rows, cols, vals = [], [], []
+    sims, idx = [], []
     for lo in range(0, n, block):
         sim = xt[lo:lo + block] @ xt.T
         rows_here = torch.arange(sim.shape[0], device=sim.device)
         sim[rows_here, rows_here + lo] = 2.0   # self first, always kept
-        top, idx = (t.cpu() for t in sim.topk(k, dim=1))
+        top, ix = (t.cpu() for t in sim.topk(k, dim=1))
         top[:, 0] = 1.0
-        rows.append(np.repeat(np.arange(lo, lo + sim.shape[0]), k))
-        cols.append(idx.numpy().ravel())
-        vals.append((1.0 - (1.0 - top.numpy().ravel()) / 2.0).astype(np.float64))
-    a = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    return ((a + a.T) / 2.0).tocsr()
+        sims.append(top.numpy())
+        idx.append(ix.numpy())
+    return np.concatenate(sims), np.concatenate(idx).astype(np.int64)
 
 
-def spectral_labels(affinity: sp.csr_matrix, features: np.ndarray, settings: ClusterSettings) -> tuple[np.ndarray, str]:
-    """Labels from spectral clustering on the affinity; k-means on the features when that fails."""
+def knn_affinity(x: np.ndarray, k: int, block: int = 4096, device: str = "cpu") -> sp.csr_matrix:
+    """Exact kNN graph: affinity 1 − (1 − cos)/2 on each point's min(k, n − 1) nearest (self included)."""
+    n = len(x)
+    sims, idx = exact_knn(x, neighbour_count(k, n), block, device)
+    return _affinity_from_knn(sims, idx, n)
+
+
+def _self_first(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Put each row's own point first (similarity 1); a row whose search missed itself drops its last entry."""
+    n, k = idx.shape
+    me = np.arange(n)[:, None]
+    order = np.argsort(idx == me, axis=1, kind="stable")[:, :k - 1]   # the non-self entries, in order
+    others_i = np.take_along_axis(idx, order, axis=1)
+    others_s = np.take_along_axis(sims, order, axis=1)
+    return (np.concatenate([np.ones((n, 1), sims.dtype), others_s], axis=1),
+            np.concatenate([me.astype(idx.dtype), others_i], axis=1))
+
+
+def _row_norms(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    return np.concatenate([np.maximum(np.linalg.norm(np.asarray(x[lo:lo + chunk], np.float32), axis=1), 1e-12)
+                           for lo in range(0, len(x), chunk)]) if len(x) else np.zeros(0, np.float32)
+
+
+def _pca_basis(x: np.ndarray, norms: np.ndarray, dim: int, sample: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the top-``dim`` principal directions [D, dim] of the unit rows, from a seeded sample."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(x), size=min(sample, len(x)), replace=False))
+    s = np.asarray(x[rows], np.float64) / norms[rows, None]
+    mean = s.mean(axis=0)
+    s -= mean
+    _, vecs = np.linalg.eigh(s.T @ s)
+    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dim], dtype=np.float32)
+
+
+def approximate_knn(x: np.ndarray, k: int, settings: ClusterSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine kNN for large n: candidates from a faiss HNSW index over a PCA projection (``pca_dim``), then
+    re-ranked by the exact cosine in the full space. ``sims``, ``idx`` [n, k], self first. Reads ``x`` in
+    chunks (a memory map works) and holds no second full-width copy of it."""
+    import faiss
+
+    n, chunk = len(x), 65536
+    norms = _row_norms(x, chunk)
+    mean, basis = _pca_basis(x, norms, min(settings.pca_dim, x.shape[1]), settings.pca_sample, settings.random_state)
+    low = np.concatenate([(np.asarray(x[lo:lo + chunk], np.float32) / norms[lo:lo + chunk, None] - mean) @ basis
+                          for lo in range(0, n, chunk)])
+    index = faiss.IndexHNSWFlat(low.shape[1], settings.hnsw_m)
+    index.hnsw.efConstruction = settings.hnsw_ef
+    index.add(low)
+    cand = min(n, settings.candidates * k)
+    index.hnsw.efSearch = max(settings.hnsw_ef, cand)
+    _, idx = index.search(low, cand)
+    del index, low
+    idx = idx.astype(np.int64)
+    sims = np.empty(idx.shape, np.float32)
+    step = 1024                                   # gathers step × candidates full rows at a time
+    for lo in range(0, n, step):
+        rows = np.maximum(idx[lo:lo + step], 0)
+        q = np.asarray(x[lo:lo + step], np.float32) / norms[lo:lo + step, None]
+        sims[lo:lo + step] = np.einsum("nd,ncd->nc", q, np.asarray(x[rows.ravel()], np.float32).reshape(
+            rows.shape + (x.shape[1],))) / norms[rows]
+    sims[idx < 0] = -np.inf
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return _self_first(np.take_along_axis(sims, top, axis=1), np.take_along_axis(idx, top, axis=1))
+
+
+def neighbours(x: np.ndarray, k: int, settings: ClusterSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The fast solver's kNN: exact up to ``flat_max`` points, :func:`approximate_knn` above."""
+    if len(x) <= settings.flat_max:
+        return exact_knn(x, k, settings.block, settings.device)
+    return approximate_knn(x, k, settings)
+
+
+def knn_affinity_fast(x: np.ndarray, k: int, settings: ClusterSettings) -> sp.csr_matrix:
+    """The same graph as :func:`knn_affinity`, with the neighbours from :func:`neighbours`."""
+    n = len(x)
+    sims, idx = neighbours(x, neighbour_count(k, n), settings)
+    return _affinity_from_knn(sims, idx, n)
+
+
+def fast_available() -> bool:
+    """Whether faiss and pyamg are importable (the ``fast`` solver's dependencies)."""
+    try:
+        import faiss  # noqa: F401
+        import pyamg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_solver(settings: ClusterSettings, n: int) -> str:
+    """``exact`` or ``fast`` for ``n`` points; a UserError when ``fast`` is asked for but not installed."""
+    from ..errors import UserError
+
+    if settings.solver not in SOLVERS:
+        raise UserError(f"unknown clustering solver {settings.solver!r}: choose one of {', '.join(SOLVERS)}")
+    if settings.solver == "exact" or (settings.solver == "auto" and n <= settings.exact_max):
+        return "exact"
+    if fast_available():
+        return "fast"
+    if settings.solver == "fast":
+        raise UserError("the fast clustering solver needs faiss and pyamg: pip install faiss-cpu pyamg, "
+                        "or pass --cluster-solver exact")
+    log.warning("faiss or pyamg not installed: clustering %d points with the exact solver (slow); "
+                "pip install faiss-cpu pyamg for the fast one", n)
+    return "exact"
+
+
+def spectral_labels(affinity: sp.csr_matrix, features: np.ndarray, settings: ClusterSettings,
+                    eigen_solver: str = "arpack") -> tuple[np.ndarray, str]:
+    """Labels from spectral clustering on the affinity (``arpack``: scikit-learn's exact path; ``amg``:
+    :func:`amg_spectral_labels`); k-means on the features when that fails (one logged line naming the error)."""
     import warnings
 
     from sklearn.cluster import KMeans, SpectralClustering
@@ -83,23 +229,74 @@ def spectral_labels(affinity: sp.csr_matrix, features: np.ndarray, settings: Clu
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)   # "graph is not fully connected"
+            warnings.simplefilter("ignore", RuntimeWarning)   # LOBPCG's "not reaching the requested tolerance"
+            if eigen_solver == "amg" and affinity.shape[0] >= 5 * (n_clusters + 1):   # smaller: ARPACK, as sklearn
+                return amg_spectral_labels(affinity, settings), "spectral"
             model = SpectralClustering(n_clusters=n_clusters, affinity="precomputed", assign_labels="discretize",
-                                       random_state=settings.random_state)
+                                       eigen_solver=eigen_solver, random_state=settings.random_state)
             return model.fit_predict(affinity).astype(np.int64), "spectral"
     except Exception as exc:  # noqa: BLE001 - the documented fallback
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
+        log.warning("spectral clustering failed (%s); falling back to k-means (%d clusters, 10 inits) on the "
+                    "features", why, n_clusters)
         labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=settings.random_state).fit_predict(features)
-        return labels.astype(np.int64), f"kmeans (spectral failed: {type(exc).__name__}: {exc})"
+        return labels.astype(np.int64), f"kmeans (spectral failed: {why})"
+
+
+def amg_spectral_labels(affinity: sp.csr_matrix, settings: ClusterSettings) -> np.ndarray:
+    """Spectral clustering as scikit-learn's ``eigen_solver="amg"`` path, with LOBPCG's iteration limit and
+    tolerance set here (scikit-learn leaves SciPy's default of 20 iterations, too few for 100K+ points):
+    the smallest eigenvectors of the normalised Laplacian (+1e-5·I), preconditioned by a smoothed-aggregation
+    multigrid (pyamg), divided by √degree, sign-fixed, then the same ``discretize`` step."""
+    from pyamg import smoothed_aggregation_solver
+    from scipy.sparse.csgraph import laplacian
+    from scipy.sparse.linalg import lobpcg
+    from sklearn.cluster._spectral import discretize
+    from sklearn.manifold._spectral_embedding import _deterministic_vector_sign_flip
+
+    n = affinity.shape[0]
+    k = min(settings.n_clusters, n)
+    lap, dd = laplacian(affinity.astype(np.float64), normed=True, return_diag=True)
+    lap = (lap + 1e-5 * sp.identity(n)).tocsr()
+    precond = smoothed_aggregation_solver(lap).aspreconditioner()
+    rng = np.random.RandomState(settings.random_state)
+    x0 = rng.standard_normal((n, k + 1))
+    x0[:, 0] = dd.ravel()
+    _, vecs = lobpcg(lap, x0, M=precond, tol=settings.eigen_tol, largest=False, maxiter=settings.eigen_maxiter)
+    embedding = _deterministic_vector_sign_flip((vecs[:, :k] / dd[:, None]).T).T
+    return discretize(embedding, random_state=np.random.RandomState(settings.random_state)).astype(np.int64)
+
+
+def cluster_points(feats: np.ndarray, settings: ClusterSettings) -> dict[str, Any]:
+    """Spectral labels of ``feats`` with the solver ``settings`` pick; ``labels``, ``clusterer``, ``solver``,
+    ``n_clusters`` (distinct labels actually produced) and the stage times."""
+    n = len(feats)
+    solver = resolve_solver(settings, n)
+    t0 = time.perf_counter()
+    if solver == "fast":
+        graph = knn_affinity_fast(feats, settings.knn, settings)
+    else:
+        graph = knn_affinity(feats, settings.knn, settings.block, settings.device)
+    t1 = time.perf_counter()
+    labels, clusterer = spectral_labels(graph, feats, settings, "amg" if solver == "fast" else "arpack")
+    t2 = time.perf_counter()
+    n_used = int(len(np.unique(labels)))
+    log.info("clustered %d points into %d clusters: %s solver, kNN %.1f s, %s %.1f s", n, n_used, solver,
+             t1 - t0, clusterer, t2 - t1)
+    described = f"{clusterer}; {n_used} clusters; {solver} solver"
+    return {"labels": labels, "clusterer": described, "method": clusterer.split(" ")[0], "solver": solver,
+            "n_clusters": n_used, "knn_s": t1 - t0, "spectral_s": t2 - t1}
 
 
 def subset_and_clusters(clip: np.ndarray, scores: np.ndarray | None, usable: np.ndarray,
                         settings: ClusterSettings) -> dict[str, Any]:
-    """Draw S, cluster it: ``indices`` [|S|], ``labels`` [|S|], ``clusterer``."""
+    """Draw S, cluster it: ``indices`` [|S|], ``labels`` [|S|], ``clusterer``, ``solver``, ``n_clusters``."""
     indices = draw_subset(usable, settings.ratio, settings.seed)
     feats = cluster_features(clip[indices], None if scores is None else scores[indices], settings)
-    labels, clusterer = spectral_labels(knn_affinity(feats, settings.knn, settings.block, settings.device), feats, settings)
-    return {"indices": indices, "labels": labels, "clusterer": clusterer,
-            "recipe": f"{settings.clip_weight}*clip/|clip| ++ {settings.score_weight}*zscore(scores)"
-                      + ("" if scores is not None and scores.shape[1] >= 2 else " (score part dropped: fewer than 2 scores)")}
+    out = cluster_points(feats, settings)
+    dropped = "" if scores is not None and scores.shape[1] >= 2 else " (score part dropped: fewer than 2 scores)"
+    return {"indices": indices, **out,
+            "recipe": f"{settings.clip_weight}*clip/|clip| ++ {settings.score_weight}*zscore(scores)" + dropped}
 
 
 def centroids(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

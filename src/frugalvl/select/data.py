@@ -7,9 +7,13 @@ Images are checked once, here. Each sample gets a ``status``:
 
 * ``ok``: its image opens;
 * ``text``: it has no image (a text-only sample, source group "text");
-* ``missing`` / ``corrupt``: its image is absent or does not decode.
+* ``missing`` / ``corrupt``: its image is absent or does not decode;
+* ``invalid``: the sample itself is unusable (an empty conversation, a turn without ``from`` or
+  ``value``, no question or no answer), or its image path leads outside the image root (an absolute
+  path or ``..``; allowed only with ``allow_absolute_images``). The reason is in the report.
 
-Missing-image policy (``--missing-images``), never silent: the unusable samples are listed in
+Missing-image policy (``--missing-images``), never silent: the unusable samples (missing, corrupt
+or invalid) are listed in
 ``prepare/report.json`` and counted on the console, then
 
 * ``exclude`` (default, what the official code does in effect: its reader skips them and its
@@ -25,26 +29,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import UserError
+from .prompting import IMAGE_TAG
 
-IMAGE_TAG = "<image>"
-TEXT_SOURCE = "text"          # source group of text-only samples
-UNKNOWN_SOURCE = "unknown"    # an image path without a folder to name its source
-USABLE = ("ok", "text")       # statuses that can be trained on and selected
+TEXT_SOURCE = "text"  # source group of text-only samples
+UNKNOWN_SOURCE = "unknown"  # an image path without a folder to name its source
+USABLE = ("ok", "text")  # statuses that can be trained on and selected
 MISSING_POLICIES = ("exclude", "error")
+ROLES = ("human", "gpt")
 
 
 @dataclass(frozen=True)
 class PrepareSettings:
     image_root: str | None = None
-    missing_images: str = "exclude"    # one of MISSING_POLICIES
-    verify_images: bool = True         # open every image (else: only check that the file exists)
-    workers: int = 8                   # threads for the image checks
+    missing_images: str = "exclude"  # one of MISSING_POLICIES
+    verify_images: bool = True  # open every image (else: only check that the file exists)
+    workers: int = 8  # threads for the image checks
+    allow_absolute_images: bool = False  # accept absolute image paths and paths leading out of image_root
 
 
 def read_llava_json(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -61,6 +68,8 @@ def read_llava_json(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise UserError(f"{path} is not valid JSON ({exc}): give a LLaVA-format JSON list") from None
     if not isinstance(data, list):
         raise UserError(f"{path} holds a {type(data).__name__}, not a list of samples: give a LLaVA-format JSON list")
+    if not data:
+        raise UserError(f"{path} holds no sample (an empty list): give a LLaVA-format JSON list of samples")
     for i, sample in enumerate(data):
         if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
             raise UserError(f"{path}: sample {i} has no 'conversations' list: every sample needs one (LLaVA format)")
@@ -102,8 +111,44 @@ def sample_id(sample: dict[str, Any], unique_idx: int) -> str:
     return str(sample["id"]) if sample.get("id") is not None else str(unique_idx)
 
 
+def sample_problem(sample: dict[str, Any], allow_absolute_images: bool = False) -> str | None:
+    """Why a sample cannot be used (one short phrase), or None: its conversation, and an image path
+    that would lead outside the image root."""
+    turns = sample.get("conversations")
+    if not turns:
+        return "empty conversations"
+    for k, turn in enumerate(turns):
+        if (
+            not isinstance(turn, dict)
+            or not isinstance(turn.get("from"), str)
+            or not isinstance(turn.get("value"), str)
+        ):
+            return f"turn {k} lacks a 'from' or 'value' text"
+        if turn["from"] not in ROLES:
+            return f"turn {k} is from {turn['from']!r}, not one of {', '.join(ROLES)}"
+    if not any(t["from"] == "human" for t in turns) or not any(t["from"] == "gpt" for t in turns):
+        return "no human question or no gpt answer"
+    image = sample.get("image")
+    images = image if isinstance(image, list) else [image]
+    if any(i is not None and not isinstance(i, str) for i in images):
+        return "'image' is not a path"
+    for i in images:
+        if i and not allow_absolute_images and outside_root(i):
+            return f"image path {i!r} leads outside the image root (absolute or '..')"
+    return None
+
+
+def outside_root(image: str) -> bool:
+    """Whether an image path, taken relative to the image root, would leave it (judged on the text,
+    so symbolic links inside the root keep working)."""
+    if Path(image).is_absolute() or os.path.isabs(image) or image.startswith("~"):
+        return True
+    parts = Path(os.path.normpath(image)).parts
+    return bool(parts) and parts[0] == ".."
+
+
 def check_image(path: Path, verify: bool) -> str:
-    """"ok", "missing" or "corrupt" for one image file."""
+    """ "ok", "missing" or "corrupt" for one image file."""
     if not path.is_file():
         return "missing"
     if not verify:
@@ -118,13 +163,21 @@ def check_image(path: Path, verify: bool) -> str:
         return "corrupt"
 
 
-def image_statuses(samples: Sequence[dict[str, Any]], image_root: Path | None, settings: PrepareSettings) -> list[str]:
-    """The status of every sample (see the module docstring), images checked in parallel."""
-    paths = [None if image_of(s) is None else resolve_image(image_of(s), image_root) for s in samples]
+def image_statuses(
+    samples: Sequence[dict[str, Any]],
+    image_root: Path | None,
+    settings: PrepareSettings,
+    problems: Sequence[str | None] | None = None,
+) -> list[str]:
+    """The status of every sample (see the module docstring), images checked in parallel; a sample
+    with a ``problems`` entry is ``invalid`` and its image is not opened."""
+    problems = problems if problems is not None else [None] * len(samples)
+    images = [None if why else image_of(s) for s, why in zip(samples, problems)]
+    paths = [None if image is None else resolve_image(image, image_root) for image in images]
     todo = [p for p in paths if p is not None]
     with ThreadPoolExecutor(max(1, settings.workers)) as pool:
         checked = iter(pool.map(lambda p: check_image(p, settings.verify_images), todo, chunksize=64))
-    return ["text" if p is None else next(checked) for p in paths]
+    return ["invalid" if why else "text" if p is None else next(checked) for p, why in zip(paths, problems)]
 
 
 def resolve_image(image: str, image_root: Path | None) -> Path:
@@ -132,26 +185,40 @@ def resolve_image(image: str, image_root: Path | None) -> Path:
     return path if path.is_absolute() or image_root is None else image_root / path
 
 
-def index_samples(data: Sequence[dict[str, Any]], image_root: Path | None, statuses: Sequence[str]) -> list[dict[str, Any]]:
+def index_samples(
+    data: Sequence[dict[str, Any]], image_root: Path | None, statuses: Sequence[str]
+) -> list[dict[str, Any]]:
     """The work folder's view of each sample: ``unique_idx``, ``id``, ``dataset``, image, status, turns."""
     out = []
     for idx, (sample, status) in enumerate(zip(data, statuses)):
         image = image_of(sample)
-        out.append({
-            "unique_idx": idx,
-            "id": sample_id(sample, idx),
-            "dataset": derive_source(sample),
-            "image": image,
-            "image_path": None if image is None else str(resolve_image(image, image_root).resolve()),
-            "status": status,
-            "conversations": sample["conversations"],
-        })
+        out.append(
+            {
+                "unique_idx": idx,
+                "id": sample_id(sample, idx),
+                "dataset": derive_source(sample),
+                "image": image,
+                "image_path": None
+                if image is None or status == "invalid"
+                else str(resolve_image(image, image_root).resolve()),
+                "status": status,
+                "conversations": sample["conversations"],
+            }
+        )
     return out
 
 
-def preparation_report(samples: Sequence[dict[str, Any]], data_path: Path, image_root: Path | None,
-                       settings: PrepareSettings, digest: str, n_derived: int) -> dict[str, Any]:
+def preparation_report(
+    samples: Sequence[dict[str, Any]],
+    data_path: Path,
+    image_root: Path | None,
+    settings: PrepareSettings,
+    digest: str,
+    n_derived: int,
+    problems: Sequence[str | None] = (),
+) -> dict[str, Any]:
     """Counts per status and source, the policy in force, and every unusable sample by id."""
+
     def count(key: str, rows: Iterable[dict]) -> dict[str, int]:
         out: dict[str, int] = {}
         for s in rows:
@@ -159,7 +226,11 @@ def preparation_report(samples: Sequence[dict[str, Any]], data_path: Path, image
         return dict(sorted(out.items()))
 
     ids = [s["id"] for s in samples]
-    tag_without_image = [s["id"] for s in samples if s["image"] is None and any(IMAGE_TAG in str(t.get("value", "")) for t in s["conversations"])]
+    tag_without_image = [
+        s["id"]
+        for s in samples
+        if s["image"] is None and any(IMAGE_TAG in str(t.get("value", "")) for t in s["conversations"])
+    ]
     return {
         "input": str(data_path.resolve()),
         "input_sha256": digest,
@@ -174,21 +245,46 @@ def preparation_report(samples: Sequence[dict[str, Any]], data_path: Path, image
         "duplicate_ids": len(ids) - len(set(ids)),
         "missing": [s["id"] for s in samples if s["status"] == "missing"],
         "corrupt": [s["id"] for s in samples if s["status"] == "corrupt"],
+        "invalid": {s["id"]: why for s, why in zip(samples, problems) if why},
         "image_tag_without_image": tag_without_image,
     }
 
 
 def enforce_policy(report: dict[str, Any], report_path: Path) -> None:
-    """Raise for a wrong image root, or for any unusable image under the ``error`` policy."""
+    """Raise for a wrong image root, or for any unusable sample under the ``error`` policy."""
     bad = len(report["missing"]) + len(report["corrupt"])
-    with_image = report["n_samples"] - report["per_status"].get("text", 0)
+    invalid = report.get("invalid", {})
+    status = report["per_status"]
+    with_image = sum(status.get(k, 0) for k in ("ok", "missing", "corrupt"))
     if with_image and bad == with_image:
-        raise UserError(f"none of the {with_image} images was found under --image-root {report['image_root']}: "
-                        f"give the folder the 'image' paths are relative to (list in {report_path})")
-    if bad and report["missing_image_policy"] == "error":
+        where = (
+            f"under --image-root {report['image_root']}"
+            if report["image_root"]
+            else "relative to the current folder (no --image-root was given)"
+        )
+        raise UserError(
+            f"none of the {with_image} images was found {where}: "
+            f"give the folder the 'image' paths are relative to (list in {report_path})"
+        )
+    if invalid and len(invalid) == report["n_samples"]:
+        first, why = next(iter(invalid.items()))
+        raise UserError(
+            f"none of the {len(invalid)} samples is usable (first: id {first}, {why}; all in {report_path})"
+        )
+    if report["missing_image_policy"] != "error":
+        return
+    if bad:
         first = (report["missing"] + report["corrupt"])[0]
-        raise UserError(f"{bad} samples have a missing or corrupt image (first: id {first}; all in {report_path}): "
-                        f"fix --image-root or pass --missing-images exclude")
+        raise UserError(
+            f"{bad} samples have a missing or corrupt image (first: id {first}; all in {report_path}): "
+            f"fix --image-root or pass --missing-images exclude"
+        )
+    if invalid:
+        first, why = next(iter(invalid.items()))
+        raise UserError(
+            f"{len(invalid)} samples are invalid (first: id {first}, {why}; all in {report_path}): "
+            f"fix them or pass --missing-images exclude"
+        )
 
 
 def flatten_conversation(conversations: Sequence[dict[str, Any]]) -> str:

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 LOSS_VARIANTS = ("coido", "importance", "importance+diversity", "weighted")
 DEFAULT_LAM = {"importance+diversity": 1.0, "weighted": 0.5}
-NO_DIVERSITY = 1e-6      # L_D when fewer than two clusters are in the micro-batch (a constant)
+NO_DIVERSITY = 1e-6      # L_D when exactly one cluster is in the micro-batch (a constant)
+NO_CLUSTERS = 0.0        # L_D when no sample of the micro-batch has a cluster label (official: 0.0)
 STD_EPS = 1e-8           # under the square root, as in HEAD
 MAD_THRESHOLD = 1e-6
 
@@ -73,11 +74,14 @@ def cluster_means(w: torch.Tensor, clusters: torch.Tensor) -> torch.Tensor:
 def diversity_loss(w: torch.Tensor, clusters: torch.Tensor) -> torch.Tensor:
     """L_D: population std √(var + 1e-8) of the per-cluster mean w.
 
-    Fewer than two clusters present: the constant 1e-6, with no gradient. HEAD falls back to the mean
+    No sample labelled: the constant 0.0; exactly one cluster present: the constant 1e-6; neither has a
+    gradient (official ``_compute_clustering_diversity_loss``, spec §1.4). HEAD falls back to the mean
     absolute deviation when the std is below 1e-6; with the 1e-8 under the root that happens only
     when the variance underflows, but the rule is kept as specified.
     """
     means = cluster_means(w, clusters.to(w.device))
+    if means.numel() == 0:
+        return torch.tensor(NO_CLUSTERS, dtype=w.dtype, device=w.device)
     if means.numel() < 2:
         return torch.tensor(NO_DIVERSITY, dtype=w.dtype, device=w.device)
     centred = means - means.mean()

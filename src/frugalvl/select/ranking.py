@@ -9,9 +9,10 @@ the largest group, the lowest r first within each group. ``--global`` keeps the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,11 +20,11 @@ import torch
 
 @dataclass(frozen=True)
 class PickSettings:
-    ratio: float = 0.2              # K = ⌊ratio · N⌋ when count is not given
-    count: int | None = None        # absolute K
-    mode: str = "quota"             # quota (per-source proportional) | global (direct ranking)
-    exclude_text: bool = False      # never select text-only samples (the official effective behaviour)
-    add_fields: bool = False        # add unique_idx and dataset to the written records
+    ratio: float = 0.2  # K = ⌊ratio · N⌋ when count is not given
+    count: int | None = None  # absolute K
+    mode: str = "quota"  # quota (per-source proportional) | global (direct ranking)
+    exclude_text: bool = False  # never select text-only samples (the official effective behaviour)
+    add_fields: bool = False  # add unique_idx and dataset to the written records
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def score_all(scorer: torch.nn.Module, inputs: np.ndarray, batch_size: int = 256
     scorer = scorer.to(device).eval()
     out = []
     for lo in range(0, len(inputs), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(inputs[lo:lo + batch_size], dtype=np.float32)).to(device)
+        x = torch.from_numpy(np.ascontiguousarray(inputs[lo : lo + batch_size], dtype=np.float32)).to(device)
         out.append(scorer(x).float().reshape(-1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
@@ -50,9 +51,9 @@ def group_quotas(group_sizes: dict[str, int], k: int) -> dict[str, int]:
     if not 0 <= k <= n:
         raise ValueError(f"cannot pick {k} of {n} samples")
     quotas = {g: min(n_g, max(1, (k * n_g) // n)) if k else 0 for g, n_g in group_sizes.items()}
-    order = sorted(group_sizes, key=lambda g: (-group_sizes[g], g))     # largest first, ties by name
+    order = sorted(group_sizes, key=lambda g: (-group_sizes[g], g))  # largest first, ties by name
     remainder = k - sum(quotas.values())
-    for g in order:   # the largest group takes (or gives back) the remainder; the next ones if it is full
+    for g in order:  # the largest group takes (or gives back) the remainder; the next ones if it is full
         if remainder == 0:
             break
         move = min(remainder, group_sizes[g] - quotas[g]) if remainder > 0 else -min(-remainder, quotas[g])
@@ -66,7 +67,9 @@ def lowest_first(r: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return candidates[np.lexsort((candidates, r[candidates]))]
 
 
-def select(r: np.ndarray, sources: Sequence[str], eligible: np.ndarray, k: int, mode: str = "quota") -> tuple[np.ndarray, dict[str, int]]:
+def select(
+    r: np.ndarray, sources: Sequence[str], eligible: np.ndarray, k: int, mode: str = "quota"
+) -> tuple[np.ndarray, dict[str, int]]:
     """Positions of the selected samples, lowest r first, and the quota per source."""
     pool = np.flatnonzero(eligible)
     sources = np.asarray(sources, dtype=object)
@@ -79,7 +82,9 @@ def select(r: np.ndarray, sources: Sequence[str], eligible: np.ndarray, k: int, 
     for g in sorted(set(sources[pool])):
         groups[g] = pool[sources[pool] == g]
     quotas = group_quotas({g: len(v) for g, v in groups.items()}, k)
-    chosen = np.concatenate([lowest_first(r, groups[g])[:quotas[g]] for g in groups]) if groups else np.zeros(0, np.int64)
+    chosen = (
+        np.concatenate([lowest_first(r, groups[g])[: quotas[g]] for g in groups]) if groups else np.zeros(0, np.int64)
+    )
     return lowest_first(r, chosen.astype(np.int64)), quotas
 
 

@@ -18,7 +18,8 @@ sample (spec §2.4), so selection keeps the lowest r.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,7 @@ from ..fileio import atomic_path
 HIDDEN = 384
 INTERMEDIATE = 768
 DROPOUT = 0.2
-FORMAT = "frugalvl.coido.scorer/1"   # marks our checkpoints apart from any other .pt file
+FORMAT = "frugalvl.coido.scorer/1"  # marks our checkpoints apart from any other .pt file
 
 
 def _block(d_in: int, d_out: int, dropout: float) -> list[nn.Module]:
@@ -50,8 +51,12 @@ def _mlp(widths: Sequence[int], dropouts: Sequence[float], final_norm: bool) -> 
 class Scorer(nn.Module):
     """Maps ``x = [clip features ‖ scores]`` of shape ``[B, feature_dim + n_scores]`` to ``r`` ``[B]``."""
 
-    def __init__(self, feature_dim: int = 1536, score_names: Sequence[str] = ("clipscore", "imagereward", "text_quality"),
-                 dropout: float = DROPOUT):
+    def __init__(
+        self,
+        feature_dim: int = 1536,
+        score_names: Sequence[str] = ("clipscore", "imagereward", "text_quality"),
+        dropout: float = DROPOUT,
+    ):
         super().__init__()
         self.feature_dim = int(feature_dim)
         self.score_names = list(score_names)
@@ -70,11 +75,13 @@ class Scorer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.input_dim:
-            raise ValueError(f"scorer expects {self.input_dim} input features "
-                             f"({self.feature_dim} CLIP + {len(self.score_names)} scores), got {x.shape[-1]}")
-        h = self.clip_projector(x[:, :self.feature_dim])
+            raise ValueError(
+                f"scorer expects {self.input_dim} input features "
+                f"({self.feature_dim} CLIP + {len(self.score_names)} scores), got {x.shape[-1]}"
+            )
+        h = self.clip_projector(x[:, : self.feature_dim])
         if self.scores_projector is not None:
-            h = torch.cat([h, self.scores_projector(x[:, self.feature_dim:])], dim=1)
+            h = torch.cat([h, self.scores_projector(x[:, self.feature_dim :])], dim=1)
         f = self.fusion_network(h)
         f = f + self.feature_enhancer(f)
         return self.classifier(f).squeeze(-1)
@@ -114,11 +121,14 @@ def read_scorer_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"cannot read scorer checkpoint {path} ({type(exc).__name__}): "
-                        "pass the train/scorer.pt written by `frugalvl select train`") from exc
+        raise UserError(
+            f"cannot read scorer checkpoint {path} ({type(exc).__name__}): "
+            "pass the train/scorer.pt written by `frugalvl select train`"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not a CoIDO scorer checkpoint: "
-                        "pass the train/scorer.pt written by `frugalvl select train`")
+        raise UserError(
+            f"{path} is not a CoIDO scorer checkpoint: pass the train/scorer.pt written by `frugalvl select train`"
+        )
     return payload
 
 
@@ -129,9 +139,11 @@ def load_scorer(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     try:
         scorer.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise UserError(f"{path}: the scorer weights do not match its recorded shape "
-                        f"({payload['feature_dim']} features, scores {payload['score_names']}): "
-                        "re-run `frugalvl select train`") from exc
+        raise UserError(
+            f"{path}: the scorer weights do not match its recorded shape "
+            f"({payload['feature_dim']} features, scores {payload['score_names']}): "
+            "re-run `frugalvl select train`"
+        ) from exc
     return scorer.to(device).eval()
 
 
@@ -141,5 +153,7 @@ def check_score_names(scorer: Scorer, names: Sequence[str]) -> None:
     The order matters too: the score projector reads the scores by position (spec §1.2).
     """
     if list(names) != list(scorer.score_names):
-        raise UserError(f"the scorer was trained with scores {scorer.score_names} but the features have "
-                        f"{list(names)}: recompute the features with the same scores, or retrain the scorer")
+        raise UserError(
+            f"the scorer was trained with scores {scorer.score_names} but the features have "
+            f"{list(names)}: recompute the features with the same scores, or retrain the scorer"
+        )

@@ -7,7 +7,7 @@ Python loop over the kept instances: what the official code does per view. fruga
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -17,9 +17,11 @@ from ..models.sam3 import Sam3Bundle
 from ..precision import autocast
 from ..segment.segearth_ov3 import SegEarthOV3Settings
 
+
 @torch.no_grad()
-def official_style_view_scores(sam3: Sam3Bundle, view: np.ndarray, queries: Sequence[str],
-                               settings: SegEarthOV3Settings = SegEarthOV3Settings()) -> torch.Tensor:
+def official_style_view_scores(
+    sam3: Sam3Bundle, view: np.ndarray, queries: Sequence[str], settings: SegEarthOV3Settings = SegEarthOV3Settings()
+) -> torch.Tensor:
     """``[Q, h, w]`` the way the official code schedules it: one prompt at a time, its text re-encoded,
     transformers' full ``Sam3Model.forward`` at batch 1, and a Python loop over kept instances."""
     from PIL import Image
@@ -37,12 +39,14 @@ def official_style_view_scores(sam3: Sam3Bundle, view: np.ndarray, queries: Sequ
             scores = result.pred_logits[0].float().sigmoid() * presence
             if settings.use_instances:
                 for i in (scores > settings.confidence_threshold).nonzero()[:, 0].tolist():
-                    mask = F.interpolate(result.pred_masks[0, i][None, None].float(), size=size, mode="bilinear",
-                                         align_corners=False)[0, 0].sigmoid()
+                    mask = F.interpolate(
+                        result.pred_masks[0, i][None, None].float(), size=size, mode="bilinear", align_corners=False
+                    )[0, 0].sigmoid()
                     out[q] = torch.max(out[q], mask * scores[i])
             if settings.use_semantic:
-                semantic = F.interpolate(result.semantic_seg.float(), size=size, mode="bilinear",
-                                         align_corners=False)[0, 0].sigmoid()
+                semantic = F.interpolate(result.semantic_seg.float(), size=size, mode="bilinear", align_corners=False)[
+                    0, 0
+                ].sigmoid()
                 out[q] = torch.max(out[q], semantic)
             if settings.use_presence:
                 out[q] = out[q] * presence

@@ -1,0 +1,82 @@
+"""Baselines under CoIDO's budget (spec/coido.md §6, issue 13 §1): same work folder, same K and quotas, same
+outputs as ``pick`` (docs/methods/coido_baselines.md).
+
+    from frugalvl.select.baselines import run_baseline
+    run_baseline("semdedup", "work", "semdedup_20.json", PickSettings(ratio=0.2))
+
+Each baseline is a module with a frozen settings dataclass (the published defaults) and
+``run(inputs, settings, mode) -> (chosen, quotas, score, extra)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ...errors import UserError
+from ..ranking import PickSettings
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    summary: str
+    module: str          # module under frugalvl.select.baselines
+    run: str             # function name in it
+    settings: str        # settings class name in it
+
+
+REGISTRY: dict[str, Baseline] = {b.name: b for b in (
+    Baseline("random", "seeded uniform draw", "random_pick", "run", "RandomSettings"),
+    Baseline("clip-score", "highest CLIP score first", "clip_score", "run", "ClipScoreSettings"),
+    Baseline("semdedup", "semantic deduplication, one item kept per duplicate group, eps solved for K",
+             "semdedup", "run", "SemDedupSettings"),
+    Baseline("d2-pruning", "kNN message passing on a difficulty (k=5, gamma=0.4)", "d2_pruning", "run", "D2Settings"),
+    Baseline("self-filter", "L_I-only scorer + greedy nearest-neighbour filter (gamma=1, k=10)",
+             "self_filter", "run", "SelfFilterSettings"),
+    Baseline("el2n", "EL2N of a reference LLaVA, a band kept", "loss_band", "run_el2n", "LossBandSettings"),
+    Baseline("perplexity", "perplexity of a reference LLaVA, a band kept", "loss_band", "run_perplexity",
+             "LossBandSettings"),
+    Baseline("coincide-lite", "spherical k-means, transferability/density budgets, MMD prototypes",
+             "coincide_lite", "run", "CoincideSettings"),
+)}
+
+
+def _parts(name: str) -> tuple[Callable, type]:
+    import importlib
+
+    if name not in REGISTRY:
+        raise UserError(f"unknown baseline {name!r}: choose one of {', '.join(REGISTRY)}")
+    b = REGISTRY[name]
+    module = importlib.import_module(f"{__name__}.{b.module}")
+    return getattr(module, b.run), getattr(module, b.settings)
+
+
+def settings_class(name: str) -> type:
+    """The settings dataclass of baseline ``name``."""
+    return _parts(name)[1]
+
+
+def make_settings(name: str, options: dict[str, Any]) -> Any:
+    """Settings of ``name`` from ``options`` (keys not in its dataclass, or None, are ignored)."""
+    cls = settings_class(name)
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in known and v is not None})
+
+
+def run_baseline(name: str, work: str | Path, out: str | Path, pick: PickSettings = PickSettings(),
+                 settings: Any = None) -> dict[str, Any]:
+    """Select with baseline ``name`` under ``pick``'s budget and quotas; write pick's outputs under
+    ``WORK/baseline-NAME/`` and the subset at ``out``; return the report."""
+    from .common import load_inputs, write_selection
+
+    run, cls = _parts(name)
+    settings = cls() if settings is None else settings
+    inputs = load_inputs(work, pick)
+    chosen, quotas, score, extra = run(inputs, settings, pick.mode)
+    return write_selection(inputs, name, out, chosen, quotas, score, pick, settings, extra)
+
+
+__all__ = ["REGISTRY", "make_settings", "run_baseline", "settings_class"]

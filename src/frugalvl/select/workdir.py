@@ -1,0 +1,270 @@
+"""The CoIDO work folder: reading what earlier stages wrote, and the bookkeeping of each stage's run.
+
+One reader for every stage (docs/coido_contract.md): samples, features, the usable mask and the
+training subset S. Each stage folder holds a ``meta.json`` naming the settings, the identity of the
+models used (:func:`model_identity`) and the upstream results that produced it; :func:`begin_stage`
+compares it with the run asked for and decides: skip, resume, recompute, or stop with one line.
+
+A finished result is never deleted before its replacement is complete: a forced or out-of-date run
+writes beside the old folder (``.NAME.new``) and :meth:`StageRun.commit` swaps them at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..fileio import write_json
+from .data import USABLE
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+WHOLE_FILE_LIMIT = 64 << 20  # files up to this size are hashed whole; larger ones by size, head and tail
+EDGE_BYTES = 1 << 20
+
+
+# ---------------------------------------------------------------- reading stage outputs
+
+
+def need(path: Path, stage: str) -> Path:
+    """``path``, or one line naming the stage that writes it."""
+    if not path.exists():
+        raise UserError(f"{path} is missing: run `frugalvl select {stage}` on this work folder first")
+    return path
+
+
+def digest(path: Path) -> str | None:
+    """Short sha256 of a file's content (None when absent): how a stage names its upstream."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def load_samples(work: str | Path) -> list[dict[str, Any]]:
+    """``prepare/samples.json``: every sample of the input, in input order."""
+    path = need(Path(work) / "prepare" / "samples.json", "prepare")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_features(work: str | Path) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """``clip`` [N, 2D] (memory-mapped), score names, scaled scores [N, n_scores] (the scorer's input parts)."""
+    work = Path(work)
+    clip = np.load(need(work / "features" / "clip.npy", "features"), mmap_mode="r")
+    scores = json.loads(need(work / "features" / "scores.json", "features").read_text(encoding="utf-8"))
+    names = list(scores.get("names", []))
+    if any(len(scores["scaled"][n]) != len(clip) for n in names):
+        raise UserError(
+            f"{work / 'features'}: clip.npy and scores.json disagree on N: re-run `frugalvl select features --force`"
+        )
+    scaled = (
+        np.stack([np.asarray(scores["scaled"][n], dtype=np.float32) for n in names], axis=1)
+        if names
+        else np.zeros((len(clip), 0), np.float32)
+    )
+    return clip, names, scaled
+
+
+def usable_mask(work: str | Path, samples: list[dict[str, Any]]) -> np.ndarray:
+    """Samples that can be trained on and selected: a usable status (prepare), and for image samples an
+    image that decoded in the features stage (``features/image_ok.npy``, when present)."""
+    path = Path(work) / "features" / "image_ok.npy"
+    status = np.array([s.get("status", "ok") for s in samples])
+    usable = np.isin(status, USABLE)
+    if path.is_file():
+        usable &= (status == "text") | np.load(path).astype(bool)
+    return usable
+
+
+@dataclass
+class Subset:
+    """The training subset S as read from the work folder (docs/coido_contract.md)."""
+
+    samples: list[dict[str, Any]]  # prepare/samples.json rows of S, in subset order
+    features: np.ndarray  # [|S|, D + n_scores] scorer inputs
+    clusters: np.ndarray  # [|S|] cluster labels (−1: none)
+    feature_dim: int
+    score_names: list[str]
+
+
+def read_subset(work: str | Path) -> Subset:
+    """Scorer inputs, cluster labels and samples of S; unusable samples dropped (:func:`usable_mask`)."""
+    work = Path(work)
+    samples = load_samples(work)
+    clip, names, scaled = load_features(work)
+    indices = np.load(need(work / "subset" / "indices.npy", "cluster")).astype(np.int64)
+    clusters = np.load(need(work / "subset" / "clusters.npy", "cluster")).astype(np.int64)
+    if clip.shape[0] != len(samples):
+        raise UserError(
+            f"{work}: features and prepare/samples.json disagree on N: re-run `frugalvl select features --force`"
+        )
+    if len(indices) != len(clusters) or (len(indices) and (indices.min() < 0 or indices.max() >= len(samples))):
+        raise UserError(
+            f"{work}/subset: indices.npy and clusters.npy do not fit the samples: "
+            "re-run `frugalvl select cluster --force`"
+        )
+    keep = usable_mask(work, samples)[indices]
+    if not keep.any():
+        raise UserError(f"{work}: no usable sample in the training subset: check prepare/report.json")
+    indices, clusters = indices[keep], clusters[keep]
+    features = np.concatenate([np.asarray(clip[indices], dtype=np.float32), scaled[indices]], axis=1)
+    return Subset([samples[i] for i in indices], features, clusters, int(clip.shape[1]), names)
+
+
+# ---------------------------------------------------------------- identity of models
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of a file's content; for a large file, of its size, first and last MiB (a fingerprint
+    that tells checkpoints apart without reading gigabytes)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size <= WHOLE_FILE_LIMIT:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        else:
+            h.update(str(size).encode())
+            h.update(f.read(EDGE_BYTES))
+            f.seek(size - EDGE_BYTES)
+            h.update(f.read(EDGE_BYTES))
+    return h.hexdigest()[:16]
+
+
+def _path_identity(path: Path) -> str:
+    if path.is_file():
+        return f"file:{file_fingerprint(path)}"
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(path).as_posix()}:{file_fingerprint(p)}\n".encode())
+    return f"folder:{h.hexdigest()[:16]}"
+
+
+def model_identity(spec: str | None) -> str | None:
+    """What a model option names, as results record it: a content fingerprint for local files and
+    folders (a different checkpoint at the same path is another model), the name itself for a hub id
+    or a built-in name. ``key=path,...`` specs (the LLaVA parts) get one fingerprint per part."""
+    if not spec:
+        return None
+    if "=" in spec and "," in spec:
+        parts = [p.split("=", 1) for p in spec.split(",") if "=" in p]
+        return ",".join(f"{k}={model_identity(v)}" for k, v in parts)
+    path = Path(os.path.expanduser(spec))
+    return _path_identity(path) if path.exists() else f"name:{spec}"
+
+
+# ---------------------------------------------------------------- stage bookkeeping
+
+
+@dataclass
+class StageRun:
+    """A stage that must run: it writes into ``out``; :meth:`commit` makes that the stage's folder."""
+
+    folder: Path  # where the result lives once complete
+    out: Path  # where this run writes: ``folder``, or a staging folder beside a finished result
+
+    def commit(self) -> None:
+        """Put the new result in place of the old one (which stays until the new one is complete)."""
+        if self.out == self.folder:
+            return
+        old = self.folder.with_name(f".{self.folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.folder.exists():
+            self.folder.rename(old)
+        self.out.rename(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_meta(folder: Path) -> dict[str, Any] | None:
+    path = folder / META
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+
+
+def has_work(folder: Path) -> bool:
+    """Whether a stage folder holds any result or partial result besides its meta.json."""
+    return folder.is_dir() and any(p.is_file() and p.name != META for p in folder.rglob("*"))
+
+
+def _differences(new: dict[str, Any], old: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
+
+
+def begin_stage(
+    folder: Path,
+    name: str,
+    settings: dict[str, Any],
+    upstream: dict[str, str | None],
+    outputs: list[Path],
+    force: bool,
+    resumable: bool = False,
+) -> StageRun | None:
+    """None when the stage is done already for these settings and upstream results; else where to write.
+
+    * same settings, outputs complete: skipped;
+    * same settings, outputs incomplete: resumed in place (``resumable``: a stage keeping partial
+      results), else restarted;
+    * upstream changed: recomputed;
+    * own settings changed: one line naming them and ``--force`` (unless nothing was produced yet);
+    * ``force``: recomputed.
+
+    A complete result is replaced only when the new one is complete (see :class:`StageRun`).
+    """
+    meta = {"stage": name, "settings": settings, "upstream": upstream}
+    old = _read_meta(folder)
+    complete = all(p.exists() for p in outputs)
+    if old is not None and not force:
+        if not complete and not resumable:
+            force = True  # an earlier attempt stopped: start over
+        elif old.get("upstream") != upstream:
+            log.info("%s: earlier results are out of date (an upstream stage changed); recomputing", name)
+            force = True
+        elif old.get("settings") != settings and not has_work(folder):
+            force = True  # an earlier attempt stopped before producing anything: start over
+        elif old.get("settings") != settings:
+            changed = _differences(settings, old.get("settings") or {})
+            raise UserError(
+                f"{folder} holds {name} results made with other settings ({', '.join(changed)}): "
+                f"pass --force to recompute them, or use another work folder (-w)"
+            )
+        elif complete:
+            log.info("%s: done already (%s); skipping", name, folder)
+            return None
+        else:
+            log.info("%s: resuming", name)
+            return StageRun(folder, folder)
+    elif old is None and complete and not force:
+        raise UserError(
+            f"{folder} holds {name} results without a record of the settings that made them: "
+            f"pass --force to recompute them, or use another work folder (-w)"
+        )
+    if complete and folder.exists():
+        return _staging(folder, name, meta, resumable)
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / META, meta)
+    return StageRun(folder, folder)
+
+
+def _staging(folder: Path, name: str, meta: dict[str, Any], resumable: bool) -> StageRun:
+    """A folder beside the finished result for its replacement; a staged run of the same settings
+    that was cut short is resumed (``resumable``), anything else there is cleared."""
+    out = folder.with_name(f".{folder.name}.new")
+    if resumable and _read_meta(out) == meta:
+        log.info("%s: resuming the replacement in %s", name, out)
+        return StageRun(folder, out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    write_json(out / META, meta)
+    return StageRun(folder, out)
