@@ -114,16 +114,22 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False)
     return removed
 
 
-def check_writable_dir(path: str | os.PathLike, option: str = "-o") -> Path:
+def check_writable_dir(path: str | os.PathLike, option: str = "-o", create: bool = True) -> Path:
     """Make sure ``path`` is a folder this process can write into, creating it if missing.
 
     Call it before loading any model, so a bad output folder costs the user seconds, not a model load.
     Raises :class:`UserError` with one line naming ``option`` when ``path`` is a file, cannot be
-    created, or refuses a test file.
+    created, or refuses a test file. With ``create=False`` a missing folder is left missing and its
+    nearest existing parent is checked instead (for commands that still validate other arguments).
     """
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise UserError(f"{option} {path} is a file, not a folder: give a folder name for the outputs")
+    if not create and not path.exists():
+        parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"{option} {path} cannot be created in {parent}: give a folder you can write to")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:

@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit}: give a positive number of images")
+    from ..fileio import check_writable_dir, remove_stale_temporaries
+
+    check_writable_dir(args.outdir, option="-o")  # before any model loads
+    remove_stale_temporaries(args.outdir, recursive=True)
     root = Path(args.data_root)
     if not root.is_dir():
         raise UserError(

@@ -63,6 +63,20 @@ UNIT = probability  # [0, 1]
 # ---------------------------------------------------------------- option groups
 
 
+def _in_work(run):
+    """Wrap a stage: its work folder is checked writable (before any model loads) and cleared of the
+    temporaries a killed run left, then the stage runs."""
+
+    def checked(args: argparse.Namespace):
+        from ..fileio import check_writable_dir, remove_stale_temporaries
+
+        check_writable_dir(args.work, option="-w", create=False)
+        remove_stale_temporaries(args.work, recursive=True)
+        return run(args)
+
+    return checked
+
+
 def _work(p: argparse.ArgumentParser, force: bool = True) -> None:
     p.add_argument("-w", "--work", required=True, type=Path, help="work folder holding every stage's results")
     if force:
@@ -314,7 +328,7 @@ def _prepare_parser(stages) -> None:
 
         pipeline.prepare(args.data, args.work, prepare_settings(args), args.force)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=_in_work(run))
 
 
 def _features_parser(stages) -> None:
@@ -334,7 +348,7 @@ def _features_parser(stages) -> None:
             return
         pipeline.features(args.work, feature_settings(args), args.force)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=_in_work(run))
 
 
 def _cluster_parser(stages) -> None:
@@ -348,7 +362,7 @@ def _cluster_parser(stages) -> None:
 
         pipeline.cluster(args.work, cluster_settings(args), args.force)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=_in_work(run))
 
 
 def _train_parser(stages) -> None:
@@ -362,7 +376,7 @@ def _train_parser(stages) -> None:
 
         pipeline.train(args.work, train_settings(args), args.force)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=_in_work(run))
 
 
 def _score_parser(stages) -> None:
@@ -383,7 +397,7 @@ def _score_parser(stages) -> None:
             return
         pipeline.score(args.work, args.score_batch_size, args.device, args.force)
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=_in_work(run))
 
 
 def _pick_parser(stages) -> None:
@@ -396,7 +410,7 @@ def _pick_parser(stages) -> None:
 
         pipeline.pick(args.work, args.out, pick_settings(args))
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=_in_work(run))
 
 
 def _run_parser(stages) -> None:
@@ -428,4 +442,4 @@ def _run_parser(stages) -> None:
             score_batch_size=args.score_batch_size,
         )
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=_in_work(run))

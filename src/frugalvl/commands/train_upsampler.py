@@ -83,6 +83,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 def run_command(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
+    from ..fileio import check_writable_dir, remove_stale_temporaries
     from ..models.clip import load_clip
     from ..train.images import list_training_images
     from ..train.loop import summary_line, train_upsampler
@@ -94,6 +95,8 @@ def run_command(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.is_dir():
         raise UserError(f"-o {output} is a folder: give the path of the .ckpt file to write")
+    check_writable_dir(output.parent or Path("."), option="-o (its folder)")
+    remove_stale_temporaries(output.parent)
     device = resolve_device(args.device)
     clip = load_clip(args.clip, device=device)
     summary = train_upsampler(

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, remove_stale_temporaries
 from .jbu import JBUOne, JBUStack
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,7 @@ def fetch_official(timeout: float = 30.0) -> Path:
     """The official JBU-One checkpoint, from the cache or downloaded into it (``timeout`` seconds
     without data end the download)."""
     path = cache_dir() / OFFICIAL_NAME
+    remove_stale_temporaries(cache_dir())
     if not path.exists():
         _download(OFFICIAL_URL, path, timeout)
     _verify(path)

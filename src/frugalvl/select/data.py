@@ -26,7 +26,6 @@ Preparation always stops when *no* image is found, which means a wrong ``--image
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -74,15 +73,6 @@ def read_llava_json(path: str | os.PathLike) -> list[dict[str, Any]]:
         if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
             raise UserError(f"{path}: sample {i} has no 'conversations' list: every sample needs one (LLaVA format)")
     return data
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file, to tell later stages which input a work folder was prepared from."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def image_of(sample: dict[str, Any]) -> str | None:

@@ -603,7 +603,7 @@ def _trainable_in_fp32(model) -> None:
 
 
 def _data_digest(path: Path) -> str:
-    from .data import file_digest
+    from ..identity import file_digest
 
     return file_digest(path)
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_path, write_json, write_text
+from ..identity import file_digest
 from . import data as data_mod
 from .clustering import ClusterSettings, assign_nearest, centroids, cluster_features, subset_and_clusters
 from .data import PrepareSettings
@@ -100,9 +101,9 @@ def prepare(
     work, data_json = Path(work), Path(data_json)
     folder = work / "prepare"
     root = check_prepare(data_json, settings)
-    file_digest = data_mod.file_digest(data_json)
+    input_digest = file_digest(data_json)
     key = {
-        "input_sha256": file_digest,
+        "input_sha256": input_digest,
         **_settings_dict(settings, drop=("workers",)),
         "image_root": None if root is None else str(root.resolve()),
     }
@@ -114,7 +115,7 @@ def prepare(
     statuses = data_mod.image_statuses(records, root, settings, problems)
     samples = data_mod.index_samples(records, root, statuses)
     n_derived = sum(1 for r in records if not r.get("dataset"))
-    report = data_mod.preparation_report(samples, data_json, root, settings, file_digest, n_derived, problems)
+    report = data_mod.preparation_report(samples, data_json, root, settings, input_digest, n_derived, problems)
     write_json(run.out / "report.json", report)
     data_mod.enforce_policy(report, folder / "report.json")
     bad = len(report["missing"]) + len(report["corrupt"])
@@ -327,7 +328,7 @@ def _input_records(work: Path) -> list[dict[str, Any]]:
     """The original records, from the input file prepare saw (checked unchanged)."""
     rep = json.loads(need(work / "prepare" / "report.json", "prepare").read_text())
     path = Path(rep["input"])
-    if not path.is_file() or data_mod.file_digest(path) != rep["input_sha256"]:
+    if not path.is_file() or file_digest(path) != rep["input_sha256"]:
         raise UserError(
             f"the input {path} is gone or changed since `select prepare`: restore it, or prepare again with --force"
         )

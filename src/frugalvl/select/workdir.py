@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,12 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import write_json
+from ..identity import weights_identity
 from .data import USABLE
 
 log = logging.getLogger(__name__)
 
 META = "meta.json"
-WHOLE_FILE_LIMIT = 64 << 20  # files up to this size are hashed whole; larger ones by size, head and tail
-EDGE_BYTES = 1 << 20
 
 
 # ---------------------------------------------------------------- reading stage outputs
@@ -121,44 +119,9 @@ def read_subset(work: str | Path) -> Subset:
 # ---------------------------------------------------------------- identity of models
 
 
-def file_fingerprint(path: Path) -> str:
-    """sha256 of a file's content; for a large file, of its size, first and last MiB (a fingerprint
-    that tells checkpoints apart without reading gigabytes)."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        if size <= WHOLE_FILE_LIMIT:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        else:
-            h.update(str(size).encode())
-            h.update(f.read(EDGE_BYTES))
-            f.seek(size - EDGE_BYTES)
-            h.update(f.read(EDGE_BYTES))
-    return h.hexdigest()[:16]
-
-
-def _path_identity(path: Path) -> str:
-    if path.is_file():
-        return f"file:{file_fingerprint(path)}"
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.relative_to(path).as_posix()}:{file_fingerprint(p)}\n".encode())
-    return f"folder:{h.hexdigest()[:16]}"
-
-
 def model_identity(spec: str | None) -> str | None:
-    """What a model option names, as results record it: a content fingerprint for local files and
-    folders (a different checkpoint at the same path is another model), the name itself for a hub id
-    or a built-in name. ``key=path,...`` specs (the LLaVA parts) get one fingerprint per part."""
-    if not spec:
-        return None
-    if "=" in spec and "," in spec:
-        parts = [p.split("=", 1) for p in spec.split(",") if "=" in p]
-        return ",".join(f"{k}={model_identity(v)}" for k, v in parts)
-    path = Path(os.path.expanduser(spec))
-    return _path_identity(path) if path.exists() else f"name:{spec}"
+    """What a model option names, as results record it (see :func:`frugalvl.identity.weights_identity`)."""
+    return weights_identity(spec)
 
 
 # ---------------------------------------------------------------- stage bookkeeping

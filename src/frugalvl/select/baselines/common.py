@@ -27,6 +27,7 @@ import numpy as np
 
 from ...errors import UserError
 from ...fileio import atomic_path, write_json, write_text
+from ...identity import file_digest
 from .. import data as data_mod
 from ..ranking import PickSettings, count_by, group_quotas, score_histogram, select, target_count
 from ..workdir import load_features, load_samples, need, usable_mask
@@ -119,7 +120,7 @@ def input_records(work: Path) -> list[dict[str, Any]]:
     """The original records, from the input file prepare saw (checked unchanged)."""
     rep = json.loads(need(work / "prepare" / "report.json", "prepare").read_text())
     path = Path(rep["input"])
-    if not path.is_file() or data_mod.file_digest(path) != rep["input_sha256"]:
+    if not path.is_file() or file_digest(path) != rep["input_sha256"]:
         raise UserError(f"the input {path} is gone or changed since `select prepare`: restore it, "
                         "or prepare again with --force")
     return data_mod.read_llava_json(path)
