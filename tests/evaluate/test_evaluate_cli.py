@@ -186,6 +186,21 @@ def test_other_settings_do_not_reuse_the_cache(potsdam_root: Path, tmp_path: Pat
     assert [s.calls for _, s in made] == [4, 4]
 
 
+def test_another_checkpoint_at_the_same_path_does_not_reuse_the_cache(potsdam_root: Path, tmp_path: Path, monkeypatch):
+    made: list = []
+    monkeypatch.setattr("frugalvl.commands.segment.method_module", lambda name: fake_method_module(made))
+    weights = tmp_path / "clip.pt"
+    weights.write_bytes(b"first checkpoint")
+    argv = ["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "-o", str(tmp_path / "out"),
+            "--no-progress", "--clip", str(weights)]
+    assert main(argv) == 0
+    assert main(argv) == 0  # same file: everything from the cache, no segmenter even built
+    assert [s.calls for _, s in made] == [4]
+    weights.write_bytes(b"another checkpoint, same path")
+    assert main(argv) == 0
+    assert [s.calls for _, s in made] == [4, 4]
+
+
 def test_limit_then_full_run(potsdam_root: Path, tmp_path: Path, monkeypatch):
     made: list = []
     monkeypatch.setattr("frugalvl.commands.segment.method_module", lambda name: fake_method_module(made))

@@ -174,3 +174,22 @@ def test_text_embeddings_cached_per_vocabulary(tiny_clip_model):
 def test_upsampler_for_another_feature_width_is_refused(tiny_clip_model):
     with pytest.raises(UserError, match="512-d features"):
         SegEarthOV(tiny_clip_model, VOCAB, JBUOne(feat_dim=512))
+
+
+def test_from_pretrained_and_package_exports(tiny_clip_file, aerial):
+    import frugalvl.segment as segment
+
+    seg = segment.SegEarthOV.from_pretrained("background;building,roof;road", clip=str(tiny_clip_file))
+    assert seg.vocabulary.names == ["background", "building", "road"]
+    assert seg.upsampler is None
+    rgb = np.ascontiguousarray(aerial[:64, :96])
+    labels = segment.labels_from_scores(seg.class_scores(rgb), seg.prob_thd, seg.bg_idx)
+    assert labels.shape == (64, 96) and int(labels.max()) < 3
+    assert seg.identity()["clip"] == seg.clip.identity
+
+
+def test_bg_idx_is_checked_by_the_library(tiny_clip_model):
+    from frugalvl.errors import UserError
+
+    with pytest.raises(UserError, match="bg_idx 3 is not a class index"):
+        SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b;c"), settings=SegEarthOVSettings(bg_idx=3))

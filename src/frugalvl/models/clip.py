@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..identity import path_identity
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -40,7 +41,7 @@ class ClipModel:
 
     model: Any  # an open_clip CLIP (visual, text_projection, encode_text)
     tokenizer: Callable[[Sequence[str]], torch.Tensor]
-    identity: str  # names the weights, for caches
+    identity: str  # names the weights (content fingerprint of a local file), for caches and records
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     text_cache: dict = field(default_factory=dict, repr=False)
@@ -164,12 +165,7 @@ def _from_file(path: Path, device, precision: str) -> ClipModel:
         raise UserError(
             f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. --clip ViT-B-32:{path}"
         ) from None
-    stat = path.stat()
-    return ClipModel(
-        _finish(model, device, precision),
-        get_tokenizer("ViT-B-16"),
-        f"file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}",
-    )
+    return ClipModel(_finish(model, device, precision), get_tokenizer("ViT-B-16"), path_identity(path))
 
 
 def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipModel:
@@ -191,12 +187,8 @@ def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipMo
         raise UserError(
             f"{path} does not fit architecture {arch} ({len(missing)} missing, {len(unexpected)} unexpected tensors): check the architecture name before the ':'"
         )
-    stat = path.stat()
     return ClipModel(
-        _finish(model, device, precision),
-        open_clip.get_tokenizer(arch),
-        f"{arch}:file:{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}",
-        *_norm_of(model),
+        _finish(model, device, precision), open_clip.get_tokenizer(arch), f"{arch}:{path_identity(path)}", *_norm_of(model)
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..identity import path_identity
 
 DEFAULT_SAM3 = "facebook/sam3"
 # A sam3_video checkpoint carries the image detector as ``detector_config``; Sam3Model accepts it.
@@ -39,6 +40,7 @@ class Sam3Bundle:
     model: torch.nn.Module
     processor: object
     source: str
+    identity: str = ""  # content fingerprint of a local folder, or name:ID for a hub id
 
     @property
     def device(self) -> torch.device:
@@ -153,4 +155,5 @@ def load_sam3(
                 f"hub model {source!r} is a {model.config.model_type!r} model, not SAM 3: give a SAM 3 id "
                 f"such as {DEFAULT_SAM3}"
             )
-    return Sam3Bundle(model=model.to(device).eval(), processor=processor, source=source)
+    identity = path_identity(Path(source)) if Path(source).is_dir() else f"name:{source}"
+    return Sam3Bundle(model=model.to(device).eval(), processor=processor, source=source, identity=identity)

@@ -32,6 +32,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import atomic_path, remove_stale_temporaries
+from ..identity import path_identity
 from .jbu import JBUOne, JBUStack
 
 log = logging.getLogger(__name__)
@@ -237,4 +238,6 @@ def resolve_upsampler(spec: str | None) -> Upsampler | None:
     if spec is None or spec.lower() in ("none", "bilinear", ""):
         return None
     path = fetch_official() if spec.lower() == "official" else Path(os.path.expanduser(spec))
-    return load_upsampler(path)
+    upsampler = load_upsampler(path)
+    upsampler.identity = path_identity(path)  # what produced a result, for records and caches
+    return upsampler

@@ -1,1 +1,39 @@
-"""Open-vocabulary segmenters: SegEarth-OV (CLIP) and SegEarth-OV3 (SAM 3)."""
+"""Open-vocabulary segmenters: SegEarth-OV (CLIP) and SegEarth-OV3 (SAM 3), and the paths from files
+and scenes to their outputs.
+
+The main names are importable from here (loaded on first use, so importing the package is cheap)::
+
+    from frugalvl.segment import SegEarthOV, SegEarthOVSettings, SegEarthOV3, SegEarthOV3Settings
+    from frugalvl.segment import labels_from_scores, segment_files, segment_scene
+
+Module map: base (what a segmenter is), attention and dense_clip (CLIP's changed last block),
+segearth_ov, segearth_ov3, pipeline (files -> outputs), scene (whole scenes, tile by tile), records
+(what produced an output).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Segmenter": "base",
+    "labels_from_scores": "base",
+    "merge_synonyms": "base",
+    "SegEarthOV": "segearth_ov",
+    "SegEarthOVSettings": "segearth_ov",
+    "SegEarthOV3": "segearth_ov3",
+    "SegEarthOV3Settings": "segearth_ov3",
+    "segment_files": "pipeline",
+    "segment_image": "pipeline",
+    "segment_scene": "scene",
+    "SceneSettings": "scene",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

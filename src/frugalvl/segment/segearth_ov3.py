@@ -433,7 +433,7 @@ class SegEarthOV3:
             "settings": settings_identity(self.settings),
             "queries": list(self.vocabulary.queries),
             "query_to_class": list(self.vocabulary.query_to_class),
-            "sam3": getattr(self.sam3, "identity", self.sam3.source),
+            "sam3": self.sam3.identity or self.sam3.source,
         }
 
     @property
