@@ -45,12 +45,13 @@ def _outputs_agree(work, name, out, report):
 
 # ---------------------------------------------------------------- pick's contract, every cheap baseline
 
+
 @pytest.mark.parametrize("name", ["random", "clip-score", "semdedup", "d2-pruning", "coincide-lite"])
 def test_quotas_and_outputs_match_pick(work, tmp_path, name):
     out = tmp_path / f"{name}.json"
     report = run_baseline(name, work, out, PickSettings(count=10))
     ids = _outputs_agree(work, name, out, report)
-    quotas = group_quotas({"coco": 24, "gqa": 12, "vg": 6}, 10)          # pick's own rule
+    quotas = group_quotas({"coco": 24, "gqa": 12, "vg": 6}, 10)  # pick's own rule
     assert report["quotas"] == quotas
     got = {s: int(sum(SOURCES[i] == s for i in ids)) for s in quotas}
     assert got == quotas and sum(got.values()) == 10
@@ -78,10 +79,11 @@ def test_clip_score_keeps_the_highest_global(tmp_path):
     work = write_synthetic_work(tmp_path / "w", rng.normal(size=(20, 8)), ["a"] * 20, scores, ("clipscore",))
     run_baseline("clip-score", work, tmp_path / "o.json", PickSettings(count=5, mode="global"))
     ids = np.load(work / "baseline-clip-score" / "selected_ids.npy")
-    np.testing.assert_array_equal(ids, np.argsort(-scores[:, 0])[:5])       # highest first, in order
+    np.testing.assert_array_equal(ids, np.argsort(-scores[:, 0])[:5])  # highest first, in order
 
 
 # ---------------------------------------------------------------- semdedup
+
 
 def test_earlier_max_similarity_hand_case():
     x = _unit(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]))
@@ -93,23 +95,29 @@ def test_earlier_max_similarity_hand_case():
 def test_semdedup_keeps_exactly_one_per_planted_duplicate_group(tmp_path):
     rng = np.random.default_rng(5)
     base = _unit(rng.normal(size=(8, 32)))
-    groups = np.repeat(np.arange(8), [3, 1, 2, 4, 1, 3, 2, 1])               # 17 samples, 8 groups
+    groups = np.repeat(np.arange(8), [3, 1, 2, 4, 1, 3, 2, 1])  # 17 samples, 8 groups
     clip = base[groups] + rng.normal(size=(len(groups), 32)) * 1e-3
     work = write_synthetic_work(tmp_path / "w", clip, ["a"] * len(groups))
-    report = run_baseline("semdedup", work, tmp_path / "o.json", PickSettings(count=8, mode="global"),
-                          make_settings("semdedup", {"clusters": 3}))
+    report = run_baseline(
+        "semdedup",
+        work,
+        tmp_path / "o.json",
+        PickSettings(count=8, mode="global"),
+        make_settings("semdedup", {"clusters": 3}),
+    )
     ids = np.load(work / "baseline-semdedup" / "selected_ids.npy")
-    assert sorted(groups[ids].tolist()) == list(range(8))                    # one per group, none dropped
-    assert 0 < report["epsilon"] < 1                                         # ε solved for the budget
+    assert sorted(groups[ids].tolist()) == list(range(8))  # one per group, none dropped
+    assert 0 < report["epsilon"] < 1  # ε solved for the budget
 
 
 # ---------------------------------------------------------------- d2-pruning
+
 
 def test_penalised_greedy_hand_case():
     score = np.array([1.0, 0.9, 0.5])
     nbr = np.array([[1], [0], [0]])
     weight = np.array([[0.5], [0.5], [0.5]])
-    np.testing.assert_array_equal(penalised_greedy(score, nbr, weight, 2), [0, 2])    # 0.9 − 0.5·1 = 0.4 < 0.5
+    np.testing.assert_array_equal(penalised_greedy(score, nbr, weight, 2), [0, 2])  # 0.9 − 0.5·1 = 0.4 < 0.5
     np.testing.assert_array_equal(penalised_greedy(score, nbr, np.zeros((3, 1)), 2), [0, 1])
 
 
@@ -118,10 +126,10 @@ def test_d2_on_a_toy_graph_by_hand():
     ang = np.radians([0.0, 10.0, 90.0])
     x = np.stack([np.cos(ang), np.sin(ang)], axis=1)
     d01, d21 = 2 - 2 * math.cos(math.radians(10)), 2 - 2 * math.cos(math.radians(80))
-    s = [1 + math.exp(-0.4 * d01) * 0.8, 0.8 + math.exp(-0.4 * d01) * 1.0, math.exp(-0.4 * d21) * 0.8]   # forward
+    s = [1 + math.exp(-0.4 * d01) * 0.8, 0.8 + math.exp(-0.4 * d01) * 1.0, math.exp(-0.4 * d21) * 0.8]  # forward
     assert s[0] > s[1] > s[2]
-    after = s[1] - math.exp(-0.4 * d01) * s[0]                                # reverse pass from 0
-    assert after < s[2]                                                       # so 2 is next, not 1
+    after = s[1] - math.exp(-0.4 * d01) * s[0]  # reverse pass from 0
+    assert after < s[2]  # so 2 is next, not 1
     np.testing.assert_array_equal(d2_select(x, np.array([1.0, 0.8, 0.0]), 2, k=1, gamma=0.4), [0, 2])
     np.testing.assert_array_equal(d2_select(x, np.array([1.0, 0.8, 0.0]), 2, k=1, gamma=50.0), [0, 1])
 
@@ -130,18 +138,29 @@ def test_d2_difficulty_r_needs_the_score_stage(work, tmp_path):
     from frugalvl.errors import UserError
 
     with pytest.raises(UserError, match="select score"):
-        run_baseline("d2-pruning", work, tmp_path / "o.json", PickSettings(count=5),
-                     make_settings("d2-pruning", {"difficulty": "r"}))
+        run_baseline(
+            "d2-pruning",
+            work,
+            tmp_path / "o.json",
+            PickSettings(count=5),
+            make_settings("d2-pruning", {"difficulty": "r"}),
+        )
     (work / "score").mkdir()
     np.save(work / "score" / "r.npy", np.arange(len(SOURCES), dtype=np.float32))
-    report = run_baseline("d2-pruning", work, tmp_path / "o.json", PickSettings(count=5, mode="global"),
-                          make_settings("d2-pruning", {"difficulty": "r", "gamma": 1e9}))   # no messages
+    report = run_baseline(
+        "d2-pruning",
+        work,
+        tmp_path / "o.json",
+        PickSettings(count=5, mode="global"),
+        make_settings("d2-pruning", {"difficulty": "r", "gamma": 1e9}),
+    )  # no messages
     ids = np.load(work / "baseline-d2-pruning" / "selected_ids.npy")
-    np.testing.assert_array_equal(ids, [0, 1, 2, 3, 4])                    # lowest r = hardest, in order
+    np.testing.assert_array_equal(ids, [0, 1, 2, 3, 4])  # lowest r = hardest, in order
     assert report["difficulty"] == "r"
 
 
 # ---------------------------------------------------------------- self-filter
+
 
 def test_nn_filter_penalises_the_nearest_neighbour():
     x = _unit(np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0]]))
@@ -151,7 +170,7 @@ def test_nn_filter_penalises_the_nearest_neighbour():
 def test_linear_l_i_fit_ranks_low_loss_samples_high():
     ce = np.arange(8, dtype=np.float64)
     w = fit_linear(np.eye(8, dtype=np.float32), ce, SelfFilterSettings(epochs=30, lr=0.05, batch=8))
-    assert w[:4].min() > w[4:].max() and w[0] == w.max()                   # low CE -> high r, so low r = hard
+    assert w[:4].min() > w[4:].max() and w[0] == w.max()  # low CE -> high r, so low r = hard
 
 
 def test_self_filter_with_a_given_scorer(work, tmp_path):
@@ -163,18 +182,24 @@ def test_self_filter_with_a_given_scorer(work, tmp_path):
     torch.manual_seed(0)
     scorer = Scorer(feature_dim=16, score_names=("clipscore", "imagereward", "text_quality"))
     save_scorer(tmp_path / "scorer.pt", scorer, {"settings": {"loss": "importance"}})
-    report = run_baseline("self-filter", work, tmp_path / "o.json", PickSettings(count=4, mode="global"),
-                          make_settings("self-filter", {"scorer": str(tmp_path / "scorer.pt"), "gamma": 1e-9}))
+    report = run_baseline(
+        "self-filter",
+        work,
+        tmp_path / "o.json",
+        PickSettings(count=4, mode="global"),
+        make_settings("self-filter", {"scorer": str(tmp_path / "scorer.pt"), "gamma": 1e-9}),
+    )
     clip = np.load(work / "features" / "clip.npy")
     scaled = json.loads((work / "features" / "scores.json").read_text())["scaled"]
     x = np.concatenate([clip, np.stack([scaled[n] for n in ("clipscore", "imagereward", "text_quality")], 1)], 1)
     r = score_all(scorer, x.astype(np.float32))
     ids = np.load(work / "baseline-self-filter" / "selected_ids.npy")
-    np.testing.assert_array_equal(np.sort(ids), np.sort(np.argsort(r)[:4]))   # γ ≈ 0: the 4 lowest r
+    np.testing.assert_array_equal(np.sort(ids), np.sort(np.argsort(r)[:4]))  # γ ≈ 0: the 4 lowest r
     assert report["scorer_loss"] == "importance"
 
 
 # ---------------------------------------------------------------- el2n / perplexity
+
 
 def test_band_pick_hand_case():
     v = np.array([5.0, 1.0, 4.0, 2.0, 3.0])
@@ -196,32 +221,46 @@ def test_reference_losses_match_transformers_and_bands(tmp_path):
     rng = np.random.default_rng(0)
     text_only = np.array([i % 3 == 0 for i in range(9)])
     work = write_synthetic_work(tmp_path / "w", rng.normal(size=(9, 8)), ["a"] * 9, text_only=text_only, images=True)
-    ppl = run_baseline("perplexity", work, tmp_path / "p.json", PickSettings(count=3, mode="global"),
-                       make_settings("perplexity", {"reference": str(model_dir)}))
-    el2n = run_baseline("el2n", work, tmp_path / "e.json", PickSettings(count=3, mode="global"),
-                        make_settings("el2n", {"reference": str(model_dir), "band": "bottom"}))
+    ppl = run_baseline(
+        "perplexity",
+        work,
+        tmp_path / "p.json",
+        PickSettings(count=3, mode="global"),
+        make_settings("perplexity", {"reference": str(model_dir)}),
+    )
+    el2n = run_baseline(
+        "el2n",
+        work,
+        tmp_path / "e.json",
+        PickSettings(count=3, mode="global"),
+        make_settings("el2n", {"reference": str(model_dir), "band": "bottom"}),
+    )
     assert ppl["band"] == "middle" and el2n["band"] == "bottom"
-    assert len(list((work / "reference").iterdir())) == 1                    # one cache, shared
+    assert len(list((work / "reference").iterdir())) == 1  # one cache, shared
     values = np.load(work / "baseline-perplexity" / "score.npy").astype(np.float64)
     ids = np.load(work / "baseline-perplexity" / "selected_ids.npy")
     order = np.argsort(values)
-    assert sorted(ids.tolist()) == sorted(order[3:6].tolist())              # the middle three of nine
+    assert sorted(ids.tolist()) == sorted(order[3:6].tolist())  # the middle three of nine
     e = np.load(work / "baseline-el2n" / "score.npy")
     assert sorted(np.load(work / "baseline-el2n" / "selected_ids.npy").tolist()) == sorted(np.argsort(e)[:3].tolist())
-    assert np.all((e > 0) & (e < math.sqrt(2)))                              # ‖p − onehot‖₂ bounds
+    assert np.all((e > 0) & (e < math.sqrt(2)))  # ‖p − onehot‖₂ bounds
     # independent check: transformers' own LM loss of one image sample = log perplexity
     llava = load_llava(str(model_dir))
     samples = json.loads((work / "prepare" / "samples.json").read_text())
     s = samples[1]
     ids_, labels = tokenize_sample(llava.tokenizer, s["conversations"], "<image>" * llava.image_seq_length, 2048)
     with torch.no_grad():
-        loss = llava.model(input_ids=torch.tensor([ids_]), labels=torch.tensor([labels]),
-                           pixel_values=load_pixels(s["image_path"], llava.image_processor, "pad")[None]).loss
+        loss = llava.model(
+            input_ids=torch.tensor([ids_]),
+            labels=torch.tensor([labels]),
+            pixel_values=load_pixels(s["image_path"], llava.image_processor, "pad")[None],
+        ).loss
     assert math.log(values[1]) == pytest.approx(float(loss), rel=1e-4)
     assert compute_stats(llava, [s])["ce"][0] == pytest.approx(float(loss), rel=1e-4)
 
 
 # ---------------------------------------------------------------- coincide-lite and k-means
+
 
 def test_cluster_budgets_hand_case():
     np.testing.assert_array_equal(cluster_budgets(np.array([0.9, 0.1]), np.array([2, 10]), 6), [2, 4])
@@ -235,7 +274,7 @@ def test_mmd_prototypes_cover_both_groups():
     two = mmd_prototypes(x, 2, sigma=1.0)
     assert sorted(t // 3 for t in two.tolist()) == [0, 1]
     x = _unit(np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]]))
-    assert mmd_prototypes(x, 1, sigma=1.0)[0] < 4                            # one prototype: the dense side
+    assert mmd_prototypes(x, 1, sigma=1.0)[0] < 4  # one prototype: the dense side
 
 
 def test_transferability_excludes_near_duplicate_centroids():

@@ -31,7 +31,7 @@ def test_cluster_features_hand_case():
     x = cluster_features(clip, np.array([[1.0, 2.0, 3.0]]), ClusterSettings())
     z = np.array([-1.0, 0.0, 1.0]) / np.std([1.0, 2.0, 3.0])
     np.testing.assert_allclose(x[0], np.r_[0.7 * np.array([0.6, 0.8]), 0.3 * z], rtol=1e-6)
-    assert cluster_features(clip, np.array([[0.5]]), ClusterSettings()).shape == (1, 2)   # one score: dropped
+    assert cluster_features(clip, np.array([[0.5]]), ClusterSettings()).shape == (1, 2)  # one score: dropped
 
 
 def test_knn_affinity_matches_brute_force():
@@ -95,7 +95,7 @@ def test_kmeans_fallback_when_spectral_fails(monkeypatch, caplog):
     assert _same_partition(out["labels"], truth)
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "\n" not in warnings[0].getMessage() and "LinAlgError" in warnings[0].getMessage()
-    assert not any(r.exc_info for r in caplog.records)      # one line, no traceback
+    assert not any(r.exc_info for r in caplog.records)  # one line, no traceback
 
 
 def test_fallback_message_keeps_only_the_first_line_of_a_type_error(monkeypatch):
@@ -123,11 +123,11 @@ def test_small_subsets_keep_n_minus_1_entries_per_row_as_the_official_script():
     s = u @ u.T
     ref = np.zeros_like(s)
     for i in range(6):
-        keep = np.argsort(-s[i])[:5]                      # self + the 4 nearest; the farthest dropped
+        keep = np.argsort(-s[i])[:5]  # self + the 4 nearest; the farthest dropped
         ref[i, keep] = 1.0 - (1.0 - s[i, keep]) / 2.0
     ref = (ref + ref.T) / 2.0
     np.testing.assert_allclose(a, ref, atol=1e-6)
-    assert knn_affinity(x, 30).nnz < 36                   # not the complete graph the old min(k, n) gave
+    assert knn_affinity(x, 30).nnz < 36  # not the complete graph the old min(k, n) gave
     assert (knn_affinity(x, 30) != 0).sum(axis=1).min() >= 5
 
 
@@ -140,7 +140,7 @@ def test_fast_solver_graph_equals_exact_graph():
 def test_approximate_knn_finds_the_exact_neighbours_on_separated_data():
     pytest.importorskip("faiss")
     x, _ = _blobs(100, k=5, dim=24)
-    settings = ClusterSettings(pca_dim=24, pca_sample=300, candidates=3)   # a rotation: only HNSW approximates
+    settings = ClusterSettings(pca_dim=24, pca_sample=300, candidates=3)  # a rotation: only HNSW approximates
     sims_a, idx_a = approximate_knn(x, 6, settings)
     sims_e, idx_e = exact_knn(x, 6)
     assert (idx_a[:, 0] == np.arange(len(x))).all() and np.allclose(sims_a[:, 0], 1.0)

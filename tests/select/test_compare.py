@@ -32,13 +32,13 @@ def test_jaccard_hand_cases():
 def test_compare_overlap_composition_scores_and_plot(work):
     result = compare(work, ["pick", "random"])
     sel = result["selections"]
-    assert result["jaccard"]["pick"]["random"] == pytest.approx(2 / 9)        # {0, 1} of 9 distinct
+    assert result["jaccard"]["pick"]["random"] == pytest.approx(2 / 9)  # {0, 1} of 9 distinct
     assert result["jaccard"]["random"]["random"] == 1.0
     assert sel["pick"]["per_source"] == {"vg": 1, "gqa": 1, "coco": 3}
     assert sel["random"]["per_source"] == {"vg": 2, "gqa": 1, "coco": 3}
     scaled = json.loads((work / "features" / "scores.json").read_text())["scaled"]["clipscore"]
     assert sel["pick"]["scores"]["clipscore"]["mean"] == pytest.approx(np.mean([scaled[i] for i in [0, 1, 2, 10, 16]]))
-    assert sel["pick"]["per_cluster"] is None                                 # no subset/ in this work folder
+    assert sel["pick"]["per_cluster"] is None  # no subset/ in this work folder
     png = work / "compare" / "compare.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert json.loads((work / "compare" / "compare.json").read_text())["jaccard"] == result["jaccard"]
@@ -78,8 +78,24 @@ def test_cli_baseline_then_compare(work, tmp_path, capsys):
     out = tmp_path / "rand.json"
     assert main(["select", "baseline", "random", "-w", str(work), "--count", "5", "--seed", "1", "-o", str(out)]) == 0
     assert len(json.loads(out.read_text())) == 5
-    assert main(["select", "baseline", "semdedup", "-w", str(work), "--ratio", "0.5", "--clusters", "2",
-                 "-o", str(tmp_path / "sd.json")]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "baseline",
+                "semdedup",
+                "-w",
+                str(work),
+                "--ratio",
+                "0.5",
+                "--clusters",
+                "2",
+                "-o",
+                str(tmp_path / "sd.json"),
+            ]
+        )
+        == 0
+    )
     assert len(json.loads((tmp_path / "sd.json").read_text())) == 10
     capsys.readouterr()
     assert main(["select", "compare", "-w", str(work), "random", "semdedup", "pick"]) == 0

@@ -34,25 +34,25 @@ SOLVERS = ("auto", "exact", "fast")
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    ratio: float = 0.2          # p: fraction of the usable samples drawn into S
-    seed: int = 42              # the draw's seed
-    n_clusters: int = 20        # K
-    knn: int = 30               # neighbours per point, self included (capped at n − 1)
+    ratio: float = 0.2  # p: fraction of the usable samples drawn into S
+    seed: int = 42  # the draw's seed
+    n_clusters: int = 20  # K
+    knn: int = 30  # neighbours per point, self included (capped at n − 1)
     clip_weight: float = 0.7
     score_weight: float = 0.3
-    random_state: int = 42      # the clusterer's seed
-    block: int = 4096           # rows per similarity block (memory ~ block × |S| floats)
-    device: str = "cpu"         # where the exact kNN search runs (cuda: seconds for |S| = 133K)
-    solver: str = "auto"        # auto | exact | fast (module docstring)
-    exact_max: int = 20000      # auto: the exact solver up to this many points
-    flat_max: int = 30000       # fast: exact kNN up to this many points, HNSW candidates above
-    pca_dim: int = 128          # fast, large n: HNSW over this PCA projection ...
-    pca_sample: int = 20000     # ... fitted on this many rows
-    candidates: int = 2         # ... returning candidates × k, re-ranked by the exact cosine
-    hnsw_m: int = 16            # HNSW graph degree
-    hnsw_ef: int = 64           # HNSW search and construction breadth
-    eigen_tol: float = 1e-5     # fast: LOBPCG tolerance ...
-    eigen_maxiter: int = 200    # ... and iteration limit
+    random_state: int = 42  # the clusterer's seed
+    block: int = 4096  # rows per similarity block (memory ~ block × |S| floats)
+    device: str = "cpu"  # where the exact kNN search runs (cuda: seconds for |S| = 133K)
+    solver: str = "auto"  # auto | exact | fast (module docstring)
+    exact_max: int = 20000  # auto: the exact solver up to this many points
+    flat_max: int = 30000  # fast: exact kNN up to this many points, HNSW candidates above
+    pca_dim: int = 128  # fast, large n: HNSW over this PCA projection ...
+    pca_sample: int = 20000  # ... fitted on this many rows
+    candidates: int = 2  # ... returning candidates × k, re-ranked by the exact cosine
+    hnsw_m: int = 16  # HNSW graph degree
+    hnsw_ef: int = 64  # HNSW search and construction breadth
+    eigen_tol: float = 1e-5  # fast: LOBPCG tolerance ...
+    eigen_maxiter: int = 200  # ... and iteration limit
 
 
 def draw_subset(usable: np.ndarray, ratio: float, seed: int) -> np.ndarray:
@@ -100,9 +100,9 @@ def exact_knn(x: np.ndarray, k: int, block: int = 4096, device: str = "cpu") -> 
     xt = xt / xt.norm(dim=1, keepdim=True).clamp_min(1e-12)
     sims, idx = [], []
     for lo in range(0, n, block):
-        sim = xt[lo:lo + block] @ xt.T
+        sim = xt[lo : lo + block] @ xt.T
         rows_here = torch.arange(sim.shape[0], device=sim.device)
-        sim[rows_here, rows_here + lo] = 2.0   # self first, always kept
+        sim[rows_here, rows_here + lo] = 2.0  # self first, always kept
         top, ix = (t.cpu() for t in sim.topk(k, dim=1))
         top[:, 0] = 1.0
         sims.append(top.numpy())
@@ -121,16 +121,26 @@ def _self_first(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Put each row's own point first (similarity 1); a row whose search missed itself drops its last entry."""
     n, k = idx.shape
     me = np.arange(n)[:, None]
-    order = np.argsort(idx == me, axis=1, kind="stable")[:, :k - 1]   # the non-self entries, in order
+    order = np.argsort(idx == me, axis=1, kind="stable")[:, : k - 1]  # the non-self entries, in order
     others_i = np.take_along_axis(idx, order, axis=1)
     others_s = np.take_along_axis(sims, order, axis=1)
-    return (np.concatenate([np.ones((n, 1), sims.dtype), others_s], axis=1),
-            np.concatenate([me.astype(idx.dtype), others_i], axis=1))
+    return (
+        np.concatenate([np.ones((n, 1), sims.dtype), others_s], axis=1),
+        np.concatenate([me.astype(idx.dtype), others_i], axis=1),
+    )
 
 
 def _row_norms(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    return np.concatenate([np.maximum(np.linalg.norm(np.asarray(x[lo:lo + chunk], np.float32), axis=1), 1e-12)
-                           for lo in range(0, len(x), chunk)]) if len(x) else np.zeros(0, np.float32)
+    return (
+        np.concatenate(
+            [
+                np.maximum(np.linalg.norm(np.asarray(x[lo : lo + chunk], np.float32), axis=1), 1e-12)
+                for lo in range(0, len(x), chunk)
+            ]
+        )
+        if len(x)
+        else np.zeros(0, np.float32)
+    )
 
 
 def _pca_basis(x: np.ndarray, norms: np.ndarray, dim: int, sample: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,8 +163,12 @@ def approximate_knn(x: np.ndarray, k: int, settings: ClusterSettings) -> tuple[n
     n, chunk = len(x), 65536
     norms = _row_norms(x, chunk)
     mean, basis = _pca_basis(x, norms, min(settings.pca_dim, x.shape[1]), settings.pca_sample, settings.random_state)
-    low = np.concatenate([(np.asarray(x[lo:lo + chunk], np.float32) / norms[lo:lo + chunk, None] - mean) @ basis
-                          for lo in range(0, n, chunk)])
+    low = np.concatenate(
+        [
+            (np.asarray(x[lo : lo + chunk], np.float32) / norms[lo : lo + chunk, None] - mean) @ basis
+            for lo in range(0, n, chunk)
+        ]
+    )
     index = faiss.IndexHNSWFlat(low.shape[1], settings.hnsw_m)
     index.hnsw.efConstruction = settings.hnsw_ef
     index.add(low)
@@ -164,12 +178,14 @@ def approximate_knn(x: np.ndarray, k: int, settings: ClusterSettings) -> tuple[n
     del index, low
     idx = idx.astype(np.int64)
     sims = np.empty(idx.shape, np.float32)
-    step = 1024                                   # gathers step × candidates full rows at a time
+    step = 1024  # gathers step × candidates full rows at a time
     for lo in range(0, n, step):
-        rows = np.maximum(idx[lo:lo + step], 0)
-        q = np.asarray(x[lo:lo + step], np.float32) / norms[lo:lo + step, None]
-        sims[lo:lo + step] = np.einsum("nd,ncd->nc", q, np.asarray(x[rows.ravel()], np.float32).reshape(
-            rows.shape + (x.shape[1],))) / norms[rows]
+        rows = np.maximum(idx[lo : lo + step], 0)
+        q = np.asarray(x[lo : lo + step], np.float32) / norms[lo : lo + step, None]
+        sims[lo : lo + step] = (
+            np.einsum("nd,ncd->nc", q, np.asarray(x[rows.ravel()], np.float32).reshape(rows.shape + (x.shape[1],)))
+            / norms[rows]
+        )
     sims[idx < 0] = -np.inf
     top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     return _self_first(np.take_along_axis(sims, top, axis=1), np.take_along_axis(idx, top, axis=1))
@@ -210,15 +226,21 @@ def resolve_solver(settings: ClusterSettings, n: int) -> str:
     if fast_available():
         return "fast"
     if settings.solver == "fast":
-        raise UserError("the fast clustering solver needs faiss and pyamg: pip install faiss-cpu pyamg, "
-                        "or pass --cluster-solver exact")
-    log.warning("faiss or pyamg not installed: clustering %d points with the exact solver (slow); "
-                "pip install faiss-cpu pyamg for the fast one", n)
+        raise UserError(
+            "the fast clustering solver needs faiss and pyamg: pip install faiss-cpu pyamg, "
+            "or pass --cluster-solver exact"
+        )
+    log.warning(
+        "faiss or pyamg not installed: clustering %d points with the exact solver (slow); "
+        "pip install faiss-cpu pyamg for the fast one",
+        n,
+    )
     return "exact"
 
 
-def spectral_labels(affinity: sp.csr_matrix, features: np.ndarray, settings: ClusterSettings,
-                    eigen_solver: str = "arpack") -> tuple[np.ndarray, str]:
+def spectral_labels(
+    affinity: sp.csr_matrix, features: np.ndarray, settings: ClusterSettings, eigen_solver: str = "arpack"
+) -> tuple[np.ndarray, str]:
     """Labels from spectral clustering on the affinity (``arpack``: scikit-learn's exact path; ``amg``:
     :func:`amg_spectral_labels`); k-means on the features when that fails (one logged line naming the error)."""
     import warnings
@@ -228,17 +250,25 @@ def spectral_labels(affinity: sp.csr_matrix, features: np.ndarray, settings: Clu
     n_clusters = min(settings.n_clusters, affinity.shape[0])
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)   # "graph is not fully connected"
-            warnings.simplefilter("ignore", RuntimeWarning)   # LOBPCG's "not reaching the requested tolerance"
-            if eigen_solver == "amg" and affinity.shape[0] >= 5 * (n_clusters + 1):   # smaller: ARPACK, as sklearn
+            warnings.simplefilter("ignore", UserWarning)  # "graph is not fully connected"
+            warnings.simplefilter("ignore", RuntimeWarning)  # LOBPCG's "not reaching the requested tolerance"
+            if eigen_solver == "amg" and affinity.shape[0] >= 5 * (n_clusters + 1):  # smaller: ARPACK, as sklearn
                 return amg_spectral_labels(affinity, settings), "spectral"
-            model = SpectralClustering(n_clusters=n_clusters, affinity="precomputed", assign_labels="discretize",
-                                       eigen_solver=eigen_solver, random_state=settings.random_state)
+            model = SpectralClustering(
+                n_clusters=n_clusters,
+                affinity="precomputed",
+                assign_labels="discretize",
+                eigen_solver=eigen_solver,
+                random_state=settings.random_state,
+            )
             return model.fit_predict(affinity).astype(np.int64), "spectral"
     except Exception as exc:  # noqa: BLE001 - the documented fallback
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
-        log.warning("spectral clustering failed (%s); falling back to k-means (%d clusters, 10 inits) on the "
-                    "features", why, n_clusters)
+        log.warning(
+            "spectral clustering failed (%s); falling back to k-means (%d clusters, 10 inits) on the features",
+            why,
+            n_clusters,
+        )
         labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=settings.random_state).fit_predict(features)
         return labels.astype(np.int64), f"kmeans (spectral failed: {why})"
 
@@ -281,22 +311,40 @@ def cluster_points(feats: np.ndarray, settings: ClusterSettings) -> dict[str, An
     labels, clusterer = spectral_labels(graph, feats, settings, "amg" if solver == "fast" else "arpack")
     t2 = time.perf_counter()
     n_used = int(len(np.unique(labels)))
-    log.info("clustered %d points into %d clusters: %s solver, kNN %.1f s, %s %.1f s", n, n_used, solver,
-             t1 - t0, clusterer, t2 - t1)
+    log.info(
+        "clustered %d points into %d clusters: %s solver, kNN %.1f s, %s %.1f s",
+        n,
+        n_used,
+        solver,
+        t1 - t0,
+        clusterer,
+        t2 - t1,
+    )
     described = f"{clusterer}; {n_used} clusters; {solver} solver"
-    return {"labels": labels, "clusterer": described, "method": clusterer.split(" ")[0], "solver": solver,
-            "n_clusters": n_used, "knn_s": t1 - t0, "spectral_s": t2 - t1}
+    return {
+        "labels": labels,
+        "clusterer": described,
+        "method": clusterer.split(" ")[0],
+        "solver": solver,
+        "n_clusters": n_used,
+        "knn_s": t1 - t0,
+        "spectral_s": t2 - t1,
+    }
 
 
-def subset_and_clusters(clip: np.ndarray, scores: np.ndarray | None, usable: np.ndarray,
-                        settings: ClusterSettings) -> dict[str, Any]:
+def subset_and_clusters(
+    clip: np.ndarray, scores: np.ndarray | None, usable: np.ndarray, settings: ClusterSettings
+) -> dict[str, Any]:
     """Draw S, cluster it: ``indices`` [|S|], ``labels`` [|S|], ``clusterer``, ``solver``, ``n_clusters``."""
     indices = draw_subset(usable, settings.ratio, settings.seed)
     feats = cluster_features(clip[indices], None if scores is None else scores[indices], settings)
     out = cluster_points(feats, settings)
     dropped = "" if scores is not None and scores.shape[1] >= 2 else " (score part dropped: fewer than 2 scores)"
-    return {"indices": indices, **out,
-            "recipe": f"{settings.clip_weight}*clip/|clip| ++ {settings.score_weight}*zscore(scores)" + dropped}
+    return {
+        "indices": indices,
+        **out,
+        "recipe": f"{settings.clip_weight}*clip/|clip| ++ {settings.score_weight}*zscore(scores)" + dropped,
+    }
 
 
 def centroids(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,8 +38,9 @@ def resolve_selection(work: Path, spec: str) -> tuple[str, Path]:
         if c.is_file():
             label = spec if c.parent.parent == work else c.parent.name
             return label, c
-    raise UserError(f"no selection {spec!r}: give pick, a baseline name run on {work}, "
-                    "or a folder with selected_ids.npy")
+    raise UserError(
+        f"no selection {spec!r}: give pick, a baseline name run on {work}, or a folder with selected_ids.npy"
+    )
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,6 +61,7 @@ def nearest_cluster(work: Path, positions: np.ndarray) -> np.ndarray | None:
     meta = json.loads((work / "subset" / "meta.json").read_text()) if (work / "subset" / "meta.json").is_file() else {}
     used = meta.get("settings", {})
     settings = ClusterSettings(clip_weight=used.get("clip_weight", 0.7), score_weight=used.get("score_weight", 0.3))
+
     def feats(rows: np.ndarray) -> np.ndarray:
         return cluster_features(np.asarray(clip[rows]), scaled[rows] if names else None, settings)
 
@@ -102,21 +104,25 @@ def compare(work: str | Path, specs: Sequence[str], out_dir: str | Path | None =
         label, path = resolve_selection(work, spec)
         ids = np.load(path).astype(np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= len(samples)):
-            raise UserError(f"{path} holds positions outside this work folder's {len(samples)} samples: compare "
-                            "selections of the same work folder")
+            raise UserError(
+                f"{path} holds positions outside this work folder's {len(samples)} samples: compare "
+                "selections of the same work folder"
+            )
         sel[label if label not in sel else f"{label}#{len(sel)}"] = ids
     labels = list(sel)
     scores = score_table(work, len(samples))
     every = np.unique(np.concatenate(list(sel.values())))
     clusters = nearest_cluster(work, every)
     cluster_of = dict(zip(every.tolist(), clusters.tolist())) if clusters is not None else None
-    result = {"work": str(work.resolve()), "selections": {}, "jaccard": {}}
+    result: dict[str, Any] = {"work": str(work.resolve()), "selections": {}, "jaccard": {}}
     for a in labels:
         ids = sel[a]
         result["selections"][a] = {
-            "n": int(len(ids)), "per_source": count_by(sources[ids].tolist()),
+            "n": int(len(ids)),
+            "per_source": count_by(sources[ids].tolist()),
             "per_cluster": count_by([cluster_of[i] for i in ids.tolist()]) if cluster_of is not None else None,
-            "scores": {name: summary(v[ids]) for name, v in scores.items()}}
+            "scores": {name: summary(v[ids]) for name, v in scores.items()},
+        }
         result["jaccard"][a] = {b: jaccard(ids, sel[b]) for b in labels}
     result["all_samples_scores"] = {name: summary(v) for name, v in scores.items()}
     folder = Path(out_dir) if out_dir else work / "compare"
@@ -127,8 +133,9 @@ def compare(work: str | Path, specs: Sequence[str], out_dir: str | Path | None =
     return result
 
 
-def plot(path: Path, sel: dict[str, np.ndarray], scores: dict[str, np.ndarray], sources: np.ndarray,
-         result: dict[str, Any]) -> None:
+def plot(
+    path: Path, sel: dict[str, np.ndarray], scores: dict[str, np.ndarray], sources: np.ndarray, result: dict[str, Any]
+) -> None:
     """One PNG: per-source shares (bars), the Jaccard matrix, and one histogram panel per score."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg for this figure, not the global backend
     from matplotlib.figure import Figure
@@ -179,8 +186,9 @@ def format_table(result: dict[str, Any]) -> str:
         counts = [result["selections"][a]["per_source"].get(s, 0) for a in labels]
         lines.append(f"{s[:w]:<{w}}  " + "  ".join(f"{c:>{w}}" for c in counts))
     if all(result["selections"][a]["per_cluster"] is not None for a in labels):
-        clusters = sorted({c for a in labels for c in result["selections"][a]["per_cluster"]},
-                          key=lambda c: (len(c), c))
+        clusters = sorted(
+            {c for a in labels for c in result["selections"][a]["per_cluster"]}, key=lambda c: (len(c), c)
+        )
         lines += ["", "per cluster of S (count)", f"{'cluster':<{w}}  " + "  ".join(f"{a[:w]:>{w}}" for a in labels)]
         for c in clusters:
             counts = [result["selections"][a]["per_cluster"].get(c, 0) for a in labels]
@@ -190,6 +198,12 @@ def format_table(result: dict[str, Any]) -> str:
         lines += ["", f"score {name}: mean / median / [q05, q95]"]
         for a in labels + ["(all)"]:
             s = result["all_samples_scores"][name] if a == "(all)" else result["selections"][a]["scores"][name]
-            lines.append(f"{a:<{w}}  " + (f"{s['mean']:+.3f} / {s['q50']:+.3f} / [{s['q05']:+.3f}, {s['q95']:+.3f}]"
-                                          if s.get("n") else "no values"))
+            lines.append(
+                f"{a:<{w}}  "
+                + (
+                    f"{s['mean']:+.3f} / {s['q50']:+.3f} / [{s['q05']:+.3f}, {s['q95']:+.3f}]"
+                    if s.get("n")
+                    else "no values"
+                )
+            )
     return "\n".join(lines)

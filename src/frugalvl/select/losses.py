@@ -31,9 +31,9 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 LOSS_VARIANTS = ("coido", "importance", "importance+diversity", "weighted")
 DEFAULT_LAM = {"importance+diversity": 1.0, "weighted": 0.5}
-NO_DIVERSITY = 1e-6      # L_D when exactly one cluster is in the micro-batch (a constant)
-NO_CLUSTERS = 0.0        # L_D when no sample of the micro-batch has a cluster label (official: 0.0)
-STD_EPS = 1e-8           # under the square root, as in HEAD
+NO_DIVERSITY = 1e-6  # L_D when exactly one cluster is in the micro-batch (a constant)
+NO_CLUSTERS = 0.0  # L_D when no sample of the micro-batch has a cluster label (official: 0.0)
+STD_EPS = 1e-8  # under the square root, as in HEAD
 MAD_THRESHOLD = 1e-6
 
 
@@ -85,7 +85,7 @@ def diversity_loss(w: torch.Tensor, clusters: torch.Tensor) -> torch.Tensor:
     if means.numel() < 2:
         return torch.tensor(NO_DIVERSITY, dtype=w.dtype, device=w.device)
     centred = means - means.mean()
-    std = torch.sqrt((centred ** 2).mean() + STD_EPS)
+    std = torch.sqrt((centred**2).mean() + STD_EPS)
     if std < MAD_THRESHOLD:
         return centred.abs().mean()
     return std
@@ -112,22 +112,36 @@ def resolve_lam(variant: str, lam: float | None) -> float | None:
     return DEFAULT_LAM[variant] if lam is None else float(lam)
 
 
-def combine(variant: str, l_i: torch.Tensor, l_d: torch.Tensor, s1: torch.Tensor | None = None,
-            s2: torch.Tensor | None = None, lam: float | None = None) -> torch.Tensor:
+def combine(
+    variant: str,
+    l_i: torch.Tensor,
+    l_d: torch.Tensor,
+    s1: torch.Tensor | None = None,
+    s2: torch.Tensor | None = None,
+    lam: float | None = None,
+) -> torch.Tensor:
     """The training objective of ``variant`` (module docstring) from L_I, L_D and, for coido, s1/s2."""
     lam = resolve_lam(variant, lam)
     if variant == "coido":
         return uncertainty_total(l_i, l_d, s1, s2)
     if variant == "importance":
         return l_i
+    assert lam is not None  # resolve_lam gives one for the two λ variants
     if variant == "importance+diversity":
         return l_i + lam * l_d
     return (1 - lam) * l_i + lam * l_d
 
 
-def coido_losses(r: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, clusters: torch.Tensor,
-                 variant: str = "coido", s1: torch.Tensor | None = None, s2: torch.Tensor | None = None,
-                 lam: float | None = None) -> Losses:
+def coido_losses(
+    r: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    clusters: torch.Tensor,
+    variant: str = "coido",
+    s1: torch.Tensor | None = None,
+    s2: torch.Tensor | None = None,
+    lam: float | None = None,
+) -> Losses:
     """Everything for one micro-batch: w, L_I, L_D and the objective of ``variant``."""
     w = batch_weights(r)
     ce, mask = token_cross_entropy(logits, labels)

@@ -49,14 +49,20 @@ def assemble_shards(folder: Path, key: str, out: Path, n: int) -> np.ndarray:
     return np.load(out, mmap_mode="r")
 
 
-def score_streamed(scorer, clip: np.ndarray, scaled: np.ndarray, batch_size: int = 256, device: str = "cpu",
-                   chunk: int = 65536) -> np.ndarray:
+def score_streamed(
+    scorer, clip: np.ndarray, scaled: np.ndarray, batch_size: int = 256, device: str = "cpu", chunk: int = 65536
+) -> np.ndarray:
     """Raw r [N] (eval mode, no softmax) for rows ``concat(clip[i], scaled[i])``, ``chunk`` rows at a time."""
     from .ranking import score_all
 
     parts = []
     for lo in range(0, len(clip), chunk):
-        rows = np.concatenate([np.asarray(clip[lo:lo + chunk], dtype=np.float32),
-                               np.asarray(scaled[lo:lo + chunk], dtype=np.float32)], axis=1)
+        rows = np.concatenate(
+            [
+                np.asarray(clip[lo : lo + chunk], dtype=np.float32),
+                np.asarray(scaled[lo : lo + chunk], dtype=np.float32),
+            ],
+            axis=1,
+        )
         parts.append(score_all(scorer, rows, batch_size, device))
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)

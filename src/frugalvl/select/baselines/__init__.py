@@ -23,25 +23,50 @@ from ..ranking import PickSettings
 class Baseline:
     name: str
     summary: str
-    module: str          # module under frugalvl.select.baselines
-    run: str             # function name in it
-    settings: str        # settings class name in it
+    module: str  # module under frugalvl.select.baselines
+    run: str  # function name in it
+    settings: str  # settings class name in it
 
 
-REGISTRY: dict[str, Baseline] = {b.name: b for b in (
-    Baseline("random", "seeded uniform draw", "random_pick", "run", "RandomSettings"),
-    Baseline("clip-score", "highest CLIP score first", "clip_score", "run", "ClipScoreSettings"),
-    Baseline("semdedup", "semantic deduplication, one item kept per duplicate group, eps solved for K",
-             "semdedup", "run", "SemDedupSettings"),
-    Baseline("d2-pruning", "kNN message passing on a difficulty (k=5, gamma=0.4)", "d2_pruning", "run", "D2Settings"),
-    Baseline("self-filter", "L_I-only scorer + greedy nearest-neighbour filter (gamma=1, k=10)",
-             "self_filter", "run", "SelfFilterSettings"),
-    Baseline("el2n", "EL2N of a reference LLaVA, a band kept", "loss_band", "run_el2n", "LossBandSettings"),
-    Baseline("perplexity", "perplexity of a reference LLaVA, a band kept", "loss_band", "run_perplexity",
-             "LossBandSettings"),
-    Baseline("coincide-lite", "spherical k-means, transferability/density budgets, MMD prototypes",
-             "coincide_lite", "run", "CoincideSettings"),
-)}
+REGISTRY: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline("random", "seeded uniform draw", "random_pick", "run", "RandomSettings"),
+        Baseline("clip-score", "highest CLIP score first", "clip_score", "run", "ClipScoreSettings"),
+        Baseline(
+            "semdedup",
+            "semantic deduplication, one item kept per duplicate group, eps solved for K",
+            "semdedup",
+            "run",
+            "SemDedupSettings",
+        ),
+        Baseline(
+            "d2-pruning", "kNN message passing on a difficulty (k=5, gamma=0.4)", "d2_pruning", "run", "D2Settings"
+        ),
+        Baseline(
+            "self-filter",
+            "L_I-only scorer + greedy nearest-neighbour filter (gamma=1, k=10)",
+            "self_filter",
+            "run",
+            "SelfFilterSettings",
+        ),
+        Baseline("el2n", "EL2N of a reference LLaVA, a band kept", "loss_band", "run_el2n", "LossBandSettings"),
+        Baseline(
+            "perplexity",
+            "perplexity of a reference LLaVA, a band kept",
+            "loss_band",
+            "run_perplexity",
+            "LossBandSettings",
+        ),
+        Baseline(
+            "coincide-lite",
+            "spherical k-means, transferability/density budgets, MMD prototypes",
+            "coincide_lite",
+            "run",
+            "CoincideSettings",
+        ),
+    )
+}
 
 
 def _parts(name: str) -> tuple[Callable, type]:
@@ -66,8 +91,9 @@ def make_settings(name: str, options: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in options.items() if k in known and v is not None})
 
 
-def run_baseline(name: str, work: str | Path, out: str | Path, pick: PickSettings = PickSettings(),
-                 settings: Any = None) -> dict[str, Any]:
+def run_baseline(
+    name: str, work: str | Path, out: str | Path, pick: PickSettings = PickSettings(), settings: Any = None
+) -> dict[str, Any]:
     """Select with baseline ``name`` under ``pick``'s budget and quotas; write pick's outputs under
     ``WORK/baseline-NAME/`` and the subset at ``out``; return the report."""
     from .common import load_inputs, write_selection

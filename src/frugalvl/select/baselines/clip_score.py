@@ -15,7 +15,7 @@ from .common import Inputs, select_by_score
 
 @dataclass(frozen=True)
 class ClipScoreSettings:
-    score: str = "clipscore"     # any enabled score can be ranked the same way
+    score: str = "clipscore"  # any enabled score can be ranked the same way
 
 
 def run(inputs: Inputs, settings: ClipScoreSettings, mode: str) -> tuple[np.ndarray, dict[str, int], np.ndarray, dict]:

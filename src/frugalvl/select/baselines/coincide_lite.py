@@ -25,17 +25,17 @@ from .semdedup import POINTS_PER_CLUSTER
 
 @dataclass(frozen=True)
 class CoincideSettings:
-    clusters: int | None = None     # None = ⌈pool / 66⌉
-    temperature: float = 0.1        # T
-    sigma: float = 1.0              # kernel width
-    transfer_cap: float = 0.9       # centroids more similar than this are not counted in t_c
+    clusters: int | None = None  # None = ⌈pool / 66⌉
+    temperature: float = 0.1  # T
+    sigma: float = 1.0  # kernel width
+    transfer_cap: float = 0.9  # centroids more similar than this are not counted in t_c
     seed: int = 42
     iters: int = 20
 
 
 def kernel(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
     """exp(−‖a − b‖²/σ²) for unit rows (‖a − b‖² = 2 − 2·a·b)."""
-    return np.exp(-(2.0 - 2.0 * (a @ b.T)) / sigma ** 2)
+    return np.exp(-(2.0 - 2.0 * (a @ b.T)) / sigma**2)
 
 
 def transferability(cents: np.ndarray, cap: float) -> np.ndarray:
@@ -81,15 +81,15 @@ def mmd_prototypes(x: np.ndarray, budget: int, sigma: float) -> np.ndarray:
     if budget >= n:
         return np.arange(n)
     k = kernel(x, x, sigma)
-    col_mean = k.mean(axis=0)                     # (1/n) Σ_j k(i, j)
+    col_mean = k.mean(axis=0)  # (1/n) Σ_j k(i, j)
     chosen: list[int] = []
-    within = np.zeros(n)                          # Σ_{s∈S} k(i, s)
-    self_sum = 0.0                                # Σ_{i,j∈S} k(i, j)
+    within = np.zeros(n)  # Σ_{s∈S} k(i, s)
+    self_sum = 0.0  # Σ_{i,j∈S} k(i, j)
     free = np.ones(n, bool)
     for _ in range(budget):
         m = len(chosen) + 1
-        fit = 2.0 / m * (col_mean[chosen].sum() + col_mean)       # 2/(n m) Σ_{i∈S+c} Σ_j k(i, j)
-        spread = (self_sum + 2.0 * within + np.diag(k)) / m ** 2
+        fit = 2.0 / m * (col_mean[chosen].sum() + col_mean)  # 2/(n m) Σ_{i∈S+c} Σ_j k(i, j)
+        spread = (self_sum + 2.0 * within + np.diag(k)) / m**2
         gain = np.where(free, fit - spread, -np.inf)
         i = int(np.argmax(gain))
         chosen.append(i)

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from ..ranking import PickSettings, count_by, group_quotas, score_histogram, sel
 from ..workdir import load_features, load_samples, need, usable_mask
 
 log = logging.getLogger(__name__)
-GreedyFn = Callable[[np.ndarray, int], np.ndarray]   # (pool positions, budget) -> chosen positions, in order
+GreedyFn = Callable[[np.ndarray, int], np.ndarray]  # (pool positions, budget) -> chosen positions, in order
 
 
 @dataclass
@@ -42,19 +42,21 @@ class Inputs:
 
     work: Path
     samples: list[dict[str, Any]]
-    clip: np.ndarray             # [N, 2D], memory-mapped
+    clip: np.ndarray  # [N, 2D], memory-mapped
     score_names: list[str]
-    scaled: np.ndarray           # [N, n_scores] in [-1, 1]
-    eligible: np.ndarray         # [N] bool: usable (and not text when --exclude-text)
-    sources: np.ndarray          # [N] the `dataset` field (object array)
-    k: int                       # the budget
+    scaled: np.ndarray  # [N, n_scores] in [-1, 1]
+    eligible: np.ndarray  # [N] bool: usable (and not text when --exclude-text)
+    sources: np.ndarray  # [N] the `dataset` field (object array)
+    k: int  # the budget
 
     def score(self, name: str) -> np.ndarray:
         """One scaled quality score [N] (``clipscore``, ``imagereward``, ``text_quality``)."""
         if name not in self.score_names:
             have = ", ".join(self.score_names) or "none"
-            raise UserError(f"{self.work / 'features'} has no {name!r} score (it has {have}): "
-                            "re-run `frugalvl select features` with it enabled, or choose another difficulty")
+            raise UserError(
+                f"{self.work / 'features'} has no {name!r} score (it has {have}): "
+                "re-run `frugalvl select features` with it enabled, or choose another difficulty"
+            )
         return self.scaled[:, self.score_names.index(name)]
 
 
@@ -64,15 +66,17 @@ def load_inputs(work: str | Path, settings: PickSettings) -> Inputs:
     samples = load_samples(work)
     clip, names, scaled = load_features(work)
     if len(clip) != len(samples):
-        raise UserError(f"{work}: features and prepare/samples.json disagree on N: "
-                        "re-run `frugalvl select features --force`")
+        raise UserError(
+            f"{work}: features and prepare/samples.json disagree on N: re-run `frugalvl select features --force`"
+        )
     eligible = usable_mask(work, samples)
     if settings.exclude_text:
         eligible &= np.array([s["status"] != "text" for s in samples])
     k = target_count(len(samples), settings)
     if not 0 < k <= int(eligible.sum()):
-        raise UserError(f"cannot pick {k} samples: {int(eligible.sum())} of {len(samples)} are eligible; "
-                        "lower --ratio or --count")
+        raise UserError(
+            f"cannot pick {k} samples: {int(eligible.sum())} of {len(samples)} are eligible; lower --ratio or --count"
+        )
     sources = np.asarray([s["dataset"] for s in samples], dtype=object)
     return Inputs(work, samples, clip, names, scaled, eligible, sources, k)
 
@@ -81,15 +85,15 @@ def unit_rows(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero), float32, read chunk by chunk from a memmap."""
     out = np.empty(x.shape, np.float32)
     for lo in range(0, len(x), chunk):
-        part = np.asarray(x[lo:lo + chunk], dtype=np.float32)
-        out[lo:lo + chunk] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+        part = np.asarray(x[lo : lo + chunk], dtype=np.float32)
+        out[lo : lo + chunk] = part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
     return out
 
 
 def select_by_score(inputs: Inputs, score: np.ndarray, mode: str) -> tuple[np.ndarray, dict[str, int]]:
     """The highest ``score`` first, with ``pick``'s quota rule (``quota``) or overall (``global``)."""
     r = -np.nan_to_num(np.asarray(score, dtype=np.float64), nan=-np.inf)
-    return select(r, inputs.sources, inputs.eligible, inputs.k, mode)
+    return select(r, cast(Sequence[str], inputs.sources), inputs.eligible, inputs.k, mode)
 
 
 def select_with_quotas(inputs: Inputs, greedy: GreedyFn, mode: str) -> tuple[np.ndarray, dict[str, int]]:
@@ -113,7 +117,7 @@ def _checked(chosen: np.ndarray, pool: np.ndarray, budget: int) -> np.ndarray:
 
 
 def _jsonable(settings: Any) -> Any:
-    return asdict(settings) if is_dataclass(settings) else settings
+    return asdict(settings) if is_dataclass(settings) and not isinstance(settings, type) else settings
 
 
 def input_records(work: Path) -> list[dict[str, Any]]:
@@ -121,14 +125,24 @@ def input_records(work: Path) -> list[dict[str, Any]]:
     rep = json.loads(need(work / "prepare" / "report.json", "prepare").read_text())
     path = Path(rep["input"])
     if not path.is_file() or file_digest(path) != rep["input_sha256"]:
-        raise UserError(f"the input {path} is gone or changed since `select prepare`: restore it, "
-                        "or prepare again with --force")
+        raise UserError(
+            f"the input {path} is gone or changed since `select prepare`: restore it, or prepare again with --force"
+        )
     return data_mod.read_llava_json(path)
 
 
-def write_selection(inputs: Inputs, name: str, out: str | Path, chosen: np.ndarray, quotas: dict[str, int],
-                    score: np.ndarray, pick: PickSettings, options: Any, extra: dict[str, Any] | None = None,
-                    folder: Path | None = None) -> dict[str, Any]:
+def write_selection(
+    inputs: Inputs,
+    name: str,
+    out: str | Path,
+    chosen: np.ndarray,
+    quotas: dict[str, int],
+    score: np.ndarray,
+    pick: PickSettings,
+    options: Any,
+    extra: dict[str, Any] | None = None,
+    folder: Path | None = None,
+) -> dict[str, Any]:
     """``pick``'s outputs for a baseline: the LLaVA JSON subset at ``out`` and, under
     ``WORK/baseline-NAME/``, the ids (npy, txt), ``score.npy``, ``scores.png`` and ``report.json``."""
     out = Path(out)
@@ -136,9 +150,12 @@ def write_selection(inputs: Inputs, name: str, out: str | Path, chosen: np.ndarr
     folder.mkdir(parents=True, exist_ok=True)
     chosen = np.asarray(chosen, dtype=np.int64)
     records = input_records(inputs.work)
-    selected = [records[i] if not pick.add_fields else
-                {**records[i], "unique_idx": inputs.samples[i]["unique_idx"], "dataset": inputs.samples[i]["dataset"]}
-                for i in chosen]
+    selected = [
+        records[i]
+        if not pick.add_fields
+        else {**records[i], "unique_idx": inputs.samples[i]["unique_idx"], "dataset": inputs.samples[i]["dataset"]}
+        for i in chosen
+    ]
     data_mod.write_llava_json(out, selected)
     for fname, arr in (("selected_ids.npy", chosen), ("score.npy", np.asarray(score, dtype=np.float32))):
         with atomic_path(folder / fname) as tmp, open(tmp, "wb") as f:
@@ -149,21 +166,30 @@ def write_selection(inputs: Inputs, name: str, out: str | Path, chosen: np.ndarr
         plot_r = np.where(finite, -np.asarray(score, dtype=np.float64), np.nan)
         ok = inputs.eligible & finite
         score_histogram(folder / "scores.png", np.nan_to_num(plot_r, nan=0.0), ok, chosen[ok[chosen]])
-    report = {"baseline": name, "out": str(out.resolve()), "mode": pick.mode, "k": int(inputs.k),
-              "n_samples": len(inputs.samples), "n_eligible": int(inputs.eligible.sum()),
-              "n_selected": int(len(chosen)),
-              "quotas": quotas, "selected_per_source": count_by(inputs.sources[chosen].tolist()),
-              "eligible_per_source": count_by(inputs.sources[inputs.eligible].tolist()),
-              "pick": _jsonable(pick), "options": _jsonable(options),
-              "score_note": "score.npy: the value ranked by (higher = kept first; nan = none); scores.png plots -score",
-              **(extra or {})}
+    report = {
+        "baseline": name,
+        "out": str(out.resolve()),
+        "mode": pick.mode,
+        "k": int(inputs.k),
+        "n_samples": len(inputs.samples),
+        "n_eligible": int(inputs.eligible.sum()),
+        "n_selected": int(len(chosen)),
+        "quotas": quotas,
+        "selected_per_source": count_by(inputs.sources[chosen].tolist()),
+        "eligible_per_source": count_by(inputs.sources[inputs.eligible].tolist()),
+        "pick": _jsonable(pick),
+        "options": _jsonable(options),
+        "score_note": "score.npy: the value ranked by (higher = kept first; nan = none); scores.png plots -score",
+        **(extra or {}),
+    }
     write_json(folder / "report.json", report)
-    log.info("baseline %s: %d of %d samples -> %s; ids and report in %s", name, len(chosen), len(inputs.samples),
-             out, folder)
+    log.info(
+        "baseline %s: %d of %d samples -> %s; ids and report in %s", name, len(chosen), len(inputs.samples), out, folder
+    )
     return report
 
 
 def order_within(chosen: Sequence[int], score: np.ndarray) -> np.ndarray:
     """Chosen positions ordered by score, highest first (ties by position)."""
-    chosen = np.asarray(chosen, dtype=np.int64)
-    return chosen[np.lexsort((chosen, -np.nan_to_num(score[chosen], nan=-np.inf)))]
+    picks = np.asarray(chosen, dtype=np.int64)
+    return picks[np.lexsort((picks, -np.nan_to_num(score[picks], nan=-np.inf)))]

@@ -29,8 +29,8 @@ DIFFICULTIES = ("clipscore", "ce", "r")
 class D2Settings:
     difficulty: str = "clipscore"
     k: int = 5
-    gamma: float = 0.4              # γ of the forward and the reverse pass
-    reference: str | None = None    # LLaVA for difficulty ce (default: the stage-1 model)
+    gamma: float = 0.4  # γ of the forward and the reverse pass
+    reference: str | None = None  # LLaVA for difficulty ce (default: the stage-1 model)
     batch_size: int = 4
     device: str = "cpu"
 
@@ -46,6 +46,7 @@ def difficulty(inputs: Inputs, settings: D2Settings) -> np.ndarray:
         return -np.load(path).astype(np.float64)
     if settings.difficulty == "ce":
         from .reference import reference_stats
+
         return reference_stats(inputs, settings.reference, settings.batch_size, settings.device)["ce"]
     raise UserError(f"unknown --difficulty {settings.difficulty!r}: choose one of {', '.join(DIFFICULTIES)}")
 
@@ -55,8 +56,8 @@ def d2_select(x: np.ndarray, score: np.ndarray, budget: int, k: int = 5, gamma: 
     nbr, sim = knn(x, k)
     weight = np.exp(-gamma * (2.0 - 2.0 * sim.astype(np.float64)))
     s = unit_interval(score)
-    s = s + (weight * s[nbr]).sum(axis=1) if nbr.shape[1] else s       # forward pass
-    return penalised_greedy(s, nbr, weight, budget)                      # reverse passes
+    s = s + (weight * s[nbr]).sum(axis=1) if nbr.shape[1] else s  # forward pass
+    return penalised_greedy(s, nbr, weight, budget)  # reverse passes
 
 
 def run(inputs: Inputs, settings: D2Settings, mode: str) -> tuple[np.ndarray, dict[str, int], np.ndarray, dict]:

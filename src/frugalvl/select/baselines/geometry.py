@@ -31,8 +31,9 @@ def knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx[:, 1:].astype(np.int64), sims[:, 1:].astype(np.float32)
 
 
-def spherical_kmeans(x: np.ndarray, k: int, seed: int = 42, iters: int = 20, chunk: int = 65536
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def spherical_kmeans(
+    x: np.ndarray, k: int, seed: int = 42, iters: int = 20, chunk: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels [n] and unit centroids [k, D] of spherical k-means (cosine assignment, normalised means),
     initialised from ``k`` distinct seeded rows; a centroid left empty keeps its previous position."""
     n = len(x)
@@ -41,7 +42,7 @@ def spherical_kmeans(x: np.ndarray, k: int, seed: int = 42, iters: int = 20, chu
     cents = np.array(x[np.sort(rng.choice(n, size=k, replace=False))], dtype=np.float32)
     labels = np.full(n, -1, np.int64)
     for _ in range(iters):
-        new = np.concatenate([np.argmax(x[lo:lo + chunk] @ cents.T, axis=1) for lo in range(0, n, chunk)])
+        new = np.concatenate([np.argmax(x[lo : lo + chunk] @ cents.T, axis=1) for lo in range(0, n, chunk)])
         if np.array_equal(new, labels):
             break
         labels = new

@@ -20,21 +20,21 @@ DEFAULT_BAND = {"el2n": "top", "perplexity": "middle"}
 
 @dataclass(frozen=True)
 class LossBandSettings:
-    band: str | None = None          # None: top for el2n, middle for perplexity
-    reference: str | None = None     # LLaVA folder or hub id; None = the stage-1 model
+    band: str | None = None  # None: top for el2n, middle for perplexity
+    reference: str | None = None  # LLaVA folder or hub id; None = the stage-1 model
     batch_size: int = 4
     device: str = "cpu"
 
 
 def band_pick(values: np.ndarray, budget: int, band: str) -> np.ndarray:
     """Local indices of the ``budget`` values in ``band`` of the sorted order (ties by position)."""
-    order = np.lexsort((np.arange(len(values)), values))        # ascending
+    order = np.lexsort((np.arange(len(values)), values))  # ascending
     if band == "bottom":
         return order[:budget]
     if band == "top":
         return order[::-1][:budget] if budget else order[:0]
     start = (len(values) - budget) // 2
-    return order[start:start + budget]
+    return order[start : start + budget]
 
 
 def run_band(inputs: Inputs, values: np.ndarray, band: str, mode: str) -> tuple[np.ndarray, dict[str, int]]:
@@ -42,8 +42,10 @@ def run_band(inputs: Inputs, values: np.ndarray, band: str, mode: str) -> tuple[
     if band not in BANDS:
         raise UserError(f"unknown --band {band!r}: choose one of {', '.join(BANDS)}")
     if np.isnan(values[inputs.eligible]).any():
-        raise UserError("the reference model gave no value for some eligible samples (no answer token): "
-                        "check --max-length and the conversations")
+        raise UserError(
+            "the reference model gave no value for some eligible samples (no answer token): "
+            "check --max-length and the conversations"
+        )
 
     def greedy(pool: np.ndarray, budget: int) -> np.ndarray:
         return pool[band_pick(values[pool], budget, band)]
@@ -53,6 +55,7 @@ def run_band(inputs: Inputs, values: np.ndarray, band: str, mode: str) -> tuple[
 
 def make_run(stat: str, name: str):
     """The ``run`` of a band baseline on reference statistic ``stat``."""
+
     def run(inputs: Inputs, settings: LossBandSettings, mode: str):
         from .reference import reference_stats
 
@@ -60,6 +63,7 @@ def make_run(stat: str, name: str):
         values = reference_stats(inputs, settings.reference, settings.batch_size, settings.device)[stat]
         chosen, quotas = run_band(inputs, values, band, mode)
         return chosen, quotas, values, {"band": band, "statistic": stat}
+
     return run
 
 

@@ -36,8 +36,10 @@ def resolve_reference(work: Path, reference: str | None) -> str:
         return reference
     saved = work / "train" / "mllm"
     if not (saved / "config.json").is_file():
-        raise UserError(f"no stage-1 model in {saved}: give --reference LLAVA (a LLaVA folder or hub id), or train "
-                        "with `frugalvl select train --save-mllm`")
+        raise UserError(
+            f"no stage-1 model in {saved}: give --reference LLAVA (a LLaVA folder or hub id), or train "
+            "with `frugalvl select train --save-mllm`"
+        )
     return str(saved)
 
 
@@ -81,12 +83,13 @@ def _batch(llava: Any, samples: Sequence[dict[str, Any]], max_length: int, aspec
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for b, (i, lab) in enumerate(rows):
-        ids[b, :len(i)], labels[b, :len(lab)], mask[b, :len(i)] = torch.tensor(i), torch.tensor(lab), 1
+        ids[b, : len(i)], labels[b, : len(lab)], mask[b, : len(i)] = torch.tensor(i), torch.tensor(lab), 1
     return ids, mask, labels, (torch.stack(pixels) if pixels else None)
 
 
-def compute_stats(llava: Any, samples: Sequence[dict[str, Any]], batch_size: int = 4, max_length: int = 2048,
-                  aspect: str = "pad") -> dict[str, np.ndarray]:
+def compute_stats(
+    llava: Any, samples: Sequence[dict[str, Any]], batch_size: int = 4, max_length: int = 2048, aspect: str = "pad"
+) -> dict[str, np.ndarray]:
     """``ce``, ``el2n`` [n] for ``samples``, image and text-only samples batched apart (as training does)."""
     import torch
 
@@ -94,10 +97,11 @@ def compute_stats(llava: Any, samples: Sequence[dict[str, Any]], batch_size: int
     device = next(model.parameters()).device
     ce, el2n = np.full(len(samples), np.nan), np.full(len(samples), np.nan)
     from ..prompting import has_image
+
     for group in (True, False):
         where = [i for i, s in enumerate(samples) if has_image(s) == group]
         for lo in range(0, len(where), batch_size):
-            part = where[lo:lo + batch_size]
+            part = where[lo : lo + batch_size]
             ids, mask, labels, pixels = _batch(llava, [samples[i] for i in part], max_length, aspect)
             with torch.no_grad():
                 kwargs = {"pixel_values": pixels.to(device, model.dtype)} if pixels is not None else {}
@@ -107,9 +111,15 @@ def compute_stats(llava: Any, samples: Sequence[dict[str, Any]], batch_size: int
     return {"ce": ce, "el2n": el2n}
 
 
-def reference_stats(inputs: Inputs, reference: str | None, batch_size: int = 4, device: str = "cpu",
-                    shard_size: int = 2000, progress: bool = False,
-                    positions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def reference_stats(
+    inputs: Inputs,
+    reference: str | None,
+    batch_size: int = 4,
+    device: str = "cpu",
+    shard_size: int = 2000,
+    progress: bool = False,
+    positions: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """``ce``, ``ppl``, ``el2n`` [N] for ``positions`` (default: every eligible sample; nan elsewhere),
     cached per reference model and set of positions."""
     from ...models.llava import load_llava

@@ -32,16 +32,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SelfFilterSettings:
-    scorer: str | None = None       # a scorer.pt trained with --loss importance; None = fit a linear one here
-    train_on: str = "subset"        # subset (S, from `select cluster`) | full
-    reference: str | None = None    # LLaVA giving the CE for the linear fit (default: the stage-1 model)
+    scorer: str | None = None  # a scorer.pt trained with --loss importance; None = fit a linear one here
+    train_on: str = "subset"  # subset (S, from `select cluster`) | full
+    reference: str | None = None  # LLaVA giving the CE for the linear fit (default: the stage-1 model)
     gamma: float = 1.0
     k: int = 10
-    epochs: int = 3                 # Self-Filter's stage 1 runs 3 epochs
+    epochs: int = 3  # Self-Filter's stage 1 runs 3 epochs
     lr: float = 1e-3
     batch: int = 16
     seed: int = 42
-    batch_size: int = 4             # reference forward batch
+    batch_size: int = 4  # reference forward batch
     device: str = "cpu"
 
 
@@ -64,7 +64,7 @@ def fit_linear(x: np.ndarray, ce: np.ndarray, settings: SelfFilterSettings) -> n
     for _ in range(settings.epochs):
         order = rng.permutation(len(x))
         for lo in range(0, len(order), settings.batch):
-            b = torch.from_numpy(order[lo:lo + settings.batch])
+            b = torch.from_numpy(order[lo : lo + settings.batch])
             w = torch.softmax(layer(xt[b]).reshape(-1), dim=0)
             loss = (len(b) * w * ct[b]).sum() / len(b)
             opt.zero_grad()
@@ -86,19 +86,23 @@ def raw_scores(inputs: Inputs, settings: SelfFilterSettings) -> tuple[np.ndarray
             log.warning("self-filter: %s was trained with --loss %s, not importance (L_I only)", settings.scorer, loss)
         scorer = load_scorer(settings.scorer, settings.device)
         for lo in range(0, len(pool), 65536):
-            rows = pool[lo:lo + 65536]
+            rows = pool[lo : lo + 65536]
             r[rows] = score_all(scorer, scorer_inputs(inputs, rows), 256, settings.device)
         return r, {"scorer": str(Path(settings.scorer).resolve()), "scorer_loss": loss}
     train = _training_rows(inputs, settings.train_on)
     from .reference import reference_stats
+
     ce = reference_stats(inputs, settings.reference, settings.batch_size, settings.device, positions=train)["ce"][train]
     keep = np.isfinite(ce)
     w = fit_linear(scorer_inputs(inputs, train[keep]), ce[keep], settings)
     for lo in range(0, len(pool), 65536):
-        rows = pool[lo:lo + 65536]
+        rows = pool[lo : lo + 65536]
         r[rows] = scorer_inputs(inputs, rows) @ w
-    return r, {"scorer": "linear (fitted here, frozen reference MLLM)", "train_on": settings.train_on,
-               "n_train": int(keep.sum())}
+    return r, {
+        "scorer": "linear (fitted here, frozen reference MLLM)",
+        "train_on": settings.train_on,
+        "n_train": int(keep.sum()),
+    }
 
 
 def _training_rows(inputs: Inputs, train_on: str) -> np.ndarray:

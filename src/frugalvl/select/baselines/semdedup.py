@@ -21,15 +21,15 @@ import numpy as np
 from .common import Inputs, select_by_score, unit_rows
 from .geometry import spherical_kmeans
 
-POINTS_PER_CLUSTER = 66     # 665K / 10,000
+POINTS_PER_CLUSTER = 66  # 665K / 10,000
 
 
 @dataclass(frozen=True)
 class SemDedupSettings:
-    clusters: int | None = None     # k-means centroids; None = ⌈N_eligible / 66⌉
+    clusters: int | None = None  # k-means centroids; None = ⌈N_eligible / 66⌉
     seed: int = 42
     iters: int = 20
-    block: int = 2048               # columns per similarity block inside a large cluster
+    block: int = 2048  # columns per similarity block inside a large cluster
 
 
 def earlier_max_similarity(x: np.ndarray, block: int = 2048) -> np.ndarray:
@@ -38,7 +38,7 @@ def earlier_max_similarity(x: np.ndarray, block: int = 2048) -> np.ndarray:
     out = np.full(m, -np.inf)
     for lo in range(1, m, block):
         hi = min(m, lo + block)
-        sim = x[:hi] @ x[lo:hi].T                         # [hi, hi - lo]
+        sim = x[:hi] @ x[lo:hi].T  # [hi, hi - lo]
         rows = np.arange(hi)[:, None]
         sim[rows >= np.arange(lo, hi)[None, :]] = -np.inf  # only earlier members count
         out[lo:hi] = sim.max(axis=0)
@@ -72,10 +72,13 @@ def run(inputs: Inputs, settings: SemDedupSettings, mode: str) -> tuple[np.ndarr
     m = np.full(len(inputs.samples), np.nan)
     m[pool] = duplicate_scores(x, labels, cents, settings.block)
     chosen, quotas = select_by_score(inputs, -m, mode)
-    extra = {"clusters": int(len(np.unique(labels))),
-             "epsilon": solved_epsilon(m[chosen]) if mode == "global" else None,
-             "epsilon_note": "largest eps with every kept sample at most 1 - eps cosine from an earlier member of "
-                             "its cluster" + ("" if mode == "global" else " (per source group under quotas)"),
-             "epsilon_per_source": None if mode == "global" else {
-                 g: solved_epsilon(m[chosen][inputs.sources[chosen] == g]) for g in sorted(set(inputs.sources[chosen]))}}
+    extra = {
+        "clusters": int(len(np.unique(labels))),
+        "epsilon": solved_epsilon(m[chosen]) if mode == "global" else None,
+        "epsilon_note": "largest eps with every kept sample at most 1 - eps cosine from an earlier member of "
+        "its cluster" + ("" if mode == "global" else " (per source group under quotas)"),
+        "epsilon_per_source": None
+        if mode == "global"
+        else {g: solved_epsilon(m[chosen][inputs.sources[chosen] == g]) for g in sorted(set(inputs.sources[chosen]))},
+    }
     return chosen, quotas, -m, extra
