@@ -177,3 +177,13 @@ def test_run_end_to_end_with_tiny_llava(select_cli, dataset, select_clip_file, t
     r = np.load(work / "score" / "r.npy")
     ids = np.load(work / "pick" / "selected_ids.npy")
     assert np.all(np.diff(r[ids]) >= 0)  # lowest r first
+
+
+def test_cluster_solver_option_reaches_the_settings():
+    from frugalvl.cli import build_parser
+    from frugalvl.commands.select import cluster_settings
+
+    parser = build_parser(["select"])
+    assert cluster_settings(parser.parse_args(["select", "cluster", "-w", "w"])).solver == "auto"
+    args = parser.parse_args(["select", "cluster", "-w", "w", "--cluster-solver", "exact"])
+    assert cluster_settings(args).solver == "exact"

@@ -156,6 +156,13 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--knn", type=AT_LEAST_1, default=30, help="neighbours in the affinity graph, self included (default 30)"
     )
+    g.add_argument(
+        "--cluster-solver",
+        choices=("auto", "exact", "fast"),
+        default="auto",
+        help="auto (default): exact kNN and eigensolver up to 20K points, faiss kNN + AMG/LOBPCG above; "
+        "exact or fast to force one",
+    )
 
 
 def _score_options(p: argparse.ArgumentParser) -> None:
@@ -288,6 +295,7 @@ def cluster_settings(args: argparse.Namespace):
         n_clusters=args.clusters,
         knn=args.knn,
         device=getattr(args, "device", "cpu"),
+        solver=args.cluster_solver,
     )
 
 

@@ -27,7 +27,8 @@ from . import data as data_mod
 from .clustering import ClusterSettings, assign_nearest, centroids, cluster_features, subset_and_clusters
 from .data import PrepareSettings
 from .features import FeatureSettings, ShardHook, check_feature_settings, extract_features
-from .ranking import PickSettings, count_by, score_all, score_histogram, select, target_count
+from .ranking import PickSettings, count_by, score_histogram, select, target_count
+from .streaming import score_streamed
 from .train_settings import TrainSettings, check_train_settings, result_settings
 from .workdir import begin_stage, digest, load_features, load_samples, model_identity, need, usable_mask
 
@@ -202,17 +203,22 @@ def cluster(work: str | Path, settings: ClusterSettings = ClusterSettings(), for
     need(work / "features" / "scores.json", "features")
     upstream = {"features": digest(need(work / "features" / "meta.json", "features"))}
     outputs = [folder / "indices.npy", folder / "clusters.npy", folder / "result.json"]
-    run = begin_stage(folder, "cluster", _settings_dict(settings, drop=("block", "device")), upstream, outputs, force)
+    tuning = ("block", "device", "exact_max", "flat_max", "pca_dim", "pca_sample", "candidates", "hnsw_m", "hnsw_ef",
+              "eigen_tol", "eigen_maxiter")  # how fast, not what: kept out of the stage's key
+    run = begin_stage(folder, "cluster", _settings_dict(settings, drop=tuning), upstream, outputs, force)
     if run is None:
         return json.loads((folder / "result.json").read_text())
     samples = load_samples(work)
     clip, names, scaled = load_features(work)
-    out = subset_and_clusters(np.asarray(clip), scaled if names else None, usable_mask(work, samples), settings)
+    # the memory-mapped features: only the subset's rows are read
+    out = subset_and_clusters(clip, scaled if names else None, usable_mask(work, samples), settings)
     _save_npy(run.out / "indices.npy", out["indices"].astype(np.int64))
     _save_npy(run.out / "clusters.npy", out["labels"].astype(np.int64))
     result = {
         "n_subset": int(len(out["indices"])),
         "clusterer": out["clusterer"],
+        "n_clusters": out.get("n_clusters"),
+        "solver": out.get("solver"),
         "recipe": out["recipe"],
         "per_cluster": count_by(out["labels"].tolist()),
     }
@@ -272,8 +278,7 @@ def score(work: str | Path, batch_size: int = 256, device: str = "cpu", force: b
             f"{scorer.score_names}, but {work / 'features'} has {clip.shape[1]} + {names}: "
             "retrain with `select train --force`"
         )
-    inputs = np.concatenate([np.asarray(clip, dtype=np.float32), scaled], axis=1)
-    r = score_all(scorer, inputs, batch_size, device).astype(np.float32)
+    r = score_streamed(scorer, clip, scaled, batch_size, device)  # chunks of rows: no second N×D copy
     _save_npy(run.out / "r.npy", r)
     write_json(run.out / "difficulty.json", {str(i): float(-v) for i, v in enumerate(r)}, indent=None)
     run.commit()
