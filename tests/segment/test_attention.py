@@ -84,3 +84,29 @@ def test_segearth_rows_sum_to_three_and_residual_variant():
     x = torch.randn(1, 4, 8)
     with torch.no_grad():
         assert torch.allclose(last_block(block, x, "sclip", residual=True), reference(block, x, "sclip", True), atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sdpa_mixing_equals_explicit_weights(mode):
+    """The SDPA path (one stacked call for SegEarth-OV) against softmax(·)·v written out, fp32."""
+    from frugalvl.segment.attention import attention_weights, mix_tokens
+
+    torch.manual_seed(3)
+    for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):  # fp32: rounding only (outputs reach ~6)
+        q, k, v = (torch.randn(2, 4, 197, 16, dtype=dtype) for _ in range(3))
+        weights = attention_weights(q, k, v, mode)
+        explicit = v if weights is None else weights @ v
+        assert torch.allclose(mix_tokens(q, k, v, mode), explicit, atol=tol, rtol=tol)
+
+
+def test_sdpa_is_called_once_for_segearth(monkeypatch):
+    import torch.nn.functional as F
+
+    from frugalvl.segment import attention
+
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    q, k, v = torch.randn(3, 2, 4, 10, 8).unbind(0)
+    attention.mix_tokens(q, k, v, "segearth")
+    assert calls == [torch.Size([6, 4, 10, 8])]

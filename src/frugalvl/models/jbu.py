@@ -16,10 +16,16 @@ Checkpoints (the official Lightning layout and FeatUp's JBU-Stack) are read and 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
+
+KERNEL_BACKENDS = ("auto", "triton", "torch")
 
 # On the CPU, working on blocks of (one sample) × rows × channels keeps the operands of all d² taps in
 # cache; the arithmetic per element (and its order) is unchanged, so the result is bit-identical.
@@ -37,18 +43,71 @@ def _blocks(t: torch.Tensor, h: int, channels: int):
                 yield slice(b, b + 1), slice(y0, min(y0 + _CPU_BLOCK_ROWS, h)), slice(c0, c0 + _CPU_BLOCK_CHANNELS)
 
 
+def _flush_subnormals(weights: torch.Tensor) -> torch.Tensor:
+    """Zero the subnormal entries of softmax weights on the CPU (no-op elsewhere).
+
+    exp() underflows to subnormals for neighbours far below the best one (peaky range kernels, e.g. a
+    large learned temperature or unnormalised guidance). They are 0 to within 2^-126, below half an ulp
+    of anything they are later added to, so zeroing them leaves the upsampler's output bit-identical
+    (tested on the real FeatUp checkpoint) and keeps the CPU off its slow subnormal path downstream.
+    """
+    if weights.device.type != "cpu" or not weights.is_floating_point():
+        return weights
+    return weights.masked_fill(weights < torch.finfo(weights.dtype).tiny, 0)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _run_blocks(task, blocks: list) -> None:
+    """Run ``task(block)`` for every block; on the CPU, blocks are spread over a thread pool.
+
+    Each block is ~d² small in-place ops. With intra-op threading every op is its own OpenMP region
+    ending in a barrier, and on a busy machine (more runnable threads than cores) each barrier waits
+    for a descheduled thread: measured 65–92 s instead of 7 s for one 224² JBU-One window on 2 shared
+    cores (docs/methods/jbu_kernels.md). Here each pool thread runs whole blocks with single-threaded
+    ops, so there is no barrier until the end. Per element the arithmetic is unchanged (bit-identical).
+    ``torch.set_num_threads`` also sets the default that threads first using torch read; it is restored
+    when the blocks are done.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or len(blocks) < 2:
+        for block in blocks:
+            task(block)
+        return
+    global _POOL
+    if _POOL is None or _POOL._max_workers != threads:
+        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="frugalvl-jbu")
+
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()  # both are thread-local
+
+    def single_threaded(block) -> None:
+        torch.set_num_threads(1)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            task(block)
+
+    try:
+        list(_POOL.map(single_threaded, blocks))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _shift_accumulate(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     b, taps, h, w = kernel.shape
     d = int(round(taps ** 0.5))
     out = torch.zeros(source_padded.shape[:2] + (h, w), dtype=torch.promote_types(source_padded.dtype, kernel.dtype),
                       device=source_padded.device)
-    for sample, rows, chans in _blocks(out, h, out.shape[1]):
+
+    def accumulate(block) -> None:
+        sample, rows, chans = block
         o, k = out[sample, chans, rows], kernel[sample, :, rows]
         src = source_padded[sample, chans, rows.start:rows.stop + d - 1]
         n = rows.stop - rows.start
         for p in range(taps):
             i, j = divmod(p, d)
             o.addcmul_(k[:, p:p + 1], src[:, :, i:i + n, j:j + w])
+
+    _run_blocks(accumulate, list(_blocks(out, h, out.shape[1])))
     return out
 
 
@@ -81,12 +140,40 @@ class _AdaptiveConv(torch.autograd.Function):
         return grad_src, grad_kernel
 
 
-def adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def resolve_kernel_backend(backend: str, device: torch.device) -> str:
+    """``"triton"`` or ``"torch"`` for a ``--jbu-kernel`` choice: ``auto`` is Triton on CUDA when installed.
+
+    ``triton`` off CUDA is allowed only under Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
+    """
+    if backend not in KERNEL_BACKENDS:
+        raise UserError(f"unknown JBU kernel {backend!r}: choose one of {', '.join(KERNEL_BACKENDS)} for --jbu-kernel")
+    if backend == "torch":
+        return "torch"
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        if backend == "triton":
+            raise UserError("--jbu-kernel triton needs a CUDA device: use --jbu-kernel auto or torch on this machine")
+        return "torch"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        if backend == "triton":
+            raise UserError("--jbu-kernel triton needs the 'triton' package: pip install triton, "
+                            "or use --jbu-kernel torch") from None
+        return "torch"
+    return "triton"
+
+
+def adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor, backend: str = "torch") -> torch.Tensor:
     """``out[b,c,y,x] = Σ_{i,j} kernel[b,i·d+j,y,x] · source_padded[b,c,y+i,x+j]``.
 
     ``source_padded``: ``[B, C, H+d-1, W+d-1]``; ``kernel``: ``[B, d², H, W]``. Shift-and-accumulate
-    over the offsets, so no ``C×d²×H×W`` tensor is ever built (in either direction).
+    over the offsets, so no ``C×d²×H×W`` tensor is ever built (in either direction). ``backend``
+    (``auto``/``triton``/``torch``) picks the fused Triton kernels of :mod:`.jbu_triton` instead.
     """
+    if resolve_kernel_backend(backend, source_padded.device) == "triton":
+        from .jbu_triton import adaptive_conv_triton
+
+        return adaptive_conv_triton(source_padded, kernel)
     if torch.is_grad_enabled() and (source_padded.requires_grad or kernel.requires_grad):
         return _AdaptiveConv.apply(source_padded, kernel)
     return _shift_accumulate(source_padded, kernel)
@@ -104,8 +191,9 @@ def adaptive_conv_unfold(source_padded: torch.Tensor, kernel: torch.Tensor) -> t
 class JBULearnedRange(nn.Module):
     """One ×2 joint-bilateral upsampling stage with a learned range kernel (§2.1 steps 1–7)."""
 
-    def __init__(self, guidance_dim: int = 3, key_dim: int = 32, radius: int = 5) -> None:
+    def __init__(self, guidance_dim: int = 3, key_dim: int = 32, radius: int = 5, kernel_backend: str = "auto") -> None:
         super().__init__()
+        self.kernel_backend = kernel_backend  # how the kernel is applied: auto | triton | torch (not saved)
         self.radius = radius
         self.diameter = 2 * radius + 1
         self.key_dim = key_dim
@@ -126,14 +214,23 @@ class JBULearnedRange(nn.Module):
         # One dot product per offset, in unfold order (p = i·d + j); avoids a key_dim×d²×H×W tensor.
         d = self.diameter
         logits = keys.new_empty(keys.shape[0], d * d, h, w)
-        for sample, rows, _ in _blocks(keys, h, 1):
+
+        def dots(block) -> None:
+            sample, rows, _ = block
             n = rows.stop - rows.start
             centre, near = keys[sample, :, rows], padded[sample, :, rows.start:rows.stop + d - 1]
             for p in range(d * d):
                 i, j = divmod(p, d)
                 logits[sample, p, rows] = (near[:, :, i:i + n, j:j + w] * centre).sum(1)
+
+        blocks = list(_blocks(keys, h, 1))
+        if torch.is_grad_enabled() and keys.requires_grad:  # autograd records the writes: one thread
+            for block in blocks:
+                dots(block)
+        else:
+            _run_blocks(dots, blocks)
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
-        return F.softmax(temperature * logits, dim=1)
+        return _flush_subnormals(F.softmax(temperature * logits, dim=1))
 
     def spatial_kernel(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Gaussian over a ``d×d`` grid on [-1, 1]², flattened row by row: ``[1, d², 1, 1]``."""
@@ -155,7 +252,7 @@ class JBULearnedRange(nn.Module):
         kernel = self.kernel(guidance)
         hr = F.interpolate(source, size=(h, w), mode="bicubic", align_corners=False)
         hr = F.pad(hr, [self.radius] * 4, mode="reflect")
-        return adaptive_conv(hr, kernel.to(hr.dtype))
+        return adaptive_conv(hr, kernel.to(hr.dtype), self.kernel_backend)
 
 
 class _JBUUpsampler(nn.Module):
@@ -166,6 +263,14 @@ class _JBUUpsampler(nn.Module):
     def __init__(self, feat_dim: int = 512) -> None:
         super().__init__()
         self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
+
+    def set_kernel_backend(self, backend: str) -> _JBUUpsampler:
+        """Apply the kernels with ``auto`` (Triton on CUDA), ``triton`` or ``torch`` (``--jbu-kernel``)."""
+        if backend not in KERNEL_BACKENDS:
+            raise UserError(f"unknown JBU kernel {backend!r}: choose one of {', '.join(KERNEL_BACKENDS)} for --jbu-kernel")
+        for stage in self.stages():
+            stage.kernel_backend = backend
+        return self
 
     def stages(self) -> list[JBULearnedRange]:
         return [getattr(self, name) for name in self.stage_names]
