@@ -193,3 +193,18 @@ def test_bg_idx_is_checked_by_the_library(tiny_clip_model):
 
     with pytest.raises(UserError, match="bg_idx 3 is not a class index"):
         SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b;c"), settings=SegEarthOVSettings(bg_idx=3))
+
+
+def test_jbu_kernel_setting_reaches_the_upsampler(tiny_clip_model, aerial):
+    from frugalvl.cli import build_parser
+    from frugalvl.commands.methods.segearth_ov import settings_from_cli
+
+    args = build_parser(["segment"]).parse_args(["segment", "x.png", "-o", "o", "--classes", "a;b", "--jbu-kernel", "torch"])
+    assert settings_from_cli(args).jbu_kernel == "torch"
+    torch.manual_seed(0)
+    up = JBUOne(feat_dim=tiny_clip_model.embed_dim)
+    seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b"), up, SegEarthOVSettings(jbu_kernel="torch"))
+    assert {stage.kernel_backend for stage in seg.upsampler.stages()} == {"torch"}
+    seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b"), up, SegEarthOVSettings(jbu_kernel="triton"))
+    with pytest.raises(UserError, match="riton"):  # no CUDA here: one clear line, not a Triton traceback
+        seg.class_scores(np.ascontiguousarray(aerial[:32, :32]))

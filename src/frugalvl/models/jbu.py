@@ -267,7 +267,7 @@ class _JBUUpsampler(nn.Module):
     def set_kernel_backend(self, backend: str) -> _JBUUpsampler:
         """Apply the kernels with ``auto`` (Triton on CUDA), ``triton`` or ``torch`` (``--jbu-kernel``)."""
         if backend not in KERNEL_BACKENDS:
-            raise UserError(f"unknown JBU kernel {backend!r}: choose one of {', '.join(KERNEL_BACKENDS)} for --jbu-kernel")
+            raise UserError(f"unknown JBU kernel {backend!r}: choose one of {', '.join(KERNEL_BACKENDS)}")
         for stage in self.stages():
             stage.kernel_backend = backend
         return self

@@ -51,7 +51,7 @@ def _long_side(text: str) -> int | None:
     return value
 
 
-def _check_settings(s: "SegEarthOVSettings") -> None:
+def _check_settings(s: SegEarthOVSettings) -> None:
     """Ranges of :class:`SegEarthOVSettings`; each message starts with the field's name."""
     if s.attention not in MODES:
         raise ValueError(f"attention {s.attention!r} is unknown: choose one of {', '.join(MODES)}")
@@ -92,6 +92,10 @@ class SegEarthOVSettings:
                                       parse=int)
     commute_upsampler: bool = option(False, "apply the upsampler's final 1×1 conv at low resolution (exact up to "
                                             "rounding, §2.4)")
+    jbu_kernel: str = option(
+        "auto", "how the upsampler's kernels are applied: auto (Triton on CUDA), triton or torch",
+        choices=("auto", "triton", "torch"),
+    )
 
     def __post_init__(self) -> None:
         """Refuse values that would give silent nonsense (all-background maps, gaps between windows)."""
@@ -121,6 +125,8 @@ class SegEarthOV:
         self.vocabulary = vocabulary
         self.settings = settings
         self.upsampler = upsampler.to(clip.device).eval() if upsampler is not None else None
+        if self.upsampler is not None and hasattr(self.upsampler, "set_kernel_backend"):
+            self.upsampler.set_kernel_backend(settings.jbu_kernel)
         if self.upsampler is not None:
             feat_dim = getattr(self.upsampler, "feature_dim", clip.embed_dim)
             if feat_dim != clip.embed_dim:
