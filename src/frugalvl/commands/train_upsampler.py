@@ -36,7 +36,8 @@ def register(subparsers: Any) -> None:
         help="train a SimFeatUp upsampler for a CLIP from unlabeled images",
         description="Learn the JBU-One feature upsampler of SegEarth-OV for any ViT CLIP (RemoteCLIP, GeoRSCLIP, "
         "open_clip models) from unlabeled images, with the official SimFeatUp recipe. The result loads "
-        "with 'frugalvl segment --upsampler FILE'.",
+        "with 'frugalvl segment --upsampler FILE'. On several GPUs or nodes run it under a launcher, e.g. "
+        "'accelerate launch --num_processes 2 -m frugalvl train-upsampler ...' (--batch-size is per process).",
     )
     p.add_argument(
         "--images",
@@ -57,7 +58,12 @@ def register(subparsers: Any) -> None:
         metavar="UPSAMPLER.ckpt",
         help="the trained upsampler, in the official checkpoint layout",
     )
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present), cpu, cuda or cuda:N (default auto); under accelerate launch or torchrun "
+        "each process takes cuda:LOCAL_RANK (or the CPU with --device cpu)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     recipe = p.add_argument_group("recipe (defaults: the official SimFeatUp settings)")
     add_settings_options(recipe, UpsamplerTrainSettings, skip=RUN_FIELDS)
@@ -85,6 +91,7 @@ def run_command(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
     from ..fileio import check_writable_dir, remove_stale_temporaries
     from ..models.clip import load_clip
+    from ..train.distributed import init_ranks
     from ..train.images import list_training_images
     from ..train.loop import summary_line, train_upsampler
     from ..train.settings import check_settings
@@ -96,8 +103,10 @@ def run_command(args: argparse.Namespace) -> int:
     if output.is_dir():
         raise UserError(f"-o {output} is a folder: give the path of the .ckpt file to write")
     check_writable_dir(output.parent or Path("."), option="-o (its folder)")
-    remove_stale_temporaries(output.parent)
-    device = resolve_device(args.device)
+    ranks = init_ranks(args.device)  # one process unless started by accelerate launch / torchrun
+    if ranks.is_main:
+        remove_stale_temporaries(output.parent)
+    device = ranks.device if ranks.world > 1 else resolve_device(args.device)
     clip = load_clip(args.clip, device=device)
     summary = train_upsampler(
         clip,
@@ -108,8 +117,10 @@ def run_command(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         report=_note,
+        ranks=ranks,
     )
-    print(summary_line(summary))
+    if ranks.is_main:
+        print(summary_line(summary))
     return 0
 
 

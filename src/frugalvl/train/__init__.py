@@ -17,6 +17,7 @@ module                    part of the recipe
 :mod:`.trainer`           one optimisation step over upsampler, downsampler, scale net and decoder
 :mod:`.checkpoints`       resumable checkpoints (Lightning-like layout) and Ctrl-C handling
 :mod:`.loop`              :func:`train_upsampler`: the run, from images to the final upsampler file
+:mod:`.distributed`       data parallel over processes/GPUs/nodes (``accelerate launch``, ``torchrun``)
 ========================  ===========================================================================
 
 The upsampler modules themselves are :mod:`frugalvl.models.jbu`; checkpoints are read and written

@@ -3,7 +3,8 @@
 A checkpoint (``step_NNNNNNN.ckpt``, every ``checkpoint_every`` steps and at the end) holds
 everything a run needs to continue bit for bit: the four trained modules, the optimiser, the step,
 every random state and the position in the image stream, plus a ``frugalvl`` record of the settings
-it was trained with. Its ``state_dict`` is laid out as the official Lightning files (``upsampler.*``
+it was trained with. In a data-parallel run the main process writes them, with the stream position
+of every process (``positions``), and every process reads them back to resume. Its ``state_dict`` is laid out as the official Lightning files (``upsampler.*``
 etc., SegEarth-OV spec §2.2), so ``frugalvl segment --upsampler`` reads any of them. They hold plain
 data only and are read back with ``torch.load(weights_only=True)``.
 """
@@ -25,6 +26,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import atomic_path
+from .distributed import Ranks
 from .images import ImageStream, StreamPosition
 from .settings import RESUMABLE_CHANGES, UpsamplerTrainSettings
 from .trainer import UpsamplerTrainer
@@ -84,10 +86,19 @@ def check_resumable(saved: dict[str, Any], settings: UpsamplerTrainSettings, dim
 class RunCheckpoints:
     """Bookkeeping of one invocation: checkpoint folder, stream position, skipped images, log."""
 
-    def __init__(self, trainer: UpsamplerTrainer, stream: ImageStream, folder: Path, clip_identity: str) -> None:
+    def __init__(
+        self,
+        trainer: UpsamplerTrainer,
+        stream: ImageStream,
+        folder: Path,
+        clip_identity: str,
+        ranks: Ranks | None = None,
+    ) -> None:
         self.trainer, self.stream, self.folder = trainer, stream, folder
         self.clip_identity = clip_identity
+        self.ranks = ranks or Ranks()
         self.position = StreamPosition()
+        self.positions = [self.position]  # every process's, as of the last save or restore
         self.crops_seen = 0
 
     def meta(self) -> dict[str, Any]:
@@ -101,12 +112,32 @@ class RunCheckpoints:
             "patch_size": t.clip.patch_size,
             "images": {"count": len(self.stream.paths), "digest": images_digest(self.stream.paths)},
             "position": {"epoch": self.position.epoch, "cursor": self.position.cursor},
+            **self._positions_record(),
             "skipped": dict(self.stream.skipped),
             "crops_seen": self.crops_seen,
         }
 
-    def save(self) -> Path:
-        """Write ``step_N.ckpt`` atomically and drop the oldest beyond ``keep_checkpoints``."""
+    def _positions_record(self) -> dict[str, Any]:
+        if self.ranks.world == 1:
+            return {}
+        return {"positions": [{"epoch": p.epoch, "cursor": p.cursor} for p in self.positions]}
+
+    def share(self) -> None:
+        """Collect every process's stream position and skipped images (all processes must call this)."""
+        if self.ranks.world == 1:
+            self.positions = [self.position]
+            return
+        shared = self.ranks.gather(((self.position.epoch, self.position.cursor), dict(self.stream.skipped)))
+        self.positions = [StreamPosition(*pos) for pos, _ in shared]
+        for _, skipped in shared:
+            self.stream.skipped.update(skipped)
+
+    def save(self) -> Path | None:
+        """Write ``step_N.ckpt`` atomically and drop the oldest beyond ``keep_checkpoints``; every
+        process must call this, the main one writes (the others return None)."""
+        self.share()
+        if not self.ranks.is_main:
+            return None
         t = self.trainer
         path = self.folder / f"step_{t.step:07d}.ckpt"
         with atomic_path(path) as tmp:
@@ -129,7 +160,7 @@ class RunCheckpoints:
         if meta["clip"] != self.clip_identity:
             note(f"note: {path} was trained with CLIP {meta['clip']}, this run loads {self.clip_identity}")
         self.trainer.load_state(ckpt)
-        self.position = StreamPosition(**meta["position"])
+        self.position = self._my_position(meta, path, note)
         self.stream.skipped.update(meta["skipped"])
         self.crops_seen = int(meta["crops_seen"])
         saved = meta["images"]
@@ -138,6 +169,20 @@ class RunCheckpoints:
                 f"note: the image list changed since {path} ({saved['count']} → {len(self.stream.paths)} images): "
                 "training continues, but the crops differ from an uninterrupted run"
             )
+
+    def _my_position(self, meta: dict[str, Any], path: Path, note: Callable[[str], None]) -> StreamPosition:
+        """This process's position; a run resumed with another number of processes continues from
+        the earliest saved position (a few crops may be seen twice)."""
+        saved = [StreamPosition(**p) for p in meta.get("positions", [meta["position"]])]
+        self.positions = saved
+        if len(saved) == self.ranks.world:
+            return saved[self.ranks.index]
+        if len(saved) > 1 or self.ranks.world > 1:
+            note(
+                f"note: {path} was saved by {len(saved)} process(es), this run has {self.ranks.world}: "
+                "the image stream continues from the earliest saved position"
+            )
+        return min(saved, key=lambda p: (p.epoch, p.cursor))
 
     def log(self, losses: dict[str, float], seconds: float) -> None:
         """Append one line to ``log.jsonl`` in the checkpoint folder."""

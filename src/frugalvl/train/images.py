@@ -91,7 +91,9 @@ class ImageStream:
     Each epoch visits the images in a seeded random order; the crop of the ``i``-th visit depends
     only on ``(seed, epoch, i)``, so a resumed run sees exactly the crops an uninterrupted run
     would. Unreadable files are reported once (to ``report``, else as a logged warning), skipped and
-    counted, never fatal. Decoding runs in a few threads ahead of training (OpenCV and GDAL release
+    counted, never fatal. Process ``rank`` of ``world`` data-parallel processes takes the visits
+    ``i ≡ rank (mod world)`` of every epoch: the processes' shares are disjoint and together the
+    single-process order, and each resumes from its own position. Decoding runs in a few threads ahead of training (OpenCV and GDAL release
     the GIL).
     """
 
@@ -102,9 +104,16 @@ class ImageStream:
         seed: int = 0,
         workers: int = 2,
         report: Callable[[str], None] | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if not paths:
             raise UserError("no training images: give a folder of images or a list of them to --images")
+        if len(paths) < world:
+            raise UserError(
+                f"{len(paths)} training image(s) for {world} processes: give at least one image per process"
+            )
+        self.rank, self.world = rank, world
         self.paths = list(paths)
         self.crop_size = crop_size
         self.seed = seed
@@ -134,7 +143,8 @@ class ImageStream:
         while True:
             order = self.order(epoch)
             for i in range(cursor, len(order)):
-                yield epoch, i, int(order[i])
+                if i % self.world == self.rank:
+                    yield epoch, i, int(order[i])
             epoch, cursor = epoch + 1, 0
 
     def _position_after(self, epoch: int, i: int) -> StreamPosition:

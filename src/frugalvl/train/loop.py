@@ -1,6 +1,23 @@
 """The training run: ``train_upsampler`` ties the image stream, the trainer and the checkpoints
 together (SegEarth-OV spec §2.5: one epoch over the images by default, a checkpoint every 100
-steps) and writes the final upsampler in the official layout (§2.2)."""
+steps) and writes the final upsampler in the official layout (§2.2).
+
+Several processes, GPUs or nodes (data parallel, as the official 2 GPUs × batch 4)::
+
+    accelerate launch --num_processes 2 -m frugalvl train-upsampler --images DIR -o up.ckpt --batch-size 4
+    torchrun --nproc_per_node 2 -m frugalvl train-upsampler --images DIR -o up.ckpt --batch-size 4
+
+``--batch-size`` is per process: a step consumes ``batch_size × processes`` crops, and the default
+length (one epoch) is ``ceil(images / (batch_size × processes))`` steps. Each process takes its own
+share of the shuffled image order (see :class:`~.images.ImageStream`), the gradients are averaged
+over the processes before every step (see :mod:`.distributed`), so all processes hold the same
+weights. Only the main process shows progress, writes ``log.jsonl``, the checkpoints and the
+output; checkpoints keep every process's stream position, and ``--resume`` restores each process's
+state (resuming with another number of processes also works, from the earliest saved position).
+Over several nodes the checkpoint folder must be on a filesystem they share. Without CUDA,
+``accelerate launch --multi_gpu --num_processes 2`` (or torchrun) gives 2 CPU processes on gloo
+(``--cpu`` makes accelerate start one). A single process (no launcher) trains exactly as before.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +35,7 @@ from ..errors import UserError
 from ..models.clip import ClipModel
 from ..models.upsampler import save_upsampler
 from .checkpoints import RunCheckpoints, StopOnInterrupt, default_checkpoint_dir, list_checkpoints
+from .distributed import Ranks, current_ranks
 from .images import ImageStream
 from .settings import UpsamplerTrainSettings
 from .trainer import UpsamplerTrainer
@@ -70,13 +88,18 @@ def train_upsampler(
     resume: bool = False,
     progress: bool = True,
     report: Callable[[str], None] | None = None,
+    ranks: Ranks | None = None,
 ) -> TrainSummary:
     """Train a JBU upsampler for ``clip`` on ``images``; write resumable checkpoints and the final
     upsampler to ``output`` in the official layout. Returns what happened, for the summary line.
 
     Notes for the user (skipped images, resumption, interruption) go to ``report`` when given,
-    else to this module's logger.
+    else to this module's logger. ``ranks``: this process among data-parallel ones (default: those
+    of an initialised ``torch.distributed`` process group, else a single process).
     """
+    ranks = ranks or current_ranks(clip.device)
+    quiet: Callable[[str], None] = lambda message: None  # noqa: E731 - other processes: no duplicate notes
+    main_note = (report or log.info) if ranks.is_main else quiet
     output = Path(output)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(output)
     existing = list_checkpoints(folder)
@@ -85,19 +108,28 @@ def train_upsampler(
             f"{folder} holds checkpoints of an earlier run (last: step {existing[-1][0]}): "
             "add --resume to continue it, or remove the folder to start over"
         )
-    steps = settings.steps if settings.steps is not None else math.ceil(len(images) / settings.batch_size)
-    trainer = UpsamplerTrainer(clip, settings)
-    stream = ImageStream(images, settings.crop_size, settings.seed, settings.workers, report=report)
-    run = RunCheckpoints(trainer, stream, folder, clip.identity)
+    per_step = settings.batch_size * ranks.world
+    steps = settings.steps if settings.steps is not None else math.ceil(len(images) / per_step)
+    trainer = UpsamplerTrainer(clip, settings, ranks)
+    stream = ImageStream(
+        images, settings.crop_size, settings.seed, settings.workers, report=report, rank=ranks.index, world=ranks.world
+    )
+    run = RunCheckpoints(trainer, stream, folder, clip.identity, ranks)
     if existing:
-        run.restore(existing[-1][1], report or log.warning)
-        (report or log.info)(f"resuming from {existing[-1][1]} (step {trainer.step} of {steps})")
+        run.restore(existing[-1][1], (report or log.warning) if ranks.is_main else quiet)
+        main_note(f"resuming from {existing[-1][1]} (step {trainer.step} of {steps})")
     elif resume:
-        (report or log.info)(f"no checkpoint in {folder}: starting from step 0")
+        main_note(f"no checkpoint in {folder}: starting from step 0")
+    if ranks.world > 1:
+        main_note(f"{ranks.world} processes, {settings.batch_size} crops each: {per_step} crops per step")
     folder.mkdir(parents=True, exist_ok=True)
     start, begin = trainer.step, time.perf_counter()
-    losses = _run_steps(trainer, stream, run, steps, progress, report or log.warning)
-    save_upsampler(output, trainer.upsampler, global_step=trainer.step, frugalvl=run.meta())
+    losses = _run_steps(trainer, stream, run, steps, progress and ranks.is_main, report or log.warning)
+    if trainer.step == start:  # nothing trained (a finished run resumed): still agree on what was skipped
+        run.share()
+    if ranks.is_main:
+        save_upsampler(output, trainer.upsampler, global_step=trainer.step, frugalvl=run.meta())
+    ranks.barrier()
     return TrainSummary(
         output=output,
         steps=trainer.step,
@@ -120,6 +152,7 @@ def _run_steps(
 ) -> list[dict[str, float]]:
     """Steps up to ``steps``, checkpointing as set; the first Ctrl-C saves, then interrupts."""
     every = trainer.settings.checkpoint_every
+    ranks = run.ranks
     losses: list[dict[str, float]] = []
     bar = _progress(steps, trainer.step, progress)
     batches = stream.batches(trainer.settings.batch_size, run.position)
@@ -129,9 +162,10 @@ def _run_steps(
                 batch, after = next(batches)
                 tick = time.perf_counter()
                 terms = trainer.train_step(batch)
-                run.position, run.crops_seen = after, run.crops_seen + len(batch)
+                run.position, run.crops_seen = after, run.crops_seen + len(batch) * ranks.world
                 losses.append(terms)
-                run.log(terms, time.perf_counter() - tick)
+                if ranks.is_main:
+                    run.log(terms, time.perf_counter() - tick)
                 bar.update(1)
                 bar.set_postfix(
                     rec=f"{terms['rec']:.4f}",
@@ -142,8 +176,10 @@ def _run_steps(
                 )
                 if trainer.step % every == 0 or trainer.step >= steps:
                     run.save()
-                if stop.requested:
-                    note(f"interrupted: saved {run.save()}; rerun with --resume to continue")
+                if ranks.any(stop.requested):  # every process stops after the same step
+                    saved = run.save()
+                    if ranks.is_main:
+                        note(f"interrupted: saved {saved}; rerun with --resume to continue")
                     raise KeyboardInterrupt
     finally:
         batches.close()

@@ -37,7 +37,7 @@ class UpsamplerTrainSettings:
     steps: int | None = option(
         None, "optimiser steps; none: one pass over the images (the official 1 epoch)", parse=int
     )
-    batch_size: int = option(4, "crops per step (official: 4 per GPU)")
+    batch_size: int = option(4, "crops per step and process (official: 4 per GPU, on 2 GPUs)")
     lr: float = option(1e-3, "NAdam learning rate")
     crop_size: int = option(
         224, "random crop size in pixels, a multiple of the CLIP patch size (reflect-padded when an image is smaller)"

@@ -19,6 +19,7 @@ from torch import nn
 from ..models.clip import ClipModel
 from ..models.jbu import JBUOne, JBUStack
 from ..precision import autocast, autocast_dtype
+from .distributed import Ranks
 from .downsampler import AttentionDownsampler
 from .featurizer import IMAGENET_MEAN, IMAGENET_STD, ClipFeaturizer
 from .jitter import apply_jitter, sample_jitter
@@ -48,15 +49,20 @@ class SimFeatUpParts(nn.Module):
 class UpsamplerTrainer:
     """One SimFeatUp training run: the modules, the optimiser and the random streams."""
 
-    def __init__(self, clip: ClipModel, settings: UpsamplerTrainSettings = UpsamplerTrainSettings()) -> None:
+    def __init__(
+        self, clip: ClipModel, settings: UpsamplerTrainSettings = UpsamplerTrainSettings(), ranks: Ranks | None = None
+    ) -> None:
         check_settings(settings, clip.patch_size)
         self.clip = clip
+        self.ranks = ranks or Ranks()
         self.settings = settings
         self.device = clip.device
         self.featurizer = ClipFeaturizer(clip, settings.last_block)
         self.dim = clip.embed_dim
         # One seed fixes the initial weights and every random stream: dropout and the patch drops
-        # use torch's global generators, jitters and projections a private CPU generator.
+        # use torch's global generators, jitters and projections a private CPU generator. Every
+        # process of a data-parallel run uses the same seed: same weights, same views (as Lightning
+        # DDP with seed_everything), different images.
         torch.manual_seed(settings.seed)
         parts = SimFeatUpParts(build_upsampler(settings, self.dim), self.dim, clip.patch_size)
         self.parts = parts.to(self.device).train()
@@ -106,7 +112,14 @@ class UpsamplerTrainer:
         return rec, img
 
     def train_step(self, batch: np.ndarray | torch.Tensor) -> dict[str, float]:
-        """One optimiser step on a batch of uint8 crops; returns the jitter-averaged loss terms."""
+        """One optimiser step on a batch of uint8 crops; returns the jitter-averaged loss terms
+        (averaged over the processes too when several train together)."""
+        terms = self.backward(batch)
+        self.apply_gradients()
+        return terms
+
+    def backward(self, batch: np.ndarray | torch.Tensor) -> dict[str, float]:
+        """The gradients of one step on ``batch`` (averaged over the processes), without the update."""
         s = self.settings
         image = self.normalise(batch)
         lr_feats = self.featurizer(image)
@@ -118,14 +131,35 @@ class UpsamplerTrainer:
             self.scaler.scale((rec + s.img_weight * img) / s.n_jitters).backward()
             rec_sum += rec.item()
             img_sum += img.item()
+        if self.ranks.world > 1:
+            rec_sum, img_sum = self.average_over_ranks(rec_sum, img_sum)
+        rec_mean, img_mean = rec_sum / s.n_jitters, img_sum / s.n_jitters
+        return {"rec": rec_mean, "img": img_mean, "loss": rec_mean + s.img_weight * img_mean}
+
+    def average_over_ranks(self, rec_sum: float, img_sum: float) -> tuple[float, float]:
+        """Average the gradients and the loss sums over the processes in one all-reduce (what DDP
+        does to the gradients; a GradScaler's inf/NaN then reaches every process alike)."""
+        params = list(self.parts.parameters())
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        terms = torch.tensor([rec_sum, img_sum], device=self.device, dtype=params[0].grad.dtype)
+        flat = self.ranks.average_(torch.cat([p.grad.reshape(-1) for p in params] + [terms]))
+        start = 0
+        for p in params:
+            p.grad.copy_(flat[start : start + p.numel()].view_as(p.grad))
+            start += p.numel()
+        return float(flat[-2]), float(flat[-1])
+
+    def apply_gradients(self) -> None:
+        """Clip during the first steps, then one NAdam step over every trained module."""
+        s = self.settings
         if self.step < s.early_clip_steps:  # tiny first steps while NAdam's moments settle
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.parts.parameters(), s.early_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        rec_mean, img_mean = rec_sum / s.n_jitters, img_sum / s.n_jitters
-        return {"rec": rec_mean, "img": img_mean, "loss": rec_mean + s.img_weight * img_mean}
 
     # -- state ------------------------------------------------------------------------------------
 
