@@ -147,6 +147,7 @@ def _evaluate_one(
     """Score one dataset: from prediction files when ``pred_dir`` is given, else by running the method."""
     from ..evaluate.runner import FilePredictor, SegmenterPredictor, evaluate_dataset
 
+    predictor: FilePredictor | SegmenterPredictor
     if pred_dir is not None:
         predictor = FilePredictor(pred_dir, label)
         settings: dict[str, Any] = {"predictions": str(Path(pred_dir).resolve())}
@@ -188,6 +189,7 @@ def _method_args(args: argparse.Namespace, dataset: str) -> argparse.Namespace:
 
 
 def _print_outputs(result: DatasetResult) -> None:
+    assert result.run_dir is not None  # evaluate_dataset always sets it
     cached = result.images - result.computed
     resumed = f" ({cached} from earlier runs)" if cached else ""
     print(

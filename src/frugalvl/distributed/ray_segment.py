@@ -244,7 +244,8 @@ def segment_files_ray(make_segmenter: Callable[[], Any], paths: Sequence, outdir
     outdir = check_outdir(outdir)
     paths = [str(p) for p in paths]
     check_inputs_and_outputs(paths, outdir)
-    job = SegmentJob(str(outdir), **{k: (tuple(v) if k == "bands" and v else v) for k, v in options.items()})
+    fields: dict[str, Any] = {k: (tuple(v) if k == "bands" and v else v) for k, v in options.items()}
+    job = SegmentJob(str(outdir), **fields)
     settings = job.scene_settings()
     with ray_session(ray_address) as ray:
         pool = plan_pool(ray, workers, gpus_per_worker, device, restarts)
@@ -316,6 +317,7 @@ def _merge(summary: RunSummary, r: _Result) -> None:
         summary.failed.append((r.path, r.error))
         return
     s = r.summary
+    assert s is not None  # a result without an error carries its summary
     summary.pixels.update(s.pixels)
     summary.area.update(s.area)
     summary.area_units |= s.area_units

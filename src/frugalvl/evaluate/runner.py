@@ -56,9 +56,10 @@ class SegmenterPredictor:
         from ..raster import read_image
         from ..segment.pipeline import segment_image
 
-        if self._segmenter is None:
-            self._segmenter = self._make_segmenter()
-        return segment_image(self._segmenter, read_image(sample.image)).labels
+        segmenter = self._segmenter
+        if segmenter is None:
+            segmenter = self._segmenter = self._make_segmenter()
+        return segment_image(segmenter, read_image(sample.image)).labels
 
 
 class FilePredictor:
@@ -226,7 +227,7 @@ def evaluate_dataset(
         if path is not None:
             write_json(path, {"id": sample.id, "confusion": matrix.tolist()}, indent=None)
     result = DatasetResult(
-        spec, predictor.label, acc.scores(), acc.matrix.copy(), len(chosen), len(samples), computed, settings, run_dir
+        spec, predictor.label, acc.scores(), acc.matrix.copy(), len(chosen), len(samples), computed, dict(settings), run_dir
     )
     write_json(run_dir / "results.json", result.to_json())
     write_text(run_dir / "per_class.csv", result.per_class_csv())

@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 # Column order and short names of the papers' tables.
 MULTICLASS = ("openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd")
 SINGLE_CLASS = {
@@ -113,7 +115,9 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: st
     return "\n".join(out)
 
 
-def per_class_table(names: Sequence[str], iou: Sequence[float], acc: Sequence[float], title: str | None = None) -> str:
+def per_class_table(
+    names: Sequence[str], iou: Sequence[float] | np.ndarray, acc: Sequence[float] | np.ndarray, title: str | None = None
+) -> str:
     """Class | IoU | Acc, in percent."""
     rows = [[n, fmt(i), fmt(a)] for n, i, a in zip(names, iou, acc)]
     return format_table(["class", "IoU", "Acc"], rows, title)

@@ -57,7 +57,12 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: s
 
 
 # The (query, key) pairs whose softmax weights are summed; every mode's value is ``v``.
-_PAIRS = {"segearth": ("qq", "kk", "vv"), "clearclip": ("qq",), "sclip": ("qq", "kk"), "vanilla": ("qk",)}
+_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "segearth": (("q", "q"), ("k", "k"), ("v", "v")),
+    "clearclip": (("q", "q"),),
+    "sclip": (("q", "q"), ("k", "k")),
+    "vanilla": (("q", "k"),),
+}
 
 
 def mix_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str) -> torch.Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ class SegEarthOVSettings:
         from ..presets import method_settings
 
         table = method_settings(name, "segearth_ov", vocabulary)  # the user's own classes: see method_settings
-        values = {k: table[k] for k in ("prob_thd", "bg_idx", "cls_lambda") if k in table}
+        values: dict[str, Any] = {k: table[k] for k in ("prob_thd", "bg_idx", "cls_lambda") if k in table}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

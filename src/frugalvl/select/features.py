@@ -157,7 +157,7 @@ def run_sharded(
         if not path.is_file():
             arrays = compute(lo, hi)
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
             if hook:
                 hook(what, k)
         with np.load(path) as z:
@@ -421,10 +421,11 @@ class TextQualityScorer:
             unit="sample",
             disable=not self.progress,
         )
-        if isinstance(self.backend, EndpointClient):
+        backend = self.backend
+        if isinstance(backend, EndpointClient):
 
             def one(s: dict[str, Any]) -> None:
-                cache.add(s["unique_idx"], self.backend.ask(rating_messages(s["conversations"])))
+                cache.add(s["unique_idx"], backend.ask(rating_messages(s["conversations"])))
                 bar.update(1)
 
             pool = ThreadPoolExecutor(self.backend.settings.concurrency)

@@ -62,7 +62,7 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, input_grads: bool =
     return get_peft_model(model, config)
 
 
-def mixed_precision(settings: TrainSettings) -> str:
+def mixed_precision(settings: Any) -> str:
     """accelerate's ``mixed_precision`` for ``settings.precision`` here ("no" = fp32)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision(settings.precision, device)

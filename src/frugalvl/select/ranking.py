@@ -72,15 +72,15 @@ def select(
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Positions of the selected samples, lowest r first, and the quota per source."""
     pool = np.flatnonzero(eligible)
-    sources = np.asarray(sources, dtype=object)
+    groups_of = np.asarray(sources, dtype=object)
     if mode == "global":
         chosen = lowest_first(r, pool)[:k]
         return chosen, {}
     if mode != "quota":
         raise ValueError(f"unknown selection mode {mode!r}")
     groups: dict[str, np.ndarray] = {}
-    for g in sorted(set(sources[pool])):
-        groups[g] = pool[sources[pool] == g]
+    for g in sorted(set(groups_of[pool])):
+        groups[g] = pool[groups_of[pool] == g]
     quotas = group_quotas({g: len(v) for g, v in groups.items()}, k)
     chosen = (
         np.concatenate([lowest_first(r, groups[g])[: quotas[g]] for g in groups]) if groups else np.zeros(0, np.int64)

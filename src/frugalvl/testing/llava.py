@@ -8,12 +8,19 @@ The folder holds what :func:`frugalvl.models.llava.load_llava` reads: config + w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, PreTrainedTokenizerFast)
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    PreTrainedTokenizerFast,
+)
 
 from frugalvl.select.prompting import VICUNA_SYSTEM
 
@@ -33,7 +40,7 @@ def build_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
                                    extra_special_tokens={"image_token": "<image>"})
 
 
-def build_tiny_llava(folder: Path, extra_text: list[str] = (), seed: int = 0, text_hidden: int = 48,
+def build_tiny_llava(folder: Path, extra_text: Sequence[str] = (), seed: int = 0, text_hidden: int = 48,
                      text_layers: int = 2, vision_hidden: int = 32, image_size: int = IMAGE_SIZE,
                      patch: int = PATCH) -> Path:
     """Write a tiny random LLaVA folder and return it (larger sizes serve the benchmarks)."""

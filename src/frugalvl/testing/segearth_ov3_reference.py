@@ -8,6 +8,7 @@ Python loop over the kept instances: what the official code does per view. fruga
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,14 +27,16 @@ def official_style_view_scores(
     transformers' full ``Sam3Model.forward`` at batch 1, and a Python loop over kept instances."""
     from PIL import Image
 
-    model, device = sam3.model, sam3.device
+    model: Any = sam3.model
+    device = sam3.device
+    processor: Any = sam3.processor
     size = (view.shape[0], view.shape[1])
     out = torch.zeros(len(queries), *size, device=device)
     with autocast(device, settings.precision):
-        pixels = sam3.processor(images=Image.fromarray(view), return_tensors="pt")["pixel_values"]
+        pixels = processor(images=Image.fromarray(view), return_tensors="pt")["pixel_values"]
         vision = model.get_vision_features(pixel_values=pixels.to(device, sam3.dtype))
         for q, word in enumerate(queries):
-            text = sam3.processor(text=[word], return_tensors="pt").to(device)
+            text = processor(text=[word], return_tensors="pt").to(device)
             result = model(vision_embeds=vision, input_ids=text["input_ids"], attention_mask=text["attention_mask"])
             presence = result.presence_logits[0, 0].float().sigmoid()
             scores = result.pred_logits[0].float().sigmoid() * presence

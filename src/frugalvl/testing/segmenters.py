@@ -72,7 +72,10 @@ def write_test_scene(path, height: int, width: int, dtype: str = "uint8", nodata
     from rasterio.transform import from_origin
 
     if source is not None:
-        tile = cv2.imread(str(source))[..., ::-1]
+        decoded = cv2.imread(str(source))
+        if decoded is None:
+            raise FileNotFoundError(source)
+        tile = decoded[..., ::-1]
         reps = (-(-height // tile.shape[0]), -(-width // tile.shape[1]), 1)
         rgb = np.tile(tile, reps)[:height, :width]
     else:
