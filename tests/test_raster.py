@@ -6,7 +6,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from frugalvl.errors import UserError
-from frugalvl.raster import (find_images, read_class_names, read_image, write_labels, write_overlay, write_probs)
+from frugalvl.raster import find_images, read_class_names, read_image, write_labels, write_overlay, write_probs
 from tests.conftest import EXAMPLES, shared_file
 
 
@@ -90,3 +90,46 @@ def test_write_labels_png_and_probs_and_overlay(tmp_path):
     overlay = Image.open(write_overlay(tmp_path, img, labels, ["x", "y", "z"]))
     assert overlay.height == 512 and overlay.width > 512  # legend on the right
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left
+
+
+def test_huge_header_is_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(UserError, match="100000×100000"):
+        read_image(bomb)
+    big = tmp_path / "big.png"  # valid header above the whole-image limit: pointed to the tiled path
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 5000, 8, 2, 0, 0, 0))
+                    + chunk(b"IEND", b""))
+    with pytest.raises(UserError, match="--tile"):
+        read_image(big)
+
+
+def test_urls_are_kept_and_named():
+    from frugalvl.raster import input_name, input_stem, is_url
+
+    url = "https://example.org/data/scene.cog.tif?token=1"
+    assert find_images([url]) == [url] and is_url(url) and not is_url("scene.tif")
+    assert input_name(url) == "scene.cog.tif" and input_stem(url) == "scene.cog"
+    assert input_stem("/x/y/a.b.tif") == "a.b"
+
+
+def test_probs_of_a_georeferenced_image_are_a_uint8_cog(tmp_path):
+    from rio_cogeo.cogeo import cog_validate
+
+    from frugalvl.raster import write_probs_cog
+
+    img = read_image(EXAMPLES / "landsat_rgb_byte.tif")
+    scores = np.random.default_rng(0).random((2, *img.rgb.shape[:2])).astype(np.float32)
+    path = write_probs_cog(tmp_path, img, scores, ["water", "land"])
+    assert path.name == "landsat_rgb_byte_probs.tif" and cog_validate(str(path))[0]
+    with rasterio.open(path) as src:
+        assert src.crs == img.crs and src.transform == img.transform and src.descriptions == ("water", "land")
+        assert np.array_equal(src.read(), np.rint(scores * 255).astype(np.uint8))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

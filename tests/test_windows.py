@@ -41,3 +41,13 @@ def test_accumulator_rejects_uncovered_pixels():
     except RuntimeError:
         return
     raise AssertionError("uncovered pixels must raise")
+
+
+def test_core_spans_cut_in_the_middle_of_each_overlap():
+    from frugalvl.windows import core_spans, spans
+
+    s = spans(500, 224, 112)
+    assert s == [(0, 224), (112, 336), (224, 448), (276, 500)]
+    # cuts: (112+224)//2=168, (224+336)//2=280, (276+448)//2=362
+    assert core_spans(s, 500) == [(0, 168), (168, 280), (280, 362), (362, 500)]
+    assert core_spans(spans(100, 224, 112), 100) == [(0, 100)]

@@ -18,17 +18,27 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import UserError
 from .fileio import atomic_path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".jp2", ".vrt")
 _TIFF = (".tif", ".tiff")
+# Formats only GDAL (rasterio) reads here: always taken through the scene path.
+SCENE_ONLY_SUFFIXES = (".jp2", ".vrt")
+_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
+
+# Whole-image reads (the paper's protocol) above this many pixels go to the tiled scene path instead
+# (docs/scenes.md): 4096² px keeps the C×H×W float32 scores of a whole image under ~0.5 GB for 8 classes.
+AUTO_SCENE_PIXELS = 4096 * 4096
+# Larger rasters are refused (reported and skipped): 2^32 px is a 65536² scene, a 4 GiB label raster.
+MAX_SCENE_PIXELS = 1 << 32
 
 
 @dataclass
@@ -51,10 +61,29 @@ class RasterImage:
         return self.path.stem
 
 
-def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (not recursive) into a sorted list of image files."""
-    found: list[Path] = []
+def is_url(item: str | os.PathLike) -> bool:
+    """Whether an input names a remote raster (``https://``, ``s3://``, a GDAL ``/vsi…`` path)."""
+    return isinstance(item, str) and item.startswith(_URL_PREFIXES)
+
+
+def input_name(item: str | os.PathLike) -> str:
+    """The file name of a local path or of a URL (query string dropped)."""
+    return str(item).split("?")[0].rstrip("/").rsplit("/", 1)[-1] if is_url(item) else Path(item).name
+
+
+def input_stem(item: str | os.PathLike) -> str:
+    """The output stem of an input: its file name without the last suffix."""
+    name = input_name(item)
+    return name.rsplit(".", 1)[0] if "." in name[1:] else name
+
+
+def find_images(inputs: Sequence[str | os.PathLike]) -> list:
+    """Expand files and folders (not recursive) into a sorted list of image files; URLs are kept as strings."""
+    found: list = []
     for item in inputs:
+        if is_url(item):
+            found.append(str(item))
+            continue
         p = Path(item)
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
@@ -68,11 +97,15 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def _to_uint8(bands: np.ndarray, valid: np.ndarray, stretch: str) -> np.ndarray:
-    """Scale a ``[B, H, W]`` array of any dtype to uint8, band by band."""
+def stretch_limits(bands: np.ndarray, valid: np.ndarray, stretch: str) -> list[tuple[float, float]] | None:
+    """Per-band ``(lo, hi)`` of a ``[B, H, W]`` array over its valid pixels; ``None`` for 8-bit data (kept as is).
+
+    The scene path computes them once per scene from a decimated read (:mod:`.segment.scene`), so every
+    tile is stretched alike; for an image no larger than that read they equal the whole-image ones.
+    """
     if bands.dtype == np.uint8:
-        return bands
-    out = np.zeros(bands.shape, dtype=np.uint8)
+        return None
+    limits = []
     for b in range(bands.shape[0]):
         band = bands[b].astype(np.float64)
         values = band[valid] if valid.any() else band.ravel()
@@ -82,12 +115,27 @@ def _to_uint8(bands: np.ndarray, valid: np.ndarray, stretch: str) -> np.ndarray:
             lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
         else:
             raise UserError(f"unknown stretch {stretch!r}: choose percentile or minmax")
+        limits.append((float(lo), float(hi)))
+    return limits
+
+
+def apply_stretch(bands: np.ndarray, limits: list[tuple[float, float]] | None) -> np.ndarray:
+    """Scale ``[B, H, W]`` to uint8 with per-band ``(lo, hi)`` from :func:`stretch_limits`."""
+    if limits is None:
+        return bands.astype(np.uint8, copy=False)
+    out = np.zeros(bands.shape, dtype=np.uint8)
+    for b, (lo, hi) in enumerate(limits):
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        out[b] = np.clip(np.rint((band - lo) * scale), 0, 255).astype(np.uint8)
+        out[b] = np.clip(np.rint((bands[b].astype(np.float64) - lo) * scale), 0, 255).astype(np.uint8)
     return out
 
 
-def _select_bands(count: int, bands: Sequence[int] | None, path: Path) -> list[int]:
+def _to_uint8(bands: np.ndarray, valid: np.ndarray, stretch: str) -> np.ndarray:
+    """Scale a ``[B, H, W]`` array of any dtype to uint8, band by band."""
+    return apply_stretch(bands, stretch_limits(bands, valid, stretch))
+
+
+def select_bands(count: int, bands: Sequence[int] | None, path: Path) -> list[int]:
     if bands:
         bad = [b for b in bands if not 1 <= b <= count]
         if bad:
@@ -107,7 +155,7 @@ def _read_tiff(path: Path, bands: Sequence[int] | None, stretch: str) -> RasterI
     except RasterioIOError:
         raise UserError(f"cannot read {path}: not a readable TIFF/GeoTIFF (corrupt or truncated?)") from None
     with src:
-        idx = _select_bands(src.count, bands, path)
+        idx = select_bands(src.count, bands, path)
         try:
             data = src.read(idx)
             masks = src.read_masks(idx)
@@ -129,7 +177,10 @@ def _read_other(path: Path, stretch: str) -> RasterImage:
     import cv2
 
     buf = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if buf.size else None
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if buf.size else None
+    except cv2.error:  # e.g. a header above OpenCV's own pixel limit
+        img = None
     if img is None:
         raise UserError(f"cannot read {path}: not a valid image file (corrupt, empty or an unsupported format)")
     bands = img[..., ::-1].transpose(2, 0, 1)  # BGR -> RGB
@@ -138,11 +189,53 @@ def _read_other(path: Path, stretch: str) -> RasterImage:
     return RasterImage(rgb=rgb, path=path)
 
 
+def raster_shape(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(height, width)`` from the file's header only (no pixels decoded), or None when GDAL cannot open it."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return int(src.height), int(src.width)
+    except (RasterioIOError, OSError):
+        pass
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # header only: no decompression bomb here
+    try:
+        with Image.open(path) as img:
+            return int(img.height), int(img.width)
+    except Exception:  # noqa: BLE001 - any unreadable file: the reader reports it
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def check_size(path: str | os.PathLike, shape: tuple[int, int] | None) -> None:
+    """Refuse rasters above :data:`MAX_SCENE_PIXELS` (a bogus header or an unworkable scene) with one line."""
+    if shape is not None and shape[0] * shape[1] > MAX_SCENE_PIXELS:
+        raise UserError(f"cannot read {input_name(path)}: its header claims {shape[1]}×{shape[0]} px, more than the "
+                        f"{MAX_SCENE_PIXELS:,} px frugalvl handles (corrupt header, or split the scene)")
+
+
 def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stretch: str = "percentile") -> RasterImage:
-    """Read an image file as 8-bit RGB plus its georeference and nodata mask (if any)."""
+    """Read an image file as 8-bit RGB plus its georeference and nodata mask (if any).
+
+    Images above :data:`AUTO_SCENE_PIXELS` are refused with one line (their header is read first, so a
+    file claiming 100000² px never allocates): the scene path (:mod:`.segment.scene`) reads them in tiles.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"image {path} does not exist: check the path")
+    shape = raster_shape(path)
+    check_size(path, shape)
+    if shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS:
+        raise UserError(f"{path.name} has {shape[1]}×{shape[0]} px, too many for a whole-image read: segment it "
+                        "in tiles (frugalvl segment --tile 512)")
     if path.suffix.lower() in _TIFF:
         return _read_tiff(path, bands, stretch)
     if bands:
@@ -165,8 +258,13 @@ _BASE_COLOURS = [
 ]
 
 
-def palette(n: int) -> np.ndarray:
-    """``n`` RGB colours (uint8 ``[n, 3]``)."""
+def palette(n: int | Sequence[str]) -> np.ndarray:
+    """RGB colours (uint8 ``[n, 3]``): for class names, by what they name (:mod:`frugalvl.palette`: water
+    blue, vegetation green, ...); for a bare count ``n``, the fixed palette below."""
+    if not isinstance(n, (int, np.integer)):
+        from .palette import class_colours
+
+        return np.array(class_colours(list(n)), dtype=np.uint8).reshape(-1, 3)
     colours = list(_BASE_COLOURS)
     rng = np.random.default_rng(0)
     while len(colours) < n:
@@ -203,7 +301,7 @@ def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarr
                 dst.write(labels, 1)
                 dst.update_tags(CLASS_NAMES=names)
                 if labels.dtype == np.uint8:
-                    cmap = {i: tuple(int(v) for v in c) + (255,) for i, c in enumerate(palette(len(class_names)))}
+                    cmap = {i: tuple(int(v) for v in c) + (255,) for i, c in enumerate(palette(class_names))}
                     dst.write_colormap(1, cmap)
         return path
     from PIL import Image, PngImagePlugin
@@ -214,7 +312,7 @@ def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarr
     if labels.dtype == np.uint8:
         img = Image.fromarray(labels, mode="P")
         pal = np.zeros((256, 3), dtype=np.uint8)
-        pal[: len(class_names)] = palette(len(class_names))
+        pal[: len(class_names)] = palette(class_names)
         img.putpalette(pal.ravel().tolist())
     else:
         img = Image.fromarray(labels.astype(np.uint16))
@@ -245,26 +343,71 @@ def write_probs(outdir: str | os.PathLike, stem: str, scores: np.ndarray) -> Pat
     return path
 
 
+COG_BLOCK = 512
+
+
+def to_cog(tmp_tif: str | os.PathLike, out: str | os.PathLike, resampling: str) -> Path:
+    """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF (512² blocks, DEFLATE, internal overviews) atomically."""
+    from rasterio.shutil import copy as rio_copy
+
+    with atomic_path(out) as tmp:
+        rio_copy(str(tmp_tif), str(tmp), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(COG_BLOCK),
+                 OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="1")
+    return Path(out)
+
+
+def write_probs_cog(outdir: str | os.PathLike, image: RasterImage, scores: np.ndarray,
+                    class_names: Sequence[str]) -> Path:
+    """Save ``C×H×W`` scores of a georeferenced image as ``<stem>_probs.tif``: a uint8 COG, ``round(255 × score)``."""
+    import rasterio
+
+    path = Path(outdir) / f"{image.stem}_probs.tif"
+    probs = np.rint(np.clip(scores, 0, 1) * 255).astype(np.uint8)
+    profile = dict(driver="GTiff", height=probs.shape[1], width=probs.shape[2], count=probs.shape[0], dtype="uint8",
+                   crs=image.crs, transform=image.transform)
+    import tempfile
+
+    fd, src_tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".src.tif")
+    os.close(fd)
+    try:
+        with rasterio.open(src_tmp, "w", **profile) as dst:
+            dst.write(probs)
+            dst.update_tags(CLASS_NAMES=json.dumps(list(class_names)), SCALE="uint8 score = round(255 × probability)")
+            for i, name in enumerate(class_names, start=1):
+                dst.set_band_description(i, name)
+        to_cog(src_tmp, path, "AVERAGE")
+    finally:
+        Path(src_tmp).unlink(missing_ok=True)
+    return path
+
+
 def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str], alpha: float = 0.5,
                   nodata_mask: np.ndarray | None = None):
-    """A PIL image: the labels blended over the image, with a legend of the classes on the right."""
+    """A PIL image: the labels blended over the image, with a legend of the classes on the right.
+
+    Pixels without data are painted in :data:`frugalvl.palette.NODATA_COLOUR`, listed as ``nodata``.
+    """
     from PIL import Image, ImageDraw, ImageFont
 
-    colours = palette(len(class_names))
+    from .palette import NODATA_COLOUR, legend
+
+    has_nodata = nodata_mask is not None and bool(nodata_mask.any())
+    rows = legend(class_names, nodata=has_nodata)
+    colours = palette(class_names)
     blended = rgb.astype(np.float32) * (1 - alpha) + colours[np.clip(labels, 0, len(class_names) - 1)].astype(np.float32) * alpha
-    if nodata_mask is not None:
-        blended[nodata_mask] = rgb[nodata_mask]
+    if has_nodata:
+        blended[nodata_mask] = NODATA_COLOUR
     base = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
     font = ImageFont.load_default()
     row = 18
-    legend_w = 16 + 10 + max(int(ImageDraw.Draw(base).textlength(n, font=font)) for n in class_names) + 12
-    canvas = Image.new("RGB", (base.width + legend_w, max(base.height, row * len(class_names) + 12)), (255, 255, 255))
+    legend_w = 16 + 10 + max(int(ImageDraw.Draw(base).textlength(n, font=font)) for n, _ in rows) + 12
+    canvas = Image.new("RGB", (base.width + legend_w, max(base.height, row * len(rows) + 12)), (255, 255, 255))
     canvas.paste(base, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    for i, name in enumerate(class_names):
+    for i, (name, colour) in enumerate(rows):
         y = 6 + i * row
         x = base.width + 8
-        draw.rectangle([x, y, x + 14, y + 14], fill=tuple(int(v) for v in colours[i]), outline=(0, 0, 0))
+        draw.rectangle([x, y, x + 14, y + 14], fill=colour, outline=(0, 0, 0))
         draw.text((x + 20, y + 1), name, fill=(0, 0, 0), font=font)
     return canvas
 

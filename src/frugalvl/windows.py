@@ -34,6 +34,23 @@ class Window:
         return self.x1 - self.x0
 
 
+def spans(size: int, crop: int, stride: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the windows along one axis (mmseg's grid, the last one ending at the border)."""
+    return _starts(size, crop, stride)
+
+
+def core_spans(spans_: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """Split an axis among overlapping spans: each pixel goes to the span whose centre is nearest.
+
+    The cut between consecutive spans is the middle of their overlap, so every kept pixel is at least
+    half an overlap away from its span's border (except at the image border). Used by the tiled
+    scene path (:mod:`frugalvl.segment.scene`).
+    """
+    cuts = [(spans_[i + 1][0] + spans_[i][1]) // 2 for i in range(len(spans_) - 1)]
+    bounds = [0, *cuts, size]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(spans_))]
+
+
 def _starts(size: int, crop: int, stride: int) -> list[tuple[int, int]]:
     n = max(size - crop + stride - 1, 0) // stride + 1
     spans = []

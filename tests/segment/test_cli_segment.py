@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from frugalvl.cli import main
-from frugalvl.models.jbu import JBUOne, save_upsampler
+from frugalvl.models.jbu import JBUOne
+from frugalvl.models.upsampler import save_upsampler
 from tests.conftest import EXAMPLES, shared_file
 
 
@@ -98,3 +99,132 @@ def test_corrupt_image_in_a_batch_is_reported(tmp_path, capsys, tiny_clip_file):
                          "--no-progress")
     assert code == 2 and "broken.png" in err and "1 segmented" in out
     assert not (tmp_path / "out" / "broken.png").exists() and (tmp_path / "out" / "ok.png").exists()
+
+
+# --- issue 10: never overwrite an input, never reuse a stale result, one line for bad inputs ------------------
+
+def _tiny_png(path, size=(48, 64)):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_output_folder_equal_to_input_folder_is_refused(tmp_path, capsys, tiny_clip_file):
+    folder = tmp_path / "inplace"
+    folder.mkdir()
+    _tiny_png(folder / "a.png")
+    before = (folder / "a.png").read_bytes()
+    code, _, err = run(capsys, "segment", folder, "-o", folder, "--classes", "background;building;road",
+                       "--clip", tiny_clip_file, "--no-progress")
+    assert code == 2 and "would be overwritten" in err and len(err.strip().splitlines()) == 1
+    assert (folder / "a.png").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["a.png"]
+
+
+def test_changed_classes_into_the_same_folder_stop_then_overwrite_redoes(tmp_path, capsys, tiny_clip_file):
+    img = _tiny_png(tmp_path / "x.png")
+    common = ["segment", img, "-o", tmp_path / "out", "--clip", tiny_clip_file, "--no-progress"]
+    assert run(capsys, *common, "--classes", "background;building;road")[0] == 0
+    code, out, err = run(capsys, *common, "--classes", "background;building;water")
+    assert code == 2 and "--overwrite" in err and "water" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run(capsys, *common, "--classes", "background;building;water", "--overwrite")
+    assert code == 0 and "1 segmented" in out
+    assert json.loads(Image.open(tmp_path / "out" / "x.png").text["class_names"])[2] == "water"
+    code, out, _ = run(capsys, *common, "--classes", "background;building;water")
+    assert code == 0 and "0 segmented, 1 already done" in out
+
+
+def _png_header_only(path, width, height):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_headers_are_reported_and_skipped(tmp_path, capsys, tiny_clip_file):
+    src = tmp_path / "in"
+    src.mkdir()
+    _png_header_only(src / "bomb.png", 100000, 100000)
+    with rasterio.open(src / "huge.tif", "w", driver="GTiff", width=200000, height=200000, count=1, dtype="uint8",
+                       tiled=True, SPARSE_OK="TRUE", BIGTIFF="YES"):
+        pass  # no block written: a sparse file of a few hundred bytes
+    _tiny_png(src / "ok.png")
+    code, out, err = run(capsys, "segment", src, "-o", tmp_path / "out", "--classes", "a;b", "--clip", tiny_clip_file,
+                         "--no-progress")
+    assert code == 2 and "Traceback" not in err and "1 segmented" in out
+    assert "bomb.png" in err and "huge.tif" in err
+    assert (tmp_path / "out" / "ok.png").exists() and not (tmp_path / "out" / "bomb.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_bad_output_folder_is_one_line_before_the_model_loads(tmp_path, capsys, kind):
+    img = _tiny_png(tmp_path / "x.png")
+    if kind == "file":
+        outdir = tmp_path / "out.txt"
+        outdir.write_text("not a folder")
+    else:
+        outdir = "/proc/frugalvl-test-out"  # not writable, even for root
+    # the CLIP file does not exist: the output folder must be reported first (before any model loads)
+    code, _, err = run(capsys, "segment", img, "-o", outdir, "--classes", "a;b", "--clip", tmp_path / "missing.pt",
+                       "--no-progress")
+    assert code == 2 and "-o" in err and len(err.strip().splitlines()) == 1 and "missing.pt" not in err
+
+
+# --- issue 11: whole scenes through the CLI ----------------------------------------------------------------------
+
+def test_scene_cli_tiles_vectors_areas_and_bad_inputs(tmp_path, capsys, tiny_clip_file):
+    from rio_cogeo.cogeo import cog_validate
+
+    from frugalvl.testing.segmenters import write_test_scene
+
+    src = tmp_path / "scenes"
+    src.mkdir()
+    write_test_scene(src / "s1.tif", 300, 260)
+    (src / "s2.tif").write_bytes(b"II*\x00broken")
+    code, out, err = run(capsys, "segment", src, "-o", tmp_path / "out", "--classes", "a;b;c", "--clip", tiny_clip_file,
+                         "--tile", "224", "--vectors", "gpkg", "--min-area", "1", "--no-progress")
+    assert code == 2 and "s2.tif" in err and "1 segmented" in out and "ha" in out
+    labels = tmp_path / "out" / "s1.tif"
+    assert cog_validate(str(labels))[0] and (tmp_path / "out" / "s1.gpkg").exists()
+    with rasterio.open(labels) as f:
+        px = np.bincount(f.read(1).ravel(), minlength=256)[:3]
+    # areas: pixel count × 0.25 m² per pixel
+    row = [line for line in out.splitlines() if line.startswith("a ")][0].split()
+    assert int(row[1]) == px[0] and float(row[3]) == pytest.approx(px[0] * 0.25, abs=0.1)
+    for extra, fragment in [(["--tile", "100"], "smaller than the model's"), (["--min-area", "-1"], "--min-area"),
+                            (["--tile", "224", "--scale", "0"], "--scale")]:
+        code, _, err = run(capsys, "segment", src / "s1.tif", "-o", tmp_path / "bad", "--classes", "a;b",
+                           "--clip", tiny_clip_file, "--no-progress", *extra)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "bad").exists()
+
+
+def test_url_that_does_not_answer_is_one_line(tmp_path, capsys, tiny_clip_file):
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out, err = run(capsys, "segment", f"http://127.0.0.1:{port}/scene.tif", "-o", tmp_path / "o",
+                         "--classes", "a;b", "--clip", tiny_clip_file, "--no-progress")
+    assert code == 2 and "cannot open" in err and "Traceback" not in err
+    assert not [p for p in (tmp_path / "o").iterdir() if not p.name.startswith(".")]
+
+
+def test_large_raster_goes_to_the_scene_path_with_a_moving_tile_bar(tmp_path, capsys, monkeypatch):
+    from frugalvl.segment import pipeline
+    from frugalvl.testing.segmenters import ColourSegmenter, write_test_scene
+
+    write_test_scene(tmp_path / "big.tif", 300, 300)
+    monkeypatch.setattr(pipeline, "AUTO_SCENE_PIXELS", 200 * 200)
+    seg = ColourSegmenter.with_classes()
+    summary = pipeline.segment_files(seg, [tmp_path / "big.tif"], tmp_path / "o", progress=True)
+    err = capsys.readouterr().err
+    assert summary.done and len(seg.calls) == 1 and seg.calls[0] == (300, 300)  # default tile 512: one tile
+    assert "tile" in err  # the per-scene tile bar
+    monkeypatch.setattr(pipeline, "AUTO_SCENE_PIXELS", 10 ** 9)
+    assert not pipeline.uses_scene_path(tmp_path / "big.tif", None)

@@ -1,24 +1,48 @@
 """The path from files to results, the same for every segmenter.
 
 ``file --read--> RasterImage --segmenter.class_scores--> [C,H,W] --labels_from_scores--> labels
---write--> <stem>.tif|.png, <stem>_overlay.png, <stem>_probs.npy``
+--write--> <stem>.tif|.png, <stem>_overlay.png, <stem>_probs.npy, <stem>_run.json``
 
-Finished inputs (whose outputs exist) are skipped, so an interrupted run resumes where it stopped.
+Inputs that are large (above :data:`frugalvl.raster.AUTO_SCENE_PIXELS`), remote, VRT/JPEG2000, or all
+inputs when a tile size is given, go through the tiled scene path (:mod:`.scene`) instead.
+
+Finished inputs (whose outputs and matching ``<stem>_run.json`` record exist) are skipped, so an
+interrupted run resumes where it stopped; outputs made with other settings stop the run with one line
+(:mod:`.records`) unless ``overwrite``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
+import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import UserError
-from ..raster import RasterImage, read_image, write_labels, write_overlay, write_probs
+from ..raster import (
+    AUTO_SCENE_PIXELS,
+    SCENE_ONLY_SUFFIXES,
+    RasterImage,
+    check_size,
+    input_name,
+    input_stem,
+    is_url,
+    raster_shape,
+    read_image,
+    write_labels,
+    write_overlay,
+    write_probs,
+    write_probs_cog,
+)
 from .base import Segmenter, labels_from_scores
+from .records import check_record, make_record, record_path, write_record
+from .scene import VECTOR_FORMATS, SceneSettings, input_identity, scene_finished, scene_record, segment_scene
 
 
 @dataclass
@@ -34,16 +58,31 @@ class SegmentResult:
 class RunSummary:
     class_names: list[str]
     pixels: Counter = field(default_factory=Counter)
-    done: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
+    area: Counter = field(default_factory=Counter)      # class -> area in ``area_units``
+    area_units: set = field(default_factory=set)
+    done: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+    def add(self, pixels: Counter, pixel_area: float, unit: str) -> None:
+        self.pixels.update(pixels)
+        self.area.update({c: n * pixel_area for c, n in pixels.items()})
+        self.area_units.add(unit)
 
     def table(self) -> str:
         total = sum(self.pixels.values()) or 1
         width = max(len(n) for n in self.class_names)
-        lines = [f"{'class':<{width}}  {'pixels':>12}  {'share':>7}"]
+        unit = next(iter(self.area_units)) if len(self.area_units) == 1 else None
+        show_area = unit in ("m²", "units²")
+        head = f"{'class':<{width}}  {'pixels':>12}  {'share':>7}"
+        if show_area:
+            head += f"  {'area ' + unit:>14}" + ("  {:>10}".format("ha") if unit == "m²" else "")
+        lines = [head]
         for i, name in enumerate(self.class_names):
-            lines.append(f"{name:<{width}}  {self.pixels[i]:>12d}  {100 * self.pixels[i] / total:>6.2f}%")
+            line = f"{name:<{width}}  {self.pixels[i]:>12d}  {100 * self.pixels[i] / total:>6.2f}%"
+            if show_area:
+                line += f"  {self.area[i]:>14.1f}" + (f"  {self.area[i] / 1e4:>10.2f}" if unit == "m²" else "")
+            lines.append(line)
         lines.append(f"{len(self.done)} segmented, {len(self.skipped)} already done, {len(self.failed)} failed")
         return "\n".join(lines)
 
@@ -55,47 +94,177 @@ def segment_image(segmenter: Segmenter, image: RasterImage) -> SegmentResult:
     return SegmentResult(image, scores.float().numpy(), labels.numpy())
 
 
-def _finished(outdir: Path, path: Path, save_probs: bool) -> bool:
-    """Whether an input's outputs are all there (the label file is written last)."""
-    stem = path.stem
-    has_labels = (outdir / f"{stem}.tif").exists() or (outdir / f"{stem}.png").exists()
-    has_probs = (outdir / f"{stem}_probs.npy").exists() or not save_probs
-    return has_labels and has_probs and (outdir / f"{stem}_overlay.png").exists()
+# ---------------------------------------------------------------------------------------------
+# Checks made before any model loads (issue 10 §1, §5)
+# ---------------------------------------------------------------------------------------------
+
+def output_names(stem: str) -> list[str]:
+    """Every file name a run may write for an input with this stem."""
+    names = [f"{stem}.tif", f"{stem}.png", f"{stem}_overlay.png", f"{stem}_probs.npy", f"{stem}_probs.tif",
+             f"{stem}_run.json"]
+    return names + [f"{stem}{suffix}" for suffix in VECTOR_FORMATS.values()]
 
 
-def segment_files(segmenter: Segmenter, paths: Sequence[Path], outdir: str | Path, save_probs: bool = False,
-                  overwrite: bool = False, bands: Sequence[int] | None = None, stretch: str = "percentile",
-                  progress: bool = True) -> RunSummary:
-    """Segment image files and write their outputs under ``outdir``."""
-    from tqdm.auto import tqdm
-
+def check_outdir(outdir: str | os.PathLike) -> Path:
+    """Create ``outdir`` if needed and prove it writable; one line when it is a file or read-only."""
     outdir = Path(outdir)
-    stems = Counter(p.stem for p in paths)
+    if outdir.exists() and not outdir.is_dir():
+        raise UserError(f"-o {outdir} is a file, not a folder: give a folder for the outputs")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=outdir, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"-o {outdir} is not writable ({exc.strerror or exc}): give a folder you can write to") from None
+    return outdir
+
+
+def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike) -> None:
+    """Refuse a run whose outputs would overwrite an input, or whose inputs share an output name.
+
+    Outputs are never renamed to dodge an input: the run stops before anything is read or written.
+    """
+    stems = Counter(input_stem(p) for p in paths)
     clashes = [s for s, n in stems.items() if n > 1]
     if clashes:
         raise UserError(f"inputs share the output name(s) {', '.join(clashes)}: segment them into different -o folders")
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = Path(outdir).resolve()
+    local = {Path(p).resolve(): p for p in paths if not is_url(p)}
+    for p in paths:
+        for name in output_names(input_stem(p)):
+            hit = local.get(outdir / name)
+            if hit is not None:
+                raise UserError(f"input {hit} would be overwritten by the output {name} of {input_name(p)}: "
+                                "write the outputs to another folder (-o)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+def uses_scene_path(path, scene: SceneSettings | None) -> bool:
+    """Tiled when a tile size is given, for URLs, VRT/JPEG2000, and above :data:`AUTO_SCENE_PIXELS`."""
+    if scene is not None or is_url(path) or Path(str(path)).suffix.lower() in SCENE_ONLY_SUFFIXES:
+        return True
+    shape = raster_shape(path)
+    return shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS
+
+
+def _image_record(segmenter: Segmenter, path, bands, stretch, vectors: SceneSettings | None) -> dict:
+    extra = {} if vectors is None or vectors.vectors is None else {"min_area": vectors.min_area,
+                                                                    "simplify": vectors.simplify}
+    return make_record(segmenter, input=input_identity(path), read={"bands": bands, "stretch": stretch}, **extra)
+
+
+def _image_finished(outdir: Path, stem: str, save_probs: bool, vectors: str | None) -> bool:
+    """Whether an input's outputs are all there."""
+    has_labels = (outdir / f"{stem}.tif").exists() or (outdir / f"{stem}.png").exists()
+    has_probs = (outdir / f"{stem}_probs.npy").exists() or (outdir / f"{stem}_probs.tif").exists() or not save_probs
+    has_vectors = vectors is None or (outdir / f"{stem}{VECTOR_FORMATS[vectors]}").exists()
+    return has_labels and has_probs and has_vectors and (outdir / f"{stem}_overlay.png").exists()
+
+
+def segment_files(segmenter: Segmenter, paths: Sequence, outdir: str | Path, save_probs: bool = False,
+                  overwrite: bool = False, bands: Sequence[int] | None = None, stretch: str = "percentile",
+                  progress: bool = True, scene: SceneSettings | None = None, vectors: str | None = None,
+                  min_area: float = 0.0, simplify: float = 0.0) -> RunSummary:
+    """Segment image files (or scenes) and write their outputs under ``outdir``.
+
+    ``scene`` (tile settings) sends every input through the tiled scene path; without it only large,
+    remote and VRT/JPEG2000 inputs go there, with :class:`SceneSettings` defaults.
+    """
+    from tqdm.auto import tqdm
+
+    outdir = check_outdir(outdir)
+    check_inputs_and_outputs(paths, outdir)
+    bands_t = tuple(bands) if bands else None
+    base = scene or SceneSettings()
+    scene_settings = dataclasses.replace(base, bands=bands_t, stretch=stretch, save_probs=save_probs, vectors=vectors,
+                                         min_area=min_area, simplify=simplify)
+    routes = {i: uses_scene_path(p, scene) for i, p in enumerate(paths)}
+    todo = _check_records(segmenter, paths, routes, outdir, scene_settings, overwrite)
     names = segmenter.vocabulary.names
     summary = RunSummary(names)
-    bar = tqdm(paths, desc="segment", unit="img", disable=not progress)
-    for path in bar:
-        bar.set_postfix_str(path.name, refresh=False)
-        if not overwrite and _finished(outdir, path, save_probs):
+    bar = tqdm(total=len(paths), desc="segment", unit="img", disable=not progress, position=0)
+    for i, path in enumerate(paths):
+        bar.set_postfix_str(input_name(path), refresh=False)
+        if i not in todo:
             summary.skipped.append(path)
+            bar.update(1)
             continue
         try:
-            image = read_image(path, bands=bands, stretch=stretch)
+            if routes[i]:
+                _run_scene(segmenter, path, outdir, scene_settings, progress, summary, overwrite)
+            else:
+                _run_image(segmenter, path, outdir, scene_settings, summary)
         except UserError as exc:
             summary.failed.append((path, str(exc)))
-            print(f"frugalvl: skipped: {exc}", file=sys.stderr)
-            continue
-        result = segment_image(segmenter, image)
-        if save_probs:
-            write_probs(outdir, image.stem, result.scores)
-        write_overlay(outdir, image, result.labels, names)
-        write_labels(outdir, image, result.labels, names)  # last: its presence marks the image done
-        valid = result.labels if image.nodata_mask is None else result.labels[~image.nodata_mask]
-        counts = np.bincount(valid.ravel(), minlength=len(names))
-        summary.pixels.update({i: int(c) for i, c in enumerate(counts)})
-        summary.done.append(path)
+            bar.write(f"frugalvl: skipped: {exc}", file=sys.stderr)
+        bar.update(1)
+    bar.close()
     return summary
+
+
+def _check_records(segmenter, paths, routes, outdir: Path, settings: SceneSettings, overwrite: bool) -> set[int]:
+    """Indices of inputs to run; a :class:`UserError` before any work when old outputs differ in settings."""
+    todo = set()
+    for i, path in enumerate(paths):
+        stem = input_stem(path)
+        if overwrite:
+            todo.add(i)
+            continue
+        try:
+            if routes[i]:
+                record = scene_record(segmenter, path, settings)
+                done = scene_finished(outdir, stem, settings)
+            else:
+                record = _image_record(segmenter, path, settings.bands, settings.stretch, settings)
+                done = _image_finished(outdir, stem, settings.save_probs, settings.vectors)
+        except OSError:
+            todo.add(i)  # missing input: reported when it is read
+            continue
+        if not (check_record(record_path(outdir, stem), record, f"the output of {input_name(path)}") and done):
+            todo.add(i)
+    return todo
+
+
+def _run_scene(segmenter, path, outdir: Path, settings: SceneSettings, progress: bool, summary: RunSummary,
+               overwrite: bool) -> None:
+    result = segment_scene(segmenter, path, outdir, settings, overwrite=overwrite, progress=progress)
+    if result is None:  # finished meanwhile (another process)
+        summary.skipped.append(path)
+        return
+    summary.add(result.pixels, result.pixel_area, result.area_unit)
+    summary.done.append(path)
+
+
+def _run_image(segmenter, path, outdir: Path, settings: SceneSettings, summary: RunSummary) -> None:
+    names = segmenter.vocabulary.names
+    check_size(path, raster_shape(path))
+    image = read_image(path, bands=settings.bands, stretch=settings.stretch)
+    result = segment_image(segmenter, image)
+    record_path(outdir, image.stem).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
+    if settings.save_probs and image.georeferenced:
+        write_probs_cog(outdir, image, result.scores, names)
+    elif settings.save_probs:
+        write_probs(outdir, image.stem, result.scores)
+    write_overlay(outdir, image, result.labels, names)
+    label_path = write_labels(outdir, image, result.labels, names)
+    if settings.vectors:
+        from ..vectors import write_vectors
+
+        write_vectors(label_path, outdir / f"{image.stem}{VECTOR_FORMATS[settings.vectors]}", names,
+                      min_area=settings.min_area, simplify=settings.simplify)
+    write_record(record_path(outdir, image.stem),
+                 _image_record(segmenter, path, settings.bands, settings.stretch, settings))  # last: marks it done
+    valid = result.labels if image.nodata_mask is None else result.labels[~image.nodata_mask]
+    counts = np.bincount(valid.ravel(), minlength=len(names))
+    pixels = Counter({i: int(c) for i, c in enumerate(counts) if c})
+    if image.georeferenced:
+        t = image.transform
+        area, unit = abs(t.a * t.e - t.b * t.d), ("m²" if image.crs.is_projected else "units²")
+    else:
+        area, unit = 1.0, "px"
+    summary.add(pixels, area, unit)
+    summary.done.append(path)

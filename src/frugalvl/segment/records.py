@@ -1,0 +1,83 @@
+"""What produced a result: the record written beside every segmentation output (issue 10 §3).
+
+``<stem>_run.json`` holds the segmenter's identity (method, settings, vocabulary, weights) and the
+reading/tiling settings. It is written after the outputs, so an output without a matching record is
+unfinished. A later run into the same folder compares records: equal means done (skipped), different
+means the old outputs are not this run's result, and the run stops with one line naming the difference
+(``--overwrite`` redoes them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..fileio import write_json
+
+RECORD_SUFFIX = "_run.json"
+
+
+def segmenter_identity(segmenter: Any) -> dict[str, Any]:
+    """The segmenter's own ``identity()`` when it has one, else what the Segmenter protocol exposes."""
+    if hasattr(segmenter, "identity"):
+        return json.loads(json.dumps(segmenter.identity(), default=str))
+    vocab = segmenter.vocabulary
+    ident: dict[str, Any] = {"type": type(segmenter).__name__, "classes": list(vocab.names),
+                             "queries": list(getattr(vocab, "queries", vocab.names)),
+                             "prob_thd": segmenter.prob_thd, "bg_idx": segmenter.bg_idx}
+    settings = getattr(segmenter, "settings", None)
+    if dataclasses.is_dataclass(settings):
+        ident["settings"] = dataclasses.asdict(settings)
+    return json.loads(json.dumps(ident, default=str))
+
+
+def make_record(segmenter: Any, **settings: Any) -> dict[str, Any]:
+    return json.loads(json.dumps({"segmenter": segmenter_identity(segmenter), "settings": settings}, default=str))
+
+
+def record_path(outdir: Path, stem: str) -> Path:
+    return Path(outdir) / f"{stem}{RECORD_SUFFIX}"
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    write_json(path, record)
+
+
+def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    """A short ``key: old -> new`` for the first difference between two JSON values, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*new, *(k for k in old if k not in new)]:  # the new record's order: most telling first
+            diff = first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if diff:
+                return diff
+        return None
+    if old != new:
+        def show(v: Any) -> str:
+            text = json.dumps(v, ensure_ascii=False)
+            return text if len(text) <= 60 else text[:57] + "..."
+        key = prefix.rstrip(".").removeprefix("settings.") or "record"
+        return f"{key}: {show(old)} -> {show(new)}"
+    return None
+
+
+def check_record(path: Path, record: dict[str, Any], what: str) -> bool:
+    """True when ``path`` holds ``record``; False when it is absent or unreadable (unfinished work);
+    a :class:`UserError` naming the difference when it was made with other settings."""
+    old = read_record(path)
+    if old is None:
+        return False
+    diff = first_difference(old, record)
+    if diff is None:
+        return True
+    raise UserError(f"{what} in {path.parent} was made with other settings ({diff}): use --overwrite to redo it, "
+                    "or another -o")
