@@ -32,8 +32,10 @@ def _images(folder: Path, n: int, size: int = 256) -> list[dict]:
     for i in range(n):
         path = folder / f"{i}.jpg"
         Image.fromarray(rng.integers(0, 255, (size, size + 64, 3), dtype=np.uint8)).save(path, quality=90)
-        conv = [{"from": "human", "value": "<image>\nWhat is shown in the picture? Describe it in detail."},
-                {"from": "gpt", "value": "A noisy pattern of coloured pixels with no recognisable object. " * 3}]
+        conv = [
+            {"from": "human", "value": "<image>\nWhat is shown in the picture? Describe it in detail."},
+            {"from": "gpt", "value": "A noisy pattern of coloured pixels with no recognisable object. " * 3},
+        ]
         samples.append({"status": "ok", "image_path": str(path), "conversations": conv})
     return samples
 
@@ -42,7 +44,7 @@ def bench_features(clip, samples, device: str, batch: int, workers: int) -> floa
     from frugalvl.select.features import FeatureSettings, clip_features
 
     settings = FeatureSettings(device=device, batch_size=batch, workers=workers, progress=False)
-    clip_features(clip, samples[:batch], settings)            # warm-up
+    clip_features(clip, samples[:batch], settings)  # warm-up
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t = time.perf_counter()
@@ -57,8 +59,9 @@ def random_clip(arch: str, device: str):
 
     from frugalvl.models.clip import ClipModel
 
-    model = open_clip.create_model(arch, pretrained=None, device=device,
-                                   precision="fp16" if device.startswith("cuda") else "fp32").eval()
+    model = open_clip.create_model(
+        arch, pretrained=None, device=device, precision="fp16" if device.startswith("cuda") else "fp32"
+    ).eval()
     return ClipModel(model, open_clip.get_tokenizer(arch), f"random:{arch}")
 
 
@@ -76,7 +79,7 @@ def bench_scoring(device: str, n: int = 100_000, batch: int = 256) -> float:
 
     x = np.random.default_rng(0).normal(size=(n, 1539)).astype(np.float32)
     scorer = Scorer(1536, ["clipscore", "imagereward", "text_quality"])
-    score_all(scorer, x[:batch * 4], batch, device)
+    score_all(scorer, x[: batch * 4], batch, device)
     t = time.perf_counter()
     score_all(scorer, x, batch, device)
     return n / (time.perf_counter() - t)
@@ -95,11 +98,13 @@ def bench_clustering(sizes, budget_s: float, device: str = "cpu") -> list[tuple[
     settings = ClusterSettings()
     rows, last = [], None
     for n in sizes:
-        if last is not None:   # kNN search grows with n², the sparse eigen-solve about with n (kNN edges)
+        if last is not None:  # kNN search grows with n², the sparse eigen-solve about with n (kNN edges)
             n0, t_knn0, t_spec0 = last
             estimate = t_knn0 * (n / n0) ** 2 + t_spec0 * (n / n0)
             if estimate > budget_s:
-                rows.append((f"clustering, {n:,} points", "skipped", f"estimated {estimate:,.0f} s > budget {budget_s:.0f} s"))
+                rows.append(
+                    (f"clustering, {n:,} points", "skipped", f"estimated {estimate:,.0f} s > budget {budget_s:.0f} s")
+                )
                 continue
         clip, scores = synthetic_points(n)
         feats = cluster_features(clip, scores, settings)
@@ -109,8 +114,13 @@ def bench_clustering(sizes, budget_s: float, device: str = "cpu") -> list[tuple[
         t_knn = time.perf_counter() - t
         labels, how = spectral_labels(graph, feats, settings)
         total = time.perf_counter() - t
-        rows.append((f"clustering, {n:,} points", f"{total:.1f} s",
-                     f"kNN graph {t_knn:.1f} s + {how} {total - t_knn:.1f} s; {len(set(labels.tolist()))} clusters"))
+        rows.append(
+            (
+                f"clustering, {n:,} points",
+                f"{total:.1f} s",
+                f"kNN graph {t_knn:.1f} s + {how} {total - t_knn:.1f} s; {len(set(labels.tolist()))} clusters",
+            )
+        )
         last = (n, t_knn, total - t_knn)
     return rows
 
@@ -121,10 +131,10 @@ def bench_training(device: str, repeats: int = 5) -> list[tuple[str, str, str]]:
 
     from frugalvl.select import ClusterSettings, FeatureSettings, PrepareSettings, pipeline
     from frugalvl.select.train_settings import TrainSettings
+    from frugalvl.testing.clip import write_tiny_openai_clip
     from frugalvl.testing.coido_step import step_cost_from_work
     from frugalvl.testing.easyvqa import write_easyvqa_llava
     from frugalvl.testing.llava import build_tiny_llava
-    from frugalvl.testing.clip import write_tiny_openai_clip
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -136,12 +146,18 @@ def bench_training(device: str, repeats: int = 5) -> list[tuple[str, str, str]]:
         pipeline.cluster(work, ClusterSettings(ratio=0.5, n_clusters=4, knn=10))
         texts = [t["value"] for r in json.loads(Path(data).read_text()) for t in r["conversations"]]
         mllm = build_tiny_llava(tmp / "llava", extra_text=texts)
-        cost = step_cost_from_work(work, TrainSettings(mllm=str(mllm), batch_size=16, num_workers=0,
-                                                       gradient_checkpointing=False), repeats)
+        cost = step_cost_from_work(
+            work, TrainSettings(mllm=str(mllm), batch_size=16, num_workers=0, gradient_checkpointing=False), repeats
+        )
     shape = f"tiny LLaVA, batch {cost.batch_size} x {cost.seq_len} tokens"
-    return [("training step, MLLM alone", f"{1000 * cost.mllm_step_s:.1f} ms", shape),
-            ("training step, MLLM + scorer + losses", f"{1000 * cost.coupled_step_s:.1f} ms",
-             f"+{100 * cost.overhead:.0f}% over the MLLM step; scorer + losses alone {1000 * cost.scorer_losses_s:.1f} ms")]
+    return [
+        ("training step, MLLM alone", f"{1000 * cost.mllm_step_s:.1f} ms", shape),
+        (
+            "training step, MLLM + scorer + losses",
+            f"{1000 * cost.coupled_step_s:.1f} ms",
+            f"+{100 * cost.overhead:.0f}% over the MLLM step; scorer + losses alone {1000 * cost.scorer_losses_s:.1f} ms",
+        ),
+    ]
 
 
 class _Rows(list):
@@ -175,22 +191,38 @@ def main() -> None:
     if "features" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             samples = _images(Path(tmp), max(args.n_tiny, args.n_large))
-            rate = bench_features(tiny_clip(args.device), samples[:args.n_tiny], args.device, args.batch, args.workers)
-            rows.append(("features, tiny CLIP 32 px", f"{rate:,.0f} samples/s", f"{args.n_tiny} JPEGs 256x320, batch {args.batch}"))
+            rate = bench_features(tiny_clip(args.device), samples[: args.n_tiny], args.device, args.batch, args.workers)
+            rows.append(
+                (
+                    "features, tiny CLIP 32 px",
+                    f"{rate:,.0f} samples/s",
+                    f"{args.n_tiny} JPEGs 256x320, batch {args.batch}",
+                )
+            )
             if not args.skip_large:
-                rate = bench_features(random_clip("ViT-L-14", args.device), samples[:args.n_large], args.device,
-                                      args.batch, args.workers)
-                rows.append(("features, ViT-L-14 224 px", f"{rate:,.2f} samples/s",
-                             f"{args.n_large} JPEGs, batch {args.batch}; 665K samples -> {665_298 / rate / 3600:,.1f} h"))
+                rate = bench_features(
+                    random_clip("ViT-L-14", args.device), samples[: args.n_large], args.device, args.batch, args.workers
+                )
+                rows.append(
+                    (
+                        "features, ViT-L-14 224 px",
+                        f"{rate:,.2f} samples/s",
+                        f"{args.n_large} JPEGs, batch {args.batch}; 665K samples -> {665_298 / rate / 3600:,.1f} h",
+                    )
+                )
     if "scoring" in parts:
         rate = bench_scoring(args.device)
-        rows.append(("scoring, 1539-d scorer", f"{rate:,.0f} samples/s", f"batch 256; 665K samples -> {665_298 / rate:,.1f} s"))
+        rows.append(
+            ("scoring, 1539-d scorer", f"{rate:,.0f} samples/s", f"batch 256; 665K samples -> {665_298 / rate:,.1f} s")
+        )
     if "clustering" in parts:
         rows.extend(bench_clustering([int(s) for s in args.sizes.split(",")], args.budget_s, args.device))
     if "training" in parts:
         rows.extend(bench_training(args.device))
 
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    device = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    )
     print(f"\nCoIDO benchmark on {device}\n")
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     print(f"{'what':<{w[0]}}  {'result':>{w[1]}}  notes")

@@ -55,8 +55,12 @@ def variants(device: str) -> list[tuple[str, object]]:
     """(label, context-manager factory) for each way of running the CPU loop."""
     if device != "cpu":
         return [("", contextlib.nullcontext)]
-    return [(" (thread pool, frugalvl)", contextlib.nullcontext), (", one OpenMP region per op (before)", serial_blocks),
-            (", OpenMP per op + flush_denormal", serial_and_flushed), (" (thread pool) + flush_denormal", flush_denormal)]
+    return [
+        (" (thread pool, frugalvl)", contextlib.nullcontext),
+        (", one OpenMP region per op (before)", serial_blocks),
+        (", OpenMP per op + flush_denormal", serial_and_flushed),
+        (" (thread pool) + flush_denormal", flush_denormal),
+    ]
 
 
 def timed_in(context, fn, *args, repeats: int = 5):
@@ -80,17 +84,17 @@ def real_window(path: str, image: str, device: str) -> tuple[torch.nn.Module, to
 
 
 def chunked_unfold(src: torch.Tensor, kernel: torch.Tensor, chunk: int = 64) -> torch.Tensor:
-    return torch.cat([adaptive_conv_unfold(src[:, c:c + chunk], kernel) for c in range(0, src.shape[1], chunk)], 1)
+    return torch.cat([adaptive_conv_unfold(src[:, c : c + chunk], kernel) for c in range(0, src.shape[1], chunk)], 1)
 
 
 def shift_sum(src: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """The shift loop as one expression (what a compiler can fuse into a single kernel)."""
     taps, h, w = kernel.shape[1:]
-    d = int(round(taps ** 0.5))
+    d = int(round(taps**0.5))
     out = kernel[:, :1] * src[:, :, :h, :w]
     for p in range(1, taps):
         i, j = divmod(p, d)
-        out = out + kernel[:, p:p + 1] * src[:, :, i:i + h, j:j + w]
+        out = out + kernel[:, p : p + 1] * src[:, :, i : i + h, j : j + w]
     return out
 
 

@@ -44,7 +44,7 @@ def landsat_crops(folder: Path, n: int, size: int = 224) -> list[Path]:
     for i in range(n):
         y, x = rng.integers(0, rgb.shape[0] - size), rng.integers(0, rgb.shape[1] - size)
         path = folder / f"crop{i:03d}.png"
-        cv2.imwrite(str(path), np.ascontiguousarray(rgb[y:y + size, x:x + size, ::-1]))
+        cv2.imwrite(str(path), np.ascontiguousarray(rgb[y : y + size, x : x + size, ::-1]))
         paths.append(path)
     return paths
 
@@ -125,8 +125,14 @@ def row_overhead(ray, n_rows: int, pixels: bool) -> float:
     from frugalvl.segment.scene import plan_tiles
 
     tile = plan_tiles(2048, 2048, 512, 128)[1][1]
-    row = _TileRow(0, "/data/scenes/S2A_MSIL2A_20240101_T32UQD.tif", "/out/.S2A.parts", tile, (4, 3, 2),
-                   [(112.0, 1830.5), (140.0, 1702.0), (98.0, 1650.25)])
+    row = _TileRow(
+        0,
+        "/data/scenes/S2A_MSIL2A_20240101_T32UQD.tif",
+        "/out/.S2A.parts",
+        tile,
+        (4, 3, 2),
+        [(112.0, 1830.5), (140.0, 1702.0), (98.0, 1650.25)],
+    )
     payload = pickle.dumps((row, np.zeros((512, 512, 3), np.uint8)) if pixels else row)
     times = []
     for _ in map_with_pool(ray, [{"row": payload}] * n_rows, _Noop, (), Pool(1, 0.0)):
@@ -171,8 +177,15 @@ def scene_in_situ(clip: Path, work: Path, seg) -> tuple[float, float]:
     timer = _Timed()
     original = timer.patch(ray_segment)
     try:
-        ray_segment.segment_files_ray(cli_factory(clip), [scene], work / "scene_ray", workers=1, progress=False,
-                                      scene=SceneSettings(tile=512), min_tiles=2)
+        ray_segment.segment_files_ray(
+            cli_factory(clip),
+            [scene],
+            work / "scene_ray",
+            workers=1,
+            progress=False,
+            scene=SceneSettings(tile=512),
+            min_tiles=2,
+        )
     finally:
         ray_segment.map_with_pool = original
     return local, 1 / timer.steady()
@@ -197,8 +210,10 @@ def main() -> None:
     tiny = write_tiny_openai_clip(work / "tiny.pt")
     vitb = write_tiny_openai_clip(work / "vitb.pt", embed_dim=512, width=768, layers=12, text_width=512)
     images = landsat_crops(work, args.images)
-    print(f"machine: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, torch threads "
-          f"{torch.get_num_threads()} (driver) / 1 (each Ray actor, num_cpus=1)")
+    print(
+        f"machine: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, torch threads "
+        f"{torch.get_num_threads()} (driver) / 1 (each Ray actor, num_cpus=1)"
+    )
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     print(f"ray.init (local cluster, 2 CPUs): {time.perf_counter() - t0:.1f} s")
@@ -221,8 +236,10 @@ def main() -> None:
         if args.scene:
             local, remote = scene_in_situ(vitb, work, seg)
             print("\n3. in situ, 896² scene (4 tiles of 512), ViT-B/16 size, steady state")
-            print(f"single process {local:.2f} s/tile (incl. assembly), one Ray worker {remote:.2f} s/tile: "
-                  f"{100 * (remote / local - 1):+.1f}%")
+            print(
+                f"single process {local:.2f} s/tile (incl. assembly), one Ray worker {remote:.2f} s/tile: "
+                f"{100 * (remote / local - 1):+.1f}%"
+            )
     finally:
         ray.shutdown()
 

@@ -34,8 +34,11 @@ def real_crops() -> list[np.ndarray]:
     crops = []
     for name in CROPS:
         rgb = read_image(RS / name).rgb
-        crops.extend(rgb[y:y + 512, x:x + 512] for y in range(0, rgb.shape[0] - 511, 512)
-                     for x in range(0, rgb.shape[1] - 511, 512))
+        crops.extend(
+            rgb[y : y + 512, x : x + 512]
+            for y in range(0, rgb.shape[0] - 511, 512)
+            for x in range(0, rgb.shape[1] - 511, 512)
+        )
     variants = []
     for k in range(4):
         variants.extend(np.ascontiguousarray(np.rot90(c, k)) for c in crops)
@@ -49,9 +52,20 @@ def build_scene(path: Path, size: int) -> None:
     from rasterio.windows import Window
 
     crops = real_crops()
-    profile = dict(driver="GTiff", height=size, width=size, count=3, dtype="uint8", tiled=True, blockxsize=512,
-                   blockysize=512, compress="deflate", crs="EPSG:32632", BIGTIFF="IF_SAFER",
-                   transform=from_origin(500000, 5600000, 0.5, 0.5))
+    profile = dict(
+        driver="GTiff",
+        height=size,
+        width=size,
+        count=3,
+        dtype="uint8",
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        crs="EPSG:32632",
+        BIGTIFF="IF_SAFER",
+        transform=from_origin(500000, 5600000, 0.5, 0.5),
+    )
     with rasterio.open(path, "w", **profile) as dst:
         for i, y in enumerate(range(0, size, 512)):
             h = min(512, size - y)
@@ -80,12 +94,14 @@ print(json.dumps({"seconds": time.perf_counter() - t, "tiles": r.tiles_run,
 """
 
 
-def run_one(scene: Path, out: Path, model: str, clip: str | None, tile: int, vectors: str | None, device: str,
-            timeout: float) -> dict:
+def run_one(
+    scene: Path, out: Path, model: str, clip: str | None, tile: int, vectors: str | None, device: str, timeout: float
+) -> dict:
     args = dict(scene=str(scene), out=str(out), model=model, clip=clip, tile=tile, vectors=vectors, device=device)
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, timeout=timeout
+    )
     wall = time.perf_counter() - t
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
@@ -119,14 +135,25 @@ def main() -> None:
         if not scene.exists():
             build_scene(scene, size)
         try:
-            r = run_one(scene, work / f"out_{size}_{args.model}", args.model, clip, args.tile, vectors, args.device,
-                        args.timeout)
+            r = run_one(
+                scene,
+                work / f"out_{size}_{args.model}",
+                args.model,
+                clip,
+                args.tile,
+                vectors,
+                args.device,
+                args.timeout,
+            )
         except subprocess.TimeoutExpired:
             print(f"{size:>7} timed out after {args.timeout:.0f} s")
             break
         mpx = size * size / 1e6
-        print(f"{size:>7} {r['tiles']:>6} {r['peak_rss_mib']:>13.0f} {r['wall_s']:>8.1f} {r['segment_s'] / mpx:>7.2f} "
-              f"{1000 * r['segment_s'] / max(r['tiles'], 1):>8.1f}", flush=True)
+        print(
+            f"{size:>7} {r['tiles']:>6} {r['peak_rss_mib']:>13.0f} {r['wall_s']:>8.1f} {r['segment_s'] / mpx:>7.2f} "
+            f"{1000 * r['segment_s'] / max(r['tiles'], 1):>8.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

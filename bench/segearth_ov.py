@@ -61,21 +61,32 @@ def build(device: str, precision: str, long_side: int, protocol: str, tiny: bool
     else:
         model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
-    clip = ClipModel(model.to(device=device, dtype=dtype).eval(), open_clip.get_tokenizer("ViT-B-16"), "random:ViT-B-16")
+    clip = ClipModel(
+        model.to(device=device, dtype=dtype).eval(), open_clip.get_tokenizer("ViT-B-16"), "random:ViT-B-16"
+    )
     vocab = Vocabulary.parse("road,parking lot;building;low vegetation;tree;car;clutter,background", strip="newline")
-    settings = SegEarthOVSettings(long_side=long_side, window_batch=1 if protocol == "official" else None,
-                                  commute_upsampler=protocol.endswith("commuted"))
+    settings = SegEarthOVSettings(
+        long_side=long_side,
+        window_batch=1 if protocol == "official" else None,
+        commute_upsampler=protocol.endswith("commuted"),
+    )
     return SegEarthOV(clip, vocab, JBUOne(32 if tiny else 512).eval(), settings)
 
 
-def featup_adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor, backend: str = "torch",
-                         chunk: int = 128) -> torch.Tensor:
+def featup_adaptive_conv(
+    source_padded: torch.Tensor, kernel: torch.Tensor, backend: str = "torch", chunk: int = 128
+) -> torch.Tensor:
     """FeatUp's ``AdaptiveConv`` forward re-implemented: unfold + einsum in the inputs' dtype, channel chunks."""
     from frugalvl.models.jbu import adaptive_conv_unfold
 
     kernel = kernel.to(source_padded.dtype)
-    return torch.cat([adaptive_conv_unfold(source_padded[:, c:c + chunk], kernel)
-                      for c in range(0, source_padded.shape[1], chunk)], 1)
+    return torch.cat(
+        [
+            adaptive_conv_unfold(source_padded[:, c : c + chunk], kernel)
+            for c in range(0, source_padded.shape[1], chunk)
+        ],
+        1,
+    )
 
 
 def explicit_mixing(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str) -> torch.Tensor:
@@ -106,7 +117,7 @@ def flops_per_window(visual, upsampler, window: int = 224, commuted: bool = Fals
     patch = visual.conv1.weight.shape[-1]
     layers = len(visual.transformer.resblocks)
     n = (window // patch) ** 2 + 1
-    vit = 3 * patch * patch * width * (n - 1) + layers * (12 * n * width ** 2 + 2 * n * n * width)
+    vit = 3 * patch * patch * width * (n - 1) + layers * (12 * n * width**2 + 2 * n * n * width)
     vit += 2 * n * n * width + n * width * visual.proj.shape[1]  # 3 self-attentions in the last block, projection
     jbu = 0
     if upsampler is not None:
@@ -114,7 +125,7 @@ def flops_per_window(visual, upsampler, window: int = 224, commuted: bool = Fals
         side = window // patch
         for stage in upsampler.stages():
             side *= 2
-            taps = stage.diameter ** 2
+            taps = stage.diameter**2
             jbu += side * side * (feat * taps + taps * (taps + 3) + taps * taps + 32 * taps + 32 * 35)
         jbu += (window // patch) ** 2 * feat * feat if commuted else side * side * feat * feat
     return 2.0 * vit, 2.0 * (vit + jbu)
@@ -133,12 +144,12 @@ def official_style(seg, rgb: np.ndarray) -> torch.Tensor:
     count = image.new_zeros((1, 1, h, w))
     stock_last = seg.clip.model.visual.transformer.resblocks[-1]
     for win in plan_windows(h, w, 224, 112):
-        crop = image[:, :, win.y0:win.y1, win.x0:win.x1]
+        crop = image[:, :, win.y0 : win.y1, win.x0 : win.x1]
         tokens = (crop.shape[-2] // 16) * (crop.shape[-1] // 16) + 1
         stock_last(torch.zeros(1, tokens, stock_last.attn.embed_dim, device=device, dtype=dtype))  # run, discarded
         logits = seg.window_logits(crop)
         preds += F.pad(logits, (win.x0, w - win.x1, win.y0, h - win.y1))
-        count[:, :, win.y0:win.y1, win.x0:win.x1] += 1
+        count[:, :, win.y0 : win.y1, win.x0 : win.x1] += 1
     logits = F.interpolate(preds / count, size=rgb.shape[:2], mode="bilinear")[0]
     probs = (logits * 50).softmax(0)
     onehot = F.one_hot(torch.tensor(seg.query_to_class, device=device)).T.view(len(seg.vocabulary), q, 1, 1)
@@ -149,12 +160,15 @@ def run_single(protocol: str, size: int, device: str, precision: str, repeats: i
     seg = build(device, precision, size, protocol, tiny)
     rgb = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     if protocol == "official":
+
         def fn():
             with official_kernels():
                 return official_style(seg, rgb)
     else:
+
         def fn():
             return seg.class_scores(rgb)
+
     fn()  # warm-up
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -167,14 +181,24 @@ def run_single(protocol: str, size: int, device: str, precision: str, repeats: i
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     assert torch.isfinite(out.float()).all()
-    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device.startswith("cuda")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     from frugalvl.windows import plan_windows
 
     windows = len(plan_windows(size, size, 224, 112))
     vit, total = flops_per_window(seg.clip.model.visual, seg.upsampler, commuted=protocol.endswith("commuted"))
-    return {"protocol": protocol, "size": size, "s_per_image": float(np.median(times)), "peak_gib": peak / 2 ** 30,
-            "windows": windows, "vit_flops": windows * vit, "flops": windows * total}
+    return {
+        "protocol": protocol,
+        "size": size,
+        "s_per_image": float(np.median(times)),
+        "peak_gib": peak / 2**30,
+        "windows": windows,
+        "vit_flops": windows * vit,
+        "flops": windows * total,
+    }
 
 
 def main() -> None:
@@ -185,7 +209,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H200: 989)")
-    ap.add_argument("--tiny", action="store_true", help="smoke run: tiny CLIP and upsampler instead of paper dimensions")
+    ap.add_argument(
+        "--tiny", action="store_true", help="smoke run: tiny CLIP and upsampler instead of paper dimensions"
+    )
     ap.add_argument("--single", help=argparse.SUPPRESS)
     args = ap.parse_args()
     precision = args.precision or ("fp16" if args.device.startswith("cuda") else "fp32")
@@ -199,17 +225,36 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 rows.append(run_single(protocol, size, args.device, precision, args.repeats, args.tiny))
             else:  # own process: peak RSS is per process
-                out = subprocess.run([sys.executable, __file__, "--single", f"{protocol}@{size}", "--device", args.device,
-                                      "--precision", precision, "--repeats", str(args.repeats)] + ["--tiny"] * args.tiny,
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--single",
+                        f"{protocol}@{size}",
+                        "--device",
+                        args.device,
+                        "--precision",
+                        precision,
+                        "--repeats",
+                        str(args.repeats),
+                    ]
+                    + ["--tiny"] * args.tiny,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"  done {protocol} @ {size}", file=sys.stderr, flush=True)
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
     model = "tiny CLIP + 32-d JBU-One" if args.tiny else "ViT-B/16 + JBU-One"
     print(f"\nSegEarth-OV, {model} (random weights), 8 queries, {precision}, {name}")
     gpu = args.device.startswith("cuda")
-    print(f"{'size':>6} {'windows':>8} {'protocol':<18} {'s/image':>9} {'images/s':>9} {'ratio':>7} "
-          f"{'peak GiB':>9} {'TFLOP/img':>10} {'%peak':>7} {'ViT %peak':>10}")
+    print(
+        f"{'size':>6} {'windows':>8} {'protocol':<18} {'s/image':>9} {'images/s':>9} {'ratio':>7} "
+        f"{'peak GiB':>9} {'TFLOP/img':>10} {'%peak':>7} {'ViT %peak':>10}"
+    )
     for size in args.sizes:
         base = next((r for r in rows if r["size"] == size and r["protocol"] == "official"), None)
         for r in (r for r in rows if r["size"] == size):
@@ -217,8 +262,10 @@ def main() -> None:
             rate = 1e12 * args.peak_tflops * r["s_per_image"]
             frac = f"{100 * r['flops'] / rate:.2f}" if gpu else "-"
             vit = f"{100 * r['vit_flops'] / rate:.2f}" if gpu else "-"
-            print(f"{size:>6} {r['windows']:>8} {r['protocol']:<18} {r['s_per_image']:>9.3f} {1 / r['s_per_image']:>9.2f} "
-                  f"{speed:>7} {r['peak_gib']:>9.2f} {r['flops'] / 1e12:>10.3f} {frac:>7} {vit:>10}")
+            print(
+                f"{size:>6} {r['windows']:>8} {r['protocol']:<18} {r['s_per_image']:>9.3f} {1 / r['s_per_image']:>9.2f} "
+                f"{speed:>7} {r['peak_gib']:>9.2f} {r['flops'] / 1e12:>10.3f} {frac:>7} {vit:>10}"
+            )
 
 
 if __name__ == "__main__":

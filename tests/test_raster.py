@@ -30,8 +30,17 @@ def test_geotiff_keeps_crs_transform_and_nodata():
 def test_16bit_single_band_is_stretched_and_replicated(tmp_path):
     path = tmp_path / "pan.tif"
     data = np.arange(100 * 120, dtype=np.uint16).reshape(1, 100, 120) * 3
-    with rasterio.open(path, "w", driver="GTiff", width=120, height=100, count=1, dtype="uint16",
-                       crs="EPSG:32616", transform=from_origin(0, 0, 0.5, 0.5)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=120,
+        height=100,
+        count=1,
+        dtype="uint16",
+        crs="EPSG:32616",
+        transform=from_origin(0, 0, 0.5, 0.5),
+    ) as dst:
         dst.write(data)
     img = read_image(path)
     assert img.rgb.shape == (100, 120, 3)
@@ -100,13 +109,17 @@ def test_huge_header_is_refused_before_decoding(tmp_path):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
-                     + chunk(b"IEND", b""))
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
     with pytest.raises(UserError, match="100000×100000"):
         read_image(bomb)
     big = tmp_path / "big.png"  # valid header above the whole-image limit: pointed to the tiled path
-    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 5000, 8, 2, 0, 0, 0))
-                    + chunk(b"IEND", b""))
+    big.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 5000, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    )
     with pytest.raises(UserError, match="--tile"):
         read_image(big)
 

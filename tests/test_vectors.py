@@ -18,11 +18,21 @@ def label_tif(tmp_path):
 
     small = rng.integers(0, 4, (12, 10)).astype(np.uint8)
     labels = cv2.resize(small, (100, 120), interpolation=cv2.INTER_NEAREST)
-    labels[5:9, 5:9] = 3       # a 16 px speck
-    labels[100:, :20] = 255   # nodata
+    labels[5:9, 5:9] = 3  # a 16 px speck
+    labels[100:, :20] = 255  # nodata
     path = tmp_path / "labels.tif"
-    with rasterio.open(path, "w", driver="GTiff", height=120, width=100, count=1, dtype="uint8", nodata=255,
-                       crs="EPSG:32632", transform=from_origin(1000, 2000, 2.0, 2.0)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=120,
+        width=100,
+        count=1,
+        dtype="uint8",
+        nodata=255,
+        crs="EPSG:32632",
+        transform=from_origin(1000, 2000, 2.0, 2.0),
+    ) as dst:
         dst.write(labels, 1)
     return path, labels
 
@@ -33,8 +43,9 @@ def test_polygons_rasterise_back_to_the_labels(tmp_path, label_tif):
     frame = pyogrio.read_dataframe(out)
     assert set(frame["class"]) == {"a", "b", "c", "d"} and frame.crs.to_epsg() == 32632
     t = from_origin(1000, 2000, 2.0, 2.0)
-    back = rasterize(zip(frame.geometry, frame["class_index"]), out_shape=labels.shape, transform=t, fill=255,
-                     dtype="uint8")
+    back = rasterize(
+        zip(frame.geometry, frame["class_index"]), out_shape=labels.shape, transform=t, fill=255, dtype="uint8"
+    )
     assert np.array_equal(back, labels)
     # areas: polygon area = pixel count × 4 m² per class
     for c in range(4):

@@ -45,10 +45,10 @@ MAX_SCENE_PIXELS = 1 << 32
 class RasterImage:
     """An image ready for a segmenter, with what is needed to write results back in place."""
 
-    rgb: np.ndarray                      # H×W×3 uint8, RGB
+    rgb: np.ndarray  # H×W×3 uint8, RGB
     path: Path
-    crs: Any = None                      # rasterio CRS, or None
-    transform: Any = None                # affine.Affine, or None
+    crs: Any = None  # rasterio CRS, or None
+    transform: Any = None  # affine.Affine, or None
     nodata_mask: np.ndarray | None = None  # H×W bool, True where the input has no data
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -88,7 +88,9 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list:
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
             if not files:
-                raise UserError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}): point to a folder of images or to files")
+                raise UserError(
+                    f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}): point to a folder of images or to files"
+                )
             found.extend(files)
         elif p.is_file():
             found.append(p)
@@ -218,8 +220,10 @@ def raster_shape(path: str | os.PathLike) -> tuple[int, int] | None:
 def check_size(path: str | os.PathLike, shape: tuple[int, int] | None) -> None:
     """Refuse rasters above :data:`MAX_SCENE_PIXELS` (a bogus header or an unworkable scene) with one line."""
     if shape is not None and shape[0] * shape[1] > MAX_SCENE_PIXELS:
-        raise UserError(f"cannot read {input_name(path)}: its header claims {shape[1]}×{shape[0]} px, more than the "
-                        f"{MAX_SCENE_PIXELS:,} px frugalvl handles (corrupt header, or split the scene)")
+        raise UserError(
+            f"cannot read {input_name(path)}: its header claims {shape[1]}×{shape[0]} px, more than the "
+            f"{MAX_SCENE_PIXELS:,} px frugalvl handles (corrupt header, or split the scene)"
+        )
 
 
 def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stretch: str = "percentile") -> RasterImage:
@@ -234,8 +238,10 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stre
     shape = raster_shape(path)
     check_size(path, shape)
     if shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS:
-        raise UserError(f"{path.name} has {shape[1]}×{shape[0]} px, too many for a whole-image read: segment it "
-                        "in tiles (frugalvl segment --tile 512)")
+        raise UserError(
+            f"{path.name} has {shape[1]}×{shape[0]} px, too many for a whole-image read: segment it "
+            "in tiles (frugalvl segment --tile 512)"
+        )
     if path.suffix.lower() in _TIFF:
         return _read_tiff(path, bands, stretch)
     if bands:
@@ -251,10 +257,26 @@ NODATA_LABEL = 255
 
 # A fixed, readable palette: distinct hues first, then a deterministic spread for long vocabularies.
 _BASE_COLOURS = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
-    (0, 0, 128), (128, 128, 128),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+    (128, 128, 128),
 ]
 
 
@@ -268,7 +290,8 @@ def palette(n: int | Sequence[str]) -> np.ndarray:
     colours = list(_BASE_COLOURS)
     rng = np.random.default_rng(0)
     while len(colours) < n:
-        colours.append(tuple(int(v) for v in rng.integers(0, 256, 3)))
+        r, g, b = (int(v) for v in rng.integers(0, 256, 3))
+        colours.append((r, g, b))
     return np.array(colours[:n], dtype=np.uint8)
 
 
@@ -292,8 +315,17 @@ def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarr
         import rasterio
 
         path = outdir / f"{image.stem}.tif"
-        profile = dict(driver="GTiff", height=labels.shape[0], width=labels.shape[1], count=1, dtype=labels.dtype.name,
-                       crs=image.crs, transform=image.transform, compress="deflate", tiled=labels.shape[0] >= 256 and labels.shape[1] >= 256)
+        profile = dict(
+            driver="GTiff",
+            height=labels.shape[0],
+            width=labels.shape[1],
+            count=1,
+            dtype=labels.dtype.name,
+            crs=image.crs,
+            transform=image.transform,
+            compress="deflate",
+            tiled=labels.shape[0] >= 256 and labels.shape[1] >= 256,
+        )
         if image.nodata_mask is not None:
             profile["nodata"] = NODATA_LABEL
         with atomic_path(path) as tmp:
@@ -351,20 +383,36 @@ def to_cog(tmp_tif: str | os.PathLike, out: str | os.PathLike, resampling: str) 
     from rasterio.shutil import copy as rio_copy
 
     with atomic_path(out) as tmp:
-        rio_copy(str(tmp_tif), str(tmp), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(COG_BLOCK),
-                 OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="1")
+        rio_copy(
+            str(tmp_tif),
+            str(tmp),
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=str(COG_BLOCK),
+            OVERVIEW_RESAMPLING=resampling,
+            BIGTIFF="IF_SAFER",
+            NUM_THREADS="1",
+        )
     return Path(out)
 
 
-def write_probs_cog(outdir: str | os.PathLike, image: RasterImage, scores: np.ndarray,
-                    class_names: Sequence[str]) -> Path:
+def write_probs_cog(
+    outdir: str | os.PathLike, image: RasterImage, scores: np.ndarray, class_names: Sequence[str]
+) -> Path:
     """Save ``C×H×W`` scores of a georeferenced image as ``<stem>_probs.tif``: a uint8 COG, ``round(255 × score)``."""
     import rasterio
 
     path = Path(outdir) / f"{image.stem}_probs.tif"
     probs = np.rint(np.clip(scores, 0, 1) * 255).astype(np.uint8)
-    profile = dict(driver="GTiff", height=probs.shape[1], width=probs.shape[2], count=probs.shape[0], dtype="uint8",
-                   crs=image.crs, transform=image.transform)
+    profile = dict(
+        driver="GTiff",
+        height=probs.shape[1],
+        width=probs.shape[2],
+        count=probs.shape[0],
+        dtype="uint8",
+        crs=image.crs,
+        transform=image.transform,
+    )
     import tempfile
 
     fd, src_tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".src.tif")
@@ -381,8 +429,13 @@ def write_probs_cog(outdir: str | os.PathLike, image: RasterImage, scores: np.nd
     return path
 
 
-def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str], alpha: float = 0.5,
-                  nodata_mask: np.ndarray | None = None):
+def overlay_image(
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    alpha: float = 0.5,
+    nodata_mask: np.ndarray | None = None,
+):
     """A PIL image: the labels blended over the image, with a legend of the classes on the right.
 
     Pixels without data are painted in :data:`frugalvl.palette.NODATA_COLOUR`, listed as ``nodata``.
@@ -394,7 +447,10 @@ def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str
     has_nodata = nodata_mask is not None and bool(nodata_mask.any())
     rows = legend(class_names, nodata=has_nodata)
     colours = palette(class_names)
-    blended = rgb.astype(np.float32) * (1 - alpha) + colours[np.clip(labels, 0, len(class_names) - 1)].astype(np.float32) * alpha
+    blended = (
+        rgb.astype(np.float32) * (1 - alpha)
+        + colours[np.clip(labels, 0, len(class_names) - 1)].astype(np.float32) * alpha
+    )
     if has_nodata:
         blended[nodata_mask] = NODATA_COLOUR
     base = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
@@ -412,7 +468,9 @@ def overlay_image(rgb: np.ndarray, labels: np.ndarray, class_names: Sequence[str
     return canvas
 
 
-def write_overlay(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarray, class_names: Sequence[str]) -> Path:
+def write_overlay(
+    outdir: str | os.PathLike, image: RasterImage, labels: np.ndarray, class_names: Sequence[str]
+) -> Path:
     """Save ``<stem>_overlay.png``: a colour overlay with a legend."""
     path = Path(outdir) / f"{image.stem}_overlay.png"
     img = overlay_image(image.rgb, labels, class_names, nodata_mask=image.nodata_mask)

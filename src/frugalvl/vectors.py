@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,8 @@ from .fileio import atomic_path
 log = logging.getLogger(__name__)
 
 NODATA_LABEL = 255
-BAND_ROWS = 512            # rows polygonised at once (one COG block row)
-WRITE_BATCH = 20000        # features per append
+BAND_ROWS = 512  # rows polygonised at once (one COG block row)
+WRITE_BATCH = 20000  # features per append
 
 
 def _band_components(labels: np.ndarray, first_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +66,7 @@ def _emit(pieces: list) -> list:
     return list(shapely.get_parts(shapely.union_all(pieces)))
 
 
-def polygonize(src, band_rows: int | None = None) -> Iterable[tuple[int, object]]:
+def polygonize(src, band_rows: int | None = None) -> Iterable[tuple[int, Any]]:
     """``(class index, polygon in pixel coordinates)`` of a label raster, merged across bands.
 
     Each band's connected components (per class, 4-connectivity) are polygonised; components that
@@ -80,7 +81,7 @@ def polygonize(src, band_rows: int | None = None) -> Iterable[tuple[int, object]
     band_rows = band_rows or BAND_ROWS
     height, width = src.height, src.width
     parent: dict[int, int] = {}
-    groups: dict[int, tuple[int, list]] = {}       # root id -> (class, pieces) of regions still open
+    groups: dict[int, tuple[int, list]] = {}  # root id -> (class, pieces) of regions still open
     prev_labels = prev_ids = None
     next_id = 1
     for row0 in range(0, height, band_rows):
@@ -109,8 +110,14 @@ def polygonize(src, band_rows: int | None = None) -> Iterable[tuple[int, object]
         parent = {k: v for k, v in parent.items() if _find(parent, k) in still_open} if parent else parent
 
 
-def write_vectors(label_path: str | os.PathLike, out: str | os.PathLike, class_names: Sequence[str],
-                  min_area: float = 0.0, simplify: float = 0.0, layer: str | None = None) -> Path:
+def write_vectors(
+    label_path: str | os.PathLike,
+    out: str | os.PathLike,
+    class_names: Sequence[str],
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    layer: str | None = None,
+) -> Path:
     """Polygonise a label raster into ``out`` (.gpkg, .geojson or .parquet), one layer, input CRS.
 
     Attributes: ``class`` (name), ``class_index`` and ``area`` (map units², after ``min_area``, before
@@ -134,7 +141,7 @@ def write_vectors(label_path: str | os.PathLike, out: str | os.PathLike, class_n
         target = out if fmt == ".gpkg" else out.parent / f".{out.stem}.vectors.gpkg"
         with atomic_path(target) as gpkg:
             gpkg.unlink()
-            batch: list[tuple[int, object]] = []
+            batch: list[tuple[int, Any]] = []
             written = 0
             for cls, geom in polygonize(src):
                 if matrix is not None:
@@ -154,17 +161,22 @@ def write_vectors(label_path: str | os.PathLike, out: str | os.PathLike, class_n
     return out
 
 
-def _frame(batch: list[tuple[int, object]], class_names: Sequence[str], crs: str | None, simplify: float):
+def _frame(batch: list[tuple[int, Any]], class_names: Sequence[str], crs: str | None, simplify: float):
     import geopandas as gpd
 
     geoms = [g for _, g in batch]
     areas = [g.area for g in geoms]
     if simplify:
         geoms = [g.simplify(simplify, preserve_topology=True) for g in geoms]
-    return gpd.GeoDataFrame({"class": [class_names[c] if c < len(class_names) else str(c) for c, _ in batch],
-                             "class_index": np.array([c for c, _ in batch], dtype=np.int32),
-                             "area": np.array(areas, dtype=np.float64)},
-                            geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
+    return gpd.GeoDataFrame(
+        {
+            "class": [class_names[c] if c < len(class_names) else str(c) for c, _ in batch],
+            "class_index": np.array([c for c, _ in batch], dtype=np.int32),
+            "area": np.array(areas, dtype=np.float64),
+        },
+        geometry=gpd.GeoSeries(geoms, crs=crs),
+        crs=crs,
+    )
 
 
 def _append(path: Path, layer: str, batch, class_names, crs, simplify, append: bool, force: bool = False) -> int:
@@ -172,8 +184,15 @@ def _append(path: Path, layer: str, batch, class_names, crs, simplify, append: b
 
     if not batch and not force:
         return 0
-    pyogrio.write_dataframe(_frame(batch, class_names, crs, simplify), path, layer=layer, driver="GPKG",
-                            append=append, promote_to_multi=False, geometry_type="Polygon")
+    pyogrio.write_dataframe(
+        _frame(batch, class_names, crs, simplify),
+        path,
+        layer=layer,
+        driver="GPKG",
+        append=append,
+        promote_to_multi=False,
+        geometry_type="Polygon",
+    )
     return len(batch)
 
 

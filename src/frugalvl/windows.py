@@ -72,15 +72,21 @@ def plan_windows(height: int, width: int, crop: int | tuple[int, int], stride: i
 class WindowAccumulator:
     """Sums per-window maps into an image-sized buffer and averages by coverage."""
 
-    def __init__(self, channels: int, height: int, width: int, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.total = torch.zeros(channels, height, width, device=device, dtype=dtype)
         self.count = torch.zeros(1, height, width, device=device, dtype=dtype)
 
     def add(self, window: Window, values: torch.Tensor) -> None:
         """Add a ``[C, h, w]`` map for ``window``."""
-        self.total[:, window.y0:window.y1, window.x0:window.x1] += values.to(self.total.dtype)
-        self.count[:, window.y0:window.y1, window.x0:window.x1] += 1
+        self.total[:, window.y0 : window.y1, window.x0 : window.x1] += values.to(self.total.dtype)
+        self.count[:, window.y0 : window.y1, window.x0 : window.x1] += 1
 
     def result(self) -> torch.Tensor:
         """The averaged ``[C, H, W]`` map; every pixel must have been covered."""

@@ -10,8 +10,9 @@ import pytest
 def ray_cluster():
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING", log_to_driver=False
+    )
     try:
         yield ray
     finally:
@@ -33,7 +34,7 @@ def real_inputs(tmp_path_factory):
     crops = []
     for i, (y, x, s) in enumerate([(0, 0, 96), (200, 150, 128), (380, 300, 80)]):
         path = folder / f"crop{i}.png"
-        cv2.imwrite(str(path), rgb[y:y + s, x:x + s, ::-1])
+        cv2.imwrite(str(path), rgb[y : y + s, x : x + s, ::-1])
         crops.append(path)
     tif = folder / "scene_data.tif"
     write_test_scene(tif, 1200, 1200, dtype="uint16", source=crops[1])
@@ -47,8 +48,9 @@ def select_clip_file(tmp_path_factory):
     """The tiny 32 px CLIP of the select tests."""
     from frugalvl.testing.clip import write_tiny_openai_clip
 
-    return write_tiny_openai_clip(tmp_path_factory.mktemp("select_clip") / "tiny-openai-clip.pt", image_size=32,
-                                  patch_size=8, width=64)
+    return write_tiny_openai_clip(
+        tmp_path_factory.mktemp("select_clip") / "tiny-openai-clip.pt", image_size=32, patch_size=8, width=64
+    )
 
 
 @pytest.fixture(scope="session")

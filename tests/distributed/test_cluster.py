@@ -19,13 +19,16 @@ class _FakeRay:
         return [{"Alive": True}] * self.n + [{"Alive": False}]
 
 
-@pytest.mark.parametrize("gpus, nodes, workers, gpw, device, expected", [
-    (0, 3, None, None, "cpu", Pool(3, 0.0)),       # CPU cluster: one actor per live node
-    (8, 2, None, None, "cuda", Pool(8, 1.0)),      # one actor per GPU
-    (8, 2, None, 0.5, "cuda", Pool(16, 0.5)),      # two actors share a GPU
-    (8, 2, None, None, "cpu", Pool(2, 0.0)),       # --device cpu keeps the GPUs free
-    (4, 1, 2, None, "auto", Pool(2, 1.0)),         # --workers wins
-])
+@pytest.mark.parametrize(
+    "gpus, nodes, workers, gpw, device, expected",
+    [
+        (0, 3, None, None, "cpu", Pool(3, 0.0)),  # CPU cluster: one actor per live node
+        (8, 2, None, None, "cuda", Pool(8, 1.0)),  # one actor per GPU
+        (8, 2, None, 0.5, "cuda", Pool(16, 0.5)),  # two actors share a GPU
+        (8, 2, None, None, "cpu", Pool(2, 0.0)),  # --device cpu keeps the GPUs free
+        (4, 1, 2, None, "auto", Pool(2, 1.0)),  # --workers wins
+    ],
+)
 def test_pool_defaults(gpus, nodes, workers, gpw, device, expected):
     assert plan_pool(_FakeRay(gpus, nodes), workers, gpw, device) == expected
 
@@ -38,8 +41,20 @@ def test_more_gpus_per_worker_than_the_cluster_has_is_one_line():
 def test_engine_options_parse_and_refuse_zero_workers(capsys):
     from frugalvl.cli import build_parser
 
-    argv = ["segment", "a.png", "-o", "out", "--engine", "ray", "--workers", "2", "--gpus-per-worker", "0.5",
-            "--ray-address", "auto"]
+    argv = [
+        "segment",
+        "a.png",
+        "-o",
+        "out",
+        "--engine",
+        "ray",
+        "--workers",
+        "2",
+        "--gpus-per-worker",
+        "0.5",
+        "--ray-address",
+        "auto",
+    ]
     args = build_parser(argv).parse_args(argv)
     assert (args.engine, args.ray_workers, args.gpus_per_worker, args.ray_address) == ("ray", 2, 0.5, "auto")
     with pytest.raises(SystemExit):

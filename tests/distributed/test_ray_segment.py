@@ -34,7 +34,7 @@ def test_tiles_and_files_on_ray_equal_the_local_run_and_a_bad_scene_is_reported(
     assert [Path(p).name for p in summary.done] == ["crop0.png", "crop1.png", "scene.vrt"]
     ref = {k: v for k, v in _outputs(tmp_path / "local").items() if not k.startswith("crop2")}
     got = _outputs(tmp_path / "ray")
-    assert set(got) == set(ref) and "scene.tif" in got   # the VRT went tile by tile (9 tiles of 512 px)
+    assert set(got) == set(ref) and "scene.tif" in got  # the VRT went tile by tile (9 tiles of 512 px)
     assert all(got[k] == ref[k] for k in ref), [k for k in ref if got[k] != ref[k]]
     assert summary.pixels == local.pixels - _pixels_of(tmp_path / "local" / "crop2.png")
     assert not (tmp_path / "ray" / ".scene.parts").exists()
@@ -63,8 +63,7 @@ def test_a_worker_killed_mid_run_resumes_to_the_same_bytes(ray_cluster, real_inp
 
     def job() -> None:  # restarts=0: the dead worker is not replaced, the run stops
         try:
-            outcome["summary"] = segment_files_ray(slow, paths, tmp_path / "ray", workers=2, progress=False,
-                                                   restarts=0)
+            outcome["summary"] = segment_files_ray(slow, paths, tmp_path / "ray", workers=2, progress=False, restarts=0)
         except UserError as exc:
             outcome["error"] = str(exc)
 
@@ -100,8 +99,15 @@ def test_cli_engine_ray_equals_local_with_a_real_model(ray_cluster, real_inputs,
     crops, _ = real_inputs
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00" + os.urandom(200))
-    common = [*map(str, crops[:2]), str(bad), "--classes", "water;land,field;forest", "--clip", str(tiny_clip_file),
-              "--no-progress"]
+    common = [
+        *map(str, crops[:2]),
+        str(bad),
+        "--classes",
+        "water;land,field;forest",
+        "--clip",
+        str(tiny_clip_file),
+        "--no-progress",
+    ]
     assert cli.main(["segment", *common, "-o", str(tmp_path / "local")]) == 2
     local_out = capsys.readouterr().out
     assert cli.main(["segment", *common, "-o", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"]) == 2
@@ -121,12 +127,26 @@ def test_without_engine_ray_nothing_imports_ray(tiny_clip_file, tmp_path):
 
     img = tmp_path / "img.png"
     cv2.imwrite(str(img), np.full((40, 40, 3), 90, np.uint8))
-    runs = [["segment", "--help"], ["segment", str(img), "-o", str(tmp_path / "o"), "--classes", "a;b", "--clip",
-                                    str(tiny_clip_file), "--no-progress"]]
-    code = ("import sys\nfrom frugalvl import cli\n"
-            f"for argv in {runs!r}:\n"
-            "    try:\n        code = cli.main(argv)\n    except SystemExit as e:\n        code = e.code\n"
-            "    print('exit', code, sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))\n")
+    runs = [
+        ["segment", "--help"],
+        [
+            "segment",
+            str(img),
+            "-o",
+            str(tmp_path / "o"),
+            "--classes",
+            "a;b",
+            "--clip",
+            str(tiny_clip_file),
+            "--no-progress",
+        ],
+    ]
+    code = (
+        "import sys\nfrom frugalvl import cli\n"
+        f"for argv in {runs!r}:\n"
+        "    try:\n        code = cli.main(argv)\n    except SystemExit as e:\n        code = e.code\n"
+        "    print('exit', code, sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180).stdout
     assert [line for line in out.splitlines() if line.startswith("exit")] == ["exit 0 []", "exit 0 []"]
     assert (tmp_path / "o" / "img.png").exists()

@@ -36,8 +36,19 @@ def test_features_and_score_on_ray_equal_the_local_stages(ray_cluster, easyvqa_w
         pipeline.features(local, settings)
     finally:
         torch.set_num_threads(threads)
-    argv = ["select", "features", "-w", str(ray_work), "--clip", str(select_clip_file), *FEATURE_ARGS,
-            "--engine", "ray", "--ray-workers", "2"]
+    argv = [
+        "select",
+        "features",
+        "-w",
+        str(ray_work),
+        "--clip",
+        str(select_clip_file),
+        *FEATURE_ARGS,
+        "--engine",
+        "ray",
+        "--ray-workers",
+        "2",
+    ]
     assert cli.main(argv) == 0
     ref, got = _shards(local), _shards(ray_work)
     n = len(json.loads((local / "prepare" / "samples.json").read_text()))

@@ -191,8 +191,18 @@ def test_another_checkpoint_at_the_same_path_does_not_reuse_the_cache(potsdam_ro
     monkeypatch.setattr("frugalvl.commands.segment.method_module", lambda name: fake_method_module(made))
     weights = tmp_path / "clip.pt"
     weights.write_bytes(b"first checkpoint")
-    argv = ["evaluate", "--dataset", "potsdam", "--data-root", str(potsdam_root), "-o", str(tmp_path / "out"),
-            "--no-progress", "--clip", str(weights)]
+    argv = [
+        "evaluate",
+        "--dataset",
+        "potsdam",
+        "--data-root",
+        str(potsdam_root),
+        "-o",
+        str(tmp_path / "out"),
+        "--no-progress",
+        "--clip",
+        str(weights),
+    ]
     assert main(argv) == 0
     assert main(argv) == 0  # same file: everything from the cache, no segmenter even built
     assert [s.calls for _, s in made] == [4]

@@ -13,7 +13,7 @@ from tests.conftest import SHARED_WEIGHTS, shared_file
 def naive_adaptive_conv(src, kernel):
     """float64 loops: out[b,c,y,x] = Σ_ij K[b, i*d+j, y, x] · src[b, c, y+i, x+j]."""
     b, taps, h, w = kernel.shape
-    d = int(taps ** 0.5)
+    d = int(taps**0.5)
     out = torch.zeros(b, src.shape[1], h, w, dtype=torch.float64)
     for y in range(h):
         for x in range(w):
@@ -54,7 +54,7 @@ def reference_stage(stage, source, guidance):
     rng = torch.softmax(temp * (nb * keys[:, :, None]).sum(1), dim=1)
     lin = torch.linspace(-1, 1, d, dtype=torch.float64)
     spatial = torch.tensor([[-(lin[i] ** 2 + lin[j] ** 2) for j in range(d)] for i in range(d)]).reshape(1, -1, 1, 1)
-    spatial = torch.exp(spatial / (2 * stage.sigma_spatial ** 2))
+    spatial = torch.exp(spatial / (2 * stage.sigma_spatial**2))
     k = rng * spatial
     k = k / k.sum(1, keepdim=True).clamp(min=1e-7)
     k = k + 0.1 * stage.fixup_proj(torch.cat([k, guidance], 1))

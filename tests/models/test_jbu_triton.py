@@ -60,7 +60,6 @@ def test_triton_kernels_match_torch_under_the_interpreter():
     assert res["upsampler"] < 1e-5 * max(1.0, res["scale"])
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -34,7 +34,7 @@ def reference(block, x, mode, residual=False):
     hd = dim // heads
     h = block.ln_1(x)
     qkv = h @ block.attn.in_proj_weight.T + block.attn.in_proj_bias
-    q, k, v = qkv[..., :dim], qkv[..., dim:2 * dim], qkv[..., 2 * dim:]
+    q, k, v = qkv[..., :dim], qkv[..., dim : 2 * dim], qkv[..., 2 * dim :]
     b, n, _ = x.shape
     out = torch.zeros(b, n, dim, dtype=torch.float64)
     for bi in range(b):
@@ -48,8 +48,12 @@ def reference(block, x, mode, residual=False):
             if mode == "maskclip":
                 W = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
             else:
-                terms = {"segearth": [(Q, Q), (K, K), (V, V)], "clearclip": [(Q, Q)], "sclip": [(Q, Q), (K, K)],
-                         "vanilla": [(Q, K)]}[mode]
+                terms = {
+                    "segearth": [(Q, Q), (K, K), (V, V)],
+                    "clearclip": [(Q, Q)],
+                    "sclip": [(Q, Q), (K, K)],
+                    "vanilla": [(Q, K)],
+                }[mode]
                 W = [[0.0] * n for _ in range(n)]
                 for A, B in terms:
                     d = dots(A, B)
@@ -83,7 +87,9 @@ def test_segearth_rows_sum_to_three_and_residual_variant():
     block = Block()
     x = torch.randn(1, 4, 8)
     with torch.no_grad():
-        assert torch.allclose(last_block(block, x, "sclip", residual=True), reference(block, x, "sclip", True), atol=1e-5)
+        assert torch.allclose(
+            last_block(block, x, "sclip", residual=True), reference(block, x, "sclip", True), atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -106,7 +112,9 @@ def test_sdpa_is_called_once_for_segearth(monkeypatch):
 
     calls = []
     real = F.scaled_dot_product_attention
-    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    monkeypatch.setattr(
+        attention.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw)
+    )
     q, k, v = torch.randn(3, 2, 4, 10, 8).unbind(0)
     attention.mix_tokens(q, k, v, "segearth")
     assert calls == [torch.Size([6, 4, 10, 8])]

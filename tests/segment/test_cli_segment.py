@@ -30,8 +30,21 @@ def run(capsys, *args):
 
 def test_png_crops_with_preset_and_upsampler(tmp_path, capsys, tiny_clip_file, upsampler_file):
     potsdam = shared_file("potsdam_2_10_0_0_512_512.png")
-    code, out, err = run(capsys, "segment", potsdam, "-o", tmp_path, "--preset", "potsdam", "--clip", tiny_clip_file,
-                         "--upsampler", upsampler_file, "--save-probs", "--no-progress")
+    code, out, err = run(
+        capsys,
+        "segment",
+        potsdam,
+        "-o",
+        tmp_path,
+        "--preset",
+        "potsdam",
+        "--clip",
+        tiny_clip_file,
+        "--upsampler",
+        upsampler_file,
+        "--save-probs",
+        "--no-progress",
+    )
     assert code == 0, err
     labels = np.array(Image.open(tmp_path / "potsdam_2_10_0_0_512_512.png"))
     probs = np.load(tmp_path / "potsdam_2_10_0_0_512_512_probs.npy")
@@ -51,8 +64,17 @@ def test_folder_input_classes_string_and_resume(tmp_path, capsys, tiny_clip_file
     Image.open(shared_file("loveda_0.png")).resize((256, 256)).save(src / "loveda_small.png")
     Image.open(shared_file("vaihingen_area1_0_0_512_512.png")).crop((0, 0, 300, 200)).save(src / "vaihingen.jpg")
     out_dir = tmp_path / "out"
-    args = ["segment", src, "-o", out_dir, "--classes", "background;building,roof,house;road;water", "--clip", tiny_clip_file,
-            "--no-progress"]
+    args = [
+        "segment",
+        src,
+        "-o",
+        out_dir,
+        "--classes",
+        "background;building,roof,house;road;water",
+        "--clip",
+        tiny_clip_file,
+        "--no-progress",
+    ]
     code, out, _ = run(capsys, *args)
     assert code == 0 and "2 segmented" in out
     assert np.array(Image.open(out_dir / "vaihingen.png")).shape == (200, 300)
@@ -61,25 +83,41 @@ def test_folder_input_classes_string_and_resume(tmp_path, capsys, tiny_clip_file
 
 
 def test_geotiff_keeps_georeference(tmp_path, capsys, tiny_clip_file):
-    code, _, err = run(capsys, "segment", EXAMPLES / "landsat_rgb_byte.tif", "-o", tmp_path, "--classes", "water;land;cloud",
-                       "--clip", tiny_clip_file, "--no-progress")
+    code, _, err = run(
+        capsys,
+        "segment",
+        EXAMPLES / "landsat_rgb_byte.tif",
+        "-o",
+        tmp_path,
+        "--classes",
+        "water;land;cloud",
+        "--clip",
+        tiny_clip_file,
+        "--no-progress",
+    )
     assert code == 0, err
-    with rasterio.open(EXAMPLES / "landsat_rgb_byte.tif") as src, rasterio.open(tmp_path / "landsat_rgb_byte.tif") as out:
+    with (
+        rasterio.open(EXAMPLES / "landsat_rgb_byte.tif") as src,
+        rasterio.open(tmp_path / "landsat_rgb_byte.tif") as out,
+    ):
         assert out.crs == src.crs and out.transform == src.transform and out.shape == src.shape
         labels, valid = out.read(1), src.read_masks().max(0) > 0
     assert set(np.unique(labels[~valid])) == {255} and labels[valid].max() <= 2
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["nope.png"], "does not exist"),
-    (["{img}", "--classes", ";"], "empty"),
-    (["{img}", "--preset", "atlantis"], "unknown preset"),
-    (["{img}", "--classes-file", "missing.txt"], "class file"),
-    (["{img}", "--classes", "a;b", "--clip", "missing_clip.pt"], "does not exist"),
-    (["{img}", "--classes", "a;b", "--upsampler", "missing.ckpt"], "does not exist"),
-    (["{img}", "--classes", "a;b", "--bg-idx", "7"], "not a class index"),
-    (["{img}", "--classes", "a;b", "--device", "cuda:3"], "cuda"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["nope.png"], "does not exist"),
+        (["{img}", "--classes", ";"], "empty"),
+        (["{img}", "--preset", "atlantis"], "unknown preset"),
+        (["{img}", "--classes-file", "missing.txt"], "class file"),
+        (["{img}", "--classes", "a;b", "--clip", "missing_clip.pt"], "does not exist"),
+        (["{img}", "--classes", "a;b", "--upsampler", "missing.ckpt"], "does not exist"),
+        (["{img}", "--classes", "a;b", "--bg-idx", "7"], "not a class index"),
+        (["{img}", "--classes", "a;b", "--device", "cuda:3"], "cuda"),
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, tiny_clip_file, args, fragment):
     img = shared_file("potsdam_2_10_0_0_512_512.png")
     args = [a.format(img=img) for a in args]
@@ -95,13 +133,15 @@ def test_corrupt_image_in_a_batch_is_reported(tmp_path, capsys, tiny_clip_file):
     src.mkdir()
     (src / "broken.png").write_bytes(b"\x89PNG\r\n broken")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src / "ok.png")
-    code, out, err = run(capsys, "segment", src, "-o", tmp_path / "out", "--classes", "a;b", "--clip", tiny_clip_file,
-                         "--no-progress")
+    code, out, err = run(
+        capsys, "segment", src, "-o", tmp_path / "out", "--classes", "a;b", "--clip", tiny_clip_file, "--no-progress"
+    )
     assert code == 2 and "broken.png" in err and "1 segmented" in out
     assert not (tmp_path / "out" / "broken.png").exists() and (tmp_path / "out" / "ok.png").exists()
 
 
 # --- issue 10: never overwrite an input, never reuse a stale result, one line for bad inputs ------------------
+
 
 def _tiny_png(path, size=(48, 64)):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
@@ -113,8 +153,18 @@ def test_output_folder_equal_to_input_folder_is_refused(tmp_path, capsys, tiny_c
     folder.mkdir()
     _tiny_png(folder / "a.png")
     before = (folder / "a.png").read_bytes()
-    code, _, err = run(capsys, "segment", folder, "-o", folder, "--classes", "background;building;road",
-                       "--clip", tiny_clip_file, "--no-progress")
+    code, _, err = run(
+        capsys,
+        "segment",
+        folder,
+        "-o",
+        folder,
+        "--classes",
+        "background;building;road",
+        "--clip",
+        tiny_clip_file,
+        "--no-progress",
+    )
     assert code == 2 and "would be overwritten" in err and len(err.strip().splitlines()) == 1
     assert (folder / "a.png").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["a.png"]
 
@@ -140,8 +190,9 @@ def _png_header_only(path, width, height):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -149,12 +200,23 @@ def test_huge_headers_are_reported_and_skipped(tmp_path, capsys, tiny_clip_file)
     src = tmp_path / "in"
     src.mkdir()
     _png_header_only(src / "bomb.png", 100000, 100000)
-    with rasterio.open(src / "huge.tif", "w", driver="GTiff", width=200000, height=200000, count=1, dtype="uint8",
-                       tiled=True, SPARSE_OK="TRUE", BIGTIFF="YES"):
+    with rasterio.open(
+        src / "huge.tif",
+        "w",
+        driver="GTiff",
+        width=200000,
+        height=200000,
+        count=1,
+        dtype="uint8",
+        tiled=True,
+        SPARSE_OK="TRUE",
+        BIGTIFF="YES",
+    ):
         pass  # no block written: a sparse file of a few hundred bytes
     _tiny_png(src / "ok.png")
-    code, out, err = run(capsys, "segment", src, "-o", tmp_path / "out", "--classes", "a;b", "--clip", tiny_clip_file,
-                         "--no-progress")
+    code, out, err = run(
+        capsys, "segment", src, "-o", tmp_path / "out", "--classes", "a;b", "--clip", tiny_clip_file, "--no-progress"
+    )
     assert code == 2 and "Traceback" not in err and "1 segmented" in out
     assert "bomb.png" in err and "huge.tif" in err
     assert (tmp_path / "out" / "ok.png").exists() and not (tmp_path / "out" / "bomb.png").exists()
@@ -169,12 +231,14 @@ def test_bad_output_folder_is_one_line_before_the_model_loads(tmp_path, capsys, 
     else:
         outdir = "/proc/frugalvl-test-out"  # not writable, even for root
     # the CLIP file does not exist: the output folder must be reported first (before any model loads)
-    code, _, err = run(capsys, "segment", img, "-o", outdir, "--classes", "a;b", "--clip", tmp_path / "missing.pt",
-                       "--no-progress")
+    code, _, err = run(
+        capsys, "segment", img, "-o", outdir, "--classes", "a;b", "--clip", tmp_path / "missing.pt", "--no-progress"
+    )
     assert code == 2 and "-o" in err and len(err.strip().splitlines()) == 1 and "missing.pt" not in err
 
 
 # --- issue 11: whole scenes through the CLI ----------------------------------------------------------------------
+
 
 def test_scene_cli_tiles_vectors_areas_and_bad_inputs(tmp_path, capsys, tiny_clip_file):
     from rio_cogeo.cogeo import cog_validate
@@ -185,8 +249,24 @@ def test_scene_cli_tiles_vectors_areas_and_bad_inputs(tmp_path, capsys, tiny_cli
     src.mkdir()
     write_test_scene(src / "s1.tif", 300, 260)
     (src / "s2.tif").write_bytes(b"II*\x00broken")
-    code, out, err = run(capsys, "segment", src, "-o", tmp_path / "out", "--classes", "a;b;c", "--clip", tiny_clip_file,
-                         "--tile", "224", "--vectors", "gpkg", "--min-area", "1", "--no-progress")
+    code, out, err = run(
+        capsys,
+        "segment",
+        src,
+        "-o",
+        tmp_path / "out",
+        "--classes",
+        "a;b;c",
+        "--clip",
+        tiny_clip_file,
+        "--tile",
+        "224",
+        "--vectors",
+        "gpkg",
+        "--min-area",
+        "1",
+        "--no-progress",
+    )
     assert code == 2 and "s2.tif" in err and "1 segmented" in out and "ha" in out
     labels = tmp_path / "out" / "s1.tif"
     assert cog_validate(str(labels))[0] and (tmp_path / "out" / "s1.gpkg").exists()
@@ -195,10 +275,24 @@ def test_scene_cli_tiles_vectors_areas_and_bad_inputs(tmp_path, capsys, tiny_cli
     # areas: pixel count × 0.25 m² per pixel
     row = [line for line in out.splitlines() if line.startswith("a ")][0].split()
     assert int(row[1]) == px[0] and float(row[3]) == pytest.approx(px[0] * 0.25, abs=0.1)
-    for extra, fragment in [(["--tile", "100"], "smaller than the model's"), (["--min-area", "-1"], "--min-area"),
-                            (["--tile", "224", "--scale", "0"], "--scale")]:
-        code, _, err = run(capsys, "segment", src / "s1.tif", "-o", tmp_path / "bad", "--classes", "a;b",
-                           "--clip", tiny_clip_file, "--no-progress", *extra)
+    for extra, fragment in [
+        (["--tile", "100"], "smaller than the model's"),
+        (["--min-area", "-1"], "--min-area"),
+        (["--tile", "224", "--scale", "0"], "--scale"),
+    ]:
+        code, _, err = run(
+            capsys,
+            "segment",
+            src / "s1.tif",
+            "-o",
+            tmp_path / "bad",
+            "--classes",
+            "a;b",
+            "--clip",
+            tiny_clip_file,
+            "--no-progress",
+            *extra,
+        )
         assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "bad").exists()
 
@@ -209,8 +303,18 @@ def test_url_that_does_not_answer_is_one_line(tmp_path, capsys, tiny_clip_file):
     with socket.socket() as s:  # a free port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code, out, err = run(capsys, "segment", f"http://127.0.0.1:{port}/scene.tif", "-o", tmp_path / "o",
-                         "--classes", "a;b", "--clip", tiny_clip_file, "--no-progress")
+    code, out, err = run(
+        capsys,
+        "segment",
+        f"http://127.0.0.1:{port}/scene.tif",
+        "-o",
+        tmp_path / "o",
+        "--classes",
+        "a;b",
+        "--clip",
+        tiny_clip_file,
+        "--no-progress",
+    )
     assert code == 2 and "cannot open" in err and "Traceback" not in err
     assert not [p for p in (tmp_path / "o").iterdir() if not p.name.startswith(".")]
 
@@ -226,5 +330,5 @@ def test_large_raster_goes_to_the_scene_path_with_a_moving_tile_bar(tmp_path, ca
     err = capsys.readouterr().err
     assert summary.done and len(seg.calls) == 1 and seg.calls[0] == (300, 300)  # default tile 512: one tile
     assert "tile" in err  # the per-scene tile bar
-    monkeypatch.setattr(pipeline, "AUTO_SCENE_PIXELS", 10 ** 9)
+    monkeypatch.setattr(pipeline, "AUTO_SCENE_PIXELS", 10**9)
     assert not pipeline.uses_scene_path(tmp_path / "big.tif", None)

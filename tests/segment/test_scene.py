@@ -42,8 +42,9 @@ def whole_image_labels(segmenter, path):
     return labels
 
 
-@pytest.mark.parametrize("h,w,tile,overlap", [(300, 300, 128, 32), (300, 517, 128, 0), (100, 90, 128, 32),
-                                              (1000, 257, 256, 128)])
+@pytest.mark.parametrize(
+    "h,w,tile,overlap", [(300, 300, 128, 32), (300, 517, 128, 0), (100, 90, 128, 32), (1000, 257, 256, 128)]
+)
 def test_tile_cores_partition_the_image(h, w, tile, overlap):
     rows = plan_tiles(h, w, tile, overlap)
     cover = np.zeros((h, w), int)
@@ -51,7 +52,7 @@ def test_tile_cores_partition_the_image(h, w, tile, overlap):
         for t in row:
             assert t.read.height == min(tile, h) and t.read.width == min(tile, w)  # all tiles the same size
             assert t.read.y0 <= t.core.y0 < t.core.y1 <= t.read.y1 and t.read.x0 <= t.core.x0 < t.core.x1 <= t.read.x1
-            cover[t.core.y0:t.core.y1, t.core.x0:t.core.x1] += 1
+            cover[t.core.y0 : t.core.y1, t.core.x0 : t.core.x1] += 1
             # a kept pixel is at least half an overlap from the tile border, except at the image border
             if t.core.y0 > 0:
                 assert t.core.y0 - t.read.y0 >= overlap // 2
@@ -180,17 +181,25 @@ def test_vrt_of_four_files_equals_the_mosaic(tmp_path):
         part = tmp_path / f"part{i}.tif"
         t = profile["transform"] @ rasterio.Affine.translation(x, y)
         with rasterio.open(part, "w", **{**profile, "height": 128, "width": 128, "transform": t}) as dst:
-            dst.write(data[:, y:y + 128, x:x + 128])
+            dst.write(data[:, y : y + 128, x : x + 128])
         sources.append((part, y, x))
     bands = "".join(
-        f'<VRTRasterBand dataType="Byte" band="{b}">' + "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}">'
+        + "".join(
             f'<SimpleSource><SourceFilename relativeToVRT="1">{p.name}</SourceFilename><SourceBand>{b}</SourceBand>'
             f'<SrcRect xOff="0" yOff="0" xSize="128" ySize="128"/><DstRect xOff="{x}" yOff="{y}" xSize="128" ySize="128"/>'
-            '</SimpleSource>' for p, y, x in sources) + "</VRTRasterBand>" for b in (1, 2, 3))
+            "</SimpleSource>"
+            for p, y, x in sources
+        )
+        + "</VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
     t = profile["transform"]
     vrt = tmp_path / "tiles.vrt"
-    vrt.write_text(f'<VRTDataset rasterXSize="256" rasterYSize="256"><SRS>{profile["crs"].to_wkt()}</SRS>'
-                   f'<GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}</GeoTransform>{bands}</VRTDataset>')
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="256" rasterYSize="256"><SRS>{profile["crs"].to_wkt()}</SRS>'
+        f"<GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}</GeoTransform>{bands}</VRTDataset>"
+    )
     a = segment_scene(ColourSegmenter.with_classes(), mosaic, tmp_path / "a", tile=128)
     b = segment_scene(ColourSegmenter.with_classes(), vrt, tmp_path / "b", tile=128)
     la, pa = read(a.labels)
@@ -216,15 +225,21 @@ def test_changed_settings_stop_with_one_line_and_overwrite_redoes(tmp_path):
         segment_scene(ColourSegmenter.with_classes(), scene, tmp_path / "o", tile=96)
     with pytest.raises(UserError, match="classes"):
         segment_scene(ColourSegmenter.with_classes("dark;red;green"), scene, tmp_path / "o", tile=128)
-    redo = segment_scene(ColourSegmenter.with_classes("dark;red;green"), scene, tmp_path / "o", tile=128, overwrite=True)
+    redo = segment_scene(
+        ColourSegmenter.with_classes("dark;red;green"), scene, tmp_path / "o", tile=128, overwrite=True
+    )
     with rasterio.open(redo.labels) as src:
         assert "green" in src.tags()["CLASS_NAMES"] and "blue" not in src.tags()["CLASS_NAMES"]
 
 
 def test_bad_scene_settings_and_small_scene(tmp_path):
-    for kwargs, fragment in [({"min_area": -1.0}, "--min-area"), ({"tile": 8}, "--tile"),
-                             ({"tile": 128, "overlap": 100}, "--tile-overlap"), ({"scale": 0.0}, "--scale"),
-                             ({"vectors": "shp"}, "--vectors")]:
+    for kwargs, fragment in [
+        ({"min_area": -1.0}, "--min-area"),
+        ({"tile": 8}, "--tile"),
+        ({"tile": 128, "overlap": 100}, "--tile-overlap"),
+        ({"scale": 0.0}, "--scale"),
+        ({"vectors": "shp"}, "--vectors"),
+    ]:
         with pytest.raises(UserError, match=fragment):
             SceneSettings(**kwargs)
     scene = tmp_path / "small.tif"
@@ -263,7 +278,7 @@ def test_seams_on_a_real_mosaic(tmp_path):
     rows = plan_tiles(512, 512, 128, 32)
     cuts_y = sorted({t.core.y0 for r in rows for t in r} - {0})
     cuts_x = sorted({t.core.x0 for r in rows for t in r} - {0})
-    changes_y = (labels[1:] != labels[:-1]).mean(1)   # per row boundary
+    changes_y = (labels[1:] != labels[:-1]).mean(1)  # per row boundary
     changes_x = (labels[:, 1:] != labels[:, :-1]).mean(0)
     seam = np.mean([changes_y[c - 1] for c in cuts_y] + [changes_x[c - 1] for c in cuts_x])
     overall = np.mean(np.concatenate([changes_y, changes_x]))
@@ -280,9 +295,16 @@ def test_unfinished_run_with_other_settings_stops_and_keeps_its_tiles(tmp_path):
     parts = tmp_path / "o" / ".scene.parts"
     _prepare_parts(parts, scene_record(seg, scene, SceneSettings(tile=128), parts=True), False, "scene")
     (parts / "r00000_c00000.npz").write_bytes(b"pretend")  # a finished tile of the first run
-    summary = segment_files(ColourSegmenter.with_classes("dark;red"), [scene], tmp_path / "o",
-                            scene=SceneSettings(tile=128), progress=False)
+    summary = segment_files(
+        ColourSegmenter.with_classes("dark;red"), [scene], tmp_path / "o", scene=SceneSettings(tile=128), progress=False
+    )
     assert summary.failed and "--overwrite" in summary.failed[0][1] and (parts / "r00000_c00000.npz").exists()
-    summary = segment_files(ColourSegmenter.with_classes("dark;red"), [scene], tmp_path / "o",
-                            scene=SceneSettings(tile=128), progress=False, overwrite=True)
+    summary = segment_files(
+        ColourSegmenter.with_classes("dark;red"),
+        [scene],
+        tmp_path / "o",
+        scene=SceneSettings(tile=128),
+        progress=False,
+        overwrite=True,
+    )
     assert summary.done and not parts.exists()

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from frugalvl.errors import UserError
+from frugalvl.models.jbu import JBUOne
 from frugalvl.segment.base import labels_from_scores, merge_synonyms
 from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
-from frugalvl.models.jbu import JBUOne
 from frugalvl.vocab import Vocabulary, imagenet_templates
 from tests.conftest import landsat_rgb
 
@@ -60,7 +60,7 @@ def ref_encode(clip, img, lam_needed=True):
     hd = dim // heads
     q, k, val = F.linear(y, blk.attn.in_proj_weight, blk.attn.in_proj_bias).chunk(3, dim=-1)
     q, k, val = (t.contiguous().view(-1, bsz * heads, hd).transpose(0, 1) for t in (q, k, val))
-    s = hd ** -0.5
+    s = hd**-0.5
     w = sum(F.softmax(torch.bmm(a, a.transpose(1, 2)) * s, dim=-1) for a in (q, k, val))
     out = torch.bmm(w, val).transpose(0, 1).contiguous().view(-1, bsz, dim)
     x = blk.attn.out_proj(out).permute(1, 0, 2)
@@ -103,14 +103,14 @@ def ref_probs(clip, upsampler, rgb, vocab, lam=-0.3):
             y1, x1 = max(y2 - 224, 0), max(x2 - 224, 0)
             crop = img[:, :, y1:y2, x1:x2]
             ch, cw = crop.shape[2:]
-            l = ((16 - cw % 16) // 2) if cw % 16 else 0
-            r = (16 - cw % 16 - l) if cw % 16 else 0
+            left = ((16 - cw % 16) // 2) if cw % 16 else 0
+            r = (16 - cw % 16 - left) if cw % 16 else 0
             t = ((16 - ch % 16) // 2) if ch % 16 else 0
             b = (16 - ch % 16 - t) if ch % 16 else 0
-            if any((l, r, t, b)):
-                crop = F.pad(crop, (l, r, t, b))
+            if any((left, r, t, b)):
+                crop = F.pad(crop, (left, r, t, b))
             logit = ref_forward_feature(clip, upsampler, text, crop, lam)
-            logit = logit[:, :, t:t + ch, l:l + cw]
+            logit = logit[:, :, t : t + ch, left : left + cw]
             preds += F.pad(logit, (x1, W - x2, y1, H - y2))
             count[:, :, y1:y2, x1:x2] += 1
     logits = F.interpolate(preds / count, size=(h0, w0), mode="bilinear")[0]
@@ -199,7 +199,9 @@ def test_jbu_kernel_setting_reaches_the_upsampler(tiny_clip_model, aerial):
     from frugalvl.cli import build_parser
     from frugalvl.commands.methods.segearth_ov import settings_from_cli
 
-    args = build_parser(["segment"]).parse_args(["segment", "x.png", "-o", "o", "--classes", "a;b", "--jbu-kernel", "torch"])
+    args = build_parser(["segment"]).parse_args(
+        ["segment", "x.png", "-o", "o", "--classes", "a;b", "--jbu-kernel", "torch"]
+    )
     assert settings_from_cli(args).jbu_kernel == "torch"
     torch.manual_seed(0)
     up = JBUOne(feat_dim=tiny_clip_model.embed_dim)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
 from frugalvl.models.jbu import JBUOne
+from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
 from frugalvl.vocab import Vocabulary
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

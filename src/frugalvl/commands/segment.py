@@ -10,32 +10,56 @@ from ._engine import SegmenterFactory, add_engine_arguments, engine_options
 from .methods import METHODS, method_module
 from .vocabulary import add_override_arguments, add_vocabulary_arguments, vocabulary_from_cli
 
-__all__ = ["METHODS", "method_module", "add_model_arguments", "add_override_arguments", "add_vocabulary_arguments",
-           "vocabulary_from_cli", "register"]
+__all__ = [
+    "METHODS",
+    "method_module",
+    "add_model_arguments",
+    "add_override_arguments",
+    "add_vocabulary_arguments",
+    "vocabulary_from_cli",
+    "register",
+]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="segearth-ov", choices=sorted(METHODS),
-                        help="segmentation method (default segearth-ov)")
+    parser.add_argument(
+        "--method", default="segearth-ov", choices=sorted(METHODS), help="segmentation method (default segearth-ov)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     for name in METHODS:
         methods.method_module(name).add_arguments(parser.add_argument_group(f"{name} options"))
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("segment", help="segment images or GeoTIFFs into named classes",
-                              description="Open-vocabulary segmentation of images and GeoTIFFs, no training needed.")
-    p.add_argument("inputs", nargs="+", help="PNG, JPEG, TIFF/GeoTIFF/COG, JPEG2000 or VRT files, folders of them, or URLs "
-                   "(https://, s3://)")
+    p = subparsers.add_parser(
+        "segment",
+        help="segment images or GeoTIFFs into named classes",
+        description="Open-vocabulary segmentation of images and GeoTIFFs, no training needed.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="PNG, JPEG, TIFF/GeoTIFF/COG, JPEG2000 or VRT files, folders of them, or URLs (https://, s3://)",
+    )
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     add_vocabulary_arguments(p)
     add_model_arguments(p)
     io = p.add_argument_group("input and output")
-    io.add_argument("--save-probs", action="store_true", help="also write class scores: <stem>_probs.npy (float32 C×H×W) for images, "
-                    "<stem>_probs.tif (uint8 COG, 255 × score) for tiled scenes")
-    io.add_argument("--bands", help="1-based band numbers to use as RGB for TIFF inputs, e.g. 4,3,2 (default: first three)")
-    io.add_argument("--stretch", default="percentile", choices=["percentile", "minmax"], help="scaling of non-8-bit bands to 0..255")
-    io.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs already exist (default: skip them)")
+    io.add_argument(
+        "--save-probs",
+        action="store_true",
+        help="also write class scores: <stem>_probs.npy (float32 C×H×W) for images, "
+        "<stem>_probs.tif (uint8 COG, 255 × score) for tiled scenes",
+    )
+    io.add_argument(
+        "--bands", help="1-based band numbers to use as RGB for TIFF inputs, e.g. 4,3,2 (default: first three)"
+    )
+    io.add_argument(
+        "--stretch", default="percentile", choices=["percentile", "minmax"], help="scaling of non-8-bit bands to 0..255"
+    )
+    io.add_argument(
+        "--overwrite", action="store_true", help="redo inputs whose outputs already exist (default: skip them)"
+    )
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_scene_arguments(p)
     add_engine_arguments(p)
@@ -58,11 +82,19 @@ def scene_settings_from_cli(args: argparse.Namespace):
     from ..segment.scene import SceneSettings
 
     tile = args.tile if args.tile is not None else 512
-    settings = SceneSettings(tile=tile, overlap=args.tile_overlap, scale=args.scale, min_area=args.min_area,
-                             simplify=args.simplify, vectors=args.vectors)
+    settings = SceneSettings(
+        tile=tile,
+        overlap=args.tile_overlap,
+        scale=args.scale,
+        min_area=args.min_area,
+        simplify=args.simplify,
+        vectors=args.vectors,
+    )
     window = getattr(args, "slide_crop", None) or (224 if args.method == "segearth-ov" else 0)
     if args.tile is not None and args.tile < window:
-        raise UserError(f"--tile {args.tile} is smaller than the model's {window} px window: give --tile {window} or more")
+        raise UserError(
+            f"--tile {args.tile} is smaller than the model's {window} px window: give --tile {window} or more"
+        )
     return settings if (args.tile is not None or args.tile_overlap is not None or args.scale != 1.0) else None
 
 
@@ -74,14 +106,26 @@ def parse_bands(text: str | None) -> list[int] | None:
     except ValueError:
         raise UserError(f"--bands {text!r} is not a comma-separated list of band numbers, e.g. 4,3,2") from None
 
+
 def _segment_on_ray(args: argparse.Namespace, paths, bands, scene):
     """``--engine ray``: the same run on a Ray actor pool (frugalvl.distributed, docs/ray.md)."""
     from ..distributed.ray_segment import segment_files_ray
 
-    return segment_files_ray(SegmenterFactory(args), paths, args.outdir, progress=not args.no_progress,
-                             save_probs=args.save_probs, overwrite=args.overwrite, bands=bands, stretch=args.stretch,
-                             scene=scene, vectors=args.vectors, min_area=args.min_area, simplify=args.simplify,
-                             **engine_options(args))
+    return segment_files_ray(
+        SegmenterFactory(args),
+        paths,
+        args.outdir,
+        progress=not args.no_progress,
+        save_probs=args.save_probs,
+        overwrite=args.overwrite,
+        bands=bands,
+        stretch=args.stretch,
+        scene=scene,
+        vectors=args.vectors,
+        min_area=args.min_area,
+        simplify=args.simplify,
+        **engine_options(args),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,13 +140,23 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "engine", "local") == "ray":
         summary = _segment_on_ray(args, paths, bands, scene)
     else:
-        summary = segment_files(method_module(args.method).segmenter_from_cli(args), paths, args.outdir,
-                                save_probs=args.save_probs, overwrite=args.overwrite, bands=bands, stretch=args.stretch,
-                                progress=not args.no_progress, scene=scene, vectors=args.vectors,
-                                min_area=args.min_area, simplify=args.simplify)
+        summary = segment_files(
+            method_module(args.method).segmenter_from_cli(args),
+            paths,
+            args.outdir,
+            save_probs=args.save_probs,
+            overwrite=args.overwrite,
+            bands=bands,
+            stretch=args.stretch,
+            progress=not args.no_progress,
+            scene=scene,
+            vectors=args.vectors,
+            min_area=args.min_area,
+            simplify=args.simplify,
+        )
     print(summary.table())
     if summary.failed:
-        for path, why in summary.failed:
+        for _path, why in summary.failed:
             print(f"frugalvl: failed: {why}")
         return 2
     return 0

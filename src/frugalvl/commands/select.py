@@ -351,8 +351,9 @@ def _features_parser(stages) -> None:
         if args.engine == "ray":
             from ..distributed.ray_select import features_ray
 
-            features_ray(args.work, feature_settings(args), args.force, progress=not args.no_progress,
-                         **engine_options(args))
+            features_ray(
+                args.work, feature_settings(args), args.force, progress=not args.no_progress, **engine_options(args)
+            )
             return
         pipeline.features(args.work, feature_settings(args), args.force)
 

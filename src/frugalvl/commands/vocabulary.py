@@ -10,7 +10,7 @@ from ..errors import UserError
 from ._types import nonnegative_int, probability
 
 if TYPE_CHECKING:
-    from ..vocab import Strip, Vocabulary
+    from ..vocab import Strip
 
 
 def add_vocabulary_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def add_override_arguments(group: Any) -> None:
     )
 
 
-def vocabulary_from_cli(args: argparse.Namespace, strip: "Strip"):
+def vocabulary_from_cli(args: argparse.Namespace, strip: Strip):
     """The user's vocabulary, or None when a preset provides it."""
     from ..vocab import Vocabulary
 

@@ -41,12 +41,19 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
         yield ray
         return
     try:
-        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False if address is None else None,
-                 configure_logging=True, log_to_driver=True)
+        ray.init(
+            address=address,
+            logging_level=logging.WARNING,
+            include_dashboard=False if address is None else None,
+            configure_logging=True,
+            log_to_driver=True,
+        )
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
-        raise UserError(f"cannot connect to Ray at {where} ({str(exc).splitlines()[0][:120]}): check --ray-address, "
-                        "or start one with `ray start --head`") from None
+        raise UserError(
+            f"cannot connect to Ray at {where} ({str(exc).splitlines()[0][:120]}): check --ray-address, "
+            "or start one with `ray start --head`"
+        ) from None
     try:
         yield ray
     finally:
@@ -60,11 +67,12 @@ class Pool:
     workers: int
     gpus_per_worker: float
     cpus_per_worker: float = 1.0
-    restarts: int = 3           # a dead actor is restarted, and its row retried, this many times (-1: forever)
+    restarts: int = 3  # a dead actor is restarted, and its row retried, this many times (-1: forever)
 
 
-def plan_pool(ray: Any, workers: int | None, gpus_per_worker: float | None, device: str = "cpu",
-              restarts: int = 3) -> Pool:
+def plan_pool(
+    ray: Any, workers: int | None, gpus_per_worker: float | None, device: str = "cpu", restarts: int = 3
+) -> Pool:
     """Defaults: one GPU per worker when ``device`` asks for CUDA and the cluster has GPUs; as many
     workers as the GPUs allow, else one per node."""
     resources = ray.cluster_resources()
@@ -74,8 +82,10 @@ def plan_pool(ray: Any, workers: int | None, gpus_per_worker: float | None, devi
     if gpus_per_worker < 0 or (workers is not None and workers < 1):
         raise UserError("--workers must be at least 1 and --gpus-per-worker at least 0")
     if gpus_per_worker > 0 and gpus < gpus_per_worker:
-        raise UserError(f"--gpus-per-worker {gpus_per_worker:g}, but the Ray cluster has {gpus:g} GPU(s): "
-                        "give --gpus-per-worker 0 to run on CPUs, or join a cluster with GPUs (--ray-address)")
+        raise UserError(
+            f"--gpus-per-worker {gpus_per_worker:g}, but the Ray cluster has {gpus:g} GPU(s): "
+            "give --gpus-per-worker 0 to run on CPUs, or join a cluster with GPUs (--ray-address)"
+        )
     if workers is None:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         workers = int(gpus // gpus_per_worker) if gpus_per_worker else max(1, nodes)
@@ -102,8 +112,14 @@ def map_with_pool(ray: Any, items: list[dict], actor: type, args: tuple, pool: P
         return iter(())
     quiet_ray_data(ray)
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 200))
-    kwargs = dict(fn_constructor_args=args, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool.workers),
-                  num_gpus=pool.gpus_per_worker or None, num_cpus=pool.cpus_per_worker, batch_format="numpy")
+    kwargs = dict(
+        fn_constructor_args=args,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=pool.workers),
+        num_gpus=pool.gpus_per_worker or None,
+        num_cpus=pool.cpus_per_worker,
+        batch_format="numpy",
+    )
     retries = {} if pool.restarts < 0 else {"max_restarts": pool.restarts, "max_task_retries": pool.restarts}
     try:
         with warnings.catch_warnings():  # Ray Data's default is to restart and retry forever
@@ -128,4 +144,3 @@ def get_or_raise(ray: Any, ref: Any) -> Any:
         if isinstance(cause, UserError):
             raise UserError(str(cause.args[0]) if cause.args else str(cause)) from None
         raise
-

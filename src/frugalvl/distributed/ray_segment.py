@@ -33,13 +33,14 @@ from .cluster import get_or_raise, map_with_pool, plan_pool, ray_session, remote
 
 log = logging.getLogger(__name__)
 
-TILE_LEVEL_MIN_TILES = 8   # scenes with at least this many tiles are spread over the workers tile by tile
-READERS_PER_WORKER = 2     # open scenes an actor keeps (tile rows of one scene mostly arrive together)
+TILE_LEVEL_MIN_TILES = 8  # scenes with at least this many tiles are spread over the workers tile by tile
+READERS_PER_WORKER = 2  # open scenes an actor keeps (tile rows of one scene mostly arrive together)
 
 
 # ---------------------------------------------------------------------------------------------
 # What travels: jobs, rows and results (all picklable)
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SegmentJob:
@@ -57,9 +58,15 @@ class SegmentJob:
 
     def scene_settings(self) -> SceneSettings:
         """The settings the single-process path gives the scene path (segment_files)."""
-        return dataclasses.replace(self.scene or SceneSettings(), bands=self.bands, stretch=self.stretch,
-                                   save_probs=self.save_probs, vectors=self.vectors, min_area=self.min_area,
-                                   simplify=self.simplify)
+        return dataclasses.replace(
+            self.scene or SceneSettings(),
+            bands=self.bands,
+            stretch=self.stretch,
+            save_probs=self.save_probs,
+            vectors=self.vectors,
+            min_area=self.min_area,
+            simplify=self.simplify,
+        )
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ class _TileRow:
 class _Result:
     index: int
     path: str
-    kind: str                         # "file" or "tile"
+    kind: str  # "file" or "tile"
     summary: RunSummary | None = None
     error: str | None = None
     pid: int = 0
@@ -120,6 +127,7 @@ def record_of(make_segmenter: Callable[[], Any]) -> RecordOnly:
 # The worker
 # ---------------------------------------------------------------------------------------------
 
+
 class SegmentWorker:
     """A Ray Data actor: one segmenter, many rows (``batch_size=1``)."""
 
@@ -142,16 +150,29 @@ class SegmentWorker:
                 result = _Result(row.index, row.path, kind, error=str(exc))
             except Exception as exc:  # a bad input must not stop the others: reported by the driver
                 log.exception("segmenting %s failed", row.path)
-                result = _Result(row.index, row.path, kind, error=f"{input_name(row.path)}: {type(exc).__name__}: {exc}")
+                result = _Result(
+                    row.index, row.path, kind, error=f"{input_name(row.path)}: {type(exc).__name__}: {exc}"
+                )
             result.pid = self.pid
             out.append(pickle.dumps(result))
         return {"result": out}
 
     def _file(self, row: _FileRow) -> _Result:
         j = self.job
-        summary = segment_files(self.segmenter, [row.path], j.outdir, save_probs=j.save_probs, overwrite=j.overwrite,
-                                bands=j.bands, stretch=j.stretch, progress=False, scene=j.scene, vectors=j.vectors,
-                                min_area=j.min_area, simplify=j.simplify)
+        summary = segment_files(
+            self.segmenter,
+            [row.path],
+            j.outdir,
+            save_probs=j.save_probs,
+            overwrite=j.overwrite,
+            bands=j.bands,
+            stretch=j.stretch,
+            progress=False,
+            scene=j.scene,
+            vectors=j.vectors,
+            min_area=j.min_area,
+            simplify=j.simplify,
+        )
         return _Result(row.index, row.path, "file", summary=summary)
 
     def _tile(self, row: _TileRow) -> _Result:
@@ -183,6 +204,7 @@ class SegmentWorker:
 # The driver
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Scene:
     """A large scene spread over the workers tile by tile."""
@@ -192,11 +214,12 @@ class _Scene:
     rows: list[_TileRow]
     pending: int
     error: str | None = None
-    finish: Any = None                # the Ray reference of its assembly task
+    finish: Any = None  # the Ray reference of its assembly task
 
 
-def _plan_scene(stub: RecordOnly, index: int, path: str, outdir: Path, settings: SceneSettings,
-                overwrite: bool, min_tiles: int) -> _Scene | None:
+def _plan_scene(
+    stub: RecordOnly, index: int, path: str, outdir: Path, settings: SceneSettings, overwrite: bool, min_tiles: int
+) -> _Scene | None:
     """The scene's tile rows still to do after preparing its part folder; None when it has too few
     tiles to be worth spreading (it then goes whole to one worker)."""
     import rasterio
@@ -209,15 +232,19 @@ def _plan_scene(stub: RecordOnly, index: int, path: str, outdir: Path, settings:
         src = open_scene(path)
         with src:
             check_size(path, (src.height, src.width))
-            reader = _Reader(src, select_bands(src.count, settings.bands, Path(input_name(path))), settings.scale,
-                             settings.stretch)
+            reader = _Reader(
+                src, select_bands(src.count, settings.bands, Path(input_name(path))), settings.scale, settings.stretch
+            )
             tiles = [t for row in plan_tiles(*reader.shape, settings.tile, settings.overlap_px) for t in row]
             if len(tiles) < min_tiles:
                 return None
             _prepare_parts(parts, scene_record(stub, path, settings, parts=True), overwrite, stem)
             limits = scene_limits(reader)
-    todo = [_TileRow(index, path, str(parts), t, tuple(reader.bands), limits) for t in tiles
-            if not (parts / f"{t.name}.npz").exists()]
+    todo = [
+        _TileRow(index, path, str(parts), t, tuple(reader.bands), limits)
+        for t in tiles
+        if not (parts / f"{t.name}.npz").exists()
+    ]
     log.info("%s: %d of %d tile(s) to segment", stem, len(todo), len(tiles))
     return _Scene(index, path, todo, len(todo))
 
@@ -229,10 +256,20 @@ def _assemble_scene(stub: RecordOnly, path: str, outdir: str, settings: SceneSet
     return segment_scene(stub, path, outdir, settings, overwrite=overwrite, progress=False)
 
 
-def segment_files_ray(make_segmenter: Callable[[], Any], paths: Sequence, outdir: str | Path, *,
-                      ray_address: str | None = None, workers: int | None = None,
-                      gpus_per_worker: float | None = None, device: str = "cpu", progress: bool = True,
-                      min_tiles: int = TILE_LEVEL_MIN_TILES, restarts: int = 3, **options: Any) -> RunSummary:
+def segment_files_ray(
+    make_segmenter: Callable[[], Any],
+    paths: Sequence,
+    outdir: str | Path,
+    *,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    min_tiles: int = TILE_LEVEL_MIN_TILES,
+    restarts: int = 3,
+    **options: Any,
+) -> RunSummary:
     """:func:`frugalvl.segment.pipeline.segment_files` on Ray: same outputs, same resume rules.
 
     ``make_segmenter``: a picklable callable that builds the segmenter (called once per actor);
@@ -258,9 +295,18 @@ def segment_files_ray(make_segmenter: Callable[[], Any], paths: Sequence, outdir
         for scene in scenes.values():
             if scene.pending == 0:
                 _submit_assembly(ray, scene, stub, outdir, settings, job.overwrite)
-        _stream(ray, map_with_pool(ray, [{"row": pickle.dumps(r)} for r in rows], SegmentWorker,
-                                   (make_segmenter, job), pool),
-                len(rows), scenes, stub, outdir, settings, job.overwrite, summary, progress)
+        _stream(
+            ray,
+            map_with_pool(ray, [{"row": pickle.dumps(r)} for r in rows], SegmentWorker, (make_segmenter, job), pool),
+            len(rows),
+            scenes,
+            stub,
+            outdir,
+            settings,
+            job.overwrite,
+            summary,
+            progress,
+        )
         _collect_assemblies(ray, scenes, paths, summary)
     order = {p: i for i, p in enumerate(paths)}
     for name in ("done", "skipped"):
@@ -306,8 +352,10 @@ def _stream(ray, results, total: int, scenes: dict, stub, outdir, settings, over
             if scene.pending == 0:
                 _submit_assembly(ray, scene, stub, outdir, settings, overwrite)
     except ray.exceptions.RayError as exc:
-        raise UserError(f"the Ray job stopped ({str(exc).splitlines()[0][:160]}): finished files and tiles are kept; "
-                        "run the same command again to resume") from None
+        raise UserError(
+            f"the Ray job stopped ({str(exc).splitlines()[0][:160]}): finished files and tiles are kept; "
+            "run the same command again to resume"
+        ) from None
     finally:
         bar.close()
 

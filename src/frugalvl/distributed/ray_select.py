@@ -29,12 +29,13 @@ from .cluster import map_with_pool, plan_pool, ray_session
 
 log = logging.getLogger(__name__)
 
-SCORE_CHUNK_BATCHES = 64   # scorer batches per score row
+SCORE_CHUNK_BATCHES = 64  # scorer batches per score row
 
 
 # ---------------------------------------------------------------------------------------------
 # features: CLIP shards
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _ShardRow:
@@ -72,9 +73,18 @@ class ClipShardWorker:
         return {"path": done}
 
 
-def features_ray(work: str | Path, settings: Any, force: bool = False, hook: Any = None, *,
-                 ray_address: str | None = None, workers: int | None = None, gpus_per_worker: float | None = None,
-                 device: str | None = None, progress: bool = True) -> dict[str, Any]:
+def features_ray(
+    work: str | Path,
+    settings: Any,
+    force: bool = False,
+    hook: Any = None,
+    *,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """:func:`frugalvl.select.pipeline.features` with its CLIP shards computed on Ray; returns the report."""
     from ..select import pipeline
     from ..select.features import check_feature_settings, quality_scorers
@@ -120,6 +130,7 @@ def json_report(folder: Path) -> dict[str, Any]:
 # score
 # ---------------------------------------------------------------------------------------------
 
+
 class ScoreWorker:
     """A Ray Data actor: the trained scorer and the memory-mapped features; one chunk of rows per row."""
 
@@ -143,9 +154,18 @@ class ScoreWorker:
         return {"lo": out_lo, "r": out_r}
 
 
-def score_ray(work: str | Path, batch_size: int = 256, device: str = "cpu", force: bool = False, *,
-              ray_address: str | None = None, workers: int | None = None, gpus_per_worker: float | None = None,
-              progress: bool = True, chunk_batches: int = SCORE_CHUNK_BATCHES) -> np.ndarray:
+def score_ray(
+    work: str | Path,
+    batch_size: int = 256,
+    device: str = "cpu",
+    force: bool = False,
+    *,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    progress: bool = True,
+    chunk_batches: int = SCORE_CHUNK_BATCHES,
+) -> np.ndarray:
     """:func:`frugalvl.select.pipeline.score` on Ray: the same checks, ``r.npy`` and ``difficulty.json``.
 
     ``chunk_batches``: scorer batches per Ray row (rows are whole batches, so the arithmetic is the same).
@@ -199,6 +219,8 @@ def _drain(ray: Any, results: Any, total: int, desc: str, progress: bool) -> lis
         for row in tqdm(results, total=total, desc=desc, unit="row", disable=not progress):
             out.append(row)
     except ray.exceptions.RayError as exc:
-        raise UserError(f"the Ray job stopped ({str(exc).splitlines()[0][:160]}): finished shards are kept; "
-                        "run the same command again to resume") from None
+        raise UserError(
+            f"the Ray job stopped ({str(exc).splitlines()[0][:160]}): finished shards are kept; "
+            "run the same command again to resume"
+        ) from None
     return out

@@ -227,7 +227,15 @@ def evaluate_dataset(
         if path is not None:
             write_json(path, {"id": sample.id, "confusion": matrix.tolist()}, indent=None)
     result = DatasetResult(
-        spec, predictor.label, acc.scores(), acc.matrix.copy(), len(chosen), len(samples), computed, dict(settings), run_dir
+        spec,
+        predictor.label,
+        acc.scores(),
+        acc.matrix.copy(),
+        len(chosen),
+        len(samples),
+        computed,
+        dict(settings),
+        run_dir,
     )
     write_json(run_dir / "results.json", result.to_json())
     write_text(run_dir / "per_class.csv", result.per_class_csv())

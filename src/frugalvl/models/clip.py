@@ -188,7 +188,10 @@ def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipMo
             f"{path} does not fit architecture {arch} ({len(missing)} missing, {len(unexpected)} unexpected tensors): check the architecture name before the ':'"
         )
     return ClipModel(
-        _finish(model, device, precision), open_clip.get_tokenizer(arch), f"{arch}:{path_identity(path)}", *_norm_of(model)
+        _finish(model, device, precision),
+        open_clip.get_tokenizer(arch),
+        f"{arch}:{path_identity(path)}",
+        *_norm_of(model),
     )
 
 

@@ -94,18 +94,21 @@ def _run_blocks(task, blocks: list) -> None:
 
 def _shift_accumulate(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     b, taps, h, w = kernel.shape
-    d = int(round(taps ** 0.5))
-    out = torch.zeros(source_padded.shape[:2] + (h, w), dtype=torch.promote_types(source_padded.dtype, kernel.dtype),
-                      device=source_padded.device)
+    d = int(round(taps**0.5))
+    out = torch.zeros(
+        source_padded.shape[:2] + (h, w),
+        dtype=torch.promote_types(source_padded.dtype, kernel.dtype),
+        device=source_padded.device,
+    )
 
     def accumulate(block) -> None:
         sample, rows, chans = block
         o, k = out[sample, chans, rows], kernel[sample, :, rows]
-        src = source_padded[sample, chans, rows.start:rows.stop + d - 1]
+        src = source_padded[sample, chans, rows.start : rows.stop + d - 1]
         n = rows.stop - rows.start
         for p in range(taps):
             i, j = divmod(p, d)
-            o.addcmul_(k[:, p:p + 1], src[:, :, i:i + n, j:j + w])
+            o.addcmul_(k[:, p : p + 1], src[:, :, i : i + n, j : j + w])
 
     _run_blocks(accumulate, list(_blocks(out, h, out.shape[1])))
     return out
@@ -127,16 +130,18 @@ class _AdaptiveConv(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         source_padded, kernel = ctx.saved_tensors
         b, taps, h, w = kernel.shape
-        d = int(round(taps ** 0.5))
+        d = int(round(taps**0.5))
         grad_src = grad_kernel = None
         if ctx.needs_input_grad[0]:
             grad_src = torch.zeros_like(source_padded)
             for p in range(taps):
                 i, j = divmod(p, d)
-                grad_src[:, :, i:i + h, j:j + w].addcmul_(kernel[:, p:p + 1].to(grad_out.dtype), grad_out)
+                grad_src[:, :, i : i + h, j : j + w].addcmul_(kernel[:, p : p + 1].to(grad_out.dtype), grad_out)
         if ctx.needs_input_grad[1]:
-            grad_kernel = torch.stack([(grad_out * source_padded[:, :, i:i + h, j:j + w]).sum(1)
-                                       for i in range(d) for j in range(d)], dim=1).to(kernel.dtype)
+            grad_kernel = torch.stack(
+                [(grad_out * source_padded[:, :, i : i + h, j : j + w]).sum(1) for i in range(d) for j in range(d)],
+                dim=1,
+            ).to(kernel.dtype)
         return grad_src, grad_kernel
 
 
@@ -157,8 +162,9 @@ def resolve_kernel_backend(backend: str, device: torch.device) -> str:
         import triton  # noqa: F401
     except ImportError:
         if backend == "triton":
-            raise UserError("--jbu-kernel triton needs the 'triton' package: pip install triton, "
-                            "or use --jbu-kernel torch") from None
+            raise UserError(
+                "--jbu-kernel triton needs the 'triton' package: pip install triton, or use --jbu-kernel torch"
+            ) from None
         return "torch"
     return "triton"
 
@@ -182,7 +188,7 @@ def adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor, backend: st
 def adaptive_conv_unfold(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """The same as :func:`adaptive_conv` with ``unfold``: simple, but O(C·d²·H·W) memory. For tests."""
     b, taps, h, w = kernel.shape
-    d = int(round(taps ** 0.5))
+    d = int(round(taps**0.5))
     c = source_padded.shape[1]
     patches = F.unfold(source_padded, d).view(b, c, taps, h, w)
     return torch.einsum("bcphw,bphw->bchw", patches, kernel)
@@ -197,14 +203,16 @@ class JBULearnedRange(nn.Module):
         self.radius = radius
         self.diameter = 2 * radius + 1
         self.key_dim = key_dim
-        taps = self.diameter ** 2
+        taps = self.diameter**2
         self.range_temp = nn.Parameter(torch.tensor(0.0))
         self.sigma_spatial = nn.Parameter(torch.tensor(1.0))
         # Sequential indices 0 and 3 match the official checkpoints (conv, GELU, dropout, conv).
-        self.range_proj = nn.Sequential(nn.Conv2d(guidance_dim, key_dim, 1), nn.GELU(), nn.Dropout2d(0.1),
-                                        nn.Conv2d(key_dim, key_dim, 1))
-        self.fixup_proj = nn.Sequential(nn.Conv2d(guidance_dim + taps, taps, 1), nn.GELU(), nn.Dropout2d(0.1),
-                                        nn.Conv2d(taps, taps, 1))
+        self.range_proj = nn.Sequential(
+            nn.Conv2d(guidance_dim, key_dim, 1), nn.GELU(), nn.Dropout2d(0.1), nn.Conv2d(key_dim, key_dim, 1)
+        )
+        self.fixup_proj = nn.Sequential(
+            nn.Conv2d(guidance_dim + taps, taps, 1), nn.GELU(), nn.Dropout2d(0.1), nn.Conv2d(taps, taps, 1)
+        )
 
     def range_kernel(self, guidance: torch.Tensor) -> torch.Tensor:
         """Softmax over the ``d²`` neighbours of ``temperature·⟨key_neighbour, key_centre⟩``: ``[B, d², H, W]``."""
@@ -218,10 +226,10 @@ class JBULearnedRange(nn.Module):
         def dots(block) -> None:
             sample, rows, _ = block
             n = rows.stop - rows.start
-            centre, near = keys[sample, :, rows], padded[sample, :, rows.start:rows.stop + d - 1]
+            centre, near = keys[sample, :, rows], padded[sample, :, rows.start : rows.stop + d - 1]
             for p in range(d * d):
                 i, j = divmod(p, d)
-                logits[sample, p, rows] = (near[:, :, i:i + n, j:j + w] * centre).sum(1)
+                logits[sample, p, rows] = (near[:, :, i : i + n, j : j + w] * centre).sum(1)
 
         blocks = list(_blocks(keys, h, 1))
         if torch.is_grad_enabled() and keys.requires_grad:  # autograd records the writes: one thread

@@ -31,8 +31,9 @@ _BLOCK_C, _BLOCK_P = 32, 64
 
 
 @triton.jit
-def _forward_kernel(src_ptr, k_ptr, out_ptr, C, H, W, HP, WP,
-                    D: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+def _forward_kernel(
+    src_ptr, k_ptr, out_ptr, C, H, W, HP, WP, D: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr
+):
     pid_p, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     pix = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -52,8 +53,9 @@ def _forward_kernel(src_ptr, k_ptr, out_ptr, C, H, W, HP, WP,
 
 
 @triton.jit
-def _grad_source_kernel(g_ptr, k_ptr, gs_ptr, C, H, W, HP, WP,
-                        D: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+def _grad_source_kernel(
+    g_ptr, k_ptr, gs_ptr, C, H, W, HP, WP, D: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr
+):
     pid_p, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     pix = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # over the padded grid
     ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -75,8 +77,9 @@ def _grad_source_kernel(g_ptr, k_ptr, gs_ptr, C, H, W, HP, WP,
 
 
 @triton.jit
-def _grad_kernel_kernel(g_ptr, src_ptr, gk_ptr, C, H, W, HP, WP,
-                        D: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+def _grad_kernel_kernel(
+    g_ptr, src_ptr, gk_ptr, C, H, W, HP, WP, D: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr
+):
     pid_p, tap, b = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
     i, j = tap // D, tap % D
     pix = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -97,11 +100,12 @@ def _grad_kernel_kernel(g_ptr, src_ptr, gk_ptr, C, H, W, HP, WP,
 
 def _dims(source_padded: torch.Tensor, kernel: torch.Tensor) -> tuple[int, int, int, int, int, int, int]:
     b, taps, h, w = kernel.shape
-    d = int(round(taps ** 0.5))
+    d = int(round(taps**0.5))
     c, hp, wp = source_padded.shape[1:]
     if d * d != taps or (hp, wp) != (h + d - 1, w + d - 1) or source_padded.shape[0] != b:
-        raise ValueError(f"adaptive conv shapes do not match: source {tuple(source_padded.shape)}, "
-                         f"kernel {tuple(kernel.shape)}")
+        raise ValueError(
+            f"adaptive conv shapes do not match: source {tuple(source_padded.shape)}, kernel {tuple(kernel.shape)}"
+        )
     return b, c, h, w, hp, wp, d
 
 
@@ -115,16 +119,18 @@ def forward(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def grad_source(grad_out: torch.Tensor, kernel: torch.Tensor, source_shape: torch.Size,
-                dtype: torch.dtype) -> torch.Tensor:
+def grad_source(
+    grad_out: torch.Tensor, kernel: torch.Tensor, source_shape: torch.Size, dtype: torch.dtype
+) -> torch.Tensor:
     """``∂L/∂source_padded`` for an output gradient ``grad_out`` ``[B, C, H, W]``."""
     b, c, hp, wp = source_shape
     h, w = grad_out.shape[-2:]
     d = hp - h + 1
     gs = grad_out.new_empty((b, c, hp, wp), dtype=dtype)
     grid = (triton.cdiv(hp * wp, _BLOCK_P), triton.cdiv(c, _BLOCK_C), b)
-    _grad_source_kernel[grid](grad_out.contiguous(), kernel.contiguous(), gs, c, h, w, hp, wp, D=d,
-                              BLOCK_C=_BLOCK_C, BLOCK_P=_BLOCK_P)
+    _grad_source_kernel[grid](
+        grad_out.contiguous(), kernel.contiguous(), gs, c, h, w, hp, wp, D=d, BLOCK_C=_BLOCK_C, BLOCK_P=_BLOCK_P
+    )
     return gs
 
 
@@ -135,8 +141,9 @@ def grad_kernel(grad_out: torch.Tensor, source_padded: torch.Tensor, dtype: torc
     d = hp - h + 1
     gk = grad_out.new_empty((b, d * d, h, w), dtype=dtype)
     grid = (triton.cdiv(h * w, _BLOCK_P), d * d, b)
-    _grad_kernel_kernel[grid](grad_out.contiguous(), source_padded.contiguous(), gk, c, h, w, hp, wp, D=d,
-                              BLOCK_C=_BLOCK_C, BLOCK_P=_BLOCK_P)
+    _grad_kernel_kernel[grid](
+        grad_out.contiguous(), source_padded.contiguous(), gk, c, h, w, hp, wp, D=d, BLOCK_C=_BLOCK_C, BLOCK_P=_BLOCK_P
+    )
     return gk
 
 

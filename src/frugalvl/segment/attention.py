@@ -90,7 +90,9 @@ def last_block(block: nn.Module, x: torch.Tensor, mode: str = "segearth", residu
     """Run the last ViT block with the attention of ``mode`` on tokens ``x`` ``[B, N, D]``."""
     attn = block.attn
     if not isinstance(attn, nn.MultiheadAttention):
-        raise UserError("this CLIP's last block is not a standard multi-head attention: attention modes need a plain ViT CLIP (OpenAI/open_clip ViT)")
+        raise UserError(
+            "this CLIP's last block is not a standard multi-head attention: attention modes need a plain ViT CLIP (OpenAI/open_clip ViT)"
+        )
     q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (_heads(t, attn.num_heads) for t in (q, k, v))
     mixed = mix_tokens(q, k, v, mode)

@@ -9,7 +9,8 @@ A segmenter never opens files and never knows about GeoTIFFs (see :mod:`frugalvl
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch

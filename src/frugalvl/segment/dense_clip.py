@@ -22,7 +22,7 @@ def positional_embedding(visual: nn.Module, grid_h: int, grid_w: int) -> torch.T
     """
     pos = visual.positional_embedding
     n = pos.shape[0] - 1
-    side = int(round(n ** 0.5))
+    side = int(round(n**0.5))
     if grid_h * grid_w == n and grid_h == grid_w:
         return pos
     patch = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
@@ -31,8 +31,9 @@ def positional_embedding(visual: nn.Module, grid_h: int, grid_w: int) -> torch.T
     return torch.cat([pos[:1], patch])
 
 
-def dense_tokens(visual: nn.Module, images: torch.Tensor, last: str = "segearth",
-                 residual: bool = False) -> tuple[torch.Tensor, tuple[int, int]]:
+def dense_tokens(
+    visual: nn.Module, images: torch.Tensor, last: str = "segearth", residual: bool = False
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Projected tokens ``[B, 1 + h·w, D]`` (CLS first) and the token grid ``(h, w)``.
 
     ``last`` is an attention mode of :mod:`.attention` for the last block, or ``"skip"`` to drop the

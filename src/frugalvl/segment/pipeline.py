@@ -50,15 +50,15 @@ class SegmentResult:
     """What one image produced."""
 
     image: RasterImage
-    scores: np.ndarray   # C×H×W float32
-    labels: np.ndarray   # H×W int64
+    scores: np.ndarray  # C×H×W float32
+    labels: np.ndarray  # H×W int64
 
 
 @dataclass
 class RunSummary:
     class_names: list[str]
     pixels: Counter = field(default_factory=Counter)
-    area: Counter = field(default_factory=Counter)      # class -> area in ``area_units``
+    area: Counter = field(default_factory=Counter)  # class -> area in ``area_units``
     area_units: set = field(default_factory=set)
     done: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
@@ -72,7 +72,7 @@ class RunSummary:
     def table(self) -> str:
         total = sum(self.pixels.values()) or 1
         width = max(len(n) for n in self.class_names)
-        unit = next(iter(self.area_units)) if len(self.area_units) == 1 else None
+        unit = next(iter(self.area_units)) if len(self.area_units) == 1 else ""
         show_area = unit in ("m²", "units²")
         head = f"{'class':<{width}}  {'pixels':>12}  {'share':>7}"
         if show_area:
@@ -98,10 +98,17 @@ def segment_image(segmenter: Segmenter, image: RasterImage) -> SegmentResult:
 # Checks made before any model loads (issue 10 §1, §5)
 # ---------------------------------------------------------------------------------------------
 
+
 def output_names(stem: str) -> list[str]:
     """Every file name a run may write for an input with this stem."""
-    names = [f"{stem}.tif", f"{stem}.png", f"{stem}_overlay.png", f"{stem}_probs.npy", f"{stem}_probs.tif",
-             f"{stem}_run.json"]
+    names = [
+        f"{stem}.tif",
+        f"{stem}.png",
+        f"{stem}_overlay.png",
+        f"{stem}_probs.npy",
+        f"{stem}_probs.tif",
+        f"{stem}_run.json",
+    ]
     return names + [f"{stem}{suffix}" for suffix in VECTOR_FORMATS.values()]
 
 
@@ -116,7 +123,9 @@ def check_outdir(outdir: str | os.PathLike) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UserError(f"-o {outdir} is not writable ({exc.strerror or exc}): give a folder you can write to") from None
+        raise UserError(
+            f"-o {outdir} is not writable ({exc.strerror or exc}): give a folder you can write to"
+        ) from None
     return outdir
 
 
@@ -135,13 +144,16 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike) -> None
         for name in output_names(input_stem(p)):
             hit = local.get(outdir / name)
             if hit is not None:
-                raise UserError(f"input {hit} would be overwritten by the output {name} of {input_name(p)}: "
-                                "write the outputs to another folder (-o)")
+                raise UserError(
+                    f"input {hit} would be overwritten by the output {name} of {input_name(p)}: "
+                    "write the outputs to another folder (-o)"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------------------------
+
 
 def uses_scene_path(path, scene: SceneSettings | None) -> bool:
     """Tiled when a tile size is given, for URLs, VRT/JPEG2000, and above :data:`AUTO_SCENE_PIXELS`."""
@@ -152,8 +164,11 @@ def uses_scene_path(path, scene: SceneSettings | None) -> bool:
 
 
 def _image_record(segmenter: Segmenter, path, bands, stretch, vectors: SceneSettings | None) -> dict:
-    extra = {} if vectors is None or vectors.vectors is None else {"min_area": vectors.min_area,
-                                                                    "simplify": vectors.simplify}
+    extra = (
+        {}
+        if vectors is None or vectors.vectors is None
+        else {"min_area": vectors.min_area, "simplify": vectors.simplify}
+    )
     return make_record(segmenter, input=input_identity(path), read={"bands": bands, "stretch": stretch}, **extra)
 
 
@@ -165,10 +180,20 @@ def _image_finished(outdir: Path, stem: str, save_probs: bool, vectors: str | No
     return has_labels and has_probs and has_vectors and (outdir / f"{stem}_overlay.png").exists()
 
 
-def segment_files(segmenter: Segmenter, paths: Sequence, outdir: str | Path, save_probs: bool = False,
-                  overwrite: bool = False, bands: Sequence[int] | None = None, stretch: str = "percentile",
-                  progress: bool = True, scene: SceneSettings | None = None, vectors: str | None = None,
-                  min_area: float = 0.0, simplify: float = 0.0) -> RunSummary:
+def segment_files(
+    segmenter: Segmenter,
+    paths: Sequence,
+    outdir: str | Path,
+    save_probs: bool = False,
+    overwrite: bool = False,
+    bands: Sequence[int] | None = None,
+    stretch: str = "percentile",
+    progress: bool = True,
+    scene: SceneSettings | None = None,
+    vectors: str | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+) -> RunSummary:
     """Segment image files (or scenes) and write their outputs under ``outdir``.
 
     ``scene`` (tile settings) sends every input through the tiled scene path; without it only large,
@@ -180,8 +205,15 @@ def segment_files(segmenter: Segmenter, paths: Sequence, outdir: str | Path, sav
     check_inputs_and_outputs(paths, outdir)
     bands_t = tuple(bands) if bands else None
     base = scene or SceneSettings()
-    scene_settings = dataclasses.replace(base, bands=bands_t, stretch=stretch, save_probs=save_probs, vectors=vectors,
-                                         min_area=min_area, simplify=simplify)
+    scene_settings = dataclasses.replace(
+        base,
+        bands=bands_t,
+        stretch=stretch,
+        save_probs=save_probs,
+        vectors=vectors,
+        min_area=min_area,
+        simplify=simplify,
+    )
     routes = {i: uses_scene_path(p, scene) for i, p in enumerate(paths)}
     todo = _check_records(segmenter, paths, routes, outdir, scene_settings, overwrite)
     names = segmenter.vocabulary.names
@@ -229,8 +261,9 @@ def _check_records(segmenter, paths, routes, outdir: Path, settings: SceneSettin
     return todo
 
 
-def _run_scene(segmenter, path, outdir: Path, settings: SceneSettings, progress: bool, summary: RunSummary,
-               overwrite: bool) -> None:
+def _run_scene(
+    segmenter, path, outdir: Path, settings: SceneSettings, progress: bool, summary: RunSummary, overwrite: bool
+) -> None:
     result = segment_scene(segmenter, path, outdir, settings, overwrite=overwrite, progress=progress)
     if result is None:  # finished meanwhile (another process)
         summary.skipped.append(path)
@@ -254,10 +287,16 @@ def _run_image(segmenter, path, outdir: Path, settings: SceneSettings, summary: 
     if settings.vectors:
         from ..vectors import write_vectors
 
-        write_vectors(label_path, outdir / f"{image.stem}{VECTOR_FORMATS[settings.vectors]}", names,
-                      min_area=settings.min_area, simplify=settings.simplify)
-    write_record(record_path(outdir, image.stem),
-                 _image_record(segmenter, path, settings.bands, settings.stretch, settings))  # last: marks it done
+        write_vectors(
+            label_path,
+            outdir / f"{image.stem}{VECTOR_FORMATS[settings.vectors]}",
+            names,
+            min_area=settings.min_area,
+            simplify=settings.simplify,
+        )
+    write_record(
+        record_path(outdir, image.stem), _image_record(segmenter, path, settings.bands, settings.stretch, settings)
+    )  # last: marks it done
     valid = result.labels if image.nodata_mask is None else result.labels[~image.nodata_mask]
     counts = np.bincount(valid.ravel(), minlength=len(names))
     pixels = Counter({i: int(c) for i, c in enumerate(counts) if c})

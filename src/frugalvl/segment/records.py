@@ -25,11 +25,15 @@ def segmenter_identity(segmenter: Any) -> dict[str, Any]:
     if hasattr(segmenter, "identity"):
         return json.loads(json.dumps(segmenter.identity(), default=str))
     vocab = segmenter.vocabulary
-    ident: dict[str, Any] = {"type": type(segmenter).__name__, "classes": list(vocab.names),
-                             "queries": list(getattr(vocab, "queries", vocab.names)),
-                             "prob_thd": segmenter.prob_thd, "bg_idx": segmenter.bg_idx}
+    ident: dict[str, Any] = {
+        "type": type(segmenter).__name__,
+        "classes": list(vocab.names),
+        "queries": list(getattr(vocab, "queries", vocab.names)),
+        "prob_thd": segmenter.prob_thd,
+        "bg_idx": segmenter.bg_idx,
+    }
     settings = getattr(segmenter, "settings", None)
-    if dataclasses.is_dataclass(settings):
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         ident["settings"] = dataclasses.asdict(settings)
     return json.loads(json.dumps(ident, default=str))
 
@@ -62,9 +66,11 @@ def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
                 return diff
         return None
     if old != new:
+
         def show(v: Any) -> str:
             text = json.dumps(v, ensure_ascii=False)
             return text if len(text) <= 60 else text[:57] + "..."
+
         key = prefix.rstrip(".").removeprefix("settings.") or "record"
         return f"{key}: {show(old)} -> {show(new)}"
     return None
@@ -79,5 +85,6 @@ def check_record(path: Path, record: dict[str, Any], what: str) -> bool:
     diff = first_difference(old, record)
     if diff is None:
         return True
-    raise UserError(f"{what} in {path.parent} was made with other settings ({diff}): use --overwrite to redo it, "
-                    "or another -o")
+    raise UserError(
+        f"{what} in {path.parent} was made with other settings ({diff}): use --overwrite to redo it, or another -o"
+    )

@@ -56,27 +56,32 @@ from .records import check_record, make_record, read_record, record_path, write_
 log = logging.getLogger(__name__)
 
 VECTOR_FORMATS = {"gpkg": ".gpkg", "geojson": ".geojson", "parquet": ".parquet"}
-STATS_LONG_SIDE = 2048      # scene-wide stretch limits come from a read at most this long (full read below)
-OVERLAY_LONG_SIDE = 2048    # the overlay PNG of a scene is drawn from an overview at most this long
-PREFETCH_TILES = 2          # tiles read ahead of the model by a background thread
-_GDAL_ENV = dict(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="2", GDAL_HTTP_RETRY_DELAY="0.5",
-                 GDAL_HTTP_CONNECTTIMEOUT="20", GDAL_HTTP_TIMEOUT="120",
-                 GDAL_CACHEMAX=256 << 20)  # bytes of GDAL block cache (its default, 5% of RAM, grows with the scene)
+STATS_LONG_SIDE = 2048  # scene-wide stretch limits come from a read at most this long (full read below)
+OVERLAY_LONG_SIDE = 2048  # the overlay PNG of a scene is drawn from an overview at most this long
+PREFETCH_TILES = 2  # tiles read ahead of the model by a background thread
+_GDAL_ENV = dict(
+    GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
+    GDAL_HTTP_MAX_RETRY="2",
+    GDAL_HTTP_RETRY_DELAY="0.5",
+    GDAL_HTTP_CONNECTTIMEOUT="20",
+    GDAL_HTTP_TIMEOUT="120",
+    GDAL_CACHEMAX=256 << 20,
+)  # bytes of GDAL block cache (its default, 5% of RAM, grows with the scene)
 
 
 @dataclass(frozen=True)
 class SceneSettings:
     """How a scene is tiled, read and written (defaults in docs/scenes.md)."""
 
-    tile: int = 512                     # tile side in (scaled) scene pixels
-    overlap: int | None = None          # pixels shared by neighbouring tiles; None: tile // 4
-    scale: float = 1.0                  # resample the scene by this factor first (0.5: twice the GSD)
+    tile: int = 512  # tile side in (scaled) scene pixels
+    overlap: int | None = None  # pixels shared by neighbouring tiles; None: tile // 4
+    scale: float = 1.0  # resample the scene by this factor first (0.5: twice the GSD)
     bands: tuple[int, ...] | None = None
     stretch: str = "percentile"
-    save_probs: bool = False            # <stem>_probs.tif: uint8 scores ×255, one band per class
-    vectors: str | None = None          # gpkg, geojson or parquet
-    min_area: float = 0.0               # drop polygons below this (map units², pixels without a CRS)
-    simplify: float = 0.0               # topology-preserving simplification tolerance (map units)
+    save_probs: bool = False  # <stem>_probs.tif: uint8 scores ×255, one band per class
+    vectors: str | None = None  # gpkg, geojson or parquet
+    min_area: float = 0.0  # drop polygons below this (map units², pixels without a CRS)
+    simplify: float = 0.0  # topology-preserving simplification tolerance (map units)
 
     def __post_init__(self) -> None:
         if self.tile < 32:
@@ -118,8 +123,10 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[list[Ti
     stride = max(tile - overlap, 1)
     ys, xs = spans(height, tile, stride), spans(width, tile, stride)
     cy, cx = core_spans(ys, height), core_spans(xs, width)
-    return [[Tile(r, c, Window(y0, y1, x0, x1), Window(*cy[r], *cx[c])) for c, (x0, x1) in enumerate(xs)]
-            for r, (y0, y1) in enumerate(ys)]
+    return [
+        [Tile(r, c, Window(y0, y1, x0, x1), Window(*cy[r], *cx[c])) for c, (x0, x1) in enumerate(xs)]
+        for r, (y0, y1) in enumerate(ys)
+    ]
 
 
 @dataclass
@@ -127,13 +134,13 @@ class SceneResult:
     """What one scene produced."""
 
     labels: Path
-    pixels: Counter                      # class index -> pixel count (valid pixels only)
-    pixel_area: float                    # map units² per output pixel (1 without a CRS)
-    area_unit: str                       # "m²" for a metric CRS, "px" without one, else "units²"
+    pixels: Counter  # class index -> pixel count (valid pixels only)
+    pixel_area: float  # map units² per output pixel (1 without a CRS)
+    area_unit: str  # "m²" for a metric CRS, "px" without one, else "units²"
     probs: Path | None = None
     overlay: Path | None = None
     vectors: Path | None = None
-    tiles_run: int = 0                   # tiles segmented by this call (0 when everything was resumed)
+    tiles_run: int = 0  # tiles segmented by this call (0 when everything was resumed)
     tiles_skipped_nodata: int = 0
     outputs: list[Path] = field(default_factory=list)
 
@@ -141,6 +148,7 @@ class SceneResult:
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
+
 
 def open_scene(source: str | os.PathLike):
     """Open a local raster, a VRT or a remote one (``https://``, ``s3://``: GDAL range requests)."""
@@ -156,8 +164,10 @@ def open_scene(source: str | os.PathLike):
             return rasterio.open(name)
     except RasterioIOError as exc:
         if is_url(name):
-            raise UserError(f"cannot open {name}: the server does not answer or the file is not a raster "
-                            f"({str(exc).splitlines()[0][:120]})") from None
+            raise UserError(
+                f"cannot open {name}: the server does not answer or the file is not a raster "
+                f"({str(exc).splitlines()[0][:120]})"
+            ) from None
         raise UserError(f"cannot read {name}: not a raster GDAL can read (corrupt or truncated?)") from None
 
 
@@ -206,13 +216,20 @@ class _Reader:
                 masks = self.src.read_masks(self.bands, window=rio_win)
             else:
                 rio_win = self._source_window(win)
-                data = self.src.read(self.bands, window=rio_win, out_shape=(len(self.bands), *shape),
-                                     resampling=Resampling.bilinear if out_shape is None else Resampling.nearest)
-                masks = self.src.read_masks(self.bands, window=rio_win, out_shape=(len(self.bands), *shape),
-                                            resampling=Resampling.nearest)
+                data = self.src.read(
+                    self.bands,
+                    window=rio_win,
+                    out_shape=(len(self.bands), *shape),
+                    resampling=Resampling.bilinear if out_shape is None else Resampling.nearest,
+                )
+                masks = self.src.read_masks(
+                    self.bands, window=rio_win, out_shape=(len(self.bands), *shape), resampling=Resampling.nearest
+                )
         except (RasterioIOError, MemoryError) as exc:
-            raise UserError(f"cannot read the pixels of {input_name(self.src.name)}: corrupt, truncated or "
-                            f"unreachable ({str(exc).splitlines()[0][:120]})") from None
+            raise UserError(
+                f"cannot read the pixels of {input_name(self.src.name)}: corrupt, truncated or "
+                f"unreachable ({str(exc).splitlines()[0][:120]})"
+            ) from None
         return data, masks.max(0) > 0
 
     def rgb(self, data: np.ndarray) -> np.ndarray:
@@ -246,15 +263,19 @@ def scene_limits(reader: _Reader) -> list[tuple[float, float]] | None:
 # Tiles
 # ---------------------------------------------------------------------------------------------
 
-def segment_tile(segmenter: Segmenter, reader: _Reader, tile: Tile,
-                 pixels: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray | None, bool]:
+
+def segment_tile(
+    segmenter: Segmenter, reader: _Reader, tile: Tile, pixels: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """Core labels (nodata 255), core float32 scores (None for an all-nodata tile) and whether the tile ran.
 
     ``pixels``: the tile's ``(data, valid)`` already read (by the prefetching thread), else read here.
     """
     data, valid = pixels if pixels is not None else reader.read(tile.read)
-    core = (slice(tile.core.y0 - tile.read.y0, tile.core.y1 - tile.read.y0),
-            slice(tile.core.x0 - tile.read.x0, tile.core.x1 - tile.read.x0))
+    core = (
+        slice(tile.core.y0 - tile.read.y0, tile.core.y1 - tile.read.y0),
+        slice(tile.core.x0 - tile.read.x0, tile.core.x1 - tile.read.x0),
+    )
     dtype = label_dtype(len(segmenter.vocabulary.names))
     if not valid[core].any():
         return np.full((tile.core.height, tile.core.width), NODATA_LABEL, dtype=dtype), None, False
@@ -272,7 +293,7 @@ def _save_part(path: Path, labels: np.ndarray, scores: np.ndarray | None, save_p
         arrays["probs"] = probs
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
 
 
 def _load_part(path: Path) -> dict[str, np.ndarray]:
@@ -284,10 +305,20 @@ def _load_part(path: Path) -> dict[str, np.ndarray]:
 # Writing
 # ---------------------------------------------------------------------------------------------
 
+
 def _gtiff_profile(reader: _Reader, count: int, dtype: str, nodata: int | None) -> dict[str, Any]:
     h, w = reader.shape
-    profile = dict(driver="GTiff", height=h, width=w, count=count, dtype=dtype, tiled=True, blockxsize=COG_BLOCK,
-                   blockysize=COG_BLOCK, BIGTIFF="IF_SAFER")
+    profile = dict(
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=count,
+        dtype=dtype,
+        tiled=True,
+        blockxsize=COG_BLOCK,
+        blockysize=COG_BLOCK,
+        BIGTIFF="IF_SAFER",
+    )
     if reader.src.crs is not None:
         profile.update(crs=reader.src.crs, transform=reader.transform)
     if nodata is not None:
@@ -295,8 +326,15 @@ def _gtiff_profile(reader: _Reader, count: int, dtype: str, nodata: int | None) 
     return profile
 
 
-def _assemble(reader: _Reader, rows: list[list[Tile]], parts: Path, names: Sequence[str], outdir: Path,
-              stem: str, save_probs: bool) -> tuple[Path, Path | None, Counter]:
+def _assemble(
+    reader: _Reader,
+    rows: list[list[Tile]],
+    parts: Path,
+    names: Sequence[str],
+    outdir: Path,
+    stem: str,
+    save_probs: bool,
+) -> tuple[Path, Path | None, Counter]:
     """Part files -> label COG (and score COG), one tile at a time."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
@@ -317,7 +355,7 @@ def _assemble(reader: _Reader, rows: list[list[Tile]], parts: Path, names: Seque
                     labels = part["labels"]
                     lab.write(labels, 1, window=win)
                     counts = np.bincount(labels[labels != NODATA_LABEL].ravel().astype(np.int64), minlength=len(names))
-                    pixels.update({i: int(n) for i, n in enumerate(counts[:len(names)]) if n})
+                    pixels.update({i: int(n) for i, n in enumerate(counts[: len(names)]) if n})
                     if prob is not None:
                         probs = part["probs"]
                         if probs.shape[0] == 0:
@@ -348,8 +386,9 @@ def _json(obj: Any) -> str:
     return json.dumps(list(obj))
 
 
-def write_scene_overlay(reader: _Reader, label_path: Path, names: Sequence[str], out: Path,
-                        long_side: int = OVERLAY_LONG_SIDE) -> Path:
+def write_scene_overlay(
+    reader: _Reader, label_path: Path, names: Sequence[str], out: Path, long_side: int = OVERLAY_LONG_SIDE
+) -> Path:
     """``<stem>_overlay.png`` from overviews of the scene and of the label COG (at most ``long_side``)."""
     import rasterio
     from rasterio.enums import Resampling
@@ -382,6 +421,7 @@ def pixel_area(reader: _Reader) -> tuple[float, str]:
 # The scene
 # ---------------------------------------------------------------------------------------------
 
+
 def input_identity(source: str | os.PathLike) -> dict[str, Any]:
     """A URL, or a local file's name, size and modification time (a replaced input is not reused)."""
     name = str(source)
@@ -391,8 +431,9 @@ def input_identity(source: str | os.PathLike) -> dict[str, Any]:
     return {"name": Path(name).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def scene_record(segmenter: Segmenter, source: str | os.PathLike, settings: SceneSettings,
-                 parts: bool = False) -> dict[str, Any]:
+def scene_record(
+    segmenter: Segmenter, source: str | os.PathLike, settings: SceneSettings, parts: bool = False
+) -> dict[str, Any]:
     """What a scene's outputs depend on: the segmenter, the input file and the tiling/reading settings.
 
     ``--save-probs`` only adds an output, so it is part of the record of unfinished tiles (whose part
@@ -415,9 +456,15 @@ def scene_finished(outdir: Path, stem: str, settings: SceneSettings) -> bool:
     return all(p.exists() for p in needed)
 
 
-def segment_scene(segmenter: Segmenter, source: str | os.PathLike, outdir: str | os.PathLike,
-                  settings: SceneSettings = SceneSettings(), overwrite: bool = False, progress: bool = False,
-                  **overrides: Any) -> SceneResult | None:
+def segment_scene(
+    segmenter: Segmenter,
+    source: str | os.PathLike,
+    outdir: str | os.PathLike,
+    settings: SceneSettings = SceneSettings(),
+    overwrite: bool = False,
+    progress: bool = False,
+    **overrides: Any,
+) -> SceneResult | None:
     """Segment one scene tile by tile and write its outputs under ``outdir``.
 
     ``overrides`` are :class:`SceneSettings` fields (``tile=1024, vectors="gpkg"``). Returns None when
@@ -446,8 +493,9 @@ def segment_scene(segmenter: Segmenter, source: str | os.PathLike, outdir: str |
         src = open_scene(source)
         with src:
             check_size(source, (src.height, src.width))
-            reader = _Reader(src, select_bands(src.count, settings.bands, Path(input_name(source))), settings.scale,
-                             settings.stretch)
+            reader = _Reader(
+                src, select_bands(src.count, settings.bands, Path(input_name(source))), settings.scale, settings.stretch
+            )
             _prepare_parts(parts, scene_record(segmenter, source, settings, parts=True), overwrite, stem)
             reader.limits = scene_limits(reader)
             rows = plan_tiles(*reader.shape, settings.tile, settings.overlap_px)
@@ -460,8 +508,13 @@ def segment_scene(segmenter: Segmenter, source: str | os.PathLike, outdir: str |
     if settings.vectors:
         from ..vectors import write_vectors
 
-        vec_path = write_vectors(label_path, outdir / f"{stem}{VECTOR_FORMATS[settings.vectors]}", names,
-                                 min_area=settings.min_area, simplify=settings.simplify)
+        vec_path = write_vectors(
+            label_path,
+            outdir / f"{stem}{VECTOR_FORMATS[settings.vectors]}",
+            names,
+            min_area=settings.min_area,
+            simplify=settings.simplify,
+        )
     write_record(rec_path, record)  # last: marks the scene done
     shutil.rmtree(parts, ignore_errors=True)
     outputs = [p for p in (label_path, probs_path, overlay, vec_path) if p is not None]
@@ -481,23 +534,39 @@ def _prepare_parts(parts: Path, record: dict[str, Any], overwrite: bool, stem: s
             log.info("%s: resuming, %d tile(s) already done", stem, n)
             return
         if old is not None and not overwrite:
-            raise UserError(f"an unfinished run of {stem} in {parts.parent} used other settings ({diff}): "
-                            "use --overwrite to start it afresh, or another -o")
+            raise UserError(
+                f"an unfinished run of {stem} in {parts.parent} used other settings ({diff}): "
+                "use --overwrite to start it afresh, or another -o"
+            )
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
     write_json(rec, record)
 
 
-def _run_tiles(segmenter: Segmenter, reader: _Reader, rows: list[list[Tile]], parts: Path, save_probs: bool,
-               progress: bool, stem: str) -> tuple[int, int]:
+def _run_tiles(
+    segmenter: Segmenter,
+    reader: _Reader,
+    rows: list[list[Tile]],
+    parts: Path,
+    save_probs: bool,
+    progress: bool,
+    stem: str,
+) -> tuple[int, int]:
     """Segment every tile without a part file; returns (tiles run, all-nodata tiles skipped)."""
     from tqdm.auto import tqdm
 
     tiles = [t for row in rows for t in row]
     todo = [t for t in tiles if not (parts / f"{t.name}.npz").exists()]
     ran = skipped = 0
-    bar = tqdm(total=len(tiles), initial=len(tiles) - len(todo), desc=stem, unit="tile", disable=not progress,
-               leave=False, position=1)
+    bar = tqdm(
+        total=len(tiles),
+        initial=len(tiles) - len(todo),
+        desc=stem,
+        unit="tile",
+        disable=not progress,
+        leave=False,
+        position=1,
+    )
     try:
         for tile, pixels in _prefetch(reader, todo):
             labels, scores, did_run = segment_tile(segmenter, reader, tile, pixels)

@@ -27,8 +27,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..models.clip import OPENAI_MEAN, ClipModel
-from ..vocab import Vocabulary, templates
 from ..settings import option, settings_identity
+from ..vocab import Vocabulary, templates
 from ..windows import WindowAccumulator, plan_windows
 from .attention import MODES
 from .base import merge_synonyms
@@ -69,7 +69,9 @@ def _check_settings(s: SegEarthOVSettings) -> None:
     if s.slide_crop < 1:
         raise ValueError(f"slide_crop must be at least 1 pixel, got {s.slide_crop}")
     if not 1 <= s.slide_stride <= s.slide_crop:
-        raise ValueError(f"slide_stride must be from 1 to the window size {s.slide_crop} (no gaps), got {s.slide_stride}")
+        raise ValueError(
+            f"slide_stride must be from 1 to the window size {s.slide_crop} (no gaps), got {s.slide_stride}"
+        )
     if s.window_batch is not None and s.window_batch < 1:
         raise ValueError(f"window_batch must be at least 1 (or None for the device's default), got {s.window_batch}")
 
@@ -84,17 +86,21 @@ class SegEarthOVSettings:
     logit_scale: float = option(50.0, "softmax temperature on the cosine logits")
     prob_thd: float = option(0.0, "pixels whose best class score is below this get bg_idx", cli=False)
     bg_idx: int = option(0, "class index given to low-confidence pixels", cli=False)
-    long_side: int | None = option(448, "resize the long side to this many pixels; 'native' (None) keeps the size",
-                                   parse=_long_side)
+    long_side: int | None = option(
+        448, "resize the long side to this many pixels; 'native' (None) keeps the size", parse=_long_side
+    )
     slide_crop: int = option(224, "sliding-window size in pixels", cli=False)
     slide_stride: int = option(112, "sliding-window stride in pixels", cli=False)
     templates: str = option("imagenet80", "prompt templates: imagenet80, photo or none")
-    window_batch: int | None = option(None, "windows per forward pass; none: 16 on a GPU, 1 on the CPU (faster there)",
-                                      parse=int)
-    commute_upsampler: bool = option(False, "apply the upsampler's final 1×1 conv at low resolution (exact up to "
-                                            "rounding, §2.4)")
+    window_batch: int | None = option(
+        None, "windows per forward pass; none: 16 on a GPU, 1 on the CPU (faster there)", parse=int
+    )
+    commute_upsampler: bool = option(
+        False, "apply the upsampler's final 1×1 conv at low resolution (exact up to rounding, §2.4)"
+    )
     jbu_kernel: str = option(
-        "auto", "how the upsampler's kernels are applied: auto (Triton on CUDA), triton or torch",
+        "auto",
+        "how the upsampler's kernels are applied: auto (Triton on CUDA), triton or torch",
         choices=("auto", "triton", "torch"),
     )
 
@@ -103,7 +109,7 @@ class SegEarthOVSettings:
         _check_settings(self)
 
     @classmethod
-    def from_preset(cls, name: str, vocabulary: Vocabulary | None = None, **overrides) -> "SegEarthOVSettings":
+    def from_preset(cls, name: str, vocabulary: Vocabulary | None = None, **overrides) -> SegEarthOVSettings:
         """The official settings of a dataset preset (its ``[segearth_ov]`` thresholds), then ``overrides``."""
         from ..presets import method_settings
 
@@ -116,12 +122,19 @@ class SegEarthOVSettings:
 class SegEarthOV:
     """A SegEarth-OV segmenter, built once and called per image (see :class:`~.base.Segmenter`)."""
 
-    def __init__(self, clip: ClipModel, vocabulary: Vocabulary, upsampler: nn.Module | None = None,
-                 settings: SegEarthOVSettings = SegEarthOVSettings()) -> None:
+    def __init__(
+        self,
+        clip: ClipModel,
+        vocabulary: Vocabulary,
+        upsampler: nn.Module | None = None,
+        settings: SegEarthOVSettings = SegEarthOVSettings(),
+    ) -> None:
         if settings.attention not in MODES:
             raise UserError(f"unknown attention mode {settings.attention!r}: choose one of {', '.join(MODES)}")
         if not 0 <= settings.bg_idx < len(vocabulary):
-            raise UserError(f"bg_idx {settings.bg_idx} is not a class index: the vocabulary has {len(vocabulary)} classes")
+            raise UserError(
+                f"bg_idx {settings.bg_idx} is not a class index: the vocabulary has {len(vocabulary)} classes"
+            )
         self.clip = clip
         self.vocabulary = vocabulary
         self.settings = settings
@@ -131,8 +144,10 @@ class SegEarthOV:
         if self.upsampler is not None:
             feat_dim = getattr(self.upsampler, "feature_dim", clip.embed_dim)
             if feat_dim != clip.embed_dim:
-                raise UserError(f"the upsampler works on {feat_dim}-d features but this CLIP gives {clip.embed_dim}-d "
-                                "ones: train one for this CLIP with 'frugalvl train-upsampler', or use none")
+                raise UserError(
+                    f"the upsampler works on {feat_dim}-d features but this CLIP gives {clip.embed_dim}-d "
+                    "ones: train one for this CLIP with 'frugalvl train-upsampler', or use none"
+                )
         self.query_features = self.text_classifier()
         self.query_to_class = vocabulary.query_to_class
         official = tuple(round(m, 4) for m in clip.mean) == tuple(round(m, 4) for m in OPENAI_MEAN)
@@ -142,8 +157,14 @@ class SegEarthOV:
         self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
     @classmethod
-    def from_pretrained(cls, vocabulary: Vocabulary | str, clip: str = "ViT-B-16", upsampler: str | None = None,
-                        settings: SegEarthOVSettings = SegEarthOVSettings(), device: str = "cpu") -> "SegEarthOV":
+    def from_pretrained(
+        cls,
+        vocabulary: Vocabulary | str,
+        clip: str = "ViT-B-16",
+        upsampler: str | None = None,
+        settings: SegEarthOVSettings = SegEarthOVSettings(),
+        device: str = "cpu",
+    ) -> SegEarthOV:
         """Load the models by name and build a segmenter.
 
         ``vocabulary``: a :class:`~frugalvl.vocab.Vocabulary` or the ``"background;building,roof;road"``
@@ -161,10 +182,14 @@ class SegEarthOV:
 
     def identity(self) -> dict:
         """What produced this segmenter's results: method, settings, vocabulary and model identities."""
-        return {"method": "segearth-ov", "settings": settings_identity(self.settings),
-                "queries": list(self.vocabulary.queries), "query_to_class": list(self.query_to_class),
-                "clip": self.clip.identity, "upsampler": getattr(self.upsampler, "identity", None)
-                if self.upsampler is not None else None}
+        return {
+            "method": "segearth-ov",
+            "settings": settings_identity(self.settings),
+            "queries": list(self.vocabulary.queries),
+            "query_to_class": list(self.query_to_class),
+            "clip": self.clip.identity,
+            "upsampler": getattr(self.upsampler, "identity", None) if self.upsampler is not None else None,
+        }
 
     @property
     def prob_thd(self) -> float:
@@ -247,8 +272,8 @@ class SegEarthOV:
         acc = WindowAccumulator(len(self.vocabulary.queries), h, w, device=device, dtype=dtype)
         batch = s.window_batch or (16 if device.type == "cuda" else 1)
         for start in range(0, len(windows), max(1, batch)):
-            group = windows[start:start + max(1, batch)]
-            crops = torch.cat([image[:, :, win.y0:win.y1, win.x0:win.x1] for win in group])
+            group = windows[start : start + max(1, batch)]
+            crops = torch.cat([image[:, :, win.y0 : win.y1, win.x0 : win.x1] for win in group])
             crops, crop_back = _pad_to_patch(crops, self.clip.patch_size)
             logits = crop_back(self.window_logits(crops))
             for win, values in zip(group, logits):
@@ -273,4 +298,4 @@ def _pad_to_patch(crops: torch.Tensor, patch: int):
         return crops, lambda t: t
     top, left = ph // 2, pw // 2
     padded = F.pad(crops, (left, pw - left, top, ph - top))
-    return padded, lambda t: t[..., top:top + h, left:left + w]
+    return padded, lambda t: t[..., top : top + h, left : left + w]

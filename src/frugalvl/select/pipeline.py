@@ -203,8 +203,19 @@ def cluster(work: str | Path, settings: ClusterSettings = ClusterSettings(), for
     need(work / "features" / "scores.json", "features")
     upstream = {"features": digest(need(work / "features" / "meta.json", "features"))}
     outputs = [folder / "indices.npy", folder / "clusters.npy", folder / "result.json"]
-    tuning = ("block", "device", "exact_max", "flat_max", "pca_dim", "pca_sample", "candidates", "hnsw_m", "hnsw_ef",
-              "eigen_tol", "eigen_maxiter")  # how fast, not what: kept out of the stage's key
+    tuning = (
+        "block",
+        "device",
+        "exact_max",
+        "flat_max",
+        "pca_dim",
+        "pca_sample",
+        "candidates",
+        "hnsw_m",
+        "hnsw_ef",
+        "eigen_tol",
+        "eigen_maxiter",
+    )  # how fast, not what: kept out of the stage's key
     run = begin_stage(folder, "cluster", _settings_dict(settings, drop=tuning), upstream, outputs, force)
     if run is None:
         return json.loads((folder / "result.json").read_text())

@@ -22,7 +22,7 @@ class ColourFactory:
     names: str = "dark;red;green;blue;bright"
     delay: float = 0.0
     pid_dir: str | None = None
-    fail_on: str | None = None        # a file name whose segmentation raises (a worker bug on one scene)
+    fail_on: str | None = None  # a file name whose segmentation raises (a worker bug on one scene)
 
     def __call__(self) -> Any:
         from ..vocab import Vocabulary

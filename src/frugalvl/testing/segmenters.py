@@ -21,15 +21,20 @@ class ColourSegmenter:
     prob_thd: float = 0.0
     bg_idx: int = 0
     temperature: float = 400.0
-    calls: list[tuple[int, int]] = field(default_factory=list)   # (h, w) of every call
+    calls: list[tuple[int, int]] = field(default_factory=list)  # (h, w) of every call
 
     @classmethod
     def with_classes(cls, names: str = "dark;red;green;blue;bright") -> ColourSegmenter:
         return cls(Vocabulary.parse(names))
 
     def identity(self) -> dict:
-        return {"method": "colour-test", "classes": list(self.vocabulary.names), "temperature": self.temperature,
-                "prob_thd": self.prob_thd, "bg_idx": self.bg_idx}
+        return {
+            "method": "colour-test",
+            "classes": list(self.vocabulary.names),
+            "temperature": self.temperature,
+            "prob_thd": self.prob_thd,
+            "bg_idx": self.bg_idx,
+        }
 
     def centres(self) -> np.ndarray:
         n = len(self.vocabulary.names)
@@ -43,7 +48,7 @@ class ColourSegmenter:
 
         self.calls.append(rgb.shape[:2])
         smooth = cv2.blur(rgb.astype(np.float32), (7, 7), borderType=cv2.BORDER_REFLECT)
-        d = ((smooth[None] - self.centres()[:, None, None, :]) ** 2).sum(-1)   # [C, H, W]
+        d = ((smooth[None] - self.centres()[:, None, None, :]) ** 2).sum(-1)  # [C, H, W]
         return torch.from_numpy(-d / (self.temperature * 255.0)).float().softmax(0)
 
 
@@ -60,8 +65,16 @@ class SlowColourSegmenter(ColourSegmenter):
         return super().class_scores(rgb)
 
 
-def write_test_scene(path, height: int, width: int, dtype: str = "uint8", nodata_box: tuple | None = None,
-                     crs: str | None = "EPSG:32632", seed: int = 0, source=None) -> None:
+def write_test_scene(
+    path,
+    height: int,
+    width: int,
+    dtype: str = "uint8",
+    nodata_box: tuple | None = None,
+    crs: str | None = "EPSG:32632",
+    seed: int = 0,
+    source=None,
+) -> None:
     """A georeferenced GeoTIFF built from real crops (``source``: an RGB image file) or smooth random colours.
 
     ``nodata_box`` ``(y0, y1, x0, x1)`` is set to 0 with nodata 0; ``uint16`` data get a strong
@@ -87,8 +100,9 @@ def write_test_scene(path, height: int, width: int, dtype: str = "uint8", nodata
         ramp = np.linspace(1.0, 20.0, width)[None, None, :]
         data = data * 10 * ramp + 500
     data = data.astype(dtype)
-    profile = dict(driver="GTiff", height=height, width=width, count=3, dtype=dtype, tiled=True, blockxsize=128,
-                   blockysize=128)
+    profile = dict(
+        driver="GTiff", height=height, width=width, count=3, dtype=dtype, tiled=True, blockxsize=128, blockysize=128
+    )
     if crs:
         profile.update(crs=crs, transform=from_origin(500000, 5600000, 0.5, 0.5))
     if nodata_box is not None:
