@@ -97,14 +97,14 @@ def count_by(values: Sequence[Any]) -> dict[str, int]:
 
 def score_histogram(path: Path, r: np.ndarray, eligible: np.ndarray, chosen: np.ndarray) -> None:
     """PNG: the distribution of r over the eligible samples, and over the selected ones."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     from ..fileio import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    fig = Figure(figsize=(6, 3.5), dpi=110)  # its own Agg canvas: the process's backend is left alone
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     values = r[eligible]
     bins = np.linspace(float(values.min()), float(values.max()) + 1e-9, 50) if len(values) else 10
     ax.hist(values, bins=bins, color="#9db4cf", label=f"all eligible ({len(values)})")
@@ -115,4 +115,3 @@ def score_histogram(path: Path, r: np.ndarray, eligible: np.ndarray, chosen: np.
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
