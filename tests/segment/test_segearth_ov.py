@@ -210,3 +210,23 @@ def test_jbu_kernel_setting_reaches_the_upsampler(tiny_clip_model, aerial):
     seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b"), up, SegEarthOVSettings(jbu_kernel="triton"))
     with pytest.raises(UserError, match="riton"):  # no CUDA here: one clear line, not a Triton traceback
         seg.class_scores(np.ascontiguousarray(aerial[:32, :32]))
+
+
+def test_progress_is_reported_inside_an_image(tiny_clip_model, aerial):
+    from frugalvl.segment.base import scores_of
+
+    seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b"), settings=SegEarthOVSettings(long_side=None))
+    rgb = np.ascontiguousarray(aerial[:224, :448])  # native size: 1 × 3 windows of 224 at stride 112
+    calls: list[tuple[int, int]] = []
+    with_progress = scores_of(seg, rgb, lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert torch.equal(with_progress, seg.class_scores(rgb))
+
+    class Plain:  # a segmenter without the option still works through scores_of
+        vocabulary, prob_thd, bg_idx = seg.vocabulary, 0.0, 0
+
+        def class_scores(self, rgb):
+            return torch.zeros(2, *rgb.shape[:2])
+
+    assert scores_of(Plain(), rgb, lambda done, total: calls.append((-1, -1))).shape == (2, 224, 448)
+    assert calls[-1] == (3, 3)

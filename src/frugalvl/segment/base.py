@@ -9,7 +9,8 @@ A segmenter never opens files and never knows about GeoTIFFs (see :mod:`frugalvl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -18,13 +19,17 @@ import torch
 from ..vocab import Vocabulary
 
 
+Progress = Callable[[int, int], None]  # progress(done, total) over the windows or views of one image
+
+
 class Segmenter(Protocol):
     vocabulary: Vocabulary
     prob_thd: float
     bg_idx: int
 
     def class_scores(self, rgb: np.ndarray) -> torch.Tensor:
-        """``[C, H, W]`` float32 class scores (CPU) for an ``H×W×3`` uint8 RGB image."""
+        """``[C, H, W]`` float32 class scores (CPU) for an ``H×W×3`` uint8 RGB image. Segmenters may also
+        take ``progress=`` (a :data:`Progress` callback over the image's windows); see :func:`scores_of`."""
         ...
 
 
@@ -47,3 +52,10 @@ def labels_from_scores(scores: torch.Tensor, prob_thd: float = 0.0, bg_idx: int 
     labels = scores.argmax(0)  # the first maximal index on ties, as the official argmax
     labels[scores.amax(0) < prob_thd] = bg_idx
     return labels
+
+
+def scores_of(segmenter: Segmenter, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
+    """``segmenter.class_scores(rgb)``, reporting progress inside the image where the segmenter can."""
+    if progress is None or "progress" not in inspect.signature(segmenter.class_scores).parameters:
+        return segmenter.class_scores(rgb)
+    return segmenter.class_scores(rgb, progress=progress)  # type: ignore[call-arg]

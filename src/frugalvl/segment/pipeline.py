@@ -13,12 +13,13 @@ interrupted run resumes where it stopped; outputs made with other settings stop 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from ..raster import (
     write_probs,
     write_probs_cog,
 )
-from .base import Segmenter, labels_from_scores
+from .base import Progress, Segmenter, labels_from_scores, scores_of
 from .records import check_record, make_record, record_path, write_record
 from .scene import VECTOR_FORMATS, SceneSettings, input_identity, scene_finished, scene_record, segment_scene
 
@@ -87,9 +88,9 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def segment_image(segmenter: Segmenter, image: RasterImage) -> SegmentResult:
-    """Run a segmenter on one image already in memory."""
-    scores = segmenter.class_scores(image.rgb)
+def segment_image(segmenter: Segmenter, image: RasterImage, progress: Progress | None = None) -> SegmentResult:
+    """Run a segmenter on one image already in memory (``progress(done, total)`` over its windows)."""
+    scores = scores_of(segmenter, image.rgb, progress)
     labels = labels_from_scores(scores, segmenter.prob_thd, segmenter.bg_idx)
     return SegmentResult(image, scores.float().numpy(), labels.numpy())
 
@@ -229,7 +230,7 @@ def segment_files(
             if routes[i]:
                 _run_scene(segmenter, path, outdir, scene_settings, progress, summary, overwrite)
             else:
-                _run_image(segmenter, path, outdir, scene_settings, summary)
+                _run_image(segmenter, path, outdir, scene_settings, summary, progress)
         except UserError as exc:
             summary.failed.append((path, str(exc)))
             bar.write(f"frugalvl: skipped: {exc}", file=sys.stderr)
@@ -272,11 +273,34 @@ def _run_scene(
     summary.done.append(path)
 
 
-def _run_image(segmenter, path, outdir: Path, settings: SceneSettings, summary: RunSummary) -> None:
+@contextlib.contextmanager
+def _window_bar(show: bool, name: str) -> Iterator[Progress | None]:
+    """A second progress bar, over the windows of one image (the first one counts images)."""
+    if not show:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=name, unit="win", leave=False, position=1)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _run_image(
+    segmenter, path, outdir: Path, settings: SceneSettings, summary: RunSummary, progress: bool = False
+) -> None:
     names = segmenter.vocabulary.names
     check_size(path, raster_shape(path))
     image = read_image(path, bands=settings.bands, stretch=settings.stretch)
-    result = segment_image(segmenter, image)
+    with _window_bar(progress, input_name(path)) as on_window:
+        result = segment_image(segmenter, image, on_window)
     record_path(outdir, image.stem).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
     if settings.save_probs and image.georeferenced:
         write_probs_cog(outdir, image, result.scores, names)

@@ -31,7 +31,7 @@ from ..settings import option, settings_identity
 from ..vocab import Vocabulary, templates
 from ..windows import WindowAccumulator, plan_windows
 from .attention import MODES
-from .base import merge_synonyms
+from .base import Progress, merge_synonyms
 from .dense_clip import dense_tokens
 
 # The official configs normalise with these (CLIP's mean/std ×255, as written in cfg files).
@@ -262,8 +262,9 @@ class SegEarthOV:
         return logits
 
     @torch.no_grad()
-    def query_logits(self, rgb: np.ndarray) -> torch.Tensor:
-        """``[Q, H, W]`` window-averaged logits at the input size (the official ``forward_slide``)."""
+    def query_logits(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
+        """``[Q, H, W]`` window-averaged logits at the input size (the official ``forward_slide``);
+        ``progress(done, total)`` is called after each batch of windows."""
         s = self.settings
         device, dtype = self.clip.device, self.clip.dtype
         image = self.preprocess(rgb).to(device=device, dtype=dtype)
@@ -278,14 +279,16 @@ class SegEarthOV:
             logits = crop_back(self.window_logits(crops))
             for win, values in zip(group, logits):
                 acc.add(win, values)
+            if progress is not None:
+                progress(start + len(group), len(windows))
         logits = acc.result()[None]
         logits = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
         return logits[0]
 
     @torch.no_grad()
-    def class_scores(self, rgb: np.ndarray) -> torch.Tensor:
+    def class_scores(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
         """``[C, H, W]`` class probabilities: softmax over all queries, then max over synonyms (§1.7)."""
-        logits = self.query_logits(rgb)
+        logits = self.query_logits(rgb, progress)
         probs = (logits * self.settings.logit_scale).softmax(dim=0)
         return merge_synonyms(probs, self.query_to_class).float().cpu()
 

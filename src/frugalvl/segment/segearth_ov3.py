@@ -53,7 +53,7 @@ from ..precision import autocast
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary
 from ..windows import Window, plan_windows
-from .base import merge_synonyms
+from .base import Progress, merge_synonyms
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # Kept instance masks are resized in groups of at most this many pixels (memory bound, not a result change).
@@ -489,7 +489,9 @@ class SegEarthOV3:
         pixels = processor.image_processor(images=images, return_tensors="pt", device=self.device)
         return pixels["pixel_values"].to(self.device, self.sam3.dtype)
 
-    def _run(self, rgb: np.ndarray, windows: Sequence[Window], sink, prune: bool) -> None:
+    def _run(
+        self, rgb: np.ndarray, windows: Sequence[Window], sink, prune: bool, progress: Progress | None = None
+    ) -> None:
         """Score every view of ``rgb`` for every prompt and hand the fused maps to ``sink`` (§5.1, §5.6).
 
         Views go through the image encoder ``view_batch`` at a time; the (view, prompt) pairs of such a
@@ -517,6 +519,8 @@ class SegEarthOV3:
                         begun += 1
                     if v in fused:
                         sink.add(group[v], *fused[v])
+            if progress is not None:
+                progress(windows.index(group[-1]) + 1, len(windows))
 
     def _score_pairs(
         self,
@@ -602,7 +606,7 @@ class SegEarthOV3:
         return sink.result().cpu()
 
     @torch.no_grad()
-    def class_scores(self, rgb: np.ndarray) -> torch.Tensor:
+    def class_scores(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
         """``[C, H, W]`` float32 class scores (CPU): each class the max over its synonym prompts (§2.4).
 
         Equal to ``merge_synonyms(query_scores(rgb))``, without holding ``[Q, H, W]`` at full size (§5.5):
@@ -612,5 +616,5 @@ class SegEarthOV3:
         index = torch.as_tensor(list(self.vocabulary.query_to_class))
         height, width = rgb.shape[:2]
         sink = (_BandAverage if overlap else _ClassMax)(index, height, width, device)
-        self._run(rgb, windows, sink, prune)
+        self._run(rgb, windows, sink, prune, progress)
         return sink.result().cpu()

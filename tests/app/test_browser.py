@@ -1,0 +1,122 @@
+"""The app in a real browser: Debian's headless Chromium driven by Playwright (never `playwright install`)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Chromium is not installed at /usr/bin/chromium: "
+    "install it with `sudo apt-get install -y chromium` to run the browser tests",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(tiny_clip_file, tmp_path):
+    """The app served by uvicorn on 127.0.0.1 in a thread; yields its URL."""
+    uvicorn = pytest.importorskip("uvicorn")
+    from frugalvl.app import AppConfig, create_app
+
+    app = create_app(AppConfig(clip=str(tiny_clip_file), workdir=tmp_path / "work", max_upload_mb=1.0))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+    app.state.close()
+
+
+def test_segment_the_bundled_sample_in_the_browser(served_app, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import rasterio
+
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+            page.set_default_timeout(90_000)  # a busy CI machine
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(served_app)
+            page.wait_for_selector("#sample option[value=landsat_rgb_byte]", state="attached")
+            page.select_option("#sample", "landsat_rgb_byte")
+            page.click("#open-sample")
+            page.wait_for_selector("body[data-image]", state="attached")
+            assert "EPSG:32618" in page.inner_text("#image-info")
+
+            page.fill("#vocabulary", "background;water,river,lake;forest,tree")
+            page.click("#run")
+            page.wait_for_selector("body[data-layer=ready]", state="attached", timeout=90_000)
+            assert page.locator("#legend .name").all_inner_texts() == ["background", "water", "forest"]
+            assert page.locator("#legend td.num").count() == 6
+
+            # toggle a class: the result layer reloads without it
+            page.locator("#legend input[data-class='1']").uncheck()
+            page.wait_for_selector("#map img.leaflet-tile-loaded[src*='hide=1']", state="attached")
+            assert "off" in page.locator("#legend tbody tr").nth(1).get_attribute("class")
+            page.fill("#opacity", "0.5")
+
+            # click the map centre: every class's score there
+            page.click("#map", position={"x": 470, "y": 400})
+            page.wait_for_selector("#pixel table tr:nth-child(3)", state="attached")
+            assert page.locator("#pixel td").count() == 6
+
+            with page.expect_download() as download:
+                page.click("#download-labels")
+            saved = tmp_path / "labels.tif"
+            download.value.save_as(saved)
+            with rasterio.open(saved) as src:
+                assert src.crs.to_epsg() == 32618 and (src.width, src.height) == (791, 718)
+            page.screenshot(path=str(tmp_path / "app.png"))
+            assert errors == [], errors
+
+            # bad input: a message in the page, and the app keeps working
+            page.set_input_files("#upload", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
+            page.wait_for_function("document.getElementById('message').textContent.includes('unsupported file type')")
+            page.fill("#vocabulary", " ; ")
+            page.click("#run")
+            page.wait_for_function("document.getElementById('message').textContent.includes('empty')")
+            page.click("#panel details summary")
+            page.fill("#clip", "/nowhere/ViT-B-16.pt")
+            page.fill("#vocabulary", "water;land")
+            page.click("#run")
+            page.wait_for_function("document.body.dataset.run === 'failed'", timeout=30_000)
+            assert "outside the folders" in page.inner_text("#message") or "--data-root" in page.inner_text("#message")
+            page.fill("#clip", "")
+            page.click("#run")
+            page.wait_for_selector("body[data-layer=ready]", state="attached", timeout=90_000)
+            assert page.locator("#legend .name").all_inner_texts() == ["water", "land"]
+            page.screenshot(path=str(tmp_path / "app_after_errors.png"))
+        finally:
+            browser.close()
+    # only the refused requests themselves may log (Chromium logs every 4xx response)
+    assert all("status of 400" in e for e in errors), errors
