@@ -18,7 +18,6 @@ import torch
 
 from ..vocab import Vocabulary
 
-
 Progress = Callable[[int, int], None]  # progress(done, total) over the windows or views of one image
 
 

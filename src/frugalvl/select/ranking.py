@@ -106,7 +106,7 @@ def score_histogram(path: Path, r: np.ndarray, eligible: np.ndarray, chosen: np.
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     values = r[eligible]
-    bins = np.linspace(float(values.min()), float(values.max()) + 1e-9, 50) if len(values) else 10
+    bins: Any = np.linspace(float(values.min()), float(values.max()) + 1e-9, 50) if len(values) else 10
     ax.hist(values, bins=bins, color="#9db4cf", label=f"all eligible ({len(values)})")
     ax.hist(r[chosen], bins=bins, color="#1f4e79", label=f"selected ({len(chosen)})")
     ax.set_xlabel("scorer output r (low = kept)")
