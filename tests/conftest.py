@@ -69,6 +69,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "shared_data: needs the non-free real crops in ../shared/data")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """Each test starts with the library's logger as an import leaves it (``frugalvl.cli.main`` sets a
+    stderr handler on it; one test's CLI call must not change what the next one prints)."""
+    import logging
+
+    yield
+    logger = logging.getLogger("frugalvl")
+    logger.handlers.clear()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
 def shared_file(name: str, folder: Path = SHARED_RS) -> Path:
     """A file of ``../shared/data``: skipped where absent, a failure under CI (which always has it)."""
     path = folder / name

@@ -189,7 +189,7 @@ def test_kernel_backend_choice():
 
     up = JBUOne(feat_dim=4)
     assert up.set_kernel_backend("torch") is up and up.up.kernel_backend == "torch"
-    with pytest.raises(UserError, match="--jbu-kernel"):
+    with pytest.raises(UserError, match="unknown JBU kernel .cuda.: choose one of auto, triton, torch"):
         up.set_kernel_backend("cuda")
     if os.environ.get("TRITON_INTERPRET") != "1":
         assert resolve_kernel_backend("auto", torch.device("cpu")) == "torch"
