@@ -114,6 +114,21 @@ def test_killed_features_stage_resumes_to_the_same_result(dataset, select_clip_f
     assert computed == [2, 3, 4]  # only the shards the kill left undone
     np.testing.assert_array_equal(np.load(cut / "features" / "clip.npy"), np.load(full / "features" / "clip.npy"))
     assert (cut / "features" / "scores.json").read_text() == (full / "features" / "scores.json").read_text()
+    # clip.npy is the shards' features in row order, assembled shard by shard (never concatenated in memory)
+    shards = sorted((full / "features" / "clip_shards").glob("shard-*.npz"), key=lambda p: int(p.name.split("-")[2]))
+    stacked = np.concatenate([np.load(p)["feature"] for p in shards])
+    np.testing.assert_array_equal(np.load(full / "features" / "clip.npy"), stacked)
+
+
+def test_run_sharded_keeps_only_what_is_asked(tmp_path):
+    from frugalvl.select.features import run_sharded
+
+    def compute(lo, hi):
+        return {"big": np.arange(lo, hi)[:, None] * np.ones((1, 4)), "small": np.arange(lo, hi)}
+
+    out = run_sharded(10, 3, tmp_path, "x", compute, progress=False, keep=("small",))
+    assert set(out) == {"small"} and out["small"].tolist() == list(range(10))
+    assert set(run_sharded(10, 3, tmp_path, "x", compute, progress=False)) == {"big", "small"}
 
 
 def test_same_seed_same_selection(dataset, select_clip_file, tmp_path):

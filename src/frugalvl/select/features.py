@@ -34,6 +34,7 @@ from ..fileio import atomic_path
 from ..precision import FIXED
 from .data import flatten_conversation
 from .prompting import IMAGE_TAG
+from .streaming import assemble_shards
 
 SCORE_ORDER = ("clipscore", "imagereward", "text_quality")
 RATING_REQUEST = (
@@ -142,9 +143,11 @@ def run_sharded(
     compute: Callable[[int, int], dict[str, np.ndarray]],
     hook: ShardHook | None = None,
     progress: bool = True,
+    keep: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``compute(lo, hi)`` over shards of [0, n), saving each to ``folder`` atomically and
-    reusing saved shards; return the arrays concatenated."""
+    reusing saved shards; return the arrays concatenated (only those named in ``keep``, when given: large
+    arrays stay on disk and are assembled by :func:`frugalvl.select.streaming.assemble_shards`)."""
     from tqdm.auto import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -161,7 +164,7 @@ def run_sharded(
             if hook:
                 hook(what, k)
         with np.load(path) as z:
-            parts.append({key: z[key] for key in z.files})
+            parts.append({key: z[key] for key in z.files if keep is None or key in keep})
         bar.update(hi - lo)
     bar.close()
     if not parts:
@@ -533,7 +536,10 @@ def extract_features(
         lambda lo, hi: clip_features(clip, samples[lo:hi], settings),
         hook,
         settings.progress,
+        keep=("clipscore", "image_ok"),
     )
+    # the [N, 2D] features go from the shards into clip.npy one shard at a time: never held whole
+    features = assemble_shards(folder / "clip_shards", "feature", folder / "clip.npy", len(samples))
     raw = {"clipscore": clip_out["clipscore"]}
     for scorer in scorers:
         raw[scorer.name] = scorer.raw_scores(samples, folder / scorer.name, hook)
@@ -541,7 +547,7 @@ def extract_features(
     report = {
         "clip": clip.identity,
         "embed_dim": clip.embed_dim,
-        "feature_dim": int(clip_out["feature"].shape[1]),
+        "feature_dim": int(features.shape[1]),
         "scores": names,
         "disabled": off,
         "image_decode_failed": [
@@ -550,7 +556,7 @@ def extract_features(
         "note": "no quality scorer configured: the CLIP score alone is used" if names == ["clipscore"] else None,
     }
     return {
-        "clip": clip_out["feature"],
+        "clip": features,
         "names": names,
         "image_ok": clip_out["image_ok"],
         "raw": {n: raw[n] for n in names},

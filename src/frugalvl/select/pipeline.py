@@ -170,8 +170,7 @@ def features(
     if run is None:
         return json.loads((folder / "report.json").read_text())
     samples = load_samples(work)
-    out = extract_features(samples, run.out, settings, hook)
-    _save_npy(run.out / "clip.npy", out["clip"])
+    out = extract_features(samples, run.out, settings, hook)  # writes run.out/clip.npy from its shards
     _save_npy(run.out / "image_ok.npy", out["image_ok"].astype(bool))
     write_json(
         run.out / "scores.json",
