@@ -170,45 +170,20 @@ def score_ray(
 
     ``chunk_batches``: scorer batches per Ray row (rows are whole batches, so the arithmetic is the same).
     """
-    from ..fileio import write_json
-    from ..select.pipeline import _save_npy
-    from ..select.scorer import load_scorer
-    from ..select.workdir import begin_stage, digest, load_features, need
+    from ..select import pipeline
 
-    work = Path(work)
-    folder = work / "score"
-    if batch_size < 1:
-        raise UserError(f"--score-batch-size must be at least 1, got {batch_size}")
-    need(work / "features" / "scores.json", "features")
-    upstream = {
-        "features": digest(need(work / "features" / "meta.json", "features")),
-        "scorer": digest(need(work / "train" / "scorer.pt", "train")),
-    }
-    run = begin_stage(folder, "score", {}, upstream, [folder / "r.npy", folder / "difficulty.json"], force)
-    if run is None:
-        return np.load(folder / "r.npy")
-    clip, names, _ = load_features(work)
-    scorer = load_scorer(work / "train" / "scorer.pt", "cpu")  # the same check as the local path, before Ray
-    if list(scorer.score_names) != names or scorer.feature_dim != clip.shape[1]:
-        raise UserError(
-            f"the scorer in {work / 'train'} expects {scorer.feature_dim} features + scores "
-            f"{scorer.score_names}, but {work / 'features'} has {clip.shape[1]} + {names}: "
-            "retrain with `select train --force`"
-        )
-    n, chunk = len(clip), batch_size * max(1, chunk_batches)
-    rows = [{"lo": lo, "hi": min(n, lo + chunk)} for lo in range(0, n, chunk)]
-    parts: dict[int, np.ndarray] = {}
-    with ray_session(ray_address) as ray:
-        pool = plan_pool(ray, workers, gpus_per_worker, device)
-        results = map_with_pool(ray, rows, ScoreWorker, (str(work), device, batch_size), pool)
-        for row in _drain(ray, results, len(rows), "score (ray)", progress):
-            parts[int(row["lo"])] = np.frombuffer(row["r"], dtype=np.float32)
-    r = np.concatenate([parts[lo] for lo in sorted(parts)]) if parts else np.zeros(0, np.float32)
-    _save_npy(run.out / "r.npy", r)
-    write_json(run.out / "difficulty.json", {str(i): float(-v) for i, v in enumerate(r)}, indent=None)
-    run.commit()
-    log.info("score: r for %d samples on Ray, range [%.4g, %.4g]", len(r), r.min(), r.max())
-    return r
+    def on_ray(scorer: Any, clip: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+        n, chunk = len(clip), batch_size * max(1, chunk_batches)
+        rows = [{"lo": lo, "hi": min(n, lo + chunk)} for lo in range(0, n, chunk)]
+        parts: dict[int, np.ndarray] = {}
+        with ray_session(ray_address) as ray:
+            pool = plan_pool(ray, workers, gpus_per_worker, device)
+            results = map_with_pool(ray, rows, ScoreWorker, (str(work), device, batch_size), pool)
+            for row in _drain(ray, results, len(rows), "score (ray)", progress):
+                parts[int(row["lo"])] = np.frombuffer(row["r"], dtype=np.float32)
+        return np.concatenate([parts[lo] for lo in sorted(parts)]) if parts else np.zeros(0, np.float32)
+
+    return pipeline.score(work, batch_size, device, force, compute=on_ray)
 
 
 def _drain(ray: Any, results: Any, total: int, desc: str, progress: bool) -> list[dict]:

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +265,16 @@ def train(work: str | Path, settings: TrainSettings, force: bool = False) -> Pat
     return folder / "scorer.pt"
 
 
-def score(work: str | Path, batch_size: int = 256, device: str = "cpu", force: bool = False) -> np.ndarray:
-    """Stage 5: raw r for all N with the trained scorer; returns r."""
+ScoreAll = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]  # (scorer, clip, scaled scores) -> r
+
+
+def score(
+    work: str | Path, batch_size: int = 256, device: str = "cpu", force: bool = False, compute: ScoreAll | None = None
+) -> np.ndarray:
+    """Stage 5: raw r for all N with the trained scorer; returns r.
+
+    ``compute`` replaces the local scoring pass (the Ray engine passes its own); the checks, the stage's
+    record and the outputs are the same either way."""
     from .scorer import load_scorer
 
     work = Path(work)
@@ -281,14 +290,17 @@ def score(work: str | Path, batch_size: int = 256, device: str = "cpu", force: b
     if run is None:
         return np.load(folder / "r.npy")
     clip, names, scaled = load_features(work)
-    scorer = load_scorer(work / "train" / "scorer.pt", device)
+    scorer = load_scorer(work / "train" / "scorer.pt", device if compute is None else "cpu")
     if list(scorer.score_names) != names or scorer.feature_dim != clip.shape[1]:
         raise UserError(
             f"the scorer in {work / 'train'} expects {scorer.feature_dim} features + scores "
             f"{scorer.score_names}, but {work / 'features'} has {clip.shape[1]} + {names}: "
             "retrain with `select train --force`"
         )
-    r = score_streamed(scorer, clip, scaled, batch_size, device)  # chunks of rows: no second N×D copy
+    if compute is None:
+        r = score_streamed(scorer, clip, scaled, batch_size, device)  # chunks of rows: no second N×D copy
+    else:
+        r = np.asarray(compute(scorer, clip, scaled), dtype=np.float32)
     _save_npy(run.out / "r.npy", r)
     write_json(run.out / "difficulty.json", {str(i): float(-v) for i, v in enumerate(r)}, indent=None)
     run.commit()
