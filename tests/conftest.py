@@ -103,6 +103,20 @@ def landsat_rgb(size: int = 512) -> np.ndarray:
     return np.ascontiguousarray(rgb[y0 : y0 + size, x0 : x0 + size])
 
 
+def landsat_file(folder: Path, name: str = "aerial.png", size: int = 512, crop: tuple[int, int] | None = None) -> Path:
+    """The real CC0 Landsat interior written as an 8-bit image file (PNG, or JPEG by suffix) in ``folder``;
+    ``crop`` = (height, width) of its top-left part."""
+    from PIL import Image
+
+    rgb = landsat_rgb(size)
+    if crop is not None:
+        rgb = np.ascontiguousarray(rgb[: crop[0], : crop[1]])
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
 def spacenet_labelled(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """A real labelled crop: SpaceNet panchromatic (stretched to 8-bit RGB) and its building mask (0/1)."""
     import rasterio

@@ -7,13 +7,13 @@ from rasterio.transform import from_origin
 
 from frugalvl.errors import UserError
 from frugalvl.raster import find_images, read_class_names, read_image, write_labels, write_overlay, write_probs
-from tests.conftest import EXAMPLES, shared_file
+from tests.conftest import EXAMPLES, landsat_file
 
 
-def test_png_matches_opencv_decode():
+def test_png_matches_opencv_decode(tmp_path):
     import cv2
 
-    path = shared_file("potsdam_2_10_0_0_512_512.png")
+    path = landsat_file(tmp_path)
     img = read_image(path)
     assert img.rgb.shape == (512, 512, 3) and img.rgb.dtype == np.uint8
     assert np.array_equal(img.rgb, cv2.imread(str(path))[..., ::-1])
@@ -85,7 +85,7 @@ def test_write_labels_geotiff_round_trip(tmp_path):
 
 
 def test_write_labels_png_and_probs_and_overlay(tmp_path):
-    img = read_image(shared_file("potsdam_2_10_0_0_512_512.png"))
+    img = read_image(landsat_file(tmp_path / "in"))
     labels = np.zeros((512, 512), dtype=np.int64)
     labels[100:200] = 2
     path = write_labels(tmp_path, img, labels, ["x", "y", "z"])

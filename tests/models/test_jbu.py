@@ -109,6 +109,7 @@ def test_official_layout_round_trip(tmp_path):
     assert isinstance(upsampler_from_state(up.state_dict()), JBUOne)
 
 
+@pytest.mark.shared_data
 def test_real_featup_jbu_stack_checkpoint():
     path = shared_file("featup_clip_jbu_stack_cocostuff.ckpt", SHARED_WEIGHTS)
     up = load_upsampler(path)
@@ -142,6 +143,7 @@ def _potsdam_guidance(size: int, raw: bool) -> torch.Tensor:
     return (rgb - mean) / std
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("raw", [False, True])
 def test_cpu_fast_path_is_bit_identical_on_the_real_checkpoint(monkeypatch, raw):
     """Thread pool + subnormal flush against the plain serial loop with the softmax as computed."""

@@ -11,7 +11,7 @@ from PIL import Image
 from frugalvl.cli import main
 from frugalvl.models.jbu import JBUOne
 from frugalvl.models.upsampler import save_upsampler
-from tests.conftest import EXAMPLES, shared_file
+from tests.conftest import EXAMPLES, landsat_file, landsat_rgb
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def run(capsys, *args):
 
 
 def test_png_crops_with_preset_and_upsampler(tmp_path, capsys, tiny_clip_file, upsampler_file):
-    potsdam = shared_file("potsdam_2_10_0_0_512_512.png")
+    potsdam = landsat_file(tmp_path / "in", "potsdam_2_10_0_0_512_512.png")
     code, out, err = run(
         capsys,
         "segment",
@@ -61,8 +61,8 @@ def test_png_crops_with_preset_and_upsampler(tmp_path, capsys, tiny_clip_file, u
 def test_folder_input_classes_string_and_resume(tmp_path, capsys, tiny_clip_file):
     src = tmp_path / "in"
     src.mkdir()
-    Image.open(shared_file("loveda_0.png")).resize((256, 256)).save(src / "loveda_small.png")
-    Image.open(shared_file("vaihingen_area1_0_0_512_512.png")).crop((0, 0, 300, 200)).save(src / "vaihingen.jpg")
+    Image.fromarray(landsat_rgb(512)).resize((256, 256)).save(src / "loveda_small.png")
+    Image.fromarray(landsat_rgb(512)[:200, :300].copy()).save(src / "vaihingen.jpg")
     out_dir = tmp_path / "out"
     args = [
         "segment",
@@ -119,7 +119,7 @@ def test_geotiff_keeps_georeference(tmp_path, capsys, tiny_clip_file):
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, tiny_clip_file, args, fragment):
-    img = shared_file("potsdam_2_10_0_0_512_512.png")
+    img = landsat_file(tmp_path / "in")
     args = [a.format(img=img) for a in args]
     if "--clip" not in args:
         args += ["--clip", str(tiny_clip_file)]

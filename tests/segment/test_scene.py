@@ -264,6 +264,7 @@ def test_overlay_is_drawn_from_an_overview(tmp_path):
     assert Image.open(path).height == 100  # long side 100 (plus the legend on the right)
 
 
+@pytest.mark.shared_data
 def test_seams_on_a_real_mosaic(tmp_path):
     """Label changes between neighbouring pixels across tile-core borders are no more frequent than elsewhere.
 
