@@ -34,43 +34,11 @@ def finite_float(text: str) -> float:
     return _number(text, float)
 
 
-def positive_int(text: str) -> int:
-    """A whole number ≥ 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number of at least 1")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """A whole number ≥ 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number of at least 0")
-    return value
-
-
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     value = _number(text, float)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value:g} is not allowed: give a number greater than 0")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number ≥ 0."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g} is not allowed: give a number of at least 0")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number from 0 to 1 (both included)."""
-    value = _number(text, float)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{value:g} is not allowed: give a number from 0 to 1")
     return value
 
 
@@ -104,6 +72,13 @@ def _bounds(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
         return f"from {low:g} to {high:g}"
     return f"of at least {low:g}" if low is not None else f"of at most {high:g}"
+
+
+# The common ranges (argparse shows the function's name only if it raises ValueError, which they never do).
+positive_int = int_range(1)  # a whole number ≥ 1
+nonnegative_int = int_range(0)  # a whole number ≥ 0
+nonnegative_float = float_range(0.0)  # a finite number ≥ 0
+probability = float_range(0.0, 1.0)  # a number from 0 to 1, both included
 
 
 def int_or_choice(*choices: str, low: int = 1) -> Callable[[str], int | str]:
