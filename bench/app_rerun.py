@@ -1,4 +1,4 @@
-"""How much the app's caches save when a vocabulary is changed and run again (issue 15, docs/app.md).
+"""How much the app's caches save when a vocabulary is changed and run again (docs/app.md).
 
 Random-weight CLIP with ViT-B/16's dimensions (no download), the bundled Landsat sample, models
 already loaded (the app loads them once). Times, on the same image:

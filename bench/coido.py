@@ -1,10 +1,10 @@
-"""CoIDO costs on this machine: feature extraction, scoring, clustering (spec/coido.md §4).
+"""CoIDO costs on this machine: feature extraction, scoring, clustering (docs/methods/coido.md#cost).
 
     .venv/bin/python bench/coido.py [--device cuda] [--budget-s 300]
 
 Prints one table. Models have random weights (throughput does not depend on them): a tiny CLIP
 (32 px) and ViT-L-14 at its real size (224 px, 768-d embeddings, 1536-d features). Clustering runs
-on synthetic unit vectors with 20 centres in 1536 + 3 dimensions, the recipe of spec §1.5 (kNN
+on synthetic unit vectors with 20 centres in 1536 + 3 dimensions, the recipe of docs/methods/coido.md#clustering (kNN
 graph, then spectral clustering); sizes whose estimated time exceeds --budget-s are skipped and
 reported with the estimate. The last rows time one training step of a tiny LLaVA with and without
 the scorer + CoIDO losses (``frugalvl.testing.coido_step.step_cost``).

@@ -1,6 +1,6 @@
 """JBU-One forward + backward + optimiser step at SimFeatUp's training shapes, per kernel backend.
 
-The upsampler part of a ``train-upsampler`` step (spec §2.5): a batch of 14² 512-d feature maps
+The upsampler part of a ``train-upsampler`` step (docs/methods/simfeatup.md#training): a batch of 14² 512-d feature maps
 upsampled to 224² under image guidance, a loss on the result, backward through the four stages
 (range kernel, fix-up MLP and kernel application), one NAdam step. Times the PyTorch
 shift-and-accumulate and, on CUDA, the fused Triton kernels (``--jbu-kernel``), and prints the largest

@@ -1,4 +1,4 @@
-"""What Ray adds to ``frugalvl segment`` (issue 14, docs/ray.md): throughput with 1 and 2 local workers,
+"""What Ray adds to ``frugalvl segment`` (docs/ray.md): throughput with 1 and 2 local workers,
 and the per-row overhead (scheduling + serialisation) as a fraction of one tile's compute at ViT-B/16 size.
 
 1. **Throughput** (tiny random CLIP, real 224² crops of the bundled CC0 Landsat scene): the single-process

@@ -1,4 +1,4 @@
-"""Peak RSS and wall time of the tiled scene path (issue 11) for synthetic georeferenced scenes.
+"""Peak RSS and wall time of the tiled scene path (docs/scenes.md) for synthetic georeferenced scenes.
 
 Each scene is a tiled, deflate GeoTIFF of ``size×size`` px (EPSG:32632, 0.5 m) built block by block from
 real 512² crops of ``../shared/data/rs`` (Potsdam, Vaihingen, LoveDA, OpenEarthMap; flipped and

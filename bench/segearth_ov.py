@@ -10,7 +10,7 @@ the Potsdam preset's 8 queries. For each image size, three protocols:
   one-hot synonym merge;
 * ``batched``: frugalvl's default path (16 windows per forward pass on a GPU; one at a time on the
   CPU, where batching is slower; SDPA attention; the fused Triton JBU kernel on CUDA);
-* ``batched+commuted``: plus the exact upsampler reordering (``--commute-upsampler``, spec §2.4):
+* ``batched+commuted``: plus the exact upsampler reordering (``--commute-upsampler``, docs/methods/simfeatup.md#commuting-the-final-convolution):
   frugalvl's fastest exact configuration.
 
 The table gives images/s, the ratio to the official protocol, peak memory (GPU: allocated by torch;

@@ -1,4 +1,4 @@
-"""Class polygons from a label raster, in bounded bands of rows (issue 11, docs/scenes.md).
+"""Class polygons from a label raster, in bounded bands of rows (docs/scenes.md).
 
 Per band of rows, each class's 4-connected components are polygonised with
 :func:`rasterio.features.shapes` (nodata 255 left out), in pixel coordinates so that shared edges are

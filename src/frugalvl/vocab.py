@@ -1,8 +1,8 @@
 """Class vocabularies and prompt templates, shared by every segmenter.
 
 A vocabulary is a list of classes; each class has one or more synonyms ("building,roof,house").
-Every synonym is its own text query; a class scores the max over its queries (SegEarth-OV spec
-§1.2 and §1.7, SegEarth-OV3 spec §2.4).
+Every synonym is its own text query; a class scores the max over its queries
+(docs/methods/segearth_ov.md#text-classifier-and-synonyms, docs/methods/segearth_ov3.md#synonyms-argmax-and-background).
 
 Two spellings are accepted:
 

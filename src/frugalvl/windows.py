@@ -1,7 +1,7 @@
 """Sliding-window planning and overlap averaging, shared by every segmenter.
 
 The grid is mmseg's ``slide_inference`` grid, which both official codes use
-(SegEarth-OV spec §1.6, SegEarth-OV3 spec §2.3): ``max(H - crop + stride - 1, 0) // stride + 1``
+(docs/methods/segearth_ov.md#sliding-windows): ``max(H - crop + stride - 1, 0) // stride + 1``
 windows per axis, the last one shifted back to end at the border, a side shorter than the crop
 taken whole. Logits of overlapping windows are summed and divided by the coverage count.
 

@@ -1,5 +1,5 @@
 """``segment --engine ray`` on a local 2-CPU Ray cluster: the same bytes as the single-process run, a bad
-scene reported while the others finish, and a worker killed mid-run resumed to the same bytes (issue 14)."""
+scene reported while the others finish, and a worker killed mid-run resumed to the same bytes (docs/ray.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``select features|score --engine ray`` write what the single-process stages write (issue 14)."""
+"""``select features|score --engine ray`` write what the single-process stages write (docs/ray.md)."""
 
 from __future__ import annotations
 

@@ -140,7 +140,7 @@ def test_corrupt_image_in_a_batch_is_reported(tmp_path, capsys, tiny_clip_file):
     assert not (tmp_path / "out" / "broken.png").exists() and (tmp_path / "out" / "ok.png").exists()
 
 
-# --- issue 10: never overwrite an input, never reuse a stale result, one line for bad inputs ------------------
+# --- docs/reliability.md: never overwrite an input, never reuse a stale result, one line for bad inputs ------------------
 
 
 def _tiny_png(path, size=(48, 64)):
@@ -237,7 +237,7 @@ def test_bad_output_folder_is_one_line_before_the_model_loads(tmp_path, capsys, 
     assert code == 2 and "-o" in err and len(err.strip().splitlines()) == 1 and "missing.pt" not in err
 
 
-# --- issue 11: whole scenes through the CLI ----------------------------------------------------------------------
+# --- docs/scenes.md: whole scenes through the CLI ----------------------------------------------------------------------
 
 
 def test_scene_cli_tiles_vectors_areas_and_bad_inputs(tmp_path, capsys, tiny_clip_file):

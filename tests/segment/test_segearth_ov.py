@@ -1,4 +1,4 @@
-"""SegEarth-OV against an official-style reference, written from the spec (§1) independently.
+"""SegEarth-OV against an official-style reference, written from docs/methods/segearth_ov.md independently.
 
 The reference follows the official code's structure: one window at a time at batch 1, the
 sequence-first custom attention, padding every window's logits to full size, a one-hot synonym

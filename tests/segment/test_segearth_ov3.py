@@ -1,4 +1,4 @@
-"""SegEarth-OV3 (spec/segearth_ov3.md §2, §5) on a tiny random SAM 3 saved with save_pretrained.
+"""SegEarth-OV3 (docs/methods/segearth_ov3.md) on a tiny random SAM 3 saved with save_pretrained.
 
 The fusion rules are checked against values worked out by hand; the batched schedule against the
 official one-prompt-at-a-time loop on transformers' own ``Sam3Model.forward``; pruning against no
@@ -123,7 +123,7 @@ def test_loader_errors_are_one_line(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fusion rules on hand-made logits (§2.2)
+# Fusion rules on hand-made logits (docs/methods/segearth_ov3.md#fusion-of-one-view)
 # ---------------------------------------------------------------------------------------------
 
 

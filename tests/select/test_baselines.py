@@ -1,4 +1,4 @@
-"""Baselines under CoIDO's budget (issue 13 §1, spec/coido.md §6): hand-computed cases and pick's contract."""
+"""Baselines under CoIDO's budget (docs/methods/coido_baselines.md#baselines): hand-computed cases and pick's contract."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``frugalvl select compare`` and the baseline command line (issue 13 §1)."""
+"""``frugalvl select compare`` and the baseline command line (docs/methods/coido_baselines.md#comparing-selections)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LoRA fine-tuning on a selection (issue 13 §2, spec §1.8) with the tiny LLaVA and easy-vqa (CPU, offline)."""
+"""LoRA fine-tuning on a selection (docs/methods/coido_finetune.md) with the tiny LLaVA and easy-vqa (CPU, offline)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CoIDO's losses against hand-computed values (spec §1.4)."""
+"""CoIDO's losses against hand-computed values (docs/methods/coido.md#what-one-step-does)."""
 
 from __future__ import annotations
 

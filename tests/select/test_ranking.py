@@ -1,4 +1,4 @@
-"""Quotas, the ranking direction, batched scoring and the pick outputs (spec §1.6, §1.7)."""
+"""Quotas, the ranking direction, batched scoring and the pick outputs (docs/methods/coido.md#selection)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`frugalvl select report WORK`: one self-contained HTML page (issue 13 §5), checked in headless Chromium."""
+"""`frugalvl select report WORK`: one self-contained HTML page (docs/methods/coido_finetune.md#frugalvl-select-report-work), checked in headless Chromium."""
 
 from __future__ import annotations
 

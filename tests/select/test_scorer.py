@@ -1,4 +1,4 @@
-"""The scorer network (spec §2.3) and its checkpoint file."""
+"""The scorer network (docs/methods/coido.md#scorer-network) and its checkpoint file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ NAMES = ["clipscore", "imagereward", "text_quality"]
 
 def test_head_architecture_and_size():
     scorer = Scorer(1536, NAMES)
-    # ≈3.82M parameters on the used path of the HEAD network (spec §2.3)
+    # ≈3.82M parameters on the used path of the HEAD network (#scorer-network)
     assert sum(p.numel() for p in scorer.parameters()) == 3_817_729
     linears = [m for m in scorer.clip_projector if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(1536, 768), (768, 512), (512, 384)]

@@ -1,4 +1,4 @@
-"""Data-parallel upsampler training (issue 14): the image stream's per-process shares, and 2 CPU
+"""Data-parallel upsampler training (docs/ray.md#training-across-gpus-accelerate-not-ray-train): the image stream's per-process shares, and 2 CPU
 processes (accelerate launch, gloo) against single-process references computed here."""
 
 from __future__ import annotations

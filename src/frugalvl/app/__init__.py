@@ -1,4 +1,4 @@
-"""``frugalvl app``: a local web application to try vocabularies on a scene (issue 15, docs/app.md).
+"""``frugalvl app``: a local web application to try vocabularies on a scene (docs/app.md).
 
 FastAPI serves a small static Leaflet page, the tiles of the scene and of each result, and a JSON
 API; segmentation runs in a background worker through the same segmenters as ``frugalvl segment``.

@@ -1,4 +1,4 @@
-"""``frugalvl select``: CoIDO data selection for visual instruction tuning (spec/coido.md).
+"""``frugalvl select``: CoIDO data selection for visual instruction tuning (docs/methods/coido.md).
 
 Stages over one work folder, each resumable: prepare, features, cluster, train, score, pick;
 ``run`` chains them. Numbers are range-checked as they are parsed (one line, exit 2), and every
@@ -191,7 +191,7 @@ def _train_options(p: argparse.ArgumentParser, mllm_required: bool = True) -> No
     from ..select.train_settings import TrainSettings
 
     d = TrainSettings()
-    g = p.add_argument_group("coupled training (spec §1.3-1.4)")
+    g = p.add_argument_group("coupled training (docs/methods/coido.md)")
     g.add_argument(
         "--mllm",
         required=mllm_required,

@@ -1,4 +1,4 @@
-"""``frugalvl select baseline NAME`` and ``frugalvl select compare A B ...`` (issue 13 §1).
+"""``frugalvl select baseline NAME`` and ``frugalvl select compare A B ...`` (docs/methods/coido_baselines.md#baselines).
 
 CLI glue only: the baselines live in :mod:`frugalvl.select.baselines`, the comparison in
 :mod:`frugalvl.select.compare`. A baseline takes ``pick``'s budget and quota options and writes ``pick``'s
@@ -82,7 +82,7 @@ def _baseline_parser(stages) -> None:
     p = stages.add_parser(
         "baseline",
         help="select with a baseline under the same budget and quotas as pick",
-        description="Select with a baseline (spec/coido.md §6) under pick's budget K and per-source "
+        description="Select with a baseline (docs/methods/coido_baselines.md#baselines) under pick's budget K and per-source "
         "quotas; writes pick's outputs under WORK/baseline-NAME/.",
     )
     p.add_argument("name", choices=BASELINE_NAMES, help="the baseline")

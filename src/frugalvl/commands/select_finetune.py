@@ -1,4 +1,4 @@
-"""``frugalvl select finetune SUBSET.json`` (LoRA fine-tuning, spec §1.8) and ``frugalvl select report WORK``
+"""``frugalvl select finetune SUBSET.json`` (LoRA fine-tuning, docs/methods/coido_finetune.md) and ``frugalvl select report WORK``
 (one HTML page about a selection): CLI glue over :mod:`frugalvl.select.finetune` and
 :mod:`frugalvl.select.report`.
 

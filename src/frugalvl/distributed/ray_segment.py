@@ -1,4 +1,4 @@
-"""``frugalvl segment --engine ray``: many images and scenes on a Ray cluster (issue 14, docs/ray.md).
+"""``frugalvl segment --engine ray``: many images and scenes on a Ray cluster (docs/ray.md).
 
 The work becomes one Ray Dataset whose rows run in an actor pool (one segmenter per actor, loaded once):
 

@@ -5,7 +5,7 @@ One generic reader serves every dataset: the preset names the image and label fo
 stored. Images and labels pair by name as in mmseg: ``<img_dir>/<id><img_suffix>`` with
 ``<ann_dir>/<id><seg_map_suffix>``, ids found recursively and sorted.
 
-Label decoding (mmseg semantics, spec/segearth_ov.md §3):
+Label decoding (mmseg semantics, docs/methods/evaluation.md#label-decoding):
 
 * ``labels = "index"``: pixels store class indices; ``reduce_zero_label`` (LoveDA, Potsdam,
   Vaihingen) turns 0 into the ignore index and shifts every other label down by one.

@@ -1,6 +1,6 @@
 """Text tables: per-class results, and the papers' two tables with their published numbers.
 
-Published numbers come from the specifications (spec/segearth_ov.md §4, spec/segearth_ov3.md §4).
+Published numbers and their sources: docs/methods/evaluation.md#published-numbers.
 The papers' result tables are images, so every value is a transcription from a third-party copy;
 a ``?`` marks values whose sources disagree or that are only implied, with the alternatives in
 a footnote. Missing values (never found in any source) are shown as ``–``.
@@ -89,7 +89,7 @@ PUBLISHED: dict[str, dict[str, Published]] = {
 }
 PAPER_LABELS = {"segearth-ov": "SegEarth-OV (paper)", "segearth-ov3": "SegEarth-OV3 (paper)"}
 FOOTNOTE = (
-    "paper values: transcriptions of the papers' tables (spec/segearth_ov.md §4, spec/segearth_ov3.md §4); "
+    "paper values: transcriptions of the papers' tables (docs/methods/evaluation.md#published-numbers); "
     "? = sources disagree, – = not published in any source found"
 )
 

@@ -1,4 +1,4 @@
-"""Loading LLaVA through transformers (``LlavaForConditionalGeneration``), spec/coido.md §1.3.
+"""Loading LLaVA through transformers (``LlavaForConditionalGeneration``), docs/methods/coido.md#the-mllm.
 
 ``load_llava(spec)`` accepts
 
@@ -152,7 +152,7 @@ def read_projector(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def build_paper_init(lm: str, projector: str, vision: str, dtype: torch.dtype | None = None) -> Llava:
-    """The paper's starting point: Vicuna LM + pretrain-only projector + CLIP vision tower (§1.3).
+    """The paper's starting point: Vicuna LM + pretrain-only projector + CLIP vision tower (#the-mllm).
 
     ``<image>`` is added to the Vicuna tokenizer (pad = unk, as LLaVA does for Vicuna v1) and the
     embeddings are resized; the LLaVA config uses vision layer −2 and the 'default' selection.

@@ -1,6 +1,6 @@
 """SimFeatUp upsampler weights: where they come from, how they are read and written.
 
-SegEarth-OV spec §2.2 (checkpoint layouts) and §2.5 (the released weights). The modules themselves
+docs/methods/simfeatup.md#checkpoint-layouts and #the-released-weights. The modules themselves
 are in :mod:`.jbu`.
 
 * ``official`` names the JBU-One checkpoint the SegEarth-OV authors trained for OpenAI ViT-B/16
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_URL = "https://github.com/likyoo/SegEarth-OV/raw/main/simfeatup_dev/weights/xclip_jbu_one_million_aid.ckpt"
 OFFICIAL_NAME = "xclip_jbu_one_million_aid.ckpt"
-# Only the ends of the SHA-256 are published (third-party, spec §2.5); both ends are checked.
+# Only the ends of the SHA-256 are published (third-party, docs/methods/simfeatup.md#the-released-weights); both ends are checked.
 OFFICIAL_SHA256_HEAD, OFFICIAL_SHA256_TAIL = "cabc594d", "49d8"
 
 # Python classes, beyond tensors, containers and plain values, that the official checkpoints need to
@@ -55,7 +55,7 @@ Upsampler = JBUOne | JBUStack
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading and writing checkpoints (spec §2.2)
+# Reading and writing checkpoints (docs/methods/simfeatup.md#checkpoint-layouts)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -140,7 +140,7 @@ def read_upsampler_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor
     """Read an upsampler checkpoint file into a bare state dict (weights only, mapped to the CPU).
 
     Lightning files also hold optimiser and callback state, some of it saved on ``cuda:0``
-    (spec §1.8): everything is mapped to the CPU and only the upsampler's tensors are kept.
+    (docs/methods/simfeatup.md#reading-checkpoints-safely): everything is mapped to the CPU and only the upsampler's tensors are kept.
     """
     path = Path(path)
     if not path.is_file():
@@ -162,7 +162,7 @@ def save_upsampler(path: str | os.PathLike, upsampler: torch.nn.Module, **extra:
 
 
 # ---------------------------------------------------------------------------------------------
-# The released checkpoint (spec §2.5)
+# The released checkpoint (#the-released-weights)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The replaceable last block of the CLIP ViT (SegEarth-OV spec §1.3 and §7).
+"""The replaceable last block of the CLIP ViT (docs/methods/segearth_ov.md#the-last-block, #attention-modes).
 
 Training-free CLIP segmenters differ mainly in how the last transformer block mixes tokens. Each
 mode here builds that block's attention from its own q, k, v projections:

@@ -96,7 +96,7 @@ def segment_image(segmenter: Segmenter, image: RasterImage, progress: Progress |
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks made before any model loads (issue 10 §1, §5)
+# Checks made before any model loads (docs/reliability.md#checks-before-any-model-loads)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Whole scenes: any-size rasters segmented tile by tile in bounded memory (issue 11, docs/scenes.md).
+"""Whole scenes: any-size rasters segmented tile by tile in bounded memory (docs/scenes.md).
 
 ``scene --windowed read--> tile (+ overlap) --segmenter.class_scores--> [C,h,w] --keep the core-->
 part file`` for every tile, then ``parts --> label COG (+ score COG, overlay, vectors)``.

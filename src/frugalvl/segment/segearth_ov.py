@@ -1,17 +1,17 @@
 """SegEarth-OV: training-free open-vocabulary segmentation of remote-sensing images with CLIP.
 
 Li et al., "SegEarth-OV: Towards Training-Free Open-Vocabulary Segmentation for Remote Sensing
-Images", CVPR 2025 (arXiv 2410.01768). Read next to ``spec/segearth_ov.md`` §1; the default
+Images", CVPR 2025 (arXiv 2410.01768). Read next to docs/methods/segearth_ov.md; the default
 settings reproduce the official code (likyoo/SegEarth-OV):
 
-1. resize the image so its long side is 448 (bilinear, OpenCV as mmcv), CLIP-normalise (§1.1);
-2. cut 224×224 windows at stride 112 (§1.6), all windows of an image in one batch;
-3. per window: CLIP ViT with a replaced last block (:mod:`.attention`, §1.3), patch features
-   upsampled ×16 by SimFeatUp (:mod:`frugalvl.models.jbu`, §1.4) or bilinearly, cosine logits against
-   template-averaged text embeddings (§1.2), minus 0.3× the [CLS] logits (global bias
-   alleviation, §1.5);
+1. resize the image so its long side is 448 (bilinear, OpenCV as mmcv), CLIP-normalise (#preprocessing);
+2. cut 224×224 windows at stride 112 (#sliding-windows), all windows of an image in one batch;
+3. per window: CLIP ViT with a replaced last block (:mod:`.attention`, #the-last-block), patch features
+   upsampled ×16 by SimFeatUp (:mod:`frugalvl.models.jbu`, #upsampling) or bilinearly, cosine logits against
+   template-averaged text embeddings (#text-classifier-and-synonyms), minus 0.3× the [CLS] logits (global bias
+   alleviation, #global-bias-alleviation);
 4. average overlapping windows, resize to the input size, softmax(50·logits) over all queries,
-   max over each class's synonyms (§1.7).
+   max over each class's synonyms (#class-probabilities-and-labels).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _check_settings(s: SegEarthOVSettings) -> None:
 
 @dataclass(frozen=True)
 class SegEarthOVSettings:
-    """SegEarth-OV settings; the defaults are the official ones (spec §1, base_config.py)."""
+    """SegEarth-OV settings; the defaults are the official ones (docs/methods/segearth_ov.md#official-defaults)."""
 
     attention: str = option("segearth", "last-block attention mode", choices=MODES)
     residual: bool = option(False, "keep the last block's residual and FFN (official: dropped)", flag="--keep-residual")
@@ -96,7 +96,7 @@ class SegEarthOVSettings:
         None, "windows per forward pass; none: 16 on a GPU, 1 on the CPU (faster there)", parse=int
     )
     commute_upsampler: bool = option(
-        False, "apply the upsampler's final 1×1 conv at low resolution (exact up to rounding, §2.4)"
+        False, "apply the upsampler's final 1×1 conv at low resolution (exact up to rounding)"
     )
     jbu_kernel: str = option(
         "auto",
@@ -199,7 +199,7 @@ class SegEarthOV:
     def bg_idx(self) -> int:
         return self.settings.bg_idx
 
-    # -- text side (§1.2) -----------------------------------------------------------------------
+    # -- text side (#text-classifier-and-synonyms) --------------------------------------------------------------------
 
     def text_classifier(self) -> torch.Tensor:
         """``[Q, D]``: per query, the re-normalised mean of its normalised template embeddings.
@@ -232,7 +232,7 @@ class SegEarthOV:
         return (x - self._mean) / self._std
 
     def encode_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLS ``[B, D]`` and patch features ``[B, D, h/16, w/16]`` with the replaced last block (§1.3)."""
+        """CLS ``[B, D]`` and patch features ``[B, D, h/16, w/16]`` with the replaced last block (#the-last-block)."""
         tokens, (gh, gw) = dense_tokens(self.clip.model.visual, x, self.settings.attention, self.settings.residual)
         patches = tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
         return tokens[:, 0], patches
@@ -287,7 +287,7 @@ class SegEarthOV:
 
     @torch.no_grad()
     def class_scores(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
-        """``[C, H, W]`` class probabilities: softmax over all queries, then max over synonyms (§1.7)."""
+        """``[C, H, W]`` class probabilities: softmax over all queries, then max over synonyms (#class-probabilities-and-labels)."""
         logits = self.query_logits(rgb, progress)
         probs = (logits * self.settings.logit_scale).softmax(dim=0)
         return merge_synonyms(probs, self.query_to_class).float().cpu()

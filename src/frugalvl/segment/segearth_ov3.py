@@ -1,12 +1,12 @@
 """SegEarth-OV3: open-vocabulary segmentation of remote-sensing images with SAM 3.
 
 Paper: "SegEarth-OV3: Exploring SAM 3 for Open-Vocabulary Semantic Segmentation in Remote Sensing
-Images", arXiv 2512.08730; official code earth-insights/SegEarth-OV-3. Specification:
-``spec/segearth_ov3.md`` (§1 SAM 3, §2 the official inference, §5 the speed-ups). SAM 3 comes from
+Images", arXiv 2512.08730; official code earth-insights/SegEarth-OV-3. Method notes:
+docs/methods/segearth_ov3.md (SAM 3, the official inference, the scheduling that differs). SAM 3 comes from
 transformers (:mod:`frugalvl.models.sam3`).
 
-Per view (the whole image, or one sliding-window crop, §2.3) and per prompt q (every synonym is its
-own prompt), exactly as the official ``_inference_single_view`` (§2.2):
+Per view (the whole image, or one sliding-window crop, #sliding-windows) and per prompt q (every synonym is its
+own prompt), exactly as the official ``_inference_single_view`` (#fusion-of-one-view):
 
 1. instances: F_q = max over kept queries i of sigmoid(resize(mask_i)) · s_i, where
    s_i = sigmoid(class logit_i) · p_q and an instance is kept when s_i > confidence_threshold;
@@ -15,21 +15,21 @@ own prompt), exactly as the official ``_inference_single_view`` (§2.2):
 
 Logits are resized bilinearly to the view size *before* the sigmoid (the official order, not the
 transformers post-processor's). Views are averaged where they overlap, each class takes the max over
-its synonyms, and ``labels_from_scores`` applies the argmax, ``prob_thd`` and ``bg_idx`` (§2.4).
+its synonyms, and ``labels_from_scores`` applies the argmax, ``prob_thd`` and ``bg_idx`` (#synonyms-argmax-and-background).
 
-What differs from the official code is only how the work is scheduled (§5), each proven equal by a test:
+What differs from the official code is only how the work is scheduled (#scheduling-that-differs), each proven equal by a test:
 
 * the image encoder runs once per view, ``view_batch`` views per pass, and the (view, prompt) pairs of
   such a batch go through the prompt-conditioned stages (fusion encoder, decoder, segmentation head)
   together, ``prompt_chunk × views`` at a time, with each pair's vision features taken from its
-  view (§5.1, §5.6);
-* text embeddings are computed once per vocabulary and reused for every view and image (§5.2);
-* the loop over kept instances is one batched resize and a scatter-max (§5.3);
-* ``class_scores`` never holds ``[Q, H, W]`` at full size (§5.5): where views do not overlap it keeps a
+  view (#batched-prompts);
+* text embeddings are computed once per vocabulary and reused for every view and image (#text-embeddings-once-per-vocabulary);
+* the loop over kept instances is one batched resize and a scatter-max (#vectorised-instances);
+* ``class_scores`` never holds ``[Q, H, W]`` at full size (#class-score-memory): where views do not overlap it keeps a
   running max per class; where they do, it keeps per-prompt sums only for a band of one window's
   height, since the official order averages views before the synonym max (:class:`_BandAverage`);
 * views are resized for SAM 3 from uint8 tensors on the model's device, not via PIL (same values);
-* optional presence pruning (§5.4): a prompt with p_q < prob_thd can never decide a label, since
+* optional presence pruning (#presence-pruning): a prompt with p_q < prob_thd can never decide a label, since
   F_q ≤ p_q; its segmentation head is skipped and its scores are 0. Labels are unchanged; the saved
   ``_probs.npy`` then holds 0 for such prompts. Used only when views do not overlap.
 
@@ -128,7 +128,7 @@ class SegEarthOV3Settings:
 
 
 # ---------------------------------------------------------------------------------------------
-# Fusion of one view's logits (§2.2), vectorised over prompts and instances
+# Fusion of one view's logits (#fusion-of-one-view), vectorised over prompts and instances
 # ---------------------------------------------------------------------------------------------
 
 
@@ -280,7 +280,7 @@ def segmentation_head(
 
 
 # ---------------------------------------------------------------------------------------------
-# Where the fused view scores go (§2.3 averaging, §2.4 synonym max, §5.5 memory)
+# Where the fused view scores go (view averaging, synonym max, #class-score-memory)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -492,7 +492,7 @@ class SegEarthOV3:
     def _run(
         self, rgb: np.ndarray, windows: Sequence[Window], sink, prune: bool, progress: Progress | None = None
     ) -> None:
-        """Score every view of ``rgb`` for every prompt and hand the fused maps to ``sink`` (§5.1, §5.6).
+        """Score every view of ``rgb`` for every prompt and hand the fused maps to ``sink`` (#batched-prompts).
 
         Views go through the image encoder ``view_batch`` at a time; the (view, prompt) pairs of such a
         batch, in view-major order, then go through detection, segmentation head and fusion
@@ -569,7 +569,7 @@ class SegEarthOV3:
         return out
 
     def views(self, height: int, width: int) -> list[Window]:
-        """The whole image, or the official sliding-window grid when the image exceeds the crop (§2.3)."""
+        """The whole image, or the official sliding-window grid when the image exceeds the crop (#sliding-windows)."""
         crop = self.settings.slide_crop
         if crop > 0 and (crop < height or crop < width):
             return plan_windows(height, width, crop, self.settings.slide_stride or crop)
@@ -607,9 +607,9 @@ class SegEarthOV3:
 
     @torch.no_grad()
     def class_scores(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
-        """``[C, H, W]`` float32 class scores (CPU): each class the max over its synonym prompts (§2.4).
+        """``[C, H, W]`` float32 class scores (CPU): each class the max over its synonym prompts (#synonyms-argmax-and-background).
 
-        Equal to ``merge_synonyms(query_scores(rgb))``, without holding ``[Q, H, W]`` at full size (§5.5):
+        Equal to ``merge_synonyms(query_scores(rgb))``, without holding ``[Q, H, W]`` at full size (#class-score-memory):
         a running class max where views do not overlap, a band of per-prompt rows where they do.
         """
         windows, overlap, prune, device = self._plan(rgb)

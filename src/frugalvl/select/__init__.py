@@ -1,4 +1,4 @@
-"""CoIDO data selection for visual instruction tuning (spec/coido.md).
+"""CoIDO data selection for visual instruction tuning (docs/methods/coido.md).
 
 Python API, one function per stage over a work folder (see the README, "Data selection for visual instruction tuning")::
 

@@ -1,4 +1,4 @@
-"""The random p% training subset S and its spectral clustering, in one pass (spec/coido.md §1.1, §1.5).
+"""The random p% training subset S and its spectral clustering, in one pass (docs/methods/coido.md#clustering).
 
 Clustering features: ``0.7 · CLIP/‖CLIP‖ ‖ 0.3 · z(scores)``, the z-score taken across the sample's
 own enabled scores (dropped with fewer than two). Graph: cosine similarity s, distance
@@ -6,7 +6,7 @@ d = (1 − s)/2, the k = min(30, n − 1) nearest neighbours (self included, as 
 1 − d on those edges, symmetrised by averaging. Spectral clustering (K = 20, discretize, seed 42) over all
 of S at once; k-means (10 inits) when it fails.
 
-Two solvers compute the same thing (issue 13 §3):
+Two solvers compute the same thing (docs/methods/coido_baselines.md#clustering-at-scale):
 
 * ``exact``: brute-force kNN (torch matmul in row blocks) and scikit-learn's ARPACK shift-invert eigensolver.
   O(n²) search and a sparse LU factorisation: ~10 minutes for 100K points on 2 cores.

@@ -1,4 +1,4 @@
-"""LLaVA-format instruction data in and out: stable ids, sources, image checks (spec/coido.md §1.6, §3).
+"""LLaVA-format instruction data in and out: stable ids, sources, image checks (docs/methods/coido.md#data-format).
 
 A LLaVA JSON file is a list of ``{"id", "image"?, "conversations": [{"from", "value"}]}``. Every
 sample gets ``unique_idx`` = its position in that list, which names it in every later stage.
@@ -84,7 +84,7 @@ def image_of(sample: dict[str, Any]) -> str | None:
 
 
 def derive_source(sample: dict[str, Any]) -> str:
-    """The source group (spec §1.6): ``dataset`` when present, else the image path's first folder
+    """The source group (docs/methods/coido.md#selection): ``dataset`` when present, else the image path's first folder
     (``coco``, ``gqa``, ``ocr_vqa``, ``textvqa``, ``vg``), "text" without an image, "unknown" for a
     bare file name."""
     if sample.get("dataset"):
@@ -278,7 +278,7 @@ def enforce_policy(report: dict[str, Any], report_path: Path) -> None:
 
 
 def flatten_conversation(conversations: Sequence[dict[str, Any]]) -> str:
-    """``USER: q ASSISTANT: a ...`` with ``<image>`` removed: the text CLIP embeds (spec §2.1)."""
+    """``USER: q ASSISTANT: a ...`` with ``<image>`` removed: the text CLIP embeds (docs/methods/coido.md#features-and-quality-scores)."""
     parts = []
     for turn in conversations:
         role = "USER" if turn.get("from") == "human" else "ASSISTANT"

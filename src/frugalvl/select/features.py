@@ -1,4 +1,4 @@
-"""Per-sample features and quality scores for all N samples (spec/coido.md §1.2, §2.1).
+"""Per-sample features and quality scores for all N samples (docs/methods/coido.md#features-and-quality-scores).
 
 * CLIP features: the L2-normalised image embedding and the L2-normalised embedding of the flattened
   conversation (77 tokens), concatenated: ``[N, 2D]`` (1536 for ViT-L-14). Samples without a usable

@@ -1,4 +1,4 @@
-"""LoRA instruction tuning of LLaVA-1.5 on a selected subset (spec §1.8, issue 13 §2).
+"""LoRA instruction tuning of LLaVA-1.5 on a selected subset (docs/methods/coido_finetune.md).
 
 The recipe of LLaVA-1.5's ``finetune_lora.sh`` as the peers use it (COINCIDE: 4/device × 8
 accumulation; ICONS: 16/device × 1 on several GPUs): LoRA r = 128, α = 256 (dropout 0.05, every linear
@@ -61,7 +61,7 @@ RECIPE_PROJECTOR = "mlp2x_gelu"
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """LLaVA-1.5 LoRA fine-tuning (spec §1.8); defaults = ``finetune_lora.sh``."""
+    """LLaVA-1.5 LoRA fine-tuning (docs/methods/coido_finetune.md#recipe-and-where-each-number-comes-from); defaults = ``finetune_lora.sh``."""
 
     mllm: str = ""  # llava-hf folder, hub id, or lm=...,projector=...,vision=...
     image_root: str | None = None  # folder the records' ``image`` paths are relative to

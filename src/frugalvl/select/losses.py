@@ -1,4 +1,4 @@
-"""CoIDO's losses as plain functions of tensors (spec §1.4, HEAD `_get_weighted_loss`).
+"""CoIDO's losses as plain functions of tensors (docs/methods/coido.md#what-one-step-does, HEAD `_get_weighted_loss`).
 
 Notation, per per-device micro-batch of B samples:
 
@@ -46,7 +46,7 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[tor
     """Per-token next-token CE ``[B, T-1]`` (0 where ignored) and the mask m ``[B, T-1]``.
 
     Logits at position t predict the label at t+1 (the causal shift). CE is computed in float32 with
-    ``reduction='none'`` (spec §1.3).
+    ``reduction='none'`` (#the-mllm).
     """
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:].to(shift_logits.device)
@@ -75,7 +75,7 @@ def diversity_loss(w: torch.Tensor, clusters: torch.Tensor) -> torch.Tensor:
     """L_D: population std √(var + 1e-8) of the per-cluster mean w.
 
     No sample labelled: the constant 0.0; exactly one cluster present: the constant 1e-6; neither has a
-    gradient (official ``_compute_clustering_diversity_loss``, spec §1.4). HEAD falls back to the mean
+    gradient (official ``_compute_clustering_diversity_loss``, #what-one-step-does). HEAD falls back to the mean
     absolute deviation when the std is below 1e-6; with the 1e-8 under the root that happens only
     when the variance underflows, but the rule is kept as specified.
     """

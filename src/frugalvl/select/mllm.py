@@ -1,4 +1,4 @@
-"""The MLLM of CoIDO's coupled training, set up for training (spec §1.3, §1.4).
+"""The MLLM of CoIDO's coupled training, set up for training (docs/methods/coido.md#the-mllm).
 
 Loading (``models/llava.py``), what is trained (the vision tower is frozen; the LM + projector, or a
 LoRA adapter on the LM + the projector), gradient checkpointing, and the numeric precision of the

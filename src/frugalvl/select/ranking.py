@@ -1,4 +1,4 @@
-"""Scoring every sample with the trained scorer, and picking the subset (spec/coido.md §1.6, §1.7).
+"""Scoring every sample with the trained scorer, and picking the subset (docs/methods/coido.md#selection, #outputs).
 
 A low raw score r marks an important (hard) sample: training with w = softmax(r) on the loss moves
 weight to easy samples, so CoIDO keeps the lowest r. The default selection is faithful: per source

@@ -1,11 +1,11 @@
-"""One self-contained HTML page that shows what a CoIDO selection did (issue 13 §5).
+"""One self-contained HTML page that shows what a CoIDO selection did (docs/methods/coido_finetune.md#frugalvl-select-report-work).
 
 ``write_report(work)`` reads the work folder (docs/coido_contract.md): ``prepare/samples.json``
-(sources, images, conversations), ``score/r.npy`` (the scorer's raw r, spec §1.1 step 5), the
-usable mask, ``subset/indices.npy`` + ``subset/clusters.npy`` (the clusters of S, spec §1.5) and a
-selection (``pick/selected_ids.npy`` by default, spec §1.7). The page holds
+(sources, images, conversations), ``score/r.npy`` (the scorer's raw r, docs/methods/coido.md#the-pipeline), the
+usable mask, ``subset/indices.npy`` + ``subset/clusters.npy`` (the clusters of S, docs/methods/coido.md#clustering) and a
+selection (``pick/selected_ids.npy`` by default, #outputs). The page holds
 
-* the distribution of r per source (low r = kept, spec §1.6),
+* the distribution of r per source (low r = kept, #why-a-low-r-is-kept),
 * the selected / rejected share per source (all eligible samples) and per cluster (the samples of S,
   the only ones with a cluster label),
 * a gallery of the lowest- and highest-scored samples: thumbnail, first question and answer.
@@ -40,7 +40,7 @@ PALETTE = ("#1f4e79", "#c0504d", "#4f8f3a", "#8064a2", "#d08a1e", "#2f9c9c", "#7
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """What the page shows; defaults as issue 13 §5."""
+    """What the page shows; defaults as docs/methods/coido_finetune.md#frugalvl-select-report-work."""
 
     gallery: int = 24  # lowest- and highest-r samples shown
     thumb_px: int = 128  # longest side of a gallery thumbnail

@@ -1,4 +1,4 @@
-"""The CoIDO scorer: per-sample features -> one raw score r (spec §2.3).
+"""The CoIDO scorer: per-sample features -> one raw score r (docs/methods/coido.md#scorer-network).
 
 Input of sample i: ``[CLIP image ‖ CLIP text] ‖ [enabled quality scores]`` (the contract's scorer
 input). The network is the HEAD one, generalised in two ways: the CLIP projector's input width is the
@@ -12,7 +12,7 @@ list (0 scores: no score branch, the fusion then sees only the CLIP projection).
     classifier        384 -> 256 -> 128 -> 1 (dropouts 0.2 then 0.1)
 
 Hidden layers are Linear -> LayerNorm -> GELU -> Dropout. r is raw: no squashing. Low r marks a hard
-sample (spec §2.4), so selection keeps the lowest r.
+sample (#why-a-low-r-is-kept), so selection keeps the lowest r.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def load_scorer(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
 def check_score_names(scorer: Scorer, names: Sequence[str]) -> None:
     """Refuse to score with a list of quality scores other than the one the scorer was trained on.
 
-    The order matters too: the score projector reads the scores by position (spec §1.2).
+    The order matters too: the score projector reads the scores by position (docs/methods/coido.md#features-and-quality-scores).
     """
     if list(names) != list(scorer.score_names):
         raise UserError(

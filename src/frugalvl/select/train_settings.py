@@ -1,4 +1,4 @@
-"""Settings of CoIDO's coupled training (stage 4, spec §1.4), with the official run's defaults.
+"""Settings of CoIDO's coupled training (stage 4, docs/methods/coido.md#training-settings), with the official run's defaults.
 
 Kept apart from the training code (and free of torch) so that the command line, the work-folder
 bookkeeping and the LoRA fine-tuning can read them without loading a model library.
@@ -27,7 +27,7 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Stage-1 settings; defaults from the official run_stage1.sh (spec §1.4)."""
+    """Stage-1 settings; defaults from the official run_stage1.sh (#training-settings)."""
 
     mllm: str = ""  # folder, hub id or lm=...,projector=...,vision=... (models/llava.py)
     loss: str = "coido"  # one of losses.LOSS_VARIANTS

@@ -1,4 +1,4 @@
-"""A tiny random LLaVA saved as a model folder, built offline (spec §8).
+"""A tiny random LLaVA saved as a model folder, built offline (docs/methods/coido.md#tiny-models-for-tests).
 
 Vision: CLIP, 32 px, patch 8, hidden 32, 2 layers -> 16 image tokens ('default' drops CLS).
 Text: LLaMA, hidden 48, 2 layers, with a WordLevel tokenizer trained here on the words the tests use.

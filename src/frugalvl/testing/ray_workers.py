@@ -1,4 +1,4 @@
-"""Picklable segmenter factories for the Ray tests and bench (issue 14): no model, known worker PIDs."""
+"""Picklable segmenter factories for the Ray tests and bench (docs/ray.md): no model, known worker PIDs."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from ..models.sam3 import Sam3Bundle
 
 
 def _tiny_config_kwargs(hidden: int, image_size: int, vit_layers: int, queries: int) -> dict:
-    """Sub-configs in the spirit of transformers' own SAM 3 tests (spec §3.3): every width ``hidden``,
+    """Sub-configs in the spirit of transformers' own SAM 3 tests (docs/methods/segearth_ov3.md#tiny-models-for-tests): every width ``hidden``,
     2-head attention, 1-layer DETR encoder/decoder, the full 4-scale neck and 3-stage pixel decoder."""
     grid = image_size // 14
     return dict(

@@ -1,7 +1,7 @@
 """SimFeatUp training: learn a JBU upsampler for any ViT CLIP from unlabeled images.
 
-Read next to the SegEarth-OV spec §2.5 (the official recipe, likyoo/SimFeatUp) and §2.2 (the
-checkpoint layout). One module per part of the recipe:
+Read next to docs/methods/simfeatup.md#training (the official recipe, likyoo/SimFeatUp) and
+docs/methods/simfeatup.md#checkpoint-layouts. One module per part of the recipe:
 
 ========================  ===========================================================================
 module                    part of the recipe

@@ -5,7 +5,7 @@ everything a run needs to continue bit for bit: the four trained modules, the op
 every random state and the position in the image stream, plus a ``frugalvl`` record of the settings
 it was trained with. In a data-parallel run the main process writes them, with the stream position
 of every process (``positions``), and every process reads them back to resume. Its ``state_dict`` is laid out as the official Lightning files (``upsampler.*``
-etc., SegEarth-OV spec §2.2), so ``frugalvl segment --upsampler`` reads any of them. They hold plain
+etc., docs/methods/simfeatup.md#checkpoint-layouts), so ``frugalvl segment --upsampler`` reads any of them. They hold plain
 data only and are read back with ``torch.load(weights_only=True)``.
 """
 

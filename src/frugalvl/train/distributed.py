@@ -1,7 +1,7 @@
 """Data-parallel upsampler training across processes, GPUs and nodes (``accelerate launch``, ``torchrun``).
 
-The official SimFeatUp run used Lightning DDP on 2 GPUs with a batch of 4 per GPU (SegEarth-OV spec
-§2.5). Here every process builds the same modules from the same seed (so no weight broadcast is
+The official SimFeatUp run used Lightning DDP on 2 GPUs with a batch of 4 per GPU
+(docs/methods/simfeatup.md#optimisation-and-checkpoints). Here every process builds the same modules from the same seed (so no weight broadcast is
 needed), trains on its own share of the image stream (:class:`~.images.ImageStream` ``rank``/``world``),
 and the gradients are averaged over the processes before each optimiser step
 (:meth:`~.trainer.UpsamplerTrainer.backward`), which is what DDP computes. :class:`Ranks` is the

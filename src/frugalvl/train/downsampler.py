@@ -1,4 +1,4 @@
-"""The learned downsampler of SimFeatUp's low-resolution path (SegEarth-OV spec §2.5, FeatUp's
+"""The learned downsampler of SimFeatUp's low-resolution path (docs/methods/simfeatup.md#low-resolution-path, FeatUp's
 ``AttentionDownsampler``): it maps jittered high-resolution features back to the patch grid, where
 they are compared with the CLIP features of the jittered image."""
 

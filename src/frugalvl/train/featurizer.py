@@ -1,4 +1,4 @@
-"""The frozen CLIP that SimFeatUp learns to upsample (SegEarth-OV spec §2.5, featurizer ``xclip``)."""
+"""The frozen CLIP that SimFeatUp learns to upsample (docs/methods/simfeatup.md#featurizer, ``xclip``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class ClipFeaturizer:
     ``last_block="skip"`` is the official training featurizer (``xclip``): the last ViT block is
     skipped, features are ``ln_post(tokens after block L−1) @ proj``. Any attention mode of
     :mod:`..segment.attention` instead runs the replaced last block exactly as SegEarth-OV does at
-    inference, which removes the train/test mismatch of the official recipe (spec §2.5).
+    inference, which removes the train/test mismatch of the official recipe (docs/methods/simfeatup.md#train-and-test-features).
     """
 
     def __init__(self, clip: ClipModel, last_block: str = "skip") -> None:

@@ -1,6 +1,6 @@
 """The training images: which files, and an endless, resumable stream of random crops of them.
 
-SegEarth-OV spec §2.5: the official training takes random 224 crops (reflect-padded when an image
+docs/methods/simfeatup.md#training-images: the official training takes random 224 crops (reflect-padded when an image
 is smaller) of unlabeled aerial images, in a shuffled order, one epoch by default.
 """
 

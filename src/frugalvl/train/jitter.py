@@ -1,4 +1,4 @@
-"""Random views of a batch for SimFeatUp (SegEarth-OV spec §2.5): reflect-pad 20, zoom in [1, 2]
+"""Random views of a batch for SimFeatUp (docs/methods/simfeatup.md#jitter): reflect-pad 20, zoom in [1, 2]
 with probability 0.5, crop back to the input size, flip horizontally with probability 0.5. The same
 view is applied to the image and to its high-resolution features."""
 

@@ -1,4 +1,4 @@
-"""SimFeatUp's two loss terms and the small modules that exist only for them (SegEarth-OV spec §2.5).
+"""SimFeatUp's two loss terms and the small modules that exist only for them (docs/methods/simfeatup.md#losses).
 
 * ``L_rec``: the downsampled high-resolution features must match the CLIP features of the same
   jittered view, under a Gaussian likelihood whose scale a :class:`ScaleNet` predicts; both sides

@@ -1,4 +1,4 @@
-"""SimFeatUp training settings and their checks (SegEarth-OV spec §2.5, ``configs/upsampler_aid.yaml``).
+"""SimFeatUp training settings and their checks (docs/methods/simfeatup.md#training, ``configs/upsampler_aid.yaml``).
 
 No torch here: the command line builds its options from these names without loading a model.
 """
@@ -28,7 +28,7 @@ def _whole_number(text: str) -> int:
 
 @dataclass(frozen=True)
 class UpsamplerTrainSettings:
-    """SimFeatUp training settings; the defaults are the official ones (spec §2.5, upsampler_aid.yaml).
+    """SimFeatUp training settings; the defaults are the official ones (#training, upsampler_aid.yaml).
 
     Each field documents itself (:func:`frugalvl.settings.option`); ``frugalvl train-upsampler``
     builds its options from these fields, so a default is written only here.
@@ -85,7 +85,7 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "workers",
 
 
 def default_radius(upsampler: str) -> int:
-    """The JBU kernel radius of each layout: 5 (11×11) for JBU-One, 3 (7×7) for JBU-Stack (spec §2.1–2.2)."""
+    """The JBU kernel radius of each layout: 5 (11×11) for JBU-One, 3 (7×7) for JBU-Stack (docs/methods/simfeatup.md#jbu-stack)."""
     return 5 if upsampler == "jbu_one" else 3
 
 

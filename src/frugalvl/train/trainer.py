@@ -1,4 +1,4 @@
-"""One SimFeatUp training step and everything it changes (SegEarth-OV spec §2.5).
+"""One SimFeatUp training step and everything it changes (docs/methods/simfeatup.md#training).
 
 A step on a batch of crops: frozen CLIP features of the crops; for each of ``n_jitters`` random
 views, upsample, apply the view to the image and to the upsampled features, and backpropagate
@@ -94,7 +94,7 @@ class UpsamplerTrainer:
         return hr
 
     def jitter_losses(self, image: torch.Tensor, lr_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(L_rec, L_img)`` of one random view (spec §2.5), before the division by n_jitters."""
+        """``(L_rec, L_img)`` of one random view (#losses), before the division by n_jitters."""
         s = self.settings
         with self.autocast():
             hr = self.upsample(lr_feats, image)

@@ -1,4 +1,4 @@
-"""Baselines under CoIDO's budget (spec/coido.md §6, issue 13 §1): same work folder, same K and quotas, same
+"""Baselines under CoIDO's budget (docs/methods/coido_baselines.md#baselines): same work folder, same K and quotas, same
 outputs as ``pick`` (docs/methods/coido_baselines.md).
 
     from frugalvl.select.baselines import run_baseline

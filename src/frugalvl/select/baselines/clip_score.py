@@ -1,4 +1,4 @@
-"""``clip-score``: the highest CLIP score first (image–text cosine, spec/coido.md §1.2, §6).
+"""``clip-score``: the highest CLIP score first (image–text cosine, docs/methods/coido_baselines.md#baselines).
 
 Ranked by the scaled score in ``features/scores.json`` (min–max to [−1, 1]; a text-only sample has 0,
 the middle of the range, and competes only inside its own source group under the default quotas).

@@ -1,4 +1,4 @@
-"""``coincide-lite``: COINCIDE's cluster-wise budget and prototypes on CoIDO's CLIP features (spec/coido.md §6).
+"""``coincide-lite``: COINCIDE's cluster-wise budget and prototypes on CoIDO's CLIP features (docs/methods/coido_baselines.md#baselines).
 
 COINCIDE embeds samples with a TinyLLaVA-2B; the lite version uses the L2-normalised CLIP features.
 

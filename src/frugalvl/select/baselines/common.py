@@ -1,4 +1,4 @@
-"""What every baseline shares (spec/coido.md §6, issue 13 §1): the inputs read from the select work folder,
+"""What every baseline shares (docs/methods/coido_baselines.md#baselines): the inputs read from the select work folder,
 the budget K and the quota rule of ``pick``, and the outputs written exactly as ``pick`` writes them.
 
 A baseline produces one of two things:

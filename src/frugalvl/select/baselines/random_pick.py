@@ -1,4 +1,4 @@
-"""``random``: a seeded uniform draw under the same budget and quotas as ``pick`` (spec/coido.md §6)."""
+"""``random``: a seeded uniform draw under the same budget and quotas as ``pick`` (docs/methods/coido_baselines.md#baselines)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-sample losses of a reference LLaVA: EL2N and perplexity (spec/coido.md §6), and the stage-1 CE that
+"""Per-sample losses of a reference LLaVA: EL2N and perplexity (docs/methods/coido_baselines.md#baselines), and the stage-1 CE that
 D2-Pruning and Self-Filter can use as difficulty.
 
 For each eligible sample, one forward pass (Vicuna v1 prompt, image tokens, labels −100 outside the

@@ -1,4 +1,4 @@
-"""``semdedup``: semantic deduplication on the CLIP features (spec/coido.md §6, SemDeDup; issue 13 §1).
+"""``semdedup``: semantic deduplication on the CLIP features (docs/methods/coido_baselines.md#baselines, SemDeDup).
 
 1. Spherical k-means on the L2-normalised CLIP features (``clusters``, default ⌈N/66⌉: 10,000 for 665K as
    in the official 665K runs).
@@ -8,7 +8,7 @@
    lowest M (per source group under quotas) is exactly the largest ε that keeps K samples.
 
 Each cluster's first (most central) member has no earlier member, so every duplicate group keeps one
-item, never zero (the reference code's flaw reported in SemDeDup #8, spec §7). Near-duplicates split
+item, never zero (the reference code's flaw reported in facebookresearch/SemDeDup#8). Near-duplicates split
 across two k-means clusters are not found (the method's own limit).
 """
 
