@@ -1,4 +1,5 @@
-"""CoIDO at scale (docs/methods/coido_baselines.md#clustering-at-scale): spectral clustering of the training subset S, exact vs fast solver.
+"""CoIDO at scale (docs/methods/coido_baselines.md#clustering-at-scale): spectral clustering of the training subset
+S, exact vs fast solver.
 
 Rows: wall and CPU time, peak RSS, clusters and adjusted Rand index (ARI) for 20K and 133K points of
 1539-d synthetic features with cluster structure (``frugalvl.testing.coido_scale.clustered_features``: 20

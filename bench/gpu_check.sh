@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU check for the JBU kernels and SegEarth-OV throughput (docs/methods/jbu_kernels.md#5-benches-and-the-gpu-check), < 8 min on an H200.
+# One prepared GPU check for the JBU kernels and SegEarth-OV throughput
+# (docs/methods/jbu_kernels.md#5-benches-and-the-gpu-check), < 8 min on an H200.
 # Run from the repository root on the device machine:   bash bench/gpu_check.sh
 # Everything is teed to $OUT/gpu_check.log (OUT defaults to ./gpu_check_out). Each step has its own
 # timeout, so one hung step cannot eat the device budget; a failing step does not stop the others.

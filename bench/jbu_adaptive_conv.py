@@ -1,4 +1,5 @@
-"""Ways to apply JBU's per-pixel kernels (docs/methods/simfeatup.md#applying-the-kernels-without-cuda), timed at the official last-stage size.
+"""Ways to apply JBU's per-pixel kernels (docs/methods/simfeatup.md#applying-the-kernels-without-cuda), timed at the
+official last-stage size.
 
 ``out[b,c,y,x] = Σ_p K[b,p,y,x] · src[b,c,y+i,x+j]`` for 9 windows (one 448² image), 512 channels,
 224², 11×11 taps. Compares frugalvl's shift-and-accumulate (CPU: blocks spread over a thread pool) with

@@ -10,8 +10,8 @@ the Potsdam preset's 8 queries. For each image size, three protocols:
   one-hot synonym merge;
 * ``batched``: frugalvl's default path (16 windows per forward pass on a GPU; one at a time on the
   CPU, where batching is slower; SDPA attention; the fused Triton JBU kernel on CUDA);
-* ``batched+commuted``: plus the exact upsampler reordering (``--commute-upsampler``, docs/methods/simfeatup.md#commuting-the-final-convolution):
-  frugalvl's fastest exact configuration.
+* ``batched+commuted``: plus the exact upsampler reordering (``--commute-upsampler``,
+  docs/methods/simfeatup.md#commuting-the-final-convolution): frugalvl's fastest exact configuration.
 
 The table gives images/s, the ratio to the official protocol, peak memory (GPU: allocated by torch;
 CPU: process RSS), and the model FLOPs per image (counted analytically: ViT matmuls and attention, the

@@ -1,32 +1,31 @@
 """Time SegEarth-OV3 per image: the official protocol against frugalvl's fastest exact configuration.
 
     python bench/segearth_ov3.py --size tiny                 # CPU smoke test (< 1 min)
-    python bench/segearth_ov3.py --device cuda --sweep       # the real SAM 3 dimensions (docs/methods/segearth_ov3_batching.md)
+    python bench/segearth_ov3.py --device cuda --sweep       # the real SAM 3 dimensions (batching notes)
     python bench/segearth_ov3.py --device cuda --sam3 PATH   # real weights: bf16 label agreement means something
 
 Both run in this process on the same random-weight SAM 3 (``frugalvl.testing.sam3.random_sam3``; ``full``
 is ``Sam3Config()``: 840M parameters, 1008 px, 200 queries), with fp32 weights and the official bf16
 autocast on CUDA (fp32 on the CPU), for a 7-class vocabulary (one prompt per class, or ``--vocabulary``):
 
-* official: docs/methods/segearth_ov3.md#fusion-of-one-view, via ``frugalvl.testing.segearth_ov3_reference``: per view the image
-  encoder once, then one class at a time, its text re-encoded, ``Sam3Model.forward`` at batch 1 and a
-  Python loop over kept instances; views averaged with full-size per-prompt accumulators, then the
-  synonym max;
-* frugalvl: ``SegEarthOV3.class_scores`` (#scheduling-that-differs): text embeddings cached per vocabulary, views through the
-  image encoder ``view_batch`` at a time, all (view, prompt) pairs through the heads together, instance
+* official: docs/methods/segearth_ov3.md#fusion-of-one-view, via ``frugalvl.testing.segearth_ov3_reference``: per
+  view the image encoder once, then one class at a time, its text re-encoded, ``Sam3Model.forward`` at batch 1 and a
+  Python loop over kept instances; views averaged with full-size per-prompt accumulators, then the synonym max;
+* frugalvl: ``SegEarthOV3.class_scores`` (#scheduling-that-differs): text embeddings cached per vocabulary, views
+  through the image encoder ``view_batch`` at a time, all (view, prompt) pairs through the heads together, instance
   fusion vectorised, class scores written as a running max.
 
 Scenes: ``one view`` is a view-sized image (the issue's 1008² case); ``2×2 views`` a 2×-sized image cut into
 four non-overlapping views (``slide_crop`` = the view size), which is where ``view_batch`` acts.
 
-Printed per scene: ms per image (median after one warm-up), the speed-up, peak memory (the CUDA
-allocator's peak with the weights, or the resident set above the start on CPU), an approximate
-throughput from the FLOP estimate of docs/methods/segearth_ov3.md#cost-of-one-image ( 5 TFLOP per 1008² view + 0.4 TFLOP per prompt and view,
-only for ``--size full``), and the largest score difference and label agreement between the two
-protocols. A last table compares frugalvl at bf16 against fp32 (same weights): max |Δ| of class scores
-and label agreement. Random weights leave class scores nearly tied, so label agreement on them
-understates what real weights give; ``--sam3`` loads real ones. ``--sweep`` also times frugalvl alone at
-view_batch 1, 2 and 4 on the last scene, to choose the device default.
+Printed per scene: ms per image (median after one warm-up), the speed-up, peak memory (the CUDA allocator's peak
+with the weights, or the resident set above the start on CPU), an approximate throughput from the FLOP estimate of
+docs/methods/segearth_ov3.md#cost-of-one-image (5 TFLOP per 1008² view + 0.4 TFLOP per prompt and view, only for
+``--size full``), and the largest score difference and label agreement between the two protocols. A last table
+compares frugalvl at bf16 against fp32 (same weights): max |Δ| of class scores and label agreement. Random weights
+leave class scores nearly tied, so label agreement on them understates what real weights give; ``--sam3`` loads real
+ones. ``--sweep`` also times frugalvl alone at view_batch 1, 2 and 4 on the last scene, to choose the device
+default.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Upsampler checkpoints are read with weights only (docs/methods/simfeatup.md#reading-checkpoints-safely), and the official one is downloaded
-through torch.hub with its SHA-256 ends checked (#the-released-weights). No real download: a local HTTP server."""
+"""Upsampler checkpoints are read with weights only (docs/methods/simfeatup.md#reading-checkpoints-safely), and the
+official one is downloaded through torch.hub with its SHA-256 ends checked (#the-released-weights). No real
+download: a local HTTP server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Baselines under CoIDO's budget (docs/methods/coido_baselines.md#baselines): hand-computed cases and pick's contract."""
+"""Baselines under CoIDO's budget (docs/methods/coido_baselines.md#baselines): hand-computed cases and pick's
+contract."""
 
 from __future__ import annotations
 

@@ -115,7 +115,8 @@ def test_fallback_message_keeps_only_the_first_line_of_a_type_error(monkeypatch)
 
 
 def test_small_subsets_keep_n_minus_1_entries_per_row_as_the_official_script():
-    """k = min(30, n − 1), self included: with n = 6 ≤ 30 each row drops its farthest point (docs/methods/coido_baselines.md#fidelity-fixes)."""
+    """k = min(30, n − 1), self included: with n = 6 ≤ 30 each row drops its farthest point
+    (docs/methods/coido_baselines.md#fidelity-fixes)."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(6, 4))
     a = knn_affinity(x, 30).toarray()
@@ -167,7 +168,8 @@ def test_bad_ratio():
 
 
 def test_streamed_scoring_and_shard_assembly_equal_the_in_memory_path(tmp_path):
-    """docs/methods/coido_baselines.md#clustering-at-scale: the streaming helpers give exactly what the whole-array path gives."""
+    """docs/methods/coido_baselines.md#clustering-at-scale: the streaming helpers give exactly what the whole-array
+    path gives."""
     import torch
 
     from frugalvl.select.features import run_sharded
@@ -191,7 +193,8 @@ def test_streamed_scoring_and_shard_assembly_equal_the_in_memory_path(tmp_path):
 
 
 def test_fewer_points_than_clusters_falls_back_with_one_logged_line(caplog):
-    """docs/reliability.md#coido-stages: sklearn's TypeError (k >= N) becomes one warning line and a k-means fallback."""
+    """docs/reliability.md#coido-stages: sklearn's TypeError (k >= N) becomes one warning line and a k-means
+    fallback."""
     x = np.random.default_rng(5).normal(size=(5, 8)).astype(np.float32)
     with caplog.at_level("WARNING", logger="frugalvl.select.clustering"):
         out = subset_and_clusters(x, None, np.ones(5, bool), ClusterSettings(ratio=1.0))

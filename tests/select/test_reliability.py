@@ -1,4 +1,5 @@
-"""Bad input to ``frugalvl select`` never costs finished work or gives a stale result (docs/reliability.md#coido-stages).
+"""Bad input to ``frugalvl select`` never costs finished work or gives a stale result
+(docs/reliability.md#coido-stages).
 
 The table holds the bad command lines as data: each must exit 2 with one line naming the problem,
 and leave the work folder exactly as it was (no file deleted, changed or half-written).

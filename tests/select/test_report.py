@@ -1,4 +1,5 @@
-"""`frugalvl select report WORK`: one self-contained HTML page (docs/methods/coido_finetune.md#frugalvl-select-report-work), checked in headless Chromium."""
+"""`frugalvl select report WORK`: one self-contained HTML page
+(docs/methods/coido_finetune.md#frugalvl-select-report-work), checked in headless Chromium."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Data-parallel upsampler training (docs/ray.md#training-across-gpus-accelerate-not-ray-train): the image stream's per-process shares, and 2 CPU
-processes (accelerate launch, gloo) against single-process references computed here."""
+"""Data-parallel upsampler training (docs/ray.md#training-across-gpus-accelerate-not-ray-train): the image stream's
+per-process shares, and 2 CPU processes (accelerate launch, gloo) against single-process references
+computed here."""
 
 from __future__ import annotations
 

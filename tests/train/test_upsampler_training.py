@@ -1,5 +1,5 @@
-"""SimFeatUp training (docs/methods/simfeatup.md#training) on a tiny random CLIP and real, freely licensed remote-sensing crops
-(the bundled CC0 Landsat scene and the CC BY-SA SpaceNet tile in tests/data).
+"""SimFeatUp training (docs/methods/simfeatup.md#training) on a tiny random CLIP and real, freely licensed
+remote-sensing crops (the bundled CC0 Landsat scene and the CC BY-SA SpaceNet tile in tests/data).
 
 Runs are tiny (32 px crops, radius-1 JBU, 2 views) where a test does not depend on those sizes.
 """

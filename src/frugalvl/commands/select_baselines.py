@@ -1,4 +1,5 @@
-"""``frugalvl select baseline NAME`` and ``frugalvl select compare A B ...`` (docs/methods/coido_baselines.md#baselines).
+"""``frugalvl select baseline NAME`` and ``frugalvl select compare A B ...``
+(docs/methods/coido_baselines.md#baselines).
 
 CLI glue only: the baselines live in :mod:`frugalvl.select.baselines`, the comparison in
 :mod:`frugalvl.select.compare`. A baseline takes ``pick``'s budget and quota options and writes ``pick``'s

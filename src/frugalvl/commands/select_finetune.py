@@ -1,5 +1,5 @@
-"""``frugalvl select finetune SUBSET.json`` (LoRA fine-tuning, docs/methods/coido_finetune.md) and ``frugalvl select report WORK``
-(one HTML page about a selection): CLI glue over :mod:`frugalvl.select.finetune` and
+"""``frugalvl select finetune SUBSET.json`` (LoRA fine-tuning, docs/methods/coido_finetune.md) and
+``frugalvl select report WORK`` (one HTML page about a selection): CLI glue over :mod:`frugalvl.select.finetune` and
 :mod:`frugalvl.select.report`.
 
 ``register_finetune_tools(stages)`` adds both to the ``select`` sub-commands.

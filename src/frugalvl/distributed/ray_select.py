@@ -1,15 +1,15 @@
 """``frugalvl select features|score --engine ray``: CoIDO's per-sample stages on a Ray cluster (docs/ray.md).
 
-* **features** (docs/methods/coido.md#features-and-quality-scores): the CLIP shards ``features/clip_shards/shard-KKKKK-LO-HI.npz`` are
-  computed by an actor pool (one CLIP per actor, one shard per row, written atomically by the worker
-  under the same name and with the same arrays as the single-process
+* **features** (docs/methods/coido.md#features-and-quality-scores): the CLIP shards
+  ``features/clip_shards/shard-KKKKK-LO-HI.npz`` are computed by an actor pool (one CLIP per actor, one shard per
+  row, written atomically by the worker under the same name and with the same arrays as the single-process
   :func:`frugalvl.select.features.run_sharded`). The stage itself then runs as always
-  (:func:`frugalvl.select.pipeline.features`): it finds every CLIP shard done, and assembles
-  ``clip.npy``, ``scores.json`` and the report; the other scorers (ImageReward, text quality) run there
-  as today, resuming their own caches.
-* **score** (docs/methods/coido.md#scorer-network): the N rows of ``[features, scaled scores]`` go to the actors in chunks that are
-  whole multiples of the batch size, so every batch the scorer sees is the one the single-process path
-  sees; the driver writes ``r.npy`` and ``difficulty.json`` as :func:`frugalvl.select.pipeline.score` does.
+  (:func:`frugalvl.select.pipeline.features`): it finds every CLIP shard done, and assembles ``clip.npy``,
+  ``scores.json`` and the report; the other scorers (ImageReward, text quality) run there as today, resuming their
+  own caches.
+* **score** (docs/methods/coido.md#scorer-network): the N rows of ``[features, scaled scores]`` go to the actors in
+  chunks that are whole multiples of the batch size, so every batch the scorer sees is the one the single-process
+  path sees; the driver writes ``r.npy`` and ``difficulty.json`` as :func:`frugalvl.select.pipeline.score` does.
 
 ``cluster``, ``train`` and ``pick`` read these files unchanged.
 """

@@ -1,14 +1,14 @@
 """SimFeatUp's joint-bilateral upsamplers (JBU-One and FeatUp's JBU-Stack), in plain PyTorch.
 
-docs/methods/simfeatup.md#jbu-one (and the sections after it). Each stage doubles the resolution of a feature map under the guidance
-of the image: a per-pixel ``d×d`` kernel (range kernel from a learned projection of the guidance ×
-a Gaussian spatial kernel, renormalised, then a learned fix-up) is applied to the bicubically
-upsampled features, the same kernel for every channel.
+docs/methods/simfeatup.md#jbu-one (and the sections after it). Each stage doubles the resolution of a feature map
+under the guidance of the image: a per-pixel ``d×d`` kernel (range kernel from a learned projection of the guidance
+× a Gaussian spatial kernel, renormalised, then a learned fix-up) is applied to the bicubically upsampled features,
+the same kernel for every channel.
 
 The official code applies the kernel with FeatUp's compiled ``AdaptiveConv`` CUDA op. Here it is a
-shift-and-accumulate over the ``d²`` offsets (docs/methods/simfeatup.md#applying-the-kernels-without-cuda): memory O(C·H·W), no compiled extension, any
-device. ``JBUOne`` shares one stage module across the four ×2 stages (14→224 for ViT-B/16);
-``JBUStack`` has four (``up1``..``up4``).
+shift-and-accumulate over the ``d²`` offsets (docs/methods/simfeatup.md#applying-the-kernels-without-cuda): memory
+O(C·H·W), no compiled extension, any device. ``JBUOne`` shares one stage module across the four ×2 stages (14→224
+for ViT-B/16); ``JBUStack`` has four (``up1``..``up4``).
 
 Checkpoints (the official Lightning layout and FeatUp's JBU-Stack) are read and written by
 :mod:`frugalvl.models.upsampler` (``load_upsampler``, ``save_upsampler``).
@@ -195,7 +195,8 @@ def adaptive_conv_unfold(source_padded: torch.Tensor, kernel: torch.Tensor) -> t
 
 
 class JBULearnedRange(nn.Module):
-    """One ×2 joint-bilateral upsampling stage with a learned range kernel (docs/methods/simfeatup.md#jbu-one, steps 1–7)."""
+    """One ×2 joint-bilateral upsampling stage with a learned range kernel (docs/methods/simfeatup.md#jbu-one,
+    steps 1–7)."""
 
     def __init__(self, guidance_dim: int = 3, key_dim: int = 32, radius: int = 5, kernel_backend: str = "auto") -> None:
         super().__init__()
@@ -301,7 +302,8 @@ class _JBUUpsampler(nn.Module):
         return x + 0.1 * self.fixup_proj(x)
 
     def forward_commuted(self, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
-        """Exact reordering (docs/methods/simfeatup.md#commuting-the-final-convolution), eval mode only: apply ``(I + 0.1·W)`` at low resolution.
+        """Exact reordering (docs/methods/simfeatup.md#commuting-the-final-convolution), eval mode only: apply
+        ``(I + 0.1·W)`` at low resolution.
 
         The chain is linear in the source and its kernels ignore the source, so the 1×1 conv
         commutes with it; only the bias must be added after upsampling (the kernels do not
@@ -325,7 +327,8 @@ class JBUOne(_JBUUpsampler):
 
 
 class JBUStack(_JBUUpsampler):
-    """FeatUp's JBU-Stack: four separate 7×7 stages (radius 3), ``up1``..``up4`` (docs/methods/simfeatup.md#jbu-stack)."""
+    """FeatUp's JBU-Stack: four separate 7×7 stages (radius 3), ``up1``..``up4``
+    (docs/methods/simfeatup.md#jbu-stack)."""
 
     stage_names = ("up1", "up2", "up3", "up4")
 

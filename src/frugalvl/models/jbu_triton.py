@@ -1,4 +1,5 @@
-"""JBU's kernel application as fused Triton kernels, forward and backward (docs/methods/simfeatup.md#applying-the-kernels-without-cuda).
+"""JBU's kernel application as fused Triton kernels, forward and backward
+(docs/methods/simfeatup.md#applying-the-kernels-without-cuda).
 
 ``out[b,c,y,x] = Σ_{i,j} K[b,i·d+j,y,x] · src[b,c,y+i,x+j]`` (``src`` reflect-padded by ``r``,
 ``d = 2r+1``), the operation FeatUp's compiled ``AdaptiveConv`` CUDA op performs. Each program

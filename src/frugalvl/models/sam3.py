@@ -8,8 +8,8 @@
 * a local folder written by ``save_pretrained`` (``config.json`` with ``model_type = "sam3"``,
   the weights, and the processor files: image processor + CLIP tokenizer).
 
-Meta's ``sam3`` package is not used (docs/methods/segearth_ov3.md#sam-3-through-transformers). Failures a user can fix (a
-missing folder, a folder holding another model, a gated or unreachable hub) raise
+Meta's ``sam3`` package is not used (docs/methods/segearth_ov3.md#sam-3-through-transformers). Failures a user can
+fix (a missing folder, a folder holding another model, a gated or unreachable hub) raise
 :class:`~frugalvl.errors.UserError` with one line naming the fix.
 """
 

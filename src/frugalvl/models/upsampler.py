@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_URL = "https://github.com/likyoo/SegEarth-OV/raw/main/simfeatup_dev/weights/xclip_jbu_one_million_aid.ckpt"
 OFFICIAL_NAME = "xclip_jbu_one_million_aid.ckpt"
-# Only the ends of the SHA-256 are published (third-party, docs/methods/simfeatup.md#the-released-weights); both ends are checked.
+# Only the ends of the SHA-256 are published (third-party, docs/methods/simfeatup.md#the-released-weights); both
+# ends are checked.
 OFFICIAL_SHA256_HEAD, OFFICIAL_SHA256_TAIL = "cabc594d", "49d8"
 
 # Python classes, beyond tensors, containers and plain values, that the official checkpoints need to
@@ -140,7 +141,8 @@ def read_upsampler_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor
     """Read an upsampler checkpoint file into a bare state dict (weights only, mapped to the CPU).
 
     Lightning files also hold optimiser and callback state, some of it saved on ``cuda:0``
-    (docs/methods/simfeatup.md#reading-checkpoints-safely): everything is mapped to the CPU and only the upsampler's tensors are kept.
+    (docs/methods/simfeatup.md#reading-checkpoints-safely): everything is mapped to the CPU and only the upsampler's
+    tensors are kept.
     """
     path = Path(path)
     if not path.is_file():

@@ -1,7 +1,8 @@
 """Dense features from a CLIP ViT: every patch token, with the last block replaced or skipped.
 
-Shared by SegEarth-OV's segmenter (the last block replaced by an attention mode, docs/methods/segearth_ov.md#the-last-block) and
-SimFeatUp training (the official featurizer skips the last block, docs/methods/simfeatup.md#featurizer).
+Shared by SegEarth-OV's segmenter (the last block replaced by an attention mode,
+docs/methods/segearth_ov.md#the-last-block) and SimFeatUp training (the official featurizer skips the last block,
+docs/methods/simfeatup.md#featurizer).
 """
 
 from __future__ import annotations

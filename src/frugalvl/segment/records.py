@@ -1,4 +1,5 @@
-"""What produced a result: the record written beside every segmentation output (docs/reliability.md#the-record-beside-every-result).
+"""What produced a result: the record written beside every segmentation output
+(docs/reliability.md#the-record-beside-every-result).
 
 ``<stem>_run.json`` holds the segmenter's identity (method, settings, vocabulary, weights) and the
 reading/tiling settings. It is written after the outputs, so an output without a matching record is

@@ -287,7 +287,8 @@ class SegEarthOV:
 
     @torch.no_grad()
     def class_scores(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
-        """``[C, H, W]`` class probabilities: softmax over all queries, then max over synonyms (#class-probabilities-and-labels)."""
+        """``[C, H, W]`` class probabilities: softmax over all queries, then max over synonyms
+        (#class-probabilities-and-labels)."""
         logits = self.query_logits(rgb, progress)
         probs = (logits * self.settings.logit_scale).softmax(dim=0)
         return merge_synonyms(probs, self.query_to_class).float().cpu()

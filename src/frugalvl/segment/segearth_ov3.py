@@ -13,17 +13,19 @@ own prompt), exactly as the official ``_inference_single_view`` (#fusion-of-one-
 2. dual head: F_q = max(F_q, sigmoid(resize(semantic logit)));
 3. presence: F_q = F_q · p_q, with p_q = sigmoid(presence logit) (a soft multiply, no threshold).
 
-Logits are resized bilinearly to the view size *before* the sigmoid (the official order, not the
-transformers post-processor's). Views are averaged where they overlap, each class takes the max over
-its synonyms, and ``labels_from_scores`` applies the argmax, ``prob_thd`` and ``bg_idx`` (#synonyms-argmax-and-background).
+Logits are resized bilinearly to the view size *before* the sigmoid (the official order, not the transformers
+post-processor's). Views are averaged where they overlap, each class takes the max over its synonyms, and
+``labels_from_scores`` applies the argmax, ``prob_thd`` and ``bg_idx`` (#synonyms-argmax-and-background).
 
-What differs from the official code is only how the work is scheduled (#scheduling-that-differs), each proven equal by a test:
+What differs from the official code is only how the work is scheduled (#scheduling-that-differs), each proven equal
+by a test:
 
 * the image encoder runs once per view, ``view_batch`` views per pass, and the (view, prompt) pairs of
   such a batch go through the prompt-conditioned stages (fusion encoder, decoder, segmentation head)
   together, ``prompt_chunk × views`` at a time, with each pair's vision features taken from its
   view (#batched-prompts);
-* text embeddings are computed once per vocabulary and reused for every view and image (#text-embeddings-once-per-vocabulary);
+* text embeddings are computed once per vocabulary and reused for every view and image
+  (#text-embeddings-once-per-vocabulary);
 * the loop over kept instances is one batched resize and a scatter-max (#vectorised-instances);
 * ``class_scores`` never holds ``[Q, H, W]`` at full size (#class-score-memory): where views do not overlap it keeps a
   running max per class; where they do, it keeps per-prompt sums only for a band of one window's
@@ -607,10 +609,12 @@ class SegEarthOV3:
 
     @torch.no_grad()
     def class_scores(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
-        """``[C, H, W]`` float32 class scores (CPU): each class the max over its synonym prompts (#synonyms-argmax-and-background).
+        """``[C, H, W]`` float32 class scores (CPU): each class the max over its synonym prompts
+        (#synonyms-argmax-and-background).
 
-        Equal to ``merge_synonyms(query_scores(rgb))``, without holding ``[Q, H, W]`` at full size (#class-score-memory):
-        a running class max where views do not overlap, a band of per-prompt rows where they do.
+        Equal to ``merge_synonyms(query_scores(rgb))``, without holding ``[Q, H, W]`` at full size
+        (#class-score-memory): a running class max where views do not overlap, a band of per-prompt rows where they
+        do.
         """
         windows, overlap, prune, device = self._plan(rgb)
         index = torch.as_tensor(list(self.vocabulary.query_to_class))

@@ -1,4 +1,5 @@
-"""The training subset as micro-batches for the coupled model (docs/methods/coido.md#training-settings, LLaVA's data pipeline).
+"""The training subset as micro-batches for the coupled model (docs/methods/coido.md#training-settings, LLaVA's data
+pipeline).
 
 :func:`plan_batches` fixes which samples share a micro-batch (the softmax of the scorer runs over
 one), as a function of the seed and the epoch only, so a resumed run sees the same batches;

@@ -1,4 +1,5 @@
-"""Comparing two or more selections of the same work folder (docs/methods/coido_baselines.md#comparing-selections, ``frugalvl select compare``).
+"""Comparing two or more selections of the same work folder (docs/methods/coido_baselines.md#comparing-selections,
+``frugalvl select compare``).
 
 A selection is named by ``pick`` (``WORK/pick``), a baseline name (``WORK/baseline-NAME``), a folder
 holding ``selected_ids.npy``, or that file itself. For every selection: size, Jaccard overlap with each

@@ -278,7 +278,8 @@ def enforce_policy(report: dict[str, Any], report_path: Path) -> None:
 
 
 def flatten_conversation(conversations: Sequence[dict[str, Any]]) -> str:
-    """``USER: q ASSISTANT: a ...`` with ``<image>`` removed: the text CLIP embeds (docs/methods/coido.md#features-and-quality-scores)."""
+    """``USER: q ASSISTANT: a ...`` with ``<image>`` removed: the text CLIP embeds
+    (docs/methods/coido.md#features-and-quality-scores)."""
     parts = []
     for turn in conversations:
         role = "USER" if turn.get("from") == "human" else "ASSISTANT"

@@ -61,7 +61,8 @@ RECIPE_PROJECTOR = "mlp2x_gelu"
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """LLaVA-1.5 LoRA fine-tuning (docs/methods/coido_finetune.md#recipe-and-where-each-number-comes-from); defaults = ``finetune_lora.sh``."""
+    """LLaVA-1.5 LoRA fine-tuning (docs/methods/coido_finetune.md#recipe-and-where-each-number-comes-from); defaults
+    = ``finetune_lora.sh``."""
 
     mllm: str = ""  # llava-hf folder, hub id, or lm=...,projector=...,vision=...
     image_root: str | None = None  # folder the records' ``image`` paths are relative to

@@ -1,4 +1,5 @@
-"""A LLaVA conversation as the token ids and labels the coupled training sees (docs/methods/coido.md#what-one-step-does).
+"""A LLaVA conversation as the token ids and labels the coupled training sees
+(docs/methods/coido.md#what-one-step-does).
 
 Vicuna v1 template (LLaVA-1.5's ``conv_vicuna_v1``): the system line, then ``USER: … ASSISTANT: …</s>``
 per exchange; labels are the answers (and their ``</s>``) only, −100 everywhere else.

@@ -1,8 +1,9 @@
-"""One self-contained HTML page that shows what a CoIDO selection did (docs/methods/coido_finetune.md#frugalvl-select-report-work).
+"""One self-contained HTML page that shows what a CoIDO selection did
+(docs/methods/coido_finetune.md#frugalvl-select-report-work).
 
-``write_report(work)`` reads the work folder (docs/coido_contract.md): ``prepare/samples.json``
-(sources, images, conversations), ``score/r.npy`` (the scorer's raw r, docs/methods/coido.md#the-pipeline), the
-usable mask, ``subset/indices.npy`` + ``subset/clusters.npy`` (the clusters of S, docs/methods/coido.md#clustering) and a
+``write_report(work)`` reads the work folder (docs/coido_contract.md): ``prepare/samples.json`` (sources, images,
+conversations), ``score/r.npy`` (the scorer's raw r, docs/methods/coido.md#the-pipeline), the usable mask,
+``subset/indices.npy`` + ``subset/clusters.npy`` (the clusters of S, docs/methods/coido.md#clustering) and a
 selection (``pick/selected_ids.npy`` by default, #outputs). The page holds
 
 * the distribution of r per source (low r = kept, #why-a-low-r-is-kept),

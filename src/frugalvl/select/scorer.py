@@ -150,7 +150,8 @@ def load_scorer(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
 def check_score_names(scorer: Scorer, names: Sequence[str]) -> None:
     """Refuse to score with a list of quality scores other than the one the scorer was trained on.
 
-    The order matters too: the score projector reads the scores by position (docs/methods/coido.md#features-and-quality-scores).
+    The order matters too: the score projector reads the scores by position
+    (docs/methods/coido.md#features-and-quality-scores).
     """
     if list(names) != list(scorer.score_names):
         raise UserError(

@@ -1,4 +1,5 @@
-"""Streaming the [N, 1536] CLIP features from disk (docs/methods/coido_baselines.md#streaming-and-work-folder-size-at-665k): never two full copies in memory.
+"""Streaming the [N, 1536] CLIP features from disk
+(docs/methods/coido_baselines.md#streaming-and-work-folder-size-at-665k): never two full copies in memory.
 
 At 665K samples ``features/clip.npy`` is 665,298 × 1536 × 4 B = 4.09 GB. Two helpers keep the features
 and scoring stages at one chunk of it at a time:

@@ -1,4 +1,5 @@
-"""Settings of CoIDO's coupled training (stage 4, docs/methods/coido.md#training-settings), with the official run's defaults.
+"""Settings of CoIDO's coupled training (stage 4, docs/methods/coido.md#training-settings), with the official run's
+defaults.
 
 Kept apart from the training code (and free of torch) so that the command line, the work-folder
 bookkeeping and the LoRA fine-tuning can read them without loading a model library.

@@ -1,4 +1,5 @@
-"""Stage 4 of CoIDO: the scorer and the MLLM trained together on the subset S (docs/methods/coido.md#what-one-step-does).
+"""Stage 4 of CoIDO: the scorer and the MLLM trained together on the subset S
+(docs/methods/coido.md#what-one-step-does).
 
 Per per-device micro-batch of B samples (all image or all text when grouping by modality):
 

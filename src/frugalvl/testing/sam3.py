@@ -12,8 +12,9 @@ from ..models.sam3 import Sam3Bundle
 
 
 def _tiny_config_kwargs(hidden: int, image_size: int, vit_layers: int, queries: int) -> dict:
-    """Sub-configs in the spirit of transformers' own SAM 3 tests (docs/methods/segearth_ov3.md#tiny-models-for-tests): every width ``hidden``,
-    2-head attention, 1-layer DETR encoder/decoder, the full 4-scale neck and 3-stage pixel decoder."""
+    """Sub-configs in the spirit of transformers' own SAM 3 tests
+    (docs/methods/segearth_ov3.md#tiny-models-for-tests): every width ``hidden``, 2-head attention, 1-layer DETR
+    encoder/decoder, the full 4-scale neck and 3-stage pixel decoder."""
     grid = image_size // 14
     return dict(
         vision_config=dict(

@@ -1,12 +1,12 @@
 """Resumable training checkpoints and the Ctrl-C handling that keeps them consistent.
 
-A checkpoint (``step_NNNNNNN.ckpt``, every ``checkpoint_every`` steps and at the end) holds
-everything a run needs to continue bit for bit: the four trained modules, the optimiser, the step,
-every random state and the position in the image stream, plus a ``frugalvl`` record of the settings
-it was trained with. In a data-parallel run the main process writes them, with the stream position
-of every process (``positions``), and every process reads them back to resume. Its ``state_dict`` is laid out as the official Lightning files (``upsampler.*``
-etc., docs/methods/simfeatup.md#checkpoint-layouts), so ``frugalvl segment --upsampler`` reads any of them. They hold plain
-data only and are read back with ``torch.load(weights_only=True)``.
+A checkpoint (``step_NNNNNNN.ckpt``, every ``checkpoint_every`` steps and at the end) holds everything a run needs
+to continue bit for bit: the four trained modules, the optimiser, the step, every random state and the position in
+the image stream, plus a ``frugalvl`` record of the settings it was trained with. In a data-parallel run the main
+process writes them, with the stream position of every process (``positions``), and every process reads them back to
+resume. Its ``state_dict`` is laid out as the official Lightning files (``upsampler.*`` etc.,
+docs/methods/simfeatup.md#checkpoint-layouts), so ``frugalvl segment --upsampler`` reads any of them. They hold
+plain data only and are read back with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Data-parallel upsampler training across processes, GPUs and nodes (``accelerate launch``, ``torchrun``).
 
 The official SimFeatUp run used Lightning DDP on 2 GPUs with a batch of 4 per GPU
-(docs/methods/simfeatup.md#optimisation-and-checkpoints). Here every process builds the same modules from the same seed (so no weight broadcast is
-needed), trains on its own share of the image stream (:class:`~.images.ImageStream` ``rank``/``world``),
-and the gradients are averaged over the processes before each optimiser step
-(:meth:`~.trainer.UpsamplerTrainer.backward`), which is what DDP computes. :class:`Ranks` is the
-small slice of ``torch.distributed`` the training needs; with one process it does nothing.
+(docs/methods/simfeatup.md#optimisation-and-checkpoints). Here every process builds the same modules from the same
+seed (so no weight broadcast is needed), trains on its own share of the image stream (:class:`~.images.ImageStream`
+``rank``/``world``), and the gradients are averaged over the processes before each optimiser step
+(:meth:`~.trainer.UpsamplerTrainer.backward`), which is what DDP computes. :class:`Ranks` is the small slice of
+``torch.distributed`` the training needs; with one process it does nothing.
 """
 
 from __future__ import annotations

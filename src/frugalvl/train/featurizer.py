@@ -17,10 +17,10 @@ _VIT_PARTS = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "tra
 class ClipFeaturizer:
     """Frozen CLIP patch features ``[B, D, h/p, w/p]`` (float32) of normalised images.
 
-    ``last_block="skip"`` is the official training featurizer (``xclip``): the last ViT block is
-    skipped, features are ``ln_post(tokens after block L−1) @ proj``. Any attention mode of
-    :mod:`..segment.attention` instead runs the replaced last block exactly as SegEarth-OV does at
-    inference, which removes the train/test mismatch of the official recipe (docs/methods/simfeatup.md#train-and-test-features).
+    ``last_block="skip"`` is the official training featurizer (``xclip``): the last ViT block is skipped, features
+    are ``ln_post(tokens after block L−1) @ proj``. Any attention mode of :mod:`..segment.attention` instead runs
+    the replaced last block exactly as SegEarth-OV does at inference, which removes the train/test mismatch of the
+    official recipe (docs/methods/simfeatup.md#train-and-test-features).
     """
 
     def __init__(self, clip: ClipModel, last_block: str = "skip") -> None:

@@ -1,6 +1,6 @@
-"""The training run: ``train_upsampler`` ties the image stream, the trainer and the checkpoints
-together (docs/methods/simfeatup.md#optimisation-and-checkpoints: one epoch over the images by default, a checkpoint every 100
-steps) and writes the final upsampler in the official layout (#checkpoint-layouts).
+"""The training run: ``train_upsampler`` ties the image stream, the trainer and the checkpoints together
+(docs/methods/simfeatup.md#optimisation-and-checkpoints: one epoch over the images by default, a checkpoint every
+100 steps) and writes the final upsampler in the official layout (#checkpoint-layouts).
 
 Several processes, GPUs or nodes (data parallel, as the official 2 GPUs × batch 4)::
 

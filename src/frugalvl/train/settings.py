@@ -85,7 +85,8 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "workers",
 
 
 def default_radius(upsampler: str) -> int:
-    """The JBU kernel radius of each layout: 5 (11×11) for JBU-One, 3 (7×7) for JBU-Stack (docs/methods/simfeatup.md#jbu-stack)."""
+    """The JBU kernel radius of each layout: 5 (11×11) for JBU-One, 3 (7×7) for JBU-Stack
+    (docs/methods/simfeatup.md#jbu-stack)."""
     return 5 if upsampler == "jbu_one" else 3
 
 

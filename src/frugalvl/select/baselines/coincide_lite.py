@@ -1,4 +1,5 @@
-"""``coincide-lite``: COINCIDE's cluster-wise budget and prototypes on CoIDO's CLIP features (docs/methods/coido_baselines.md#baselines).
+"""``coincide-lite``: COINCIDE's cluster-wise budget and prototypes on CoIDO's CLIP features
+(docs/methods/coido_baselines.md#baselines).
 
 COINCIDE embeds samples with a TinyLLaVA-2B; the lite version uses the L2-normalised CLIP features.
 

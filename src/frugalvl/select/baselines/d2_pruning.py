@@ -1,4 +1,5 @@
-"""``d2-pruning``: message passing on a kNN graph of the CLIP features (docs/methods/coido_baselines.md#baselines, D2-Pruning).
+"""``d2-pruning``: message passing on a kNN graph of the CLIP features (docs/methods/coido_baselines.md#baselines,
+D2-Pruning).
 
 * Graph: each sample's k = 5 nearest other samples by cosine; edge distance d = ‖a − b‖² between the
   unit features (2 − 2·cos, as a faiss L2 search reports it).

@@ -1,4 +1,5 @@
-"""``el2n`` and ``perplexity``: keep a band of a reference LLaVA's per-sample values (docs/methods/coido_baselines.md#baselines).
+"""``el2n`` and ``perplexity``: keep a band of a reference LLaVA's per-sample values
+(docs/methods/coido_baselines.md#baselines).
 
 The values come from :mod:`.reference` (the stage-1 model by default). ``band`` picks which part of the
 sorted values is kept, per source group under quotas: ``top`` (the highest: hardest), ``bottom`` (the

@@ -1,4 +1,5 @@
-"""``random``: a seeded uniform draw under the same budget and quotas as ``pick`` (docs/methods/coido_baselines.md#baselines)."""
+"""``random``: a seeded uniform draw under the same budget and quotas as ``pick``
+(docs/methods/coido_baselines.md#baselines)."""
 
 from __future__ import annotations
 

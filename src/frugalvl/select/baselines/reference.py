@@ -1,5 +1,5 @@
-"""Per-sample losses of a reference LLaVA: EL2N and perplexity (docs/methods/coido_baselines.md#baselines), and the stage-1 CE that
-D2-Pruning and Self-Filter can use as difficulty.
+"""Per-sample losses of a reference LLaVA: EL2N and perplexity (docs/methods/coido_baselines.md#baselines), and the
+stage-1 CE that D2-Pruning and Self-Filter can use as difficulty.
 
 For each eligible sample, one forward pass (Vicuna v1 prompt, image tokens, labels −100 outside the
 answers, exactly as training builds it) gives, over its answer tokens t:

@@ -1,5 +1,5 @@
-"""``self-filter``: Self-Filter's stage 2 on a scorer trained with L_I only (docs/methods/coido_baselines.md#baselines; the "L_I only"
-ablation of CoIDO).
+"""``self-filter``: Self-Filter's stage 2 on a scorer trained with L_I only
+(docs/methods/coido_baselines.md#baselines; the "L_I only" ablation of CoIDO).
 
 Difficulty = −r of a scorer trained with the importance loss alone:
 
