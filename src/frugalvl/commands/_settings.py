@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,5 +63,12 @@ def build_settings(cls: type, values: dict[str, Any]) -> Any:
         return cls(**values)
     except (ValueError, TypeError) as exc:
         flags = {f.name: flag_of(f) for f in dataclasses.fields(cls)}
-        named = next((flags[k] for k in values if k in str(exc)), None)
+        named = next((flags[k] for k in _named_fields(str(exc), values)), None)
         raise UserError(f"{named + ': ' if named else ''}{exc}") from None
+
+
+def _named_fields(message: str, names: Iterable[str]) -> list[str]:
+    """The ``names`` a message mentions as whole words (``lr`` is not in ``projector_lr``), the one
+    it starts with first."""
+    found = [k for k in names if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", message)]
+    return sorted(found, key=lambda k: not message.startswith(k))

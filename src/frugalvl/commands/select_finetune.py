@@ -1,23 +1,46 @@
-"""``frugalvl select finetune SUBSET.json`` (LoRA fine-tuning, docs/methods/coido_finetune.md) and
-``frugalvl select report WORK`` (one HTML page about a selection): CLI glue over :mod:`frugalvl.select.finetune` and
+"""``frugalvl select finetune SUBSET.json`` (LoRA fine-tuning, docs/methods/coido_finetune.md) and ``frugalvl select report WORK``
+(one HTML page about a selection): CLI glue over :mod:`frugalvl.train.finetune` and
 :mod:`frugalvl.select.report`.
 
-``register_finetune_tools(stages)`` adds both to the ``select`` sub-commands.
+``register_finetune_tools(stages)`` adds both to the ``select`` sub-commands. The fine-tuning
+options are generated from :class:`~frugalvl.train.finetune.settings.FinetuneSettings`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import subprocess
-from dataclasses import fields
 from pathlib import Path
 
 from ..errors import UserError
-from ._types import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+from ._settings import add_settings_options, build_settings, flag_of, given
+from ._types import positive_int
 
-FLAG_FREE = ("progress", "tf32", "gradient_checkpointing", "group_by_modality")  # --no-... switches
+# the recipe's fields; the others are shown under "run"
+RECIPE_FIELDS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lr",
+    "projector_lr",
+    "weight_decay",
+    "warmup_ratio",
+    "epochs",
+    "global_batch",
+    "batch_size",
+    "max_grad_norm",
+    "max_length",
+    "image_aspect_ratio",
+    "group_by_modality",
+    "precision",
+    "tf32",
+    "gradient_checkpointing",
+    "seed",
+)
+RUN_FIELDS = ("deepspeed", "save_steps", "keep_checkpoints", "num_workers", "progress")
 
 
 def register_finetune_tools(stages) -> None:
@@ -29,68 +52,34 @@ def register_finetune_tools(stages) -> None:
 # ---------------------------------------------------------------- finetune
 
 
-def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
-    from ..precision import PRECISIONS
-    from ..select.finetune import MERGE_DTYPES, FinetuneSettings
+def _field(name: str) -> dataclasses.Field:
+    from ..train.finetune.settings import FinetuneSettings
 
-    d = FinetuneSettings()
+    return next(f for f in dataclasses.fields(FinetuneSettings) if f.name == name)
+
+
+def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
+    from ..train.finetune.deepspeed import LAUNCHERS
+    from ..train.finetune.merge import MERGE_DTYPES
+    from ..train.finetune.settings import FinetuneSettings
+
     p.add_argument("data", type=Path, help="the selected subset, a LLaVA-format JSON (`frugalvl select pick -o`)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder: checkpoints, adapter/, merged/")
-    p.add_argument(
-        "--mllm",
-        required=True,
-        help="base LLaVA: llava-hf folder, hub id, or lm=VICUNA_DIR,"
-        "projector=mm_projector.bin,vision=CLIP_DIR (the paper's start)",
-    )
-    p.add_argument(
-        "--image-root", help="folder the records' 'image' paths are relative to (default: the JSON's folder)"
-    )
+    p.add_argument("--mllm", required=True, help=_field("mllm").metadata["help"])
+    add_settings_options(p, FinetuneSettings, skip=("mllm", *RECIPE_FIELDS, *RUN_FIELDS))  # --image-root
     g = p.add_argument_group("LLaVA-1.5 LoRA recipe (defaults = finetune_lora.sh)")
-    g.add_argument("--lora-r", type=positive_int, default=d.lora_r)
-    g.add_argument("--lora-alpha", type=positive_int, default=d.lora_alpha)
-    g.add_argument("--lora-dropout", type=probability, default=d.lora_dropout)
-    g.add_argument("--lr", type=positive_float, default=d.lr, help=f"LoRA learning rate (default {d.lr})")
-    g.add_argument(
-        "--projector-lr",
-        type=positive_float,
-        default=d.projector_lr,
-        help=f"projector learning rate (default {d.projector_lr})",
-    )
-    g.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay)
-    g.add_argument("--warmup-ratio", type=probability, default=d.warmup_ratio)
-    g.add_argument("--epochs", type=positive_int, default=d.epochs)
-    g.add_argument(
-        "--global-batch",
-        type=positive_int,
-        default=d.global_batch,
-        help="effective batch = per-device batch × accumulation × processes (default 128)",
-    )
-    g.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="per device (default 16)")
-    g.add_argument("--max-grad-norm", type=nonnegative_float, default=d.max_grad_norm, help="0 disables clipping")
-    g.add_argument("--max-length", type=positive_int, default=d.max_length)
-    g.add_argument("--image-aspect-ratio", choices=("pad", "resize"), default=d.image_aspect_ratio)
-    g.add_argument("--no-group-by-modality", dest="group_by_modality", action="store_false")
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision, help="auto = bf16 on a GPU, fp32 on CPU")
-    g.add_argument("--no-tf32", dest="tf32", action="store_false")
-    g.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
-    g.add_argument("--seed", type=int, default=d.seed)
+    add_settings_options(g, FinetuneSettings, skip=("mllm", "image_root", *RUN_FIELDS))
     r = p.add_argument_group("run")
-    r.add_argument("--deepspeed", help="zero2 | zero3 (configs shipped with frugalvl) | a DeepSpeed JSON file")
+    add_settings_options(r, FinetuneSettings, skip=("mllm", "image_root", *RECIPE_FIELDS))
     r.add_argument(
         "--num-processes",
         type=positive_int,
         default=1,
         help="processes (GPUs); above 1 the run is started through --launcher",
     )
-    r.add_argument("--launcher", choices=("accelerate", "torchrun"), default="accelerate")
+    r.add_argument("--launcher", choices=LAUNCHERS, default="accelerate")
     r.add_argument("--main-process-port", type=positive_int, help="rendezvous port of the launched processes")
     r.add_argument("--dry-run", action="store_true", help="print the launch command instead of running it")
-    r.add_argument(
-        "--save-steps", type=nonnegative_int, default=d.save_steps, help="checkpoint every N steps (0: never)"
-    )
-    r.add_argument("--keep-checkpoints", type=nonnegative_int, default=d.keep_checkpoints)
-    r.add_argument("--num-workers", type=nonnegative_int, default=d.num_workers, help="image-loading processes")
-    r.add_argument("--no-progress", dest="progress", action="store_false")
     r.add_argument("--merge", action="store_true", help="also write OUT/merged: a plain LlavaForConditionalGeneration")
     r.add_argument(
         "--merge-dtype", choices=MERGE_DTYPES, default="auto", help="weights of the merged model (auto = the base's)"
@@ -99,26 +88,27 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def finetune_settings(args: argparse.Namespace):
-    from ..select.finetune import FinetuneSettings
+    """The settings of the options given (the others keep the recipe's defaults)."""
+    from ..train.finetune.settings import FinetuneSettings
 
-    names = {f.name for f in fields(FinetuneSettings)}
-    return FinetuneSettings(**{k: v for k, v in vars(args).items() if k in names})
+    return build_settings(FinetuneSettings, given(args, FinetuneSettings))
 
 
 def finetune_argv(args: argparse.Namespace) -> list[str]:
     """The finetune arguments of ``args`` as a command line (without the launch options), for the
     launched processes; every setting is written out, so they all see the same values."""
-    from ..select.finetune import FinetuneSettings
+    from ..train.finetune.settings import FinetuneSettings
 
-    argv = [str(args.data), "-o", str(args.out), "--mllm", args.mllm]
-    for f in fields(FinetuneSettings):
-        value = getattr(args, f.name)
-        if f.name in ("mllm",) or value is None:
+    settings = finetune_settings(args)
+    argv = [str(args.data), "-o", str(args.out), "--mllm", settings.mllm]
+    for f in dataclasses.fields(FinetuneSettings):
+        value = getattr(settings, f.name)
+        if f.name == "mllm" or value is None:
             continue
-        if f.name in FLAG_FREE:
-            argv += [] if value else [f"--no-{f.name.replace('_', '-')}"]
+        if isinstance(f.default, bool):
+            argv += [] if value == f.default else [flag_of(f)]
         else:
-            argv += [f"--{f.name.replace('_', '-')}", str(value)]
+            argv += [flag_of(f), str(value)]
     argv += (
         ["--merge-dtype", args.merge_dtype] + (["--merge"] if args.merge else []) + (["--force"] if args.force else [])
     )
@@ -138,21 +128,30 @@ def _finetune_parser(stages) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..select import finetune as F
+    from ..select.accelerate_state import SettingsChanged
+    from ..train.finetune.deepspeed import in_launched_process, launch_command
+    from ..train.finetune.loop import finetune
+    from ..train.finetune.settings import check_settings
 
     settings = finetune_settings(args)
-    F.check_settings(settings)
-    if args.num_processes > 1 and not F.in_launched_process():
-        cmd = F.launch_command(finetune_argv(args), args.num_processes, args.launcher, port=args.main_process_port)
+    check_settings(settings)
+    if args.num_processes > 1 and not in_launched_process():
+        cmd = launch_command(finetune_argv(args), args.num_processes, args.launcher, port=args.main_process_port)
         print(shlex.join(cmd))
         if args.dry_run:
             return 0
         return subprocess.call(cmd)
     if args.dry_run:
         raise UserError("--dry-run prints the launch command of a run with --num-processes 2 or more")
-    adapter = F.finetune(
-        args.data, args.out, settings, merge=args.merge, force=args.force, merge_dtype=args.merge_dtype
-    )
+    try:
+        adapter = finetune(
+            args.data, args.out, settings, merge=args.merge, force=args.force, merge_dtype=args.merge_dtype
+        )
+    except SettingsChanged as exc:
+        raise UserError(
+            f"{exc.where} was made with other settings ({', '.join(exc.changed)}): rerun with the same ones, "
+            f"or pass --force to start over in {args.out}"
+        ) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"adapter: {adapter}")

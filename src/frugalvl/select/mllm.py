@@ -1,8 +1,8 @@
 """The MLLM of CoIDO's coupled training, set up for training (docs/methods/coido.md#the-mllm).
 
 Loading (``models/llava.py``), what is trained (the vision tower is frozen; the LM + projector, or a
-LoRA adapter on the LM + the projector), gradient checkpointing, and the numeric precision of the
-run, which accelerate applies (``auto``: bf16 mixed precision on a GPU, fp32 on the CPU).
+LoRA adapter on the LM + the projector) and gradient checkpointing. The accelerator (devices,
+numeric precision) is :func:`.accelerate_state.make_accelerator`, shared with the LoRA fine-tuning.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
-from ..precision import resolve_precision
 from .train_settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -32,17 +30,28 @@ def load_mllm(settings: TrainSettings, device: str | torch.device = "cpu"):
 
 def prepare_mllm(model: Any, settings: TrainSettings) -> Any:
     """Freeze the vision tower; train LM + projector, or a LoRA adapter on the LM + the projector."""
+    if not settings.lora:
+        return freeze_vision(model, settings.gradient_checkpointing)
+    return lora_mllm(
+        model, settings.lora_r, settings.lora_alpha, settings.lora_dropout, settings.gradient_checkpointing
+    )
+
+
+def freeze_vision(model: Any, gradient_checkpointing: bool) -> Any:
+    """The vision tower frozen, gradient checkpointing (non-reentrant) on when asked; ``model`` itself."""
     model.model.vision_tower.requires_grad_(False)
-    if settings.gradient_checkpointing:
+    if gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x name
             model.activation_checkpointing_enable({"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if not settings.lora:
-        return model
-    return add_lora(
-        model, settings.lora_r, settings.lora_alpha, settings.lora_dropout, input_grads=settings.gradient_checkpointing
-    )
+    return model
+
+
+def lora_mllm(model: Any, r: int, alpha: int, dropout: float, gradient_checkpointing: bool) -> Any:
+    """The vision tower frozen and a LoRA adapter on the LM, the projector trained in full beside it."""
+    freeze_vision(model, gradient_checkpointing)
+    return add_lora(model, r, alpha, dropout, input_grads=gradient_checkpointing)
 
 
 def add_lora(model: Any, r: int, alpha: int, dropout: float, input_grads: bool = False) -> Any:
@@ -60,33 +69,3 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, input_grads: bool =
     if input_grads:  # checkpointed blocks need a grad-requiring input when the embeddings are frozen
         model.enable_input_require_grads()
     return get_peft_model(model, config)
-
-
-def mixed_precision(settings: Any) -> str:
-    """accelerate's ``mixed_precision`` for ``settings.precision`` here ("no" = fp32)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = resolve_precision(settings.precision, device)
-    if precision != "fp32" and device != "cuda":
-        raise UserError(f"--precision {precision} needs a GPU here: use fp32 on CPU")
-    return {"fp32": "no"}.get(precision, precision)
-
-
-def make_accelerator(settings: TrainSettings) -> Any:
-    """The accelerate ``Accelerator`` of a run: devices, processes, mixed precision, TF32."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    precision = mixed_precision(settings)
-    if settings.tf32 and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    # text-only micro-batches leave the projector and the vision path unused: DDP must allow that
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    # cpu=True without CUDA: accelerate then sets up gloo for several CPU processes (torchrun)
-    # step_scheduler_with_optimizer=False: our schedule already counts global steps, so accelerate must
-    # not step it once per process
-    return Accelerator(
-        mixed_precision=precision,
-        cpu=not torch.cuda.is_available(),
-        kwargs_handlers=[ddp],
-        step_scheduler_with_optimizer=False,
-    )

@@ -13,10 +13,11 @@ vision tower is frozen. Devices, mixed precision and multi-GPU (DDP, DeepSpeed, 
 accelerate: ``accelerate launch -m frugalvl select train ...``.
 
 The pieces live beside this loop: prompts (prompting.py), micro-batches (batching.py), the MLLM's
-set-up (mllm.py), checkpoints (checkpoints.py). Checkpoints are written every ``save_minutes``
-(and every ``save_steps``, when set) and on Ctrl-C; a run restarted on the same folder continues
-from the latest one and ends where the uninterrupted run would: the data order is a function of the
-seed and the epoch, and the RNG states are restored.
+set-up (mllm.py), checkpoints (checkpoints.py, over accelerate_state.py which the LoRA fine-tuning
+shares). Checkpoints are written every ``save_minutes`` (and every ``save_steps``, when set) and on
+Ctrl-C; a run restarted on the same folder continues from the latest one and ends where the
+uninterrupted run would: the data order is a function of the seed and the epoch, and the RNG
+states are restored.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from torch import nn
 from ..errors import UserError
 from ..fileio import write_json
 from . import losses as L
+from .accelerate_state import make_accelerator
 from .batching import Batch, iterate_batches, plan_batches
 from .checkpoints import resume_state, save_checkpoint, save_mllm
-from .mllm import load_mllm, make_accelerator, prepare_mllm
+from .mllm import load_mllm, prepare_mllm
 from .prompting import estimated_length
 from .scorer import Scorer, save_scorer
 from .train_settings import TrainSettings, check_train_settings
