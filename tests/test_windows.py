@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from frugalvl.windows import Window, WindowAccumulator, plan_windows
@@ -51,3 +52,108 @@ def test_core_spans_cut_in_the_middle_of_each_overlap():
     # cuts: (112+224)//2=168, (224+336)//2=280, (276+448)//2=362
     assert core_spans(s, 500) == [(0, 168), (168, 280), (280, 362), (362, 500)]
     assert core_spans(spans(100, 224, 112), 100) == [(0, 100)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Window sinks: channels of a window arrive in groups (SegEarth-OV3's prompt chunks)
+# ---------------------------------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+
+
+def test_overlapping_counts_pixels_seen_twice():
+    from frugalvl.windows import overlapping
+
+    assert not overlapping([Window(0, 4, 0, 4)], 4, 4)
+    assert not overlapping(plan_windows(4, 6, 2, 2), 4, 6)  # a 2×3 grid of 2×2 tiles
+    assert overlapping(plan_windows(4, 6, 3, 2), 4, 6)  # windows shifted back to the border overlap
+    assert overlapping([Window(0, 2, 0, 2), Window(0, 2, 1, 3)], 2, 3)
+
+
+def test_channel_average_hand_case_with_channels_in_groups():
+    from frugalvl.windows import ChannelAverage
+
+    acc = ChannelAverage(2, 1, 3, CPU)
+    left, right = Window(0, 1, 0, 2), Window(0, 1, 1, 3)
+    acc.begin_window(left)
+    acc.add(left, torch.tensor([1]), torch.tensor([[[2.0, 4.0]]]))  # channel 1 first, then channel 0
+    acc.add(left, torch.tensor([0]), torch.tensor([[[1.0, 1.0]]]))
+    acc.begin_window(right)
+    acc.add(right, torch.tensor([0, 1]), torch.tensor([[[3.0, 5.0]], [[6.0, 8.0]]]))
+    expected = torch.tensor([[[1.0, 2.0, 5.0]], [[2.0, 5.0, 8.0]]])  # middle column: mean of two windows
+    assert torch.equal(acc.result(), expected)
+
+
+def test_channel_average_rejects_uncovered_pixels():
+    from frugalvl.windows import ChannelAverage
+
+    acc = ChannelAverage(1, 2, 2, CPU)
+    acc.begin_window(Window(0, 1, 0, 2))
+    with pytest.raises(RuntimeError, match="covered by no view"):
+        acc.result()
+
+
+def _max_per_group(values: torch.Tensor, groups) -> torch.Tensor:
+    """The group max written out plainly, independent of the sinks and of ``merge_synonyms``."""
+    groups = list(groups)
+    return torch.stack([values[[q for q, g in enumerate(groups) if g == c]].amax(0) for c in range(max(groups) + 1)])
+
+
+def _feed(sink, windows, values: torch.Tensor, chunk: int) -> None:
+    """Each window's channels in chunks of ``chunk``, in window order, as a segmenter hands them over."""
+    for w, v in zip(windows, values):
+        sink.begin_window(w)
+        for start in range(0, v.shape[0], chunk):
+            channels = torch.arange(start, min(start + chunk, v.shape[0]))
+            sink.add(w, channels, v[channels])
+
+
+def _window_values(windows, n_channels: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(n_channels, w.height, w.width, generator=g) for w in windows]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_group_max_equals_the_group_max_of_the_average_without_overlap(chunk):
+    from frugalvl.windows import ChannelAverage, GroupMax
+
+    groups = torch.tensor([0, 0, 1, 2, 2])
+    windows = plan_windows(6, 8, (3, 4), (3, 4))  # 2×2 tiles, no pixel seen twice
+    values = _window_values(windows, 5, seed=1)
+    full, grouped = ChannelAverage(5, 6, 8, CPU), GroupMax(groups, 6, 8, CPU)
+    _feed(full, windows, values, chunk)
+    _feed(grouped, windows, values, chunk)
+    assert torch.equal(grouped.result(), _max_per_group(full.result(), groups.tolist()))
+
+
+@pytest.mark.parametrize(("crop", "stride", "chunk"), [(4, 2, 2), (5, 3, 1), (3, 1, 5)])
+def test_band_average_equals_the_full_average_then_merge_bit_for_bit(crop, stride, chunk):
+    from frugalvl.windows import BandAverage, ChannelAverage
+
+    groups = torch.tensor([0, 1, 1, 2, 0])
+    windows = plan_windows(9, 7, crop, stride)
+    values = _window_values(windows, 5, seed=crop * 10 + stride)
+    full = ChannelAverage(5, 9, 7, CPU)
+    band = BandAverage(groups, 9, 7, CPU, _max_per_group)
+    rows = []
+    begin = band.begin_window
+
+    def spy(w):
+        begin(w)
+        rows.append(band.total.shape[1])
+
+    band.begin_window = spy
+    _feed(full, windows, values, chunk)
+    _feed(band, windows, values, chunk)
+    assert torch.equal(band.result(), _max_per_group(full.result(), groups.tolist()))
+    assert max(rows) == crop  # the per-channel buffer never spans more than one window's height
+
+
+def test_band_average_refuses_windows_out_of_row_order():
+    from frugalvl.windows import BandAverage
+
+    band = BandAverage(torch.tensor([0]), 6, 2, CPU, _max_per_group)
+    band.begin_window(Window(0, 3, 0, 2))
+    band.begin_window(Window(3, 6, 0, 2))  # rows 0-2 are final now, and dropped from the band
+    with pytest.raises(RuntimeError, match="non-decreasing tops"):
+        band.begin_window(Window(0, 3, 0, 2))

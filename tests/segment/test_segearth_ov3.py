@@ -15,16 +15,9 @@ import pytest
 import torch
 
 from frugalvl.errors import UserError
-from frugalvl.models.sam3 import load_sam3
+from frugalvl.models.sam3 import detect, encode_image, load_sam3, pixel_values, segmentation_head
 from frugalvl.segment.base import labels_from_scores, merge_synonyms
-from frugalvl.segment.segearth_ov3 import (
-    SegEarthOV3,
-    SegEarthOV3Settings,
-    detect,
-    encode_image,
-    fuse_view,
-    segmentation_head,
-)
+from frugalvl.segment.segearth_ov3 import SegEarthOV3, SegEarthOV3Settings, fuse_view
 from frugalvl.testing.sam3 import random_sam3
 from frugalvl.testing.segearth_ov3_reference import official_style_view_scores
 from frugalvl.vocab import Vocabulary
@@ -317,20 +310,20 @@ def test_view_batches_run_the_image_encoder_once_per_view(sam3, image, monkeypat
 
 
 def test_class_scores_never_hold_every_prompt_at_full_size(sam3, image, monkeypatch):
-    import frugalvl.segment.segearth_ov3 as module
+    from frugalvl import windows
 
     def refuse(*args, **kwargs):
         raise AssertionError("class_scores allocated [Q, H, W] accumulators")
 
     rows = []
-    original_begin = module._BandAverage.begin_view
+    original_begin = windows.BandAverage.begin_window
 
     def spy(band, window):
         original_begin(band, window)
         rows.append(band.total.shape[1])
 
-    monkeypatch.setattr(module._QueryAverage, "__init__", refuse)
-    monkeypatch.setattr(module._BandAverage, "begin_view", spy)
+    monkeypatch.setattr(windows.ChannelAverage, "__init__", refuse)
+    monkeypatch.setattr(windows.BandAverage, "begin_window", spy)
     SegEarthOV3(sam3, VOCAB, SegEarthOV3Settings(slide_crop=36)).class_scores(np.ascontiguousarray(image[:, :72]))
     assert rows == []  # 2×2 windows, no overlap: a running class max, no per-prompt buffer at all
     SegEarthOV3(sam3, VOCAB, SegEarthOV3Settings(slide_crop=40, slide_stride=24)).class_scores(image)
@@ -357,7 +350,7 @@ def presences(bundle, view: np.ndarray) -> list[float]:
     segmenter = SegEarthOV3(bundle, VOCAB)
     text, mask = segmenter.text_embeddings()
     with torch.no_grad():
-        vision = encode_image(bundle.model, segmenter._pixel_values(view)).expand(len(text))
+        vision = encode_image(bundle.model, pixel_values(bundle, view)).expand(len(text))
         return detect(bundle.model, vision, text, mask).presence_logits.sigmoid().tolist()
 
 

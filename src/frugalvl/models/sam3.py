@@ -1,6 +1,6 @@
-"""Loading SAM 3 through transformers (``Sam3Model`` + ``Sam3Processor``).
+"""SAM 3 through transformers (``Sam3Model`` + ``Sam3Processor``): loading, and its stages called one by one.
 
-``load_sam3(source)`` accepts:
+Loading: ``load_sam3(source)`` accepts:
 
 * a Hugging Face hub id, ``facebook/sam3`` by default. The weights are gated: request access on the
   model page, then run ``hf auth login`` (or set ``HF_TOKEN``). A copy already in the local hub
@@ -11,14 +11,23 @@
 Meta's ``sam3`` package is not used (docs/methods/segearth_ov3.md#sam-3-through-transformers). Failures a user can
 fix (a missing folder, a folder holding another model, a gated or unreachable hub) raise
 :class:`~frugalvl.errors.UserError` with one line naming the fix.
+
+Stages: :func:`encode_image`, :func:`detect` and :func:`segmentation_head` are the calls
+transformers' ``Sam3Model.forward`` makes for text prompts, in the same order, split so that a
+segmenter knows the presence scores before it runs the segmentation head; :func:`encode_text`
+and :func:`pixel_values` prepare prompts and views with ``Sam3Processor``. Only this module reaches into the sub-modules that
+``Sam3Model.forward`` calls; :mod:`frugalvl.segment.segearth_ov3` uses these functions.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import UserError
@@ -157,3 +166,115 @@ def load_sam3(
             )
     identity = path_identity(Path(source)) if Path(source).is_dir() else f"name:{source}"
     return Sam3Bundle(model=model.to(device).eval(), processor=processor, source=source, identity=identity)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages of Sam3Model.forward for text prompts, called one by one
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_text(sam3: Sam3Bundle, queries: Sequence[str], chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected per-token text features ``[Q, 32, D]`` and validity mask ``[Q, 32]``, ``chunk`` prompts a pass."""
+    processor: Any = sam3.processor  # transformers' Sam3Processor
+    tokens = processor(text=list(queries), return_tensors="pt")
+    ids, mask = tokens["input_ids"].to(sam3.device), tokens["attention_mask"].to(sam3.device)
+    feats = [
+        sam3.model.get_text_features(input_ids=ids[c : c + chunk], attention_mask=mask[c : c + chunk]).pooler_output
+        for c in range(0, len(queries), chunk)
+    ]
+    return torch.cat(feats), mask.bool()
+
+
+def pixel_values(sam3: Sam3Bundle, *views: np.ndarray) -> torch.Tensor:
+    """``[V, 3, S, S]`` SAM 3 inputs (resized to S², mean = std = 0.5) for ``h×w×3`` uint8 views.
+
+    The official code hands a PIL image to the same processor; a uint8 tensor gives the same values
+    (the processor converts PIL images to tensors first), and the resize then runs on the model's
+    device (0.17 s instead of 0.25 s per 1008² view on a 2-core CPU; not yet timed on a GPU).
+    """
+    images = [torch.from_numpy(np.array(v, order="C")).permute(2, 0, 1) for v in views]  # a writable copy
+    processor: Any = sam3.processor  # transformers' Sam3Processor
+    pixels = processor.image_processor(images=images, return_tensors="pt", device=sam3.device)
+    return pixels["pixel_values"].to(sam3.device, sam3.dtype)
+
+
+@dataclass
+class VisionFeatures:
+    """The FPN maps the detector uses (``scalp=1``: the coarsest map dropped), one item per view."""
+
+    maps: list[torch.Tensor]
+    positions: list[torch.Tensor]
+
+    def expand(self, k: int) -> VisionFeatures:
+        """The features of a single view seen as a batch of ``k`` (vision and text batches must match)."""
+        return VisionFeatures(
+            [m.expand(k, -1, -1, -1) for m in self.maps], [p.expand(k, -1, -1, -1) for p in self.positions]
+        )
+
+    def take(self, views: torch.Tensor) -> VisionFeatures:
+        """The features of views ``views`` [K] (indices into the batch), as a batch of K: a free expand
+        when they all come from one view, a gather otherwise."""
+        first = int(views[0])
+        if bool((views == first).all()):
+            one = VisionFeatures(
+                [m[first : first + 1] for m in self.maps], [p[first : first + 1] for p in self.positions]
+            )
+            return one.expand(len(views))
+        return VisionFeatures([m[views] for m in self.maps], [p[views] for p in self.positions])
+
+
+@dataclass
+class Detection:
+    """Fusion encoder + decoder outputs for K prompts."""
+
+    class_logits: torch.Tensor  # [K, N]
+    presence_logits: torch.Tensor  # [K]
+    queries: torch.Tensor  # [K, N, D] last decoder layer
+    encoder_states: torch.Tensor  # [K, S, D]
+
+    def select(self, index: torch.Tensor) -> Detection:
+        return Detection(
+            self.class_logits[index], self.presence_logits[index], self.queries[index], self.encoder_states[index]
+        )
+
+
+def encode_image(model: torch.nn.Module, pixel_values: torch.Tensor) -> VisionFeatures:
+    """The image encoder and its FPN, once per view (``[V, 3, S, S]`` inputs)."""
+    out = model.get_vision_features(pixel_values=pixel_values)
+    return VisionFeatures(list(out.fpn_hidden_states[:-1]), list(out.fpn_position_encoding[:-1]))
+
+
+def detect(model: torch.nn.Module, vision: VisionFeatures, text: torch.Tensor, text_mask: torch.Tensor) -> Detection:
+    """Fusion encoder, DETR decoder, query scoring and presence for K prompts (vision batch K)."""
+    encoder = model.detr_encoder(
+        vision_features=[vision.maps[-1]],
+        text_features=text,
+        vision_pos_embeds=[vision.positions[-1]],
+        text_mask=text_mask,
+    )
+    decoder = model.detr_decoder(
+        vision_features=encoder.last_hidden_state,
+        text_features=encoder.text_features,
+        vision_pos_encoding=encoder.pos_embeds_flattened,
+        text_mask=text_mask,
+        spatial_shapes=encoder.spatial_shapes,
+    )
+    last = decoder.intermediate_hidden_states[-1:]  # scoring is per layer; only the last one is used
+    class_logits = model.dot_product_scoring(
+        decoder_hidden_states=last, text_features=encoder.text_features, text_mask=text_mask
+    )[-1, ..., 0]
+    return Detection(class_logits, decoder.presence_logits[-1][:, 0], last[0], encoder.last_hidden_state)
+
+
+def segmentation_head(
+    model: torch.nn.Module, vision: VisionFeatures, detection: Detection, text: torch.Tensor, text_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel decoder, instance masks ``[K, N, h, w]`` and semantic map ``[K, 1, h, w]`` (logits)."""
+    out = model.mask_decoder(
+        decoder_queries=detection.queries,
+        backbone_features=list(vision.maps),
+        encoder_hidden_states=detection.encoder_states,
+        prompt_features=text,
+        prompt_mask=text_mask,
+    )
+    return out.pred_masks, out.semantic_seg

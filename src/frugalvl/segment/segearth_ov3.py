@@ -3,7 +3,7 @@
 Paper: "SegEarth-OV3: Exploring SAM 3 for Open-Vocabulary Semantic Segmentation in Remote Sensing
 Images", arXiv 2512.08730; official code earth-insights/SegEarth-OV-3. Method notes:
 docs/methods/segearth_ov3.md (SAM 3, the official inference, the scheduling that differs). SAM 3 comes from
-transformers (:mod:`frugalvl.models.sam3`).
+transformers; :mod:`frugalvl.models.sam3` calls its stages one by one.
 
 Per view (the whole image, or one sliding-window crop, #sliding-windows) and per prompt q (every synonym is its
 own prompt), exactly as the official ``_inference_single_view`` (#fusion-of-one-view):
@@ -29,7 +29,7 @@ by a test:
 * the loop over kept instances is one batched resize and a scatter-max (#vectorised-instances);
 * ``class_scores`` never holds ``[Q, H, W]`` at full size (#class-score-memory): where views do not overlap it keeps a
   running max per class; where they do, it keeps per-prompt sums only for a band of one window's
-  height, since the official order averages views before the synonym max (:class:`_BandAverage`);
+  height, since the official order averages views before the synonym max (:class:`~frugalvl.windows.BandAverage`);
 * views are resized for SAM 3 from uint8 tensors on the model's device, not via PIL (same values);
 * optional presence pruning (#presence-pruning): a prompt with p_q < prob_thd can never decide a label, since
   F_q ≤ p_q; its segmentation head is skipped and its scores are 0. Labels are unchanged; the saved
@@ -43,18 +43,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..models.sam3 import DEFAULT_SAM3, Sam3Bundle, load_sam3
+from ..models.sam3 import (
+    DEFAULT_SAM3,
+    Sam3Bundle,
+    VisionFeatures,
+    detect,
+    encode_image,
+    encode_text,
+    load_sam3,
+    pixel_values,
+    segmentation_head,
+)
 from ..precision import autocast
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary
-from ..windows import Window, plan_windows
+from ..windows import BandAverage, ChannelAverage, GroupMax, Window, WindowSink, overlapping, plan_windows
 from .base import Progress, merge_synonyms
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -195,204 +204,6 @@ def fuse_view(
 
 
 # ---------------------------------------------------------------------------------------------
-# SAM 3's prompt-conditioned stages, split so that presence is known before the segmentation head
-# (the same calls, in the same order, as transformers' Sam3Model.forward for text prompts)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class VisionFeatures:
-    """The FPN maps the detector uses (``scalp=1``: the coarsest map dropped), one item per view."""
-
-    maps: list[torch.Tensor]
-    positions: list[torch.Tensor]
-
-    def expand(self, k: int) -> VisionFeatures:
-        """The features of a single view seen as a batch of ``k`` (vision and text batches must match)."""
-        return VisionFeatures(
-            [m.expand(k, -1, -1, -1) for m in self.maps], [p.expand(k, -1, -1, -1) for p in self.positions]
-        )
-
-    def take(self, views: torch.Tensor) -> VisionFeatures:
-        """The features of views ``views`` [K] (indices into the batch), as a batch of K: a free expand
-        when they all come from one view, a gather otherwise."""
-        first = int(views[0])
-        if bool((views == first).all()):
-            one = VisionFeatures(
-                [m[first : first + 1] for m in self.maps], [p[first : first + 1] for p in self.positions]
-            )
-            return one.expand(len(views))
-        return VisionFeatures([m[views] for m in self.maps], [p[views] for p in self.positions])
-
-
-@dataclass
-class Detection:
-    """Fusion encoder + decoder outputs for K prompts."""
-
-    class_logits: torch.Tensor  # [K, N]
-    presence_logits: torch.Tensor  # [K]
-    queries: torch.Tensor  # [K, N, D] last decoder layer
-    encoder_states: torch.Tensor  # [K, S, D]
-
-    def select(self, index: torch.Tensor) -> Detection:
-        return Detection(
-            self.class_logits[index], self.presence_logits[index], self.queries[index], self.encoder_states[index]
-        )
-
-
-def encode_image(model: torch.nn.Module, pixel_values: torch.Tensor) -> VisionFeatures:
-    out = model.get_vision_features(pixel_values=pixel_values)
-    return VisionFeatures(list(out.fpn_hidden_states[:-1]), list(out.fpn_position_encoding[:-1]))
-
-
-def detect(model: torch.nn.Module, vision: VisionFeatures, text: torch.Tensor, text_mask: torch.Tensor) -> Detection:
-    """Fusion encoder, DETR decoder, query scoring and presence for K prompts (vision batch K)."""
-    encoder = model.detr_encoder(
-        vision_features=[vision.maps[-1]],
-        text_features=text,
-        vision_pos_embeds=[vision.positions[-1]],
-        text_mask=text_mask,
-    )
-    decoder = model.detr_decoder(
-        vision_features=encoder.last_hidden_state,
-        text_features=encoder.text_features,
-        vision_pos_encoding=encoder.pos_embeds_flattened,
-        text_mask=text_mask,
-        spatial_shapes=encoder.spatial_shapes,
-    )
-    last = decoder.intermediate_hidden_states[-1:]  # scoring is per layer; only the last one is used
-    class_logits = model.dot_product_scoring(
-        decoder_hidden_states=last, text_features=encoder.text_features, text_mask=text_mask
-    )[-1, ..., 0]
-    return Detection(class_logits, decoder.presence_logits[-1][:, 0], last[0], encoder.last_hidden_state)
-
-
-def segmentation_head(
-    model: torch.nn.Module, vision: VisionFeatures, detection: Detection, text: torch.Tensor, text_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel decoder, instance masks ``[K, N, h, w]`` and semantic map ``[K, 1, h, w]`` (logits)."""
-    out = model.mask_decoder(
-        decoder_queries=detection.queries,
-        backbone_features=list(vision.maps),
-        encoder_hidden_states=detection.encoder_states,
-        prompt_features=text,
-        prompt_mask=text_mask,
-    )
-    return out.pred_masks, out.semantic_seg
-
-
-# ---------------------------------------------------------------------------------------------
-# Where the fused view scores go (view averaging, synonym max, #class-score-memory)
-# ---------------------------------------------------------------------------------------------
-
-
-def _overlapping(windows: Sequence[Window], height: int, width: int) -> bool:
-    """Whether any pixel is covered twice (the windows always cover the image)."""
-    return sum(w.height * w.width for w in windows) > height * width
-
-
-class _QueryAverage:
-    """Per-prompt ``[Q, H, W]`` sums and coverage counts, averaged at the end: the official accumulators.
-
-    Adding a view's scores into its slice in view order gives the same sums, bit for bit, as adding the
-    padded full-size maps (adding zeros is exact).
-    """
-
-    def __init__(self, n_queries: int, height: int, width: int, device: torch.device) -> None:
-        self.total = torch.zeros(n_queries, height, width, device=device)
-        self.count = torch.zeros(1, height, width, device=device)
-
-    def begin_view(self, w: Window) -> None:
-        self.count[:, w.y0 : w.y1, w.x0 : w.x1] += 1
-
-    def add(self, w: Window, queries: torch.Tensor, scores: torch.Tensor) -> None:
-        device = self.total.device  # image-sized buffers may live in host memory (_DEVICE_OUTPUT_BUDGET)
-        self.total[queries.to(device), w.y0 : w.y1, w.x0 : w.x1] += scores.to(device)
-
-    def result(self) -> torch.Tensor:
-        if bool((self.count == 0).any()):
-            raise RuntimeError("some pixels are covered by no view")
-        return self.total / self.count
-
-
-class _ClassMax:
-    """Class scores ``[C, H, W]`` written directly as a running max over each class's prompts.
-
-    Exact where every pixel is covered by one view (the whole image, or non-overlapping windows): the
-    official average over one view is the view's score itself (x / 1 = x), and the synonym max does not
-    depend on the order in which prompts arrive. Scores are ≥ 0, so starting from 0 changes nothing.
-    No ``[Q, H, W]`` map is ever held at full size.
-    """
-
-    def __init__(self, query_to_class: torch.Tensor, height: int, width: int, device: torch.device) -> None:
-        self.query_to_class = query_to_class.to(device)
-        self.out = torch.zeros(int(query_to_class.max()) + 1, height, width, device=device)
-
-    def begin_view(self, w: Window) -> None:
-        pass
-
-    def add(self, w: Window, queries: torch.Tensor, scores: torch.Tensor) -> None:
-        classes = self.query_to_class[queries.to(self.query_to_class.device)]
-        scores = scores.to(self.out.device)
-        for c in torch.unique(classes).tolist():
-            region = self.out[c, w.y0 : w.y1, w.x0 : w.x1]
-            self.out[c, w.y0 : w.y1, w.x0 : w.x1] = torch.maximum(region, scores[classes == c].amax(0))
-
-    def result(self) -> torch.Tensor:
-        return self.out
-
-
-class _BandAverage:
-    """Overlapping views: official per-prompt averaging, then the synonym max, one band of rows at a time.
-
-    Averaging must come before the synonym max (the official order; max and mean do not commute), so
-    per-prompt sums are needed where views overlap. Views arrive row of windows by row of windows, with
-    non-decreasing tops, so the rows above the current view's top are final: they are averaged, merged
-    into ``[C, H, W]`` class scores and dropped. Per-prompt buffers thus span at most one window's
-    height (``Q × crop × W``), not the image (``Q × H × W``). Sums run in the same order as in
-    :class:`_QueryAverage`, so the results are the same bits.
-    """
-
-    def __init__(self, query_to_class: torch.Tensor, height: int, width: int, device: torch.device) -> None:
-        self.query_to_class = query_to_class.tolist()
-        self.out = torch.zeros(max(self.query_to_class) + 1, height, width, device=device)
-        self.top = 0  # first row held in the band
-        self.total = torch.zeros(len(self.query_to_class), 0, width, device=device)
-        self.count = torch.zeros(1, 0, width, device=device)
-
-    def _flush(self, row: int) -> None:
-        """Average, merge and write out the band's rows above ``row``."""
-        n = row - self.top
-        if n <= 0:
-            return
-        count = self.count[:, :n]
-        if bool((count == 0).any()):
-            raise RuntimeError("some pixels are covered by no view")
-        self.out[:, self.top : row] = merge_synonyms(self.total[:, :n] / count, self.query_to_class)
-        self.total, self.count, self.top = self.total[:, n:], self.count[:, n:], row
-
-    def begin_view(self, w: Window) -> None:
-        if w.y0 < self.top:
-            raise RuntimeError("views must come with non-decreasing tops")
-        self._flush(w.y0)
-        missing = w.y1 - (self.top + self.total.shape[1])
-        if missing > 0:
-            self.total = torch.cat(
-                [self.total, self.total.new_zeros(self.total.shape[0], missing, self.total.shape[2])], 1
-            )
-            self.count = torch.cat([self.count, self.count.new_zeros(1, missing, self.count.shape[2])], 1)
-        self.count[:, w.y0 - self.top : w.y1 - self.top, w.x0 : w.x1] += 1
-
-    def add(self, w: Window, queries: torch.Tensor, scores: torch.Tensor) -> None:
-        device = self.total.device
-        self.total[queries.to(device), w.y0 - self.top : w.y1 - self.top, w.x0 : w.x1] += scores.to(device)
-
-    def result(self) -> torch.Tensor:
-        self._flush(self.top + self.total.shape[1])
-        return self.out
-
-
-# ---------------------------------------------------------------------------------------------
 # The segmenter
 # ---------------------------------------------------------------------------------------------
 
@@ -466,39 +277,23 @@ class SegEarthOV3:
         """Projected per-token text features ``[Q, 32, D]`` and validity mask ``[Q, 32]``, once per vocabulary."""
         queries = tuple(self.vocabulary.queries)
         if queries not in self._text_cache:
-            processor: Any = self.sam3.processor  # transformers' Sam3Processor
-            tokens = processor(text=list(queries), return_tensors="pt")
-            ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
             with autocast(self.device, self.settings.precision):
-                feats = torch.cat(
-                    [
-                        self.sam3.model.get_text_features(input_ids=ids[c], attention_mask=mask[c]).pooler_output
-                        for c in self._chunks(len(queries))
-                    ]
-                )
-            self._text_cache[queries] = (feats, mask.bool())
+                self._text_cache[queries] = encode_text(self.sam3, queries, self.settings.prompt_chunk)
         return self._text_cache[queries]
 
-    def _pixel_values(self, *views: np.ndarray) -> torch.Tensor:
-        """``[V, 3, S, S]`` SAM 3 inputs (resized to S², mean = std = 0.5) for ``h×w×3`` uint8 views.
-
-        The official code hands a PIL image to the same processor; a uint8 tensor gives the same values
-        (the processor converts PIL images to tensors first), and the resize then runs on the model's
-        device (0.17 s instead of 0.25 s per 1008² view on a 2-core CPU; not yet timed on a GPU).
-        """
-        images = [torch.from_numpy(np.array(v, order="C")).permute(2, 0, 1) for v in views]  # a writable copy
-        processor: Any = self.sam3.processor  # transformers' Sam3Processor
-        pixels = processor.image_processor(images=images, return_tensors="pt", device=self.device)
-        return pixels["pixel_values"].to(self.device, self.sam3.dtype)
-
     def _run(
-        self, rgb: np.ndarray, windows: Sequence[Window], sink, prune: bool, progress: Progress | None = None
+        self,
+        rgb: np.ndarray,
+        windows: Sequence[Window],
+        sink: WindowSink,
+        prune: bool,
+        progress: Progress | None = None,
     ) -> None:
         """Score every view of ``rgb`` for every prompt and hand the fused maps to ``sink`` (#batched-prompts).
 
         Views go through the image encoder ``view_batch`` at a time; the (view, prompt) pairs of such a
         batch, in view-major order, then go through detection, segmentation head and fusion
-        ``prompt_chunk × views`` at a time. The sink sees each view's ``begin_view`` after every score of
+        ``prompt_chunk × views`` at a time. The sink sees each view's ``begin_window`` after every score of
         the views before it, and each view's prompts in order.
         """
         s = self.settings
@@ -507,7 +302,7 @@ class SegEarthOV3:
         for group in (windows[b] for b in self._chunks(len(windows), self.view_batch)):
             with autocast(self.device, s.precision):
                 vision = encode_image(
-                    self.sam3.model, self._pixel_values(*(rgb[w.y0 : w.y1, w.x0 : w.x1] for w in group))
+                    self.sam3.model, pixel_values(self.sam3, *(rgb[w.y0 : w.y1, w.x0 : w.x1] for w in group))
                 )
             pairs_view = torch.arange(len(group), device=self.device).repeat_interleave(n_queries)
             pairs_query = torch.arange(n_queries, device=self.device).repeat(len(group))
@@ -517,7 +312,7 @@ class SegEarthOV3:
                 fused = self._score_pairs(vision, views, queries, text, text_mask, group, prune)
                 for v in torch.unique_consecutive(views).tolist():
                     while begun <= v:  # every view up to this one has had all its scores
-                        sink.begin_view(group[begun])
+                        sink.begin_window(group[begun])
                         begun += 1
                     if v in fused:
                         sink.add(group[v], *fused[v])
@@ -551,23 +346,12 @@ class SegEarthOV3:
             )
         out = {}
         kept_views = views[keep]
+        rules = (s.confidence_threshold, s.use_instances, s.use_semantic, s.use_presence)  # fuse_view's order
         for v in torch.unique_consecutive(kept_views).tolist():
             rows = (kept_views == v).nonzero()[:, 0]
             size = (group[v].height, group[v].width)
-            out[v] = (
-                queries[keep[rows]],
-                fuse_view(
-                    masks[rows],
-                    kept.class_logits[rows],
-                    kept.presence_logits[rows],
-                    semantic[rows],
-                    size,
-                    s.confidence_threshold,
-                    s.use_instances,
-                    s.use_semantic,
-                    s.use_presence,
-                ),
-            )
+            args = (masks[rows], kept.class_logits[rows], kept.presence_logits[rows], semantic[rows], size)
+            out[v] = (queries[keep[rows]], fuse_view(*args, *rules))
         return out
 
     def views(self, height: int, width: int) -> list[Window]:
@@ -583,7 +367,7 @@ class SegEarthOV3:
             raise ValueError(f"expected an H×W×3 uint8 RGB array, got {rgb.dtype} {rgb.shape}")
         height, width = rgb.shape[:2]
         windows = self.views(height, width)
-        overlap = _overlapping(windows, height, width)
+        overlap = overlapping(windows, height, width)
         s = self.settings
         prune = s.presence_pruning and s.use_presence and s.prob_thd > 0 and not overlap
         n_values = len(self.vocabulary.queries) * height * width
@@ -591,19 +375,11 @@ class SegEarthOV3:
         return windows, overlap, prune, device
 
     @torch.no_grad()
-    def view_scores(self, view: np.ndarray, prune: bool = False) -> torch.Tensor:
-        """Fused scores ``[Q, h, w]`` (one per prompt, on the model's device) for one ``h×w×3`` view."""
-        sink = _QueryAverage(len(self.vocabulary.queries), view.shape[0], view.shape[1], self.device)
-        window = Window(0, view.shape[0], 0, view.shape[1])
-        self._run(view, [window], sink, prune)
-        return sink.total
-
-    @torch.no_grad()
     def query_scores(self, rgb: np.ndarray) -> torch.Tensor:
         """Per-prompt scores ``[Q, H, W]`` (CPU, fp32) for an ``H×W×3`` uint8 RGB image: views averaged
         where they overlap, synonyms not merged (the saved probabilities of each prompt)."""
         windows, _, prune, device = self._plan(rgb)
-        sink = _QueryAverage(len(self.vocabulary.queries), rgb.shape[0], rgb.shape[1], device)
+        sink = ChannelAverage(len(self.vocabulary.queries), rgb.shape[0], rgb.shape[1], device)
         self._run(rgb, windows, sink, prune)
         return sink.result().cpu()
 
@@ -619,6 +395,8 @@ class SegEarthOV3:
         windows, overlap, prune, device = self._plan(rgb)
         index = torch.as_tensor(list(self.vocabulary.query_to_class))
         height, width = rgb.shape[:2]
-        sink = (_BandAverage if overlap else _ClassMax)(index, height, width, device)
+        sink: WindowSink = GroupMax(index, height, width, device)  # exact where no pixel is seen twice
+        if overlap:
+            sink = BandAverage(index, height, width, device, merge_synonyms)
         self._run(rgb, windows, sink, prune, progress)
         return sink.result().cpu()
