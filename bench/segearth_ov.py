@@ -91,7 +91,7 @@ def featup_adaptive_conv(
 
 def explicit_mixing(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str) -> torch.Tensor:
     """The replaced block as the official code writes it: explicit attention matrices, then ``@ v``."""
-    from frugalvl.segment.attention import attention_weights
+    from frugalvl.models.attention import attention_weights
 
     weights = attention_weights(q, k, v, mode)
     return v if weights is None else weights @ v
@@ -101,7 +101,7 @@ def explicit_mixing(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str
 def official_kernels():
     """Swap frugalvl's fused paths (Triton/shift-and-accumulate JBU, SDPA) for the official ones."""
     from frugalvl.models import jbu
-    from frugalvl.segment import attention
+    from frugalvl.models import attention
 
     saved = jbu.adaptive_conv, attention.mix_tokens
     jbu.adaptive_conv, attention.mix_tokens = featup_adaptive_conv, explicit_mixing

@@ -138,7 +138,7 @@ def create_app(config: AppConfig) -> FastAPI:
     @app.get("/api/config")
     def get_config() -> dict[str, Any]:
         from ..presets import list_presets, load_preset
-        from ..segment.attention import MODES
+        from ..models.attention import MODES
 
         presets = []
         for name in list_presets():

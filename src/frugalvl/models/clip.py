@@ -144,7 +144,7 @@ def _finish(model: torch.nn.Module, device: str | torch.device, precision: str) 
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def _normalise_name(name: str) -> str:
+def normalise_name(name: str) -> str:
     return name.replace("/", "-") if name.startswith(("ViT-", "RN")) else name
 
 
@@ -242,7 +242,7 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
                     f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to --clip"
                 )
             tag = "openai" if "openai" in tags else tags[0]
-    from .weights import quiet_root_logger  # open_clip logs download failures on the root logger: ours is one line
+    from .hub import quiet_root_logger  # open_clip logs download failures on the root logger: ours is one line
 
     try:
         with quiet_root_logger():
@@ -291,11 +291,11 @@ def load_clip(
         return _from_file(path, device, precision)
     if ":" in spec:
         arch, rest = spec.split(":", 1)
-        arch = _normalise_name(arch)
+        arch = normalise_name(arch)
         rest_path = Path(os.path.expanduser(rest))
         if rest_path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".safetensors") or os.sep in rest:
             return _from_arch_and_file(arch, rest_path, device, precision)
         return _from_open_clip(arch, rest, device, precision, cache_dir)
     if spec.endswith((".pt", ".pth", ".bin", ".ckpt")) or os.sep in spec:
         raise UserError(f"CLIP checkpoint {spec} does not exist: check the path given to --clip")
-    return _from_open_clip(_normalise_name(spec), None, device, precision, cache_dir)
+    return _from_open_clip(normalise_name(spec), None, device, precision, cache_dir)

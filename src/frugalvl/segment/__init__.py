@@ -6,34 +6,28 @@ The main names are importable from here (loaded on first use, so importing the p
     from frugalvl.segment import SegEarthOV, SegEarthOVSettings, SegEarthOV3, SegEarthOV3Settings
     from frugalvl.segment import labels_from_scores, segment_files, segment_scene
 
-Module map: base (what a segmenter is), attention and dense_clip (CLIP's changed last block),
-segearth_ov, segearth_ov3, pipeline (files -> outputs), scene (whole scenes, tile by tile), records
-(what produced an output).
+Module map: base (what a segmenter is), segearth_ov, segearth_ov3, pipeline (files -> outputs), scene
+(whole scenes, tile by tile), records (what produced an output). CLIP's changed last block is in
+:mod:`frugalvl.models.attention` and :mod:`frugalvl.models.dense_clip`, shared with SimFeatUp training.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
-_EXPORTS = {
-    "Segmenter": "base",
-    "labels_from_scores": "base",
-    "merge_synonyms": "base",
-    "SegEarthOV": "segearth_ov",
-    "SegEarthOVSettings": "segearth_ov",
-    "SegEarthOV3": "segearth_ov3",
-    "SegEarthOV3Settings": "segearth_ov3",
-    "segment_files": "pipeline",
-    "segment_image": "pipeline",
-    "segment_scene": "scene",
-    "SceneSettings": "scene",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "Segmenter": "base",
+        "labels_from_scores": "base",
+        "merge_synonyms": "base",
+        "SegEarthOV": "segearth_ov",
+        "SegEarthOVSettings": "segearth_ov",
+        "SegEarthOV3": "segearth_ov3",
+        "SegEarthOV3Settings": "segearth_ov3",
+        "segment_files": "pipeline",
+        "segment_image": "pipeline",
+        "segment_scene": "scene",
+        "SceneSettings": "scene",
+    },
+)

@@ -6,7 +6,7 @@ settings reproduce the official code (likyoo/SegEarth-OV):
 
 1. resize the image so its long side is 448 (bilinear, OpenCV as mmcv), CLIP-normalise (#preprocessing);
 2. cut 224×224 windows at stride 112 (#sliding-windows), all windows of an image in one batch;
-3. per window: CLIP ViT with a replaced last block (:mod:`.attention`, #the-last-block), patch features
+3. per window: CLIP ViT with a replaced last block (:mod:`frugalvl.models.attention`, #the-last-block), patch features
    upsampled ×16 by SimFeatUp (:mod:`frugalvl.models.jbu`, #upsampling) or bilinearly, cosine logits against
    template-averaged text embeddings (#text-classifier-and-synonyms), minus 0.3× the [CLS] logits (global bias
    alleviation, #global-bias-alleviation);
@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..models.attention import MODES
 from ..models.clip import OPENAI_MEAN, ClipModel
+from ..models.dense_clip import dense_tokens
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary, templates
 from ..windows import WindowAccumulator, plan_windows
-from .attention import MODES
 from .base import Progress, merge_synonyms
-from .dense_clip import dense_tokens
 
 # The official configs normalise with these (CLIP's mean/std ×255, as written in cfg files).
 OFFICIAL_MEAN = (122.771, 116.746, 104.094)

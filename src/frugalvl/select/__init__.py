@@ -18,22 +18,16 @@ not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
-_EXPORTS = {
-    "ClusterSettings": "clustering",
-    "PrepareSettings": "data",
-    "EndpointSettings": "features",
-    "FeatureSettings": "features",
-    "PickSettings": "ranking",
-    "TrainSettings": "train_settings",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "ClusterSettings": "clustering",
+        "PrepareSettings": "data",
+        "EndpointSettings": "features",
+        "FeatureSettings": "features",
+        "PickSettings": "ranking",
+        "TrainSettings": "train_settings",
+    },
+)

@@ -31,7 +31,7 @@ from .features import FeatureSettings, ShardHook, check_feature_settings, extrac
 from .ranking import PickSettings, count_by, score_histogram, select, target_count
 from .streaming import score_streamed
 from .train_settings import TrainSettings, check_train_settings, result_settings
-from .workdir import begin_stage, digest, load_features, load_samples, model_identity, need, usable_mask
+from .workdir import begin_stage, digest, input_records, load_features, load_samples, model_identity, need, usable_mask
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSetting
     check_pick(settings)
     samples = load_samples(work)
     r = np.load(need(work / "score" / "r.npy", "score"))
-    records = _input_records(work)
+    records = input_records(work)
     sources = [s["dataset"] for s in samples]
     eligible = usable_mask(work, samples)
     if settings.exclude_text:
@@ -349,17 +349,6 @@ def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSetting
     )
     log.info("pick: %d of %d samples -> %s; ids and report in %s", len(chosen), len(samples), out, folder)
     return report
-
-
-def _input_records(work: Path) -> list[dict[str, Any]]:
-    """The original records, from the input file prepare saw (checked unchanged)."""
-    rep = json.loads(need(work / "prepare" / "report.json", "prepare").read_text())
-    path = Path(rep["input"])
-    if not path.is_file() or file_digest(path) != rep["input_sha256"]:
-        raise UserError(
-            f"the input {path} is gone or changed since `select prepare`: restore it, or prepare again with --force"
-        )
-    return data_mod.read_llava_json(path)
 
 
 def _output_record(record: dict[str, Any], sample: dict[str, Any], add_fields: bool) -> dict[str, Any]:

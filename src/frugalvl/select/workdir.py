@@ -23,8 +23,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import write_json
-from ..identity import weights_identity
-from .data import USABLE
+from ..identity import file_digest, weights_identity
+from .data import USABLE, read_llava_json
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,17 @@ def load_samples(work: str | Path) -> list[dict[str, Any]]:
     """``prepare/samples.json``: every sample of the input, in input order."""
     path = need(Path(work) / "prepare" / "samples.json", "prepare")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def input_records(work: str | Path) -> list[dict[str, Any]]:
+    """The original records, from the input file prepare saw (checked unchanged)."""
+    rep = json.loads(need(Path(work) / "prepare" / "report.json", "prepare").read_text())
+    path = Path(rep["input"])
+    if not path.is_file() or file_digest(path) != rep["input_sha256"]:
+        raise UserError(
+            f"the input {path} is gone or changed since `select prepare`: restore it, or prepare again with --force"
+        )
+    return read_llava_json(path)
 
 
 def load_features(work: str | Path) -> tuple[np.ndarray, list[str], np.ndarray]:

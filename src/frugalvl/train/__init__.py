@@ -26,23 +26,15 @@ with :mod:`frugalvl.models.upsampler`. :mod:`.settings` imports no torch.
 
 from __future__ import annotations
 
-from typing import Any
+from ..lazy import lazy_exports
 
-_EXPORTS = {
-    "UpsamplerTrainSettings": ".settings",
-    "train_upsampler": ".loop",
-    "TrainSummary": ".loop",
-    "UpsamplerTrainer": ".trainer",
-    "list_training_images": ".images",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """Lazy exports: ``from frugalvl.train import train_upsampler`` imports torch only then."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "UpsamplerTrainSettings": "settings",
+        "train_upsampler": "loop",
+        "TrainSummary": "loop",
+        "UpsamplerTrainer": "trainer",
+        "list_training_images": "images",
+    },
+)

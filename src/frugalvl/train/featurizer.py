@@ -6,7 +6,7 @@ import torch
 
 from ..errors import UserError
 from ..models.clip import ClipModel
-from ..segment.dense_clip import dense_tokens
+from ..models.dense_clip import dense_tokens
 from .settings import LAST_BLOCKS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the official training normalises with ImageNet statistics
@@ -18,7 +18,7 @@ class ClipFeaturizer:
     """Frozen CLIP patch features ``[B, D, h/p, w/p]`` (float32) of normalised images.
 
     ``last_block="skip"`` is the official training featurizer (``xclip``): the last ViT block is skipped, features
-    are ``ln_post(tokens after block L−1) @ proj``. Any attention mode of :mod:`..segment.attention` instead runs
+    are ``ln_post(tokens after block L−1) @ proj``. Any attention mode of :mod:`frugalvl.models.attention` instead runs
     the replaced last block exactly as SegEarth-OV does at inference, which removes the train/test mismatch of the
     official recipe (docs/methods/simfeatup.md#train-and-test-features).
     """

@@ -13,7 +13,7 @@ from ..precision import PRECISIONS
 from ..settings import option
 
 # "skip" drops the last ViT block (the official featurizer); the others are the attention modes of
-# frugalvl.segment.attention (MODES), which run the replaced last block as at inference.
+# frugalvl.models.attention (MODES), which run the replaced last block as at inference.
 LAST_BLOCKS = ("skip", "segearth", "clearclip", "sclip", "maskclip", "vanilla")
 UPSAMPLER_TYPES = ("jbu_one", "jbu_stack")
 NORMALISATIONS = ("imagenet", "clip")

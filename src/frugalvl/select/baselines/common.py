@@ -16,7 +16,6 @@ the LLaVA JSON subset at ``--out``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -27,10 +26,9 @@ import numpy as np
 
 from ...errors import UserError
 from ...fileio import atomic_path, write_json, write_text
-from ...identity import file_digest
 from .. import data as data_mod
 from ..ranking import PickSettings, count_by, group_quotas, score_histogram, select, target_count
-from ..workdir import load_features, load_samples, need, usable_mask
+from ..workdir import input_records, load_features, load_samples, usable_mask
 
 log = logging.getLogger(__name__)
 GreedyFn = Callable[[np.ndarray, int], np.ndarray]  # (pool positions, budget) -> chosen positions, in order
@@ -118,17 +116,6 @@ def _checked(chosen: np.ndarray, pool: np.ndarray, budget: int) -> np.ndarray:
 
 def _jsonable(settings: Any) -> Any:
     return asdict(settings) if is_dataclass(settings) and not isinstance(settings, type) else settings
-
-
-def input_records(work: Path) -> list[dict[str, Any]]:
-    """The original records, from the input file prepare saw (checked unchanged)."""
-    rep = json.loads(need(work / "prepare" / "report.json", "prepare").read_text())
-    path = Path(rep["input"])
-    if not path.is_file() or file_digest(path) != rep["input_sha256"]:
-        raise UserError(
-            f"the input {path} is gone or changed since `select prepare`: restore it, or prepare again with --force"
-        )
-    return data_mod.read_llava_json(path)
 
 
 def write_selection(

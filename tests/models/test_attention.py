@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from frugalvl.segment.attention import MODES, last_block
+from frugalvl.models.attention import MODES, last_block
 
 
 class Block(nn.Module):
@@ -79,7 +79,7 @@ def test_mode_matches_formula(mode):
 
 
 def test_segearth_rows_sum_to_three_and_residual_variant():
-    from frugalvl.segment.attention import attention_weights
+    from frugalvl.models.attention import attention_weights
 
     q, k, v = torch.randn(3, 1, 2, 6, 4).unbind(0)
     w = attention_weights(q, k, v, "segearth")
@@ -95,7 +95,7 @@ def test_segearth_rows_sum_to_three_and_residual_variant():
 @pytest.mark.parametrize("mode", MODES)
 def test_sdpa_mixing_equals_explicit_weights(mode):
     """The SDPA path (one stacked call for SegEarth-OV) against softmax(·)·v written out, fp32."""
-    from frugalvl.segment.attention import attention_weights, mix_tokens
+    from frugalvl.models.attention import attention_weights, mix_tokens
 
     torch.manual_seed(3)
     for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):  # fp32: rounding only (outputs reach ~6)
@@ -108,7 +108,7 @@ def test_sdpa_mixing_equals_explicit_weights(mode):
 def test_sdpa_is_called_once_for_segearth(monkeypatch):
     import torch.nn.functional as F
 
-    from frugalvl.segment import attention
+    from frugalvl.models import attention
 
     calls = []
     real = F.scaled_dot_product_attention
