@@ -100,8 +100,7 @@ def explicit_mixing(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str
 @contextlib.contextmanager
 def official_kernels():
     """Swap frugalvl's fused paths (Triton/shift-and-accumulate JBU, SDPA) for the official ones."""
-    from frugalvl.models import jbu
-    from frugalvl.models import attention
+    from frugalvl.models import attention, jbu
 
     saved = jbu.adaptive_conv, attention.mix_tokens
     jbu.adaptive_conv, attention.mix_tokens = featup_adaptive_conv, explicit_mixing

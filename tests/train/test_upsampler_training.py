@@ -22,9 +22,9 @@ from PIL import Image
 
 from frugalvl.cli import main
 from frugalvl.errors import UserError
+from frugalvl.models.attention import MODES
 from frugalvl.models.jbu import JBUOne
 from frugalvl.models.upsampler import load_upsampler
-from frugalvl.models.attention import MODES
 from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
 from frugalvl.train.checkpoints import read_train_checkpoint
 from frugalvl.train.downsampler import AttentionDownsampler, gaussian_blur

@@ -137,8 +137,8 @@ def create_app(config: AppConfig) -> FastAPI:
 
     @app.get("/api/config")
     def get_config() -> dict[str, Any]:
-        from ..presets import list_presets, load_preset
         from ..models.attention import MODES
+        from ..presets import list_presets, load_preset
 
         presets = []
         for name in list_presets():
