@@ -69,6 +69,8 @@ from .base import Progress, merge_synonyms
 PRECISIONS = ("auto", "fp32", "bf16")
 # Kept instance masks are resized in groups of at most this many pixels (memory bound, not a result change).
 _RESIZE_PIXEL_BUDGET = 1 << 25
+# Image-sized accumulators stay on the model's device up to this many bytes, else they live in host memory.
+_DEVICE_OUTPUT_BUDGET = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -201,14 +203,6 @@ def fuse_view(
     if use_presence:
         fused = fused * presence[:, None, None]
     return fused
-
-
-# ---------------------------------------------------------------------------------------------
-# The segmenter
-# ---------------------------------------------------------------------------------------------
-
-# Image-sized accumulators stay on the model's device up to this many bytes, else they live in host memory.
-_DEVICE_OUTPUT_BUDGET = 1 << 31
 
 
 class SegEarthOV3:
