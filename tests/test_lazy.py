@@ -11,7 +11,7 @@ import pytest
 
 from frugalvl.lazy import lazy_exports
 
-PACKAGES = ["frugalvl.segment", "frugalvl.select", "frugalvl.train"]
+PACKAGES = ["frugalvl.segment", "frugalvl.select", "frugalvl.train", "frugalvl.train.finetune"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -33,7 +33,7 @@ def test_unknown_names_raise_attribute_error(package):
 
 
 def test_packages_import_no_torch_until_a_name_is_used():
-    code = "import sys, frugalvl.segment, frugalvl.select, frugalvl.train; sys.exit('torch' in sys.modules)"
+    code = "import sys, frugalvl.segment, frugalvl.select, frugalvl.train.finetune; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -57,3 +57,17 @@ def test_a_module_is_imported_on_first_use_only(tmp_path: Path, monkeypatch):
 def test_lazy_exports_returns_sorted_names():
     names, _ = lazy_exports("somewhere", {"b": "m", "a": "m"})
     assert names == ["a", "b"]
+
+
+def test_no_package_writes_its_own_lazy_getattr():
+    """Lazy exports are written once, in frugalvl.lazy; a package assigns the helper's ``__getattr__``."""
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "frugalvl"
+    own = [
+        str(p.relative_to(src))
+        for p in sorted(src.rglob("__init__.py"))
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+    ]
+    assert own == []

@@ -33,21 +33,14 @@ Output folder::
 
 from __future__ import annotations
 
-from typing import Any
+from ...lazy import lazy_exports
 
-_EXPORTS = {
-    "FinetuneSettings": ".settings",
-    "finetune": ".loop",
-    "merge_adapter": ".merge",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """Lazy exports: ``from frugalvl.train.finetune import FinetuneSettings`` imports no torch."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+# ``from frugalvl.train.finetune import FinetuneSettings`` imports no torch.
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "FinetuneSettings": "settings",
+        "finetune": "loop",
+        "merge_adapter": "merge",
+    },
+)
