@@ -26,6 +26,7 @@ LAYERS = {
     "train": 3,
     "app": 3,
     "distributed": 3,
+    "pointcloud": 3,
     "models": 2,
     "raster": 2,
     "fileio": 2,

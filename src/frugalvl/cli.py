@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "score a method on the remote-sensing benchmarks (mIoU / IoU as the papers)"),
     "train-upsampler": ("train_upsampler", "train a SimFeatUp upsampler for a CLIP from unlabeled images"),
     "select": ("select", "CoIDO: pick a subset of a LLaVA-format instruction set"),
+    "label-3d": ("label_3d", "label a point cloud from its drone photos: segment, project, vote"),
     "app": ("app", "a local web app: type classes, see the map segmented, download the results"),
 }
 

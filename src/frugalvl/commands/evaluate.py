@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 def register(subparsers) -> None:
     from ..evaluate.datasets import list_datasets
+    from .evaluate_points import add_points_arguments
     from .segment import add_model_arguments, add_override_arguments
 
     p = subparsers.add_parser(
@@ -32,9 +33,9 @@ def register(subparsers) -> None:
     choice.add_argument(
         "--all", action="store_true", help="every benchmark found under --data-root, printed as the papers' two tables"
     )
+    choice.add_argument("--points", metavar="CLOUD", help="score a labelled point cloud (label-3d's output)")
     what.add_argument(
         "--data-root",
-        required=True,
         help="folder holding the datasets in the official layout (the official configs' data/)",
     )
     what.add_argument(
@@ -48,6 +49,7 @@ def register(subparsers) -> None:
     out.add_argument("-o", "--outdir", default="eval_results", help="output folder (default eval_results)")
     out.add_argument("--no-cache", action="store_true", help="do not keep per-image results (no resuming)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_points_arguments(what)
     add_override_arguments(p.add_argument_group("overrides of the preset's settings (default: the official ones)"))
     add_model_arguments(p)
     p.set_defaults(func=run)
@@ -56,6 +58,13 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate.datasets import dataset_present, dataset_spec, list_datasets
     from ..evaluate.tables import paper_tables
+
+    if args.points:
+        from .evaluate_points import run_points
+
+        return run_points(args)
+    if args.data_root is None:
+        raise UserError("the following arguments are required: --data-root")
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit}: give a positive number of images")
