@@ -100,3 +100,21 @@ def test_las_cloud_through_the_pipeline_matches_the_ply_one(synthetic, tmp_path)
     las_labels = np.asarray(laspy.read(las.output).pred_label)
     # the PLY holds float32 coordinates, the LAS millimetres: the few points that differ sit on a pixel edge
     assert (ply_labels == las_labels).mean() > 0.995
+
+
+def test_a_las_cloud_can_be_written_as_ply(tmp_path):
+    pytest.importorskip("laspy")
+    import laspy
+
+    xyz = np.random.default_rng(0).uniform(0, 100, (50, 3))
+    src = laspy.read(_las(tmp_path / "c.las", xyz))
+    cloud = open_cloud(tmp_path / "c.las")
+    out = write_labelled(cloud, output_path(cloud, tmp_path, "ply"), np.zeros(50, np.int16), np.zeros((1, 3)))
+    assert out.name == "c_labels.ply"
+    data = read_ply(out)
+    assert data.dtype.names[:4] == ("x", "y", "z", "intensity") and data.dtype.names[-4:] == (
+        "red", "green", "blue", "pred_label"
+    )  # fmt: skip
+    np.testing.assert_array_equal(data["x"], src.x)  # float64: the scaled coordinates
+    np.testing.assert_array_equal(data["input_green"], src.green)
+    np.testing.assert_array_equal(data["confidence"], src.confidence)

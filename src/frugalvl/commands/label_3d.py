@@ -47,7 +47,10 @@ def register(subparsers) -> None:
 
 
 def apply_preset(args: argparse.Namespace) -> dict[str, Any]:
-    """Fill the segmentation options from a point-cloud preset (the user's options win); its vote settings."""
+    """Fill the segmentation options from a point-cloud preset (the user's options win); its vote settings.
+
+    With the user's own classes only the preset's thresholds apply: its class weights, colours and
+    background class index belong to its classes."""
     from ..presets.points import load_points_preset
 
     args.preset3d, args.colours = args.preset, None
@@ -60,12 +63,15 @@ def apply_preset(args: argparse.Namespace) -> dict[str, Any]:
         args.colours = preset.get("colours")
     table = preset.get(args.method.replace("-", "_"), {})
     for key, value in table.items():
+        if key == "bg_idx" and args.colours is None:
+            continue
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     return {"class_weights": tuple(preset["class_weights"])} if "class_weights" in preset and args.colours else {}
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..fileio import check_writable_dir
     from ..pointcloud.pipeline import check_cloud_and_block, label_cloud
 
     cls = _settings_class()
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             "no classes given: use --classes 'ground;tree;building', --classes-file FILE or --preset stpls3d"
         )
     check_cloud_and_block(args.cameras, args.cloud, settings)  # before any model loads
+    check_writable_dir(args.outdir, option="-o")
     segmenter = method_module(args.method).segmenter_from_cli(args)
     result = label_cloud(
         segmenter,

@@ -35,24 +35,36 @@ def distort(x: np.ndarray, y: np.ndarray, camera: Camera) -> tuple[np.ndarray, n
     return xd, yd
 
 
+def camera_coordinates(points: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``p = R (X - C)`` of ``N×3`` points, as three float64 columns (row by row: no thin matrix product)."""
+    pts = np.asarray(points, dtype=np.float64)
+    d = [pts[:, k] - camera.centre[k] for k in range(3)]
+    R = camera.rotation
+    return tuple(R[r, 0] * d[0] + R[r, 1] * d[1] + R[r, 2] * d[2] for r in range(3))  # type: ignore[return-value]
+
+
+def to_pixels(px: np.ndarray, py: np.ndarray, pz: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous ``(u, v)`` of camera-space points in front of the camera."""
+    xd, yd = distort(px / pz, py / pz, camera)
+    g = camera.group
+    return g.focal * xd + g.ppx, g.focal * yd + g.ppy
+
+
 def image_coordinates(points: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Continuous ``(u, v, depth)`` of ``N×3`` points (u, v meaningless where depth ≤ 0)."""
-    p = (np.asarray(points, dtype=np.float64) - camera.centre) @ camera.rotation.T
-    depth = p[:, 2]
+    px, py, pz = camera_coordinates(points, camera)
     with np.errstate(divide="ignore", invalid="ignore"):
-        x = p[:, 0] / depth
-        y = p[:, 1] / depth
-    xd, yd = distort(x, y, camera)
-    g = camera.group
-    return g.focal * xd + g.ppx, g.focal * yd + g.ppy, depth
+        u, v = to_pixels(px, py, pz, camera)
+    return u, v, pz
 
 
 def project(points: np.ndarray, camera: Camera, min_depth: float = 0.1) -> Projection:
     """The pixel of every point in front of the camera (depth > ``min_depth``) that falls inside the photo."""
-    u, v, depth = image_coordinates(points, camera)
+    px, py, depth = camera_coordinates(points, camera)
     front = np.flatnonzero(depth > min_depth)
-    col = np.round(u[front])
-    row = np.round(v[front])
+    u, v = to_pixels(px[front], py[front], depth[front], camera)
+    col = np.round(u)
+    row = np.round(v)
     g = camera.group
     inside = (col >= 0) & (col < g.width) & (row >= 0) & (row < g.height)
     keep = front[inside]

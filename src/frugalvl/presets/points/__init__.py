@@ -1,4 +1,4 @@
-"""Presets of the 2D -> 3D label transfer (``frugalvl label-3d --preset``): one TOML file per point-cloud benchmark.
+"""Presets of the 2D -> 3D label transfer (the label-3d command's presets): one TOML file per point-cloud benchmark.
 
 Each file holds the class list (with synonyms), class names, vote weights and colours, the
 segmentation thresholds of the official run per method, and how the benchmark's ground-truth classes
