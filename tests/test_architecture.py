@@ -21,6 +21,7 @@ LAYERS = {
     "__main__": 4,
     "commands": 4,
     "segment": 3,
+    "change": 3,
     "evaluate": 3,
     "select": 3,
     "train": 3,

@@ -34,8 +34,8 @@ import numpy as np
 from ..errors import UserError
 from ..presets import list_presets, load_preset
 
-Group = Literal["multiclass", "building", "road", "water"]
-GROUPS: tuple[Group, ...] = ("multiclass", "building", "road", "water")
+Group = Literal["multiclass", "building", "road", "water", "change"]
+GROUPS: tuple[Group, ...] = ("multiclass", "building", "road", "water", "change")
 _TIFF = (".tif", ".tiff")
 
 
@@ -64,6 +64,12 @@ class DatasetSpec:
     group: Group
     encoding: LabelEncoding
     split: tuple[str, ...] = ()  # evaluation ids, when the dataset uses a list (WBS-SI)
+    img2_dir: str | None = None  # change detection: the second date's images, same names as in img_dir
+
+    @property
+    def change(self) -> bool:
+        """A change-detection benchmark (two dates per sample, :mod:`frugalvl.evaluate.change`)."""
+        return self.img2_dir is not None
 
     @property
     def num_classes(self) -> int:
@@ -131,6 +137,7 @@ def dataset_spec(name: str) -> DatasetSpec:
         group=group,
         encoding=encoding,
         split=tuple(table.get("split", ())),
+        img2_dir=table.get("img2_dir"),
     )
 
 
