@@ -19,6 +19,7 @@ from .errors import UserError
 # subcommand -> (module under frugalvl.commands, one-line help shown by `frugalvl --help`)
 COMMANDS = {
     "segment": ("segment", "segment images, GeoTIFFs and whole scenes into named classes"),
+    "change": ("change", "change maps between two dates of the same place (SegEarth-OV3, no training)"),
     "evaluate": ("evaluate", "score a method on the remote-sensing benchmarks (mIoU / IoU as the papers)"),
     "train-upsampler": ("train_upsampler", "train a SimFeatUp upsampler for a CLIP from unlabeled images"),
     "select": ("select", "CoIDO: pick a subset of a LLaVA-format instruction set"),
