@@ -47,7 +47,9 @@ def run_done(client, wait, **body) -> dict:
 def test_config_lists_samples_presets_and_methods(make_client):
     cfg = make_client().get("/api/config").json()
     assert {"landsat_small", "plain", "landsat_rgb_byte"} <= set(cfg["samples"])
-    assert len(cfg["presets"]) == 17
+    assert len(cfg["presets"]) == 23  # the 17 benchmarks of both papers and the 6 of SegEarth-OV3 v2
+    levir = next(p for p in cfg["presets"] if p["name"] == "levir_cd")
+    assert "segearth-ov" not in levir and levir["segearth-ov3"]["classes"] == "background;building"
     loveda = next(p for p in cfg["presets"] if p["name"] == "loveda")
     assert loveda["segearth-ov"]["classes"].startswith("background;building,roof,house;road")
     assert set(cfg["methods"]) == {"segearth-ov", "segearth-ov3"}

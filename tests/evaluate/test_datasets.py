@@ -43,10 +43,13 @@ ALL = [
     "spacenet",
     "wbs_si",
 ]
+# SegEarth-OV3 v2: three segmentation benchmarks (SegEarth-OV3 settings only) and three change benchmarks
+V2 = ["gid", "gf_road", "gf7_building"]
+CHANGE = ["levir_cd", "whu_cd", "s2looking"]
 
 
 def test_all_seventeen_benchmarks_are_described():
-    assert sorted(list_datasets()) == sorted(ALL)
+    assert sorted(list_datasets()) == sorted(ALL + V2 + CHANGE)
     for name in ALL:
         spec = dataset_spec(name)
         assert spec.group in GROUPS
@@ -58,6 +61,19 @@ def test_all_seventeen_benchmarks_are_described():
         assert spec.encoding.ignore_index == 255
     assert dataset_spec("wbs_si").split and len(dataset_spec("wbs_si").split) == 499
     assert [n for n in ALL if dataset_spec(n).encoding.reduce_zero_label] == ["loveda", "potsdam", "vaihingen"]
+
+
+def test_the_v2_benchmarks_are_described():
+    for name in V2 + CHANGE:
+        spec = dataset_spec(name)
+        assert "segearth_ov" not in load_preset(name)  # the official SegEarth-OV code has no config for them
+        assert spec.num_classes == len(method_settings(name, "segearth_ov3")["classes"])
+        assert spec.change == (name in CHANGE) and spec.change == (spec.group == "change")
+        assert spec.binary == (name != "gid") and not spec.encoding.reduce_zero_label
+    assert dataset_spec("levir_cd").img2_dir == "LEVIR-CD/test_512/B"
+    assert dataset_spec("s2looking").img2_dir == "S2Looking/test/Image2"
+    assert dataset_spec("gf_road").encoding.binary_threshold == 129  # its converter: > 128
+    assert dataset_spec("gf7_building").img_suffix == ".tif"
 
 
 def _rgb(h: int = 8, w: int = 8) -> np.ndarray:

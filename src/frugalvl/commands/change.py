@@ -122,3 +122,29 @@ def run(args: argparse.Namespace) -> int:
     if not pairs:
         raise UserError("no image pairs to compare")
     return 0
+
+
+def evaluation_predictor(args: argparse.Namespace, spec: Any, root: Any) -> tuple[Any, dict[str, Any]]:
+    """``frugalvl evaluate`` on a change dataset: a predictor running the detector with the dataset preset's
+    settings (the command line's overrides on top), and the identity that keys its cache."""
+    import copy
+
+    from ..evaluate.change import DetectorPredictor, check_second_dates
+    from ..identity import weights_identity
+    from ..models.sam3 import DEFAULT_SAM3
+    from ..settings import settings_identity
+
+    if args.method not in METHODS:
+        raise UserError(f"{spec.name} is a change-detection benchmark: evaluate it with --method segearth-ov3")
+    check_second_dates(spec, root)
+    method_args = copy.copy(args)
+    method_args.preset, method_args.classes, method_args.classes_file = spec.name, None, None
+    _, segmentation, change = settings_from_cli(method_args)
+    identity = {
+        "method": "segearth-ov3-change",
+        "settings": settings_identity(segmentation),
+        "change": settings_identity(change),
+        "preset": spec.name,
+        "models": {"sam3": weights_identity(args.sam3 or DEFAULT_SAM3)},
+    }
+    return DetectorPredictor(lambda: detector_from_cli(method_args), spec, root, args.method), identity

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.dataset:
         result = _evaluate_one(args, dataset_spec(args.dataset), root, pred_dir=args.predictions)
-        print(result.report())
+        print(_report(result))
         _print_outputs(result)
         return 0
 
@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     results, failed = [], []
     make_segmenter = None if args.predictions else _shared_model_segmenters(args)
     for spec in present:
+        if not args.predictions and not _has_settings(spec.name, args.method):
+            print(f"{spec.name}: the preset has no {args.method} settings (skipped)")
+            continue
         pred_dir = None
         if args.predictions:
             pred_dir = Path(args.predictions) / spec.name
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             failed.append(str(exc))
             print(f"frugalvl: error: {exc}", file=sys.stderr)
             continue
-        print(result.report() + "\n")
+        print(_report(result) + "\n")
         results.append(result)
     if not results:
         raise UserError(f"nothing evaluated under {root}" + (f": {failed[0]}" if failed else ""))
@@ -120,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"frugalvl: {len(failed)} dataset(s) failed, see the errors above", file=sys.stderr)
         return 2
     return 0
+
+
+def _has_settings(dataset: str, method: str) -> bool:
+    """Whether a dataset's preset holds settings for the method (the v2 datasets have SegEarth-OV3's only)."""
+    from ..presets import load_preset
+
+    return method.replace("-", "_") in load_preset(dataset)
 
 
 def _paper_order(names: list[str]) -> list[str]:
@@ -154,13 +164,18 @@ def _evaluate_one(
     make_segmenter: Callable[[argparse.Namespace], Any] | None = None,
 ) -> DatasetResult:
     """Score one dataset: from prediction files when ``pred_dir`` is given, else by running the method."""
-    from ..evaluate.runner import FilePredictor, SegmenterPredictor, evaluate_dataset
+    from ..evaluate.runner import FilePredictor, Predictor, SegmenterPredictor, evaluate_dataset
 
-    predictor: FilePredictor | SegmenterPredictor
+    predictor: Predictor
     if pred_dir is not None:
         predictor = FilePredictor(pred_dir, label)
         settings: dict[str, Any] = {"predictions": str(Path(pred_dir).resolve())}
         cache = False  # reading label files is as cheap as reading a cache, and files may change
+    elif spec.change:  # two dates per sample (frugalvl.evaluate.change)
+        from .change import evaluation_predictor
+
+        predictor, settings = evaluation_predictor(args, spec, root)
+        cache = not args.no_cache
     else:
         method_args = _method_args(args, spec.name)
         make = make_segmenter or _shared_model_segmenters(args)
@@ -168,9 +183,25 @@ def _evaluate_one(
         settings = cache_identity(args.method, method_args)
         cache = not args.no_cache
     run_dir = Path(args.outdir) / spec.name / predictor.label
-    return evaluate_dataset(
+    result = evaluate_dataset(
         spec, root, predictor, run_dir, settings=settings, limit=args.limit, cache=cache, progress=not args.no_progress
     )
+    if spec.change:
+        from ..evaluate.change import change_metrics_json
+        from ..fileio import write_json
+
+        write_json(run_dir / "change_metrics.json", change_metrics_json(result.scores, spec.label_names))
+    return result
+
+
+def _report(result: DatasetResult) -> str:
+    """The segmentation tables, and for a change dataset the official change metrics below them."""
+    if not result.spec.change:
+        return result.report()
+    from ..evaluate.change import change_report
+
+    title = "change detection (mmseg mIoU + mFscore, %)"
+    return f"{result.report()}\n\n{change_report(result.scores, result.spec.label_names, title)}"
 
 
 def cache_identity(method: str, method_args: argparse.Namespace) -> dict[str, Any]:
