@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..models.sam3 import encode_image, pixel_values
+from ..precision import autocast
 from ..segment.base import labels_from_scores, merge_synonyms
 from ..segment.segearth_ov3 import SegEarthOV3, SegEarthOV3Settings
 from ..settings import settings_identity
@@ -103,7 +105,16 @@ class ChangeDetector:
     @torch.no_grad()
     def date(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """One date's per-prompt scores ``[Q, H, W]`` (fp32) and stride-14 feature map ``[D, h, w]``."""
-        return self.segmenter.query_scores(rgb), self.segmenter.fpn_map(rgb)
+        return self.segmenter.query_scores(rgb), self.features(rgb)
+
+    @torch.no_grad()
+    def features(self, rgb: np.ndarray) -> torch.Tensor:
+        """The whole image's stride-14 FPN map ``[D, h, w]`` (the last map SAM 3's detector uses: 72² at
+        1008 px), from a second image-encoder pass as in the official code, in the precision SAM 3 ran at."""
+        seg = self.segmenter
+        with autocast(seg.device, seg.settings.precision):
+            vision = encode_image(seg.sam3.model, pixel_values(seg.sam3, rgb))
+        return vision.maps[-1][0]
 
     @torch.no_grad()
     def detect(self, before: np.ndarray, after: np.ndarray) -> ChangeResult:

@@ -394,12 +394,3 @@ class SegEarthOV3:
             sink = BandAverage(index, height, width, device, merge_synonyms)
         self._run(rgb, windows, sink, prune, progress)
         return sink.result().cpu()
-
-    @torch.no_grad()
-    def fpn_map(self, rgb: np.ndarray) -> torch.Tensor:
-        """The whole image's stride-14 FPN map ``[D, h, w]`` (the last one the detector uses: 72² at 1008 px),
-        in the precision SAM 3 ran at; change detection compares it between dates
-        (docs/methods/segearth_ov3_change.md#pixel-verdict)."""
-        with autocast(self.device, self.settings.precision):
-            vision = encode_image(self.sam3.model, self._pixel_values(rgb))
-        return vision.maps[-1][0]
