@@ -144,13 +144,13 @@ def vitb_tile_seconds(clip: Path, repeats: int = 3) -> tuple[float, object]:
     """Median seconds of one 512² tile (real Landsat pixels) through SegEarth-OV with ViT-B/16 dimensions."""
     import rasterio
 
-    from frugalvl.segment.scene import Tile, _Reader, segment_tile
+    from frugalvl.segment.scene import SceneReader, Tile, segment_tile
     from frugalvl.windows import Window
 
     seg = cli_factory(clip)()
     times = []
     with rasterio.open(REPO / "examples" / "data" / "landsat_rgb_byte.tif") as src:
-        reader = _Reader(src, [1, 2, 3], 1.0, "percentile")
+        reader = SceneReader(src, [1, 2, 3], 1.0, "percentile")
         h, w = src.height, src.width
         y0, x0 = (h - 512) // 2, (w - 512) // 2
         win = Window(y0, y0 + 512, x0, x0 + 512)
@@ -167,6 +167,7 @@ def scene_in_situ(clip: Path, work: Path, seg) -> tuple[float, float]:
     """Seconds per tile in the steady state: single process vs one Ray worker (896² scene, 4 tiles)."""
     from frugalvl.distributed import ray_segment
     from frugalvl.segment.scene import SceneSettings, segment_scene
+    from frugalvl.segment.scene_settings import SegmentRunSettings
     from frugalvl.testing.segmenters import write_test_scene
 
     scene = work / "scene896.tif"
@@ -181,9 +182,9 @@ def scene_in_situ(clip: Path, work: Path, seg) -> tuple[float, float]:
             cli_factory(clip),
             [scene],
             work / "scene_ray",
+            SegmentRunSettings(scene=SceneSettings(tile=512), tile_all=True),
             workers=1,
             progress=False,
-            scene=SceneSettings(tile=512),
             min_tiles=2,
         )
     finally:

@@ -16,8 +16,8 @@ from frugalvl.errors import UserError
 from frugalvl.raster import read_image
 from frugalvl.segment.pipeline import segment_image
 from frugalvl.segment.scene import (
+    SceneReader,
     SceneSettings,
-    _Reader,
     open_scene,
     plan_tiles,
     scene_limits,
@@ -89,7 +89,7 @@ def test_16bit_scene_is_stretched_scene_wide_not_per_tile(tmp_path):
     labels, _ = read(result.labels)
     assert np.array_equal(labels, whole_image_labels(ColourSegmenter.with_classes(), scene))
     with open_scene(scene) as src:
-        reader = _Reader(src, [1, 2, 3], 1.0, "percentile")
+        reader = SceneReader(src, [1, 2, 3], 1.0, "percentile")
         limits = scene_limits(reader)
     img = read_image(scene)
     with rasterio.open(scene) as src:
@@ -107,7 +107,7 @@ def test_one_tile_covering_the_image_is_todays_result(tmp_path, tiny_clip_model)
     img = read_image(path)
     today = segment_image(seg, img)
     with open_scene(path) as src:
-        reader = _Reader(src, [1, 2, 3], 1.0, "percentile")
+        reader = SceneReader(src, [1, 2, 3], 1.0, "percentile")
         rows = plan_tiles(src.height, src.width, 1024, 256)
         assert len(rows) == 1 and len(rows[0]) == 1
         labels, scores, ran = segment_tile(seg, reader, rows[0][0])
@@ -221,7 +221,7 @@ def test_changed_settings_stop_with_one_line_and_overwrite_redoes(tmp_path):
     write_test_scene(scene, 200, 200)
     assert segment_scene(ColourSegmenter.with_classes(), scene, tmp_path / "o", tile=128) is not None
     assert segment_scene(ColourSegmenter.with_classes(), scene, tmp_path / "o", tile=128) is None  # done already
-    with pytest.raises(UserError, match=r"scene.tile: 128 -> 96.*--overwrite"):
+    with pytest.raises(UserError, match=r"scene.tile: 128 -> 96.*use overwrite=True to redo it, or another outdir"):
         segment_scene(ColourSegmenter.with_classes(), scene, tmp_path / "o", tile=96)
     with pytest.raises(UserError, match="classes"):
         segment_scene(ColourSegmenter.with_classes("dark;red;green"), scene, tmp_path / "o", tile=128)
@@ -233,14 +233,15 @@ def test_changed_settings_stop_with_one_line_and_overwrite_redoes(tmp_path):
 
 
 def test_bad_scene_settings_and_small_scene(tmp_path):
-    for kwargs, fragment in [
-        ({"min_area": -1.0}, "--min-area"),
-        ({"tile": 8}, "--tile"),
-        ({"tile": 128, "overlap": 100}, "--tile-overlap"),
-        ({"scale": 0.0}, "--scale"),
-        ({"vectors": "shp"}, "--vectors"),
+    for kwargs, fragment in [  # a range error names its field first (the CLI shows it as its flag)
+        ({"min_area": -1.0}, "^min_area -1.0 must be zero or positive"),
+        ({"tile": 8}, "^tile 8 is too small"),
+        ({"tile": 128, "overlap": 100}, r"^overlap 100 must be between 0 and half the tile \(64\)"),
+        ({"scale": 0.0}, "^scale 0.0 must be"),
+        ({"vectors": "shp"}, "^vectors 'shp': choose one of gpkg, geojson, parquet"),
+        ({"stretch": "log"}, "^stretch 'log'"),
     ]:
-        with pytest.raises(UserError, match=fragment):
+        with pytest.raises(ValueError, match=fragment):
             SceneSettings(**kwargs)
     scene = tmp_path / "small.tif"
     write_test_scene(scene, 90, 70)
@@ -257,7 +258,7 @@ def test_overlay_is_drawn_from_an_overview(tmp_path):
     write_test_scene(scene, 300, 200)
     out = segment_scene(ColourSegmenter.with_classes(), scene, tmp_path / "o", tile=128)
     with open_scene(scene) as src:
-        reader = _Reader(src, [1, 2, 3], 1.0, "percentile")
+        reader = SceneReader(src, [1, 2, 3], 1.0, "percentile")
         path = write_scene_overlay(reader, out.labels, ["a", "b"], tmp_path / "small.png", long_side=100)
     from PIL import Image
 
@@ -288,24 +289,33 @@ def test_seams_on_a_real_mosaic(tmp_path):
 
 def test_unfinished_run_with_other_settings_stops_and_keeps_its_tiles(tmp_path):
     from frugalvl.segment.pipeline import segment_files
-    from frugalvl.segment.scene import _prepare_parts, scene_record
+    from frugalvl.segment.scene import scene_record
+    from frugalvl.segment.scene_settings import SegmentRunSettings
+    from frugalvl.segment.scene_tiles import prepare_parts
 
     scene = tmp_path / "scene.tif"
     write_test_scene(scene, 200, 200)
     seg = ColourSegmenter.with_classes()
     parts = tmp_path / "o" / ".scene.parts"
-    _prepare_parts(parts, scene_record(seg, scene, SceneSettings(tile=128), parts=True), False, "scene")
+    prepare_parts(parts, scene_record(seg, scene, SceneSettings(tile=128), parts=True), False, "scene")
     (parts / "r00000_c00000.npz").write_bytes(b"pretend")  # a finished tile of the first run
-    summary = segment_files(
-        ColourSegmenter.with_classes("dark;red"), [scene], tmp_path / "o", scene=SceneSettings(tile=128), progress=False
-    )
-    assert summary.failed and "--overwrite" in summary.failed[0][1] and (parts / "r00000_c00000.npz").exists()
+    tiled = SegmentRunSettings(scene=SceneSettings(tile=128), tile_all=True)
+    failures = []
     summary = segment_files(
         ColourSegmenter.with_classes("dark;red"),
         [scene],
         tmp_path / "o",
-        scene=SceneSettings(tile=128),
+        tiled,
         progress=False,
-        overwrite=True,
+        on_failure=lambda *f: failures.append(f),
+    )
+    assert summary.failed and "use overwrite=True to start it afresh" in summary.failed[0][1]
+    assert failures == [(str(scene), summary.failed[0][1])] and (parts / "r00000_c00000.npz").exists()
+    summary = segment_files(
+        ColourSegmenter.with_classes("dark;red"),
+        [scene],
+        tmp_path / "o",
+        SegmentRunSettings(scene=SceneSettings(tile=128), tile_all=True, overwrite=True),
+        progress=False,
     )
     assert summary.done and not parts.exists()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import UserError
@@ -62,8 +62,12 @@ def build_settings(cls: type, values: dict[str, Any]) -> Any:
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
+        text = str(exc)
+        rendered = cli_text(text, cls)
+        if rendered != text:  # the message starts with the field it is about: now with its flag
+            raise UserError(rendered) from None
         flags = {f.name: flag_of(f) for f in dataclasses.fields(cls)}
-        named = next((flags[k] for k in _named_fields(str(exc), values)), None)
+        named = next((flags[k] for k in _named_fields(text, values)), None)
         raise UserError(f"{named + ': ' if named else ''}{exc}") from None
 
 
@@ -72,3 +76,23 @@ def _named_fields(message: str, names: Iterable[str]) -> list[str]:
     it starts with first."""
     found = [k for k in names if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", message)]
     return sorted(found, key=lambda k: not message.startswith(k))
+
+
+def cli_text(text: str, *classes: type, names: Mapping[str, str] | None = None) -> str:
+    """A library message as the command line says it.
+
+    Library messages name settings as Python does: a field's error starts with the field's name
+    (``tile 8 is too small``) and a remedy names a switch as ``overwrite=True``; both become the field's
+    option (``--tile 8 is too small``, ``--overwrite``). ``names`` maps other parameters the message
+    may name as a whole word (``{"outdir": "-o"}``) to their option.
+    """
+    flags = {f.name: flag_of(f) for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("cli", False)}
+    for name, flag in flags.items():
+        if text.startswith(f"{name} "):
+            text = flag + text[len(name) :]
+            break
+    for name, flag in flags.items():
+        text = re.sub(rf"(?<![\w.=/-]){re.escape(name)}=True\b", flag, text)
+    for name, flag in (names or {}).items():
+        text = re.sub(rf"(?<![\w.=/\\~-]){re.escape(name)}(?![\w/\\.=-])", flag, text)
+    return text

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 
 from ..errors import UserError
+from ..segment.scene_settings import SceneSettings, SegmentRunSettings
 from . import methods
 from ._engine import SegmenterFactory, add_engine_arguments, engine_options
+from ._settings import add_settings_options, build_settings, cli_text, given
 from .methods import METHODS, method_module
 from .vocabulary import add_override_arguments, add_vocabulary_arguments, vocabulary_from_cli
+
+SCENE_FIELDS = ("tile", "overlap", "scale", "vectors", "min_area", "simplify")  # the rest: input and output
 
 __all__ = [
     "METHODS",
@@ -45,21 +51,11 @@ def register(subparsers) -> None:
     add_vocabulary_arguments(p)
     add_model_arguments(p)
     io = p.add_argument_group("input and output")
-    io.add_argument(
-        "--save-probs",
-        action="store_true",
-        help="also write class scores: <stem>_probs.npy (float32 C×H×W) for images, "
-        "<stem>_probs.tif (uint8 COG, 255 × score) for tiled scenes",
-    )
-    io.add_argument(
-        "--bands", help="1-based band numbers to use as RGB for TIFF inputs, e.g. 4,3,2 (default: first three)"
-    )
-    io.add_argument(
-        "--stretch", default="percentile", choices=["percentile", "minmax"], help="scaling of non-8-bit bands to 0..255"
-    )
-    io.add_argument(
-        "--overwrite", action="store_true", help="redo inputs whose outputs already exist (default: skip them)"
-    )
+    for name in ("save_probs", "bands", "stretch"):  # in this order in the help
+        add_settings_options(
+            io, SceneSettings, skip=[f.name for f in dataclasses.fields(SceneSettings) if f.name != name]
+        )
+    add_settings_options(io, SegmentRunSettings)
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_scene_arguments(p)
     add_engine_arguments(p)
@@ -67,96 +63,77 @@ def register(subparsers) -> None:
 
 
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
-    """Tiled whole-scene options (docs/scenes.md)."""
+    """Tiled whole-scene options (docs/scenes.md), generated from :class:`SceneSettings`."""
     g = parser.add_argument_group("whole scenes (tiled; automatic above 4096² px, for URLs, VRT and JPEG2000)")
-    g.add_argument("--tile", type=int, help="segment every input in tiles of N×N px (default for large scenes: 512)")
-    g.add_argument("--tile-overlap", type=int, help="pixels shared by neighbouring tiles (default: tile/4)")
-    g.add_argument("--scale", type=float, default=1.0, help="resample scenes by F first, e.g. 0.5 = twice the GSD")
-    g.add_argument("--vectors", choices=["gpkg", "geojson", "parquet"], help="also write class polygons in this format")
-    g.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (map units², px)")
-    g.add_argument("--simplify", type=float, default=0.0, help="simplify polygons with this tolerance (map units)")
+    io_fields = [f.name for f in dataclasses.fields(SceneSettings) if f.name not in SCENE_FIELDS]
+    add_settings_options(g, SceneSettings, skip=io_fields)
 
 
-def scene_settings_from_cli(args: argparse.Namespace):
-    """Tile settings (None without --tile), checked before any model loads."""
-    from ..segment.scene import SceneSettings
+def run_settings_from_cli(args: argparse.Namespace) -> SegmentRunSettings:
+    """The run's settings from the command line, checked before any model loads.
 
-    tile = args.tile if args.tile is not None else 512
-    settings = SceneSettings(
-        tile=tile,
-        overlap=args.tile_overlap,
-        scale=args.scale,
-        min_area=args.min_area,
-        simplify=args.simplify,
-        vectors=args.vectors,
-    )
+    Giving ``--tile``, ``--tile-overlap`` or a ``--scale`` other than 1 sends every input through the
+    tiled scene path; otherwise only large, remote and VRT/JPEG2000 inputs go there.
+    """
+    scene = build_settings(SceneSettings, given(args, SceneSettings))
     window = getattr(args, "slide_crop", None) or (224 if args.method == "segearth-ov" else 0)
     if args.tile is not None and args.tile < window:
         raise UserError(
             f"--tile {args.tile} is smaller than the model's {window} px window: give --tile {window} or more"
         )
-    return settings if (args.tile is not None or args.tile_overlap is not None or args.scale != 1.0) else None
+    tile_all = args.tile is not None or args.overlap is not None or (args.scale or 1.0) != 1.0
+    return build_settings(SegmentRunSettings, {**given(args, SegmentRunSettings), "scene": scene, "tile_all": tile_all})
 
 
-def parse_bands(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(b) for b in text.split(",")]
-    except ValueError:
-        raise UserError(f"--bands {text!r} is not a comma-separated list of band numbers, e.g. 4,3,2") from None
+def cli_message(text: str) -> str:
+    """A library message about this run as the command line says it (its fields as their options)."""
+    return cli_text(text, SceneSettings, SegmentRunSettings, names={"outdir": "-o"})
 
 
-def _segment_on_ray(args: argparse.Namespace, paths, bands, scene):
+def _report_failure(path: str, why: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"frugalvl: skipped: {cli_message(why)}", file=sys.stderr)  # above the progress bars
+
+
+def _segment_on_ray(args: argparse.Namespace, paths, settings: SegmentRunSettings):
     """``--engine ray``: the same run on a Ray actor pool (frugalvl.distributed, docs/ray.md)."""
     from ..distributed.ray_segment import segment_files_ray
 
     return segment_files_ray(
-        SegmenterFactory(args),
-        paths,
-        args.outdir,
-        progress=not args.no_progress,
-        save_probs=args.save_probs,
-        overwrite=args.overwrite,
-        bands=bands,
-        stretch=args.stretch,
-        scene=scene,
-        vectors=args.vectors,
-        min_area=args.min_area,
-        simplify=args.simplify,
-        **engine_options(args),
+        SegmenterFactory(args), paths, args.outdir, settings, progress=not args.no_progress, **engine_options(args)
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UserError as exc:
+        raise UserError(cli_message(str(exc))) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..raster import find_images
     from ..segment.pipeline import check_inputs_and_outputs, check_outdir, segment_files
 
-    scene = scene_settings_from_cli(args)
+    settings = run_settings_from_cli(args)
     paths = find_images(args.inputs)
-    bands = parse_bands(args.bands)
     check_outdir(args.outdir)  # before any model loads
     check_inputs_and_outputs(paths, args.outdir)
     if getattr(args, "engine", "local") == "ray":
-        summary = _segment_on_ray(args, paths, bands, scene)
+        summary = _segment_on_ray(args, paths, settings)
     else:
         summary = segment_files(
             method_module(args.method).segmenter_from_cli(args),
             paths,
             args.outdir,
-            save_probs=args.save_probs,
-            overwrite=args.overwrite,
-            bands=bands,
-            stretch=args.stretch,
+            settings,
             progress=not args.no_progress,
-            scene=scene,
-            vectors=args.vectors,
-            min_area=args.min_area,
-            simplify=args.simplify,
+            on_failure=_report_failure,
         )
     print(summary.table())
     if summary.failed:
         for _path, why in summary.failed:
-            print(f"frugalvl: failed: {why}")
+            print(f"frugalvl: failed: {cli_message(why)}")
         return 2
     return 0

@@ -1,15 +1,14 @@
 """``frugalvl select features|score --engine ray``: CoIDO's per-sample stages on a Ray cluster (docs/ray.md).
 
-* **features** (docs/methods/coido.md#features-and-quality-scores): the CLIP shards
-  ``features/clip_shards/shard-KKKKK-LO-HI.npz`` are computed by an actor pool (one CLIP per actor, one shard per
-  row, written atomically by the worker under the same name and with the same arrays as the single-process
-  :func:`frugalvl.select.features.run_sharded`). The stage itself then runs as always
-  (:func:`frugalvl.select.pipeline.features`): it finds every CLIP shard done, and assembles ``clip.npy``,
-  ``scores.json`` and the report; the other scorers (ImageReward, text quality) run there as today, resuming their
-  own caches.
+* **features** (docs/methods/coido.md#features-and-quality-scores): the stage runs as always
+  (:func:`frugalvl.select.pipeline.features`: checks, record, quality scorers, ``clip.npy``, ``scores.json`` and
+  the report); through its ``compute=`` hook the CLIP shards ``features/clip_shards/shard-KKKKK-LO-HI.npz`` are
+  computed by an actor pool (one CLIP per actor, one shard per row, written atomically by the worker under the same
+  name and with the same arrays as the single-process :func:`frugalvl.select.features.run_sharded`), so the local
+  pass finds every CLIP shard done.
 * **score** (docs/methods/coido.md#scorer-network): the N rows of ``[features, scaled scores]`` go to the actors in
   chunks that are whole multiples of the batch size, so every batch the scorer sees is the one the single-process
-  path sees; the driver writes ``r.npy`` and ``difficulty.json`` as :func:`frugalvl.select.pipeline.score` does.
+  path sees; ``pipeline.score`` (through its ``compute=`` hook) writes ``r.npy`` and ``difficulty.json``.
 
 ``cluster``, ``train`` and ``pick`` read these files unchanged.
 """
@@ -18,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,45 +85,29 @@ def features_ray(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """:func:`frugalvl.select.pipeline.features` with its CLIP shards computed on Ray; returns the report."""
+    """:func:`frugalvl.select.pipeline.features` with its CLIP shards computed on Ray; returns the report.
+
+    The stage runs as always (checks, record, the other scorers, ``clip.npy``); only its CLIP pass goes
+    to the actors, through the stage's ``compute=`` hook.
+    """
     from ..select import pipeline
-    from ..select.features import check_feature_settings, quality_scorers
-    from ..select.workdir import begin_stage, digest, load_samples, need
 
-    work = Path(work)
-    folder = work / "features"
-    check_feature_settings(settings)
-    need(work / "prepare" / "samples.json", "prepare")
-    upstream = {"prepare": digest(need(work / "prepare" / "meta.json", "prepare"))}
-    outputs = [folder / n for n in ("clip.npy", "scores.json", "image_ok.npy", "report.json")]
-    # the stage's own bookkeeping, as pipeline.features does it: where the shards of this run go
-    run = begin_stage(folder, "features", pipeline._feature_key(settings), upstream, outputs, force, resumable=True)
-    if run is None:
-        return json_report(folder)
-    quality_scorers(settings)  # a bad endpoint setting fails before the long pass, as in the local path
-    samples = load_samples(work)
-    shards = Path(run.out) / "clip_shards"
-    shards.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for k, lo in enumerate(range(0, len(samples), settings.shard_size)):
-        hi = min(len(samples), lo + settings.shard_size)
-        path = shard_path(shards, k, lo, hi)
-        if not path.is_file():
-            rows.append({"row": pickle.dumps(_ShardRow(str(path), list(samples[lo:hi])))})
-    log.info("features: %d CLIP shard(s) to compute on Ray", len(rows))
-    if rows:
-        with ray_session(ray_address) as ray:
-            pool = plan_pool(ray, workers, gpus_per_worker, device or settings.device)
-            _drain(ray, map_with_pool(ray, rows, ClipShardWorker, (settings,), pool), len(rows), "clip (ray)", progress)
-    # the stage proper: every CLIP shard is found, so only the assembly and the other scorers run here;
-    # a staged re-run (--force over a finished result) is resumed in its staging folder with force again
-    return pipeline.features(work, settings, force and Path(run.out) != folder, hook)
+    def on_ray(samples: Sequence[dict[str, Any]], shards: Path) -> None:
+        shards.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for k, lo in enumerate(range(0, len(samples), settings.shard_size)):
+            hi = min(len(samples), lo + settings.shard_size)
+            path = shard_path(shards, k, lo, hi)
+            if not path.is_file():
+                rows.append({"row": pickle.dumps(_ShardRow(str(path), list(samples[lo:hi])))})
+        log.info("features: %d CLIP shard(s) to compute on Ray", len(rows))
+        if rows:
+            with ray_session(ray_address) as ray:
+                pool = plan_pool(ray, workers, gpus_per_worker, device or settings.device)
+                results = map_with_pool(ray, rows, ClipShardWorker, (settings,), pool)
+                _drain(ray, results, len(rows), "clip (ray)", progress)
 
-
-def json_report(folder: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((folder / "report.json").read_text())
+    return pipeline.features(work, settings, force, hook, compute=on_ray)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,14 +14,14 @@ interrupted run resumes where it stopped; outputs made with other settings stop 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import logging
 import os
-import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +42,13 @@ from ..raster import (
     write_probs_cog,
 )
 from .base import Progress, Segmenter, labels_from_scores, scores_of
-from .records import check_record, make_record, record_path, write_record
-from .scene import VECTOR_FORMATS, SceneSettings, input_identity, scene_finished, scene_record, segment_scene
+from .records import SegmenterRecord, check_record, class_names, make_record, record_path, write_record
+from .scene import input_identity, scene_finished, scene_record, segment_scene
+from .scene_settings import VECTOR_FORMATS, SceneSettings, SegmentRunSettings
+
+log = logging.getLogger(__name__)
+
+FailureHook = Callable[[str, str], None]  # (input, one-line reason) of an input skipped for a UserError
 
 
 @dataclass
@@ -117,7 +122,7 @@ def check_outdir(outdir: str | os.PathLike) -> Path:
     """Create ``outdir`` if needed and prove it writable; one line when it is a file or read-only."""
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
-        raise UserError(f"-o {outdir} is a file, not a folder: give a folder for the outputs")
+        raise UserError(f"outdir {outdir} is a file, not a folder: give a folder for the outputs")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=outdir, prefix=".write-test.")
@@ -125,7 +130,7 @@ def check_outdir(outdir: str | os.PathLike) -> Path:
         os.unlink(probe)
     except OSError as exc:
         raise UserError(
-            f"-o {outdir} is not writable ({exc.strerror or exc}): give a folder you can write to"
+            f"outdir {outdir} is not writable ({exc.strerror or exc}): give a folder you can write to"
         ) from None
     return outdir
 
@@ -138,7 +143,9 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike) -> None
     stems = Counter(input_stem(p) for p in paths)
     clashes = [s for s, n in stems.items() if n > 1]
     if clashes:
-        raise UserError(f"inputs share the output name(s) {', '.join(clashes)}: segment them into different -o folders")
+        raise UserError(
+            f"inputs share the output name(s) {', '.join(clashes)}: segment them into different outdir folders"
+        )
     outdir = Path(outdir).resolve()
     local = {Path(p).resolve(): p for p in paths if not is_url(p)}
     for p in paths:
@@ -147,7 +154,7 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike) -> None
             if hit is not None:
                 raise UserError(
                     f"input {hit} would be overwritten by the output {name} of {input_name(p)}: "
-                    "write the outputs to another folder (-o)"
+                    "write the outputs to another folder (outdir)"
                 )
 
 
@@ -156,21 +163,23 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike) -> None
 # ---------------------------------------------------------------------------------------------
 
 
-def uses_scene_path(path, scene: SceneSettings | None) -> bool:
-    """Tiled when a tile size is given, for URLs, VRT/JPEG2000, and above :data:`AUTO_SCENE_PIXELS`."""
-    if scene is not None or is_url(path) or Path(str(path)).suffix.lower() in SCENE_ONLY_SUFFIXES:
+def uses_scene_path(path, tile_all: bool) -> bool:
+    """Tiled when ``tile_all``, for URLs, VRT/JPEG2000, and above :data:`AUTO_SCENE_PIXELS`."""
+    if tile_all or is_url(path) or Path(str(path)).suffix.lower() in SCENE_ONLY_SUFFIXES:
         return True
     shape = raster_shape(path)
     return shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS
 
 
-def _image_record(segmenter: Segmenter, path, bands, stretch, vectors: SceneSettings | None) -> dict:
-    extra = (
-        {}
-        if vectors is None or vectors.vectors is None
-        else {"min_area": vectors.min_area, "simplify": vectors.simplify}
-    )
-    return make_record(segmenter, input=input_identity(path), read={"bands": bands, "stretch": stretch}, **extra)
+def route_inputs(paths: Sequence, settings: SegmentRunSettings) -> dict[int, bool]:
+    """Input index -> whether it goes through the tiled scene path."""
+    return {i: uses_scene_path(p, settings.tile_all) for i, p in enumerate(paths)}
+
+
+def _image_record(segmenter, path, settings: SceneSettings) -> dict:
+    extra = {} if settings.vectors is None else {"min_area": settings.min_area, "simplify": settings.simplify}
+    read = {"bands": None if settings.bands is None else list(settings.bands), "stretch": settings.stretch}
+    return make_record(segmenter, input=input_identity(path), read=read, **extra)
 
 
 def _image_finished(outdir: Path, stem: str, save_probs: bool, vectors: str | None) -> bool:
@@ -181,45 +190,40 @@ def _image_finished(outdir: Path, stem: str, save_probs: bool, vectors: str | No
     return has_labels and has_probs and has_vectors and (outdir / f"{stem}_overlay.png").exists()
 
 
+def _files_bar(total: int, progress: bool) -> Any:
+    """The progress bar over a run's inputs (the outer bar; scenes and images add an inner one)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="segment", unit="img", disable=not progress, position=0)
+
+
+def _log_failure(path: str, why: str) -> None:
+    log.warning("skipped: %s", why)
+
+
 def segment_files(
     segmenter: Segmenter,
     paths: Sequence,
     outdir: str | Path,
-    save_probs: bool = False,
-    overwrite: bool = False,
-    bands: Sequence[int] | None = None,
-    stretch: str = "percentile",
+    settings: SegmentRunSettings = SegmentRunSettings(),
     progress: bool = True,
-    scene: SceneSettings | None = None,
-    vectors: str | None = None,
-    min_area: float = 0.0,
-    simplify: float = 0.0,
+    on_failure: FailureHook | None = None,
 ) -> RunSummary:
     """Segment image files (or scenes) and write their outputs under ``outdir``.
 
-    ``scene`` (tile settings) sends every input through the tiled scene path; without it only large,
-    remote and VRT/JPEG2000 inputs go there, with :class:`SceneSettings` defaults.
+    ``settings.scene`` reads and writes every input (and tiles the scenes); ``settings.tile_all`` sends
+    every input through the tiled scene path, else only large, remote and VRT/JPEG2000 inputs go there.
+    An input that fails with a :class:`UserError` is reported to ``on_failure(input, reason)`` (default:
+    a logged warning), listed in the summary, and the run goes on.
     """
-    from tqdm.auto import tqdm
-
     outdir = check_outdir(outdir)
     check_inputs_and_outputs(paths, outdir)
-    bands_t = tuple(bands) if bands else None
-    base = scene or SceneSettings()
-    scene_settings = dataclasses.replace(
-        base,
-        bands=bands_t,
-        stretch=stretch,
-        save_probs=save_probs,
-        vectors=vectors,
-        min_area=min_area,
-        simplify=simplify,
-    )
-    routes = {i: uses_scene_path(p, scene) for i, p in enumerate(paths)}
-    todo = _check_records(segmenter, paths, routes, outdir, scene_settings, overwrite)
-    names = segmenter.vocabulary.names
-    summary = RunSummary(names)
-    bar = tqdm(total=len(paths), desc="segment", unit="img", disable=not progress, position=0)
+    scene = settings.scene
+    routes = route_inputs(paths, settings)
+    todo = inputs_to_run(segmenter, paths, routes, outdir, settings)
+    summary = RunSummary(class_names(segmenter))
+    report = on_failure or _log_failure
+    bar = _files_bar(len(paths), progress)
     for i, path in enumerate(paths):
         bar.set_postfix_str(input_name(path), refresh=False)
         if i not in todo:
@@ -228,32 +232,39 @@ def segment_files(
             continue
         try:
             if routes[i]:
-                _run_scene(segmenter, path, outdir, scene_settings, progress, summary, overwrite)
+                _run_scene(segmenter, path, outdir, scene, progress, summary, settings.overwrite)
             else:
-                _run_image(segmenter, path, outdir, scene_settings, summary, progress)
+                _run_image(segmenter, path, outdir, scene, summary, progress)
         except UserError as exc:
             summary.failed.append((path, str(exc)))
-            bar.write(f"frugalvl: skipped: {exc}", file=sys.stderr)
+            report(str(path), str(exc))
         bar.update(1)
     bar.close()
     return summary
 
 
-def _check_records(segmenter, paths, routes, outdir: Path, settings: SceneSettings, overwrite: bool) -> set[int]:
+def inputs_to_run(
+    segmenter: Segmenter | SegmenterRecord,
+    paths: Sequence,
+    routes: dict[int, bool],
+    outdir: Path,
+    settings: SegmentRunSettings,
+) -> set[int]:
     """Indices of inputs to run; a :class:`UserError` before any work when old outputs differ in settings."""
     todo = set()
+    scene = settings.scene
     for i, path in enumerate(paths):
         stem = input_stem(path)
-        if overwrite:
+        if settings.overwrite:
             todo.add(i)
             continue
         try:
             if routes[i]:
-                record = scene_record(segmenter, path, settings)
-                done = scene_finished(outdir, stem, settings)
+                record = scene_record(segmenter, path, scene)
+                done = scene_finished(outdir, stem, scene)
             else:
-                record = _image_record(segmenter, path, settings.bands, settings.stretch, settings)
-                done = _image_finished(outdir, stem, settings.save_probs, settings.vectors)
+                record = _image_record(segmenter, path, scene)
+                done = _image_finished(outdir, stem, scene.save_probs, scene.vectors)
         except OSError:
             todo.add(i)  # missing input: reported when it is read
             continue
@@ -318,9 +329,7 @@ def _run_image(
             min_area=settings.min_area,
             simplify=settings.simplify,
         )
-    write_record(
-        record_path(outdir, image.stem), _image_record(segmenter, path, settings.bands, settings.stretch, settings)
-    )  # last: marks it done
+    write_record(record_path(outdir, image.stem), _image_record(segmenter, path, settings))  # last: marks it done
     valid = result.labels if image.nodata_mask is None else result.labels[~image.nodata_mask]
     counts = np.bincount(valid.ravel(), minlength=len(names))
     pixels = Counter({i: int(c) for i, c in enumerate(counts) if c})

@@ -5,13 +5,14 @@
 reading/tiling settings. It is written after the outputs, so an output without a matching record is
 unfinished. A later run into the same folder compares records: equal means done (skipped), different
 means the old outputs are not this run's result, and the run stops with one line naming the difference
-(``--overwrite`` redoes them).
+(``overwrite=True`` redoes them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,33 @@ from ..fileio import write_json
 RECORD_SUFFIX = "_run.json"
 
 
+@dataclass(frozen=True)
+class SegmenterRecord:
+    """What a record needs of a segmenter (its identity and class names), without its model.
+
+    Planning and assembling a scene need only this, so a process that never loads the model (the Ray
+    driver, an assembly task) passes it wherever a segmenter's record is asked for.
+    """
+
+    identity: dict[str, Any]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, segmenter: Any) -> SegmenterRecord:
+        return cls(segmenter_identity(segmenter), tuple(class_names(segmenter)))
+
+
+def class_names(segmenter: Any) -> list[str]:
+    """The class names of a segmenter or of a :class:`SegmenterRecord`."""
+    if isinstance(segmenter, SegmenterRecord):
+        return list(segmenter.names)
+    return list(segmenter.vocabulary.names)
+
+
 def segmenter_identity(segmenter: Any) -> dict[str, Any]:
     """The segmenter's own ``identity()`` when it has one, else what the Segmenter protocol exposes."""
+    if isinstance(segmenter, SegmenterRecord):
+        return json.loads(json.dumps(segmenter.identity))
     if hasattr(segmenter, "identity"):
         return json.loads(json.dumps(segmenter.identity(), default=str))
     vocab = segmenter.vocabulary
@@ -87,5 +113,6 @@ def check_record(path: Path, record: dict[str, Any], what: str) -> bool:
     if diff is None:
         return True
     raise UserError(
-        f"{what} in {path.parent} was made with other settings ({diff}): use --overwrite to redo it, or another -o"
+        f"{what} in {path.parent} was made with other settings ({diff}): use overwrite=True to redo it, "
+        "or another outdir"
     )

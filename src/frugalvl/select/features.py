@@ -42,6 +42,7 @@ RATING_REQUEST = (
     "assistant, on a scale from 0 (useless) to 10 (excellent). Give the rating alone on the first line."
 )
 ShardHook = Callable[[str, int], None]  # (what, shard index), called after each shard is saved
+ClipShards = Callable[[Sequence[dict[str, Any]], Path], None]  # (samples, folder): writes the CLIP shards there
 
 
 # ---------------------------------------------------------------- settings
@@ -518,15 +519,23 @@ def quality_scorers(settings: FeatureSettings) -> tuple[list[QualityScorer], dic
 
 
 def extract_features(
-    samples: Sequence[dict[str, Any]], folder: Path, settings: FeatureSettings, hook: ShardHook | None = None
+    samples: Sequence[dict[str, Any]],
+    folder: Path,
+    settings: FeatureSettings,
+    hook: ShardHook | None = None,
+    clip_shards: ClipShards | None = None,
 ) -> dict[str, Any]:
     """CLIP features and every enabled score for ``samples``, cached under ``folder``.
 
-    Returns ``clip`` [N, 2D] float32, ``names``, ``raw`` and ``scaled`` score dicts, ``report``.
+    ``clip_shards(samples, shard_folder)``, when given, computes the CLIP shards first (elsewhere: the
+    Ray engine); the local pass then finds them done. Returns ``clip`` [N, 2D] float32, ``names``,
+    ``raw`` and ``scaled`` score dicts, ``report``.
     """
     from ..models.clip import load_clip
 
     scorers, off = quality_scorers(settings)  # first: a bad endpoint setting fails before the long pass
+    if clip_shards is not None:
+        clip_shards(samples, folder / "clip_shards")
     clip = load_clip(settings.clip, settings.device, settings.precision)
     clip_out = run_sharded(
         len(samples),

@@ -27,7 +27,7 @@ from ..identity import file_digest
 from . import data as data_mod
 from .clustering import ClusterSettings, assign_nearest, centroids, cluster_features, subset_and_clusters
 from .data import PrepareSettings
-from .features import FeatureSettings, ShardHook, check_feature_settings, extract_features
+from .features import ClipShards, FeatureSettings, ShardHook, check_feature_settings, extract_features
 from .ranking import PickSettings, count_by, score_histogram, select, target_count
 from .streaming import score_streamed
 from .train_settings import TrainSettings, check_train_settings, result_settings
@@ -158,9 +158,17 @@ def _feature_key(settings: FeatureSettings) -> dict[str, Any]:
 
 
 def features(
-    work: str | Path, settings: FeatureSettings = FeatureSettings(), force: bool = False, hook: ShardHook | None = None
+    work: str | Path,
+    settings: FeatureSettings = FeatureSettings(),
+    force: bool = False,
+    hook: ShardHook | None = None,
+    compute: ClipShards | None = None,
 ) -> dict[str, Any]:
-    """Stage 2: CLIP features and quality scores for all N; returns the report."""
+    """Stage 2: CLIP features and quality scores for all N; returns the report.
+
+    ``compute(samples, shard_folder)`` computes the CLIP shards instead of the local pass (the Ray engine
+    passes its own; it runs after the settings and quality scorers are checked); the checks, the stage's
+    record, the other scorers and the outputs are the same either way."""
     work = Path(work)
     folder = work / "features"
     check_feature_settings(settings)
@@ -171,7 +179,7 @@ def features(
     if run is None:
         return json.loads((folder / "report.json").read_text())
     samples = load_samples(work)
-    out = extract_features(samples, run.out, settings, hook)  # writes run.out/clip.npy from its shards
+    out = extract_features(samples, run.out, settings, hook, compute)  # writes run.out/clip.npy from its shards
     _save_npy(run.out / "image_ok.npy", out["image_ok"].astype(bool))
     write_json(
         run.out / "scores.json",

@@ -1,0 +1,94 @@
+"""The settings of a ``segment`` run: how scenes are tiled, read and written, and what a run redoes.
+
+Both are frozen dataclasses whose fields carry their documentation (:func:`frugalvl.settings.option`),
+so the command line is generated from them and a default is written once. Out-of-range values raise
+``ValueError`` naming the *field* (``tile 8 is too small: ...``); the command line shows the field as
+its flag.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..settings import option
+
+VECTOR_FORMATS = {"gpkg": ".gpkg", "geojson": ".geojson", "parquet": ".parquet"}
+STRETCHES = ("percentile", "minmax")
+MIN_TILE = 32
+
+
+def parse_bands(text: str) -> tuple[int, ...] | None:
+    """``"4,3,2"`` -> ``(4, 3, 2)`` (1-based band numbers); ``ValueError`` for anything else."""
+    if not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of band numbers, e.g. 4,3,2") from None
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """How a scene is tiled, read and written (defaults in docs/scenes.md).
+
+    The field order is part of every scene's record (``<stem>_run.json``): append, never reorder.
+    """
+
+    tile: int = option(
+        512, "segment every input in tiles of N×N px (large scenes, URLs, VRT and JPEG2000 are tiled anyway)"
+    )
+    overlap: int | None = option(
+        None, "pixels shared by neighbouring tiles; none: a quarter of the tile", flag="--tile-overlap", parse=int
+    )
+    scale: float = option(1.0, "resample scenes by F first, e.g. 0.5 = twice the GSD")
+    bands: tuple[int, ...] | None = option(
+        None, "1-based band numbers to use as RGB for TIFF inputs, e.g. 4,3,2; none: the first three", parse=parse_bands
+    )
+    stretch: str = option("percentile", "scaling of non-8-bit bands to 0..255", choices=STRETCHES)
+    save_probs: bool = option(
+        False,
+        "also write class scores: <stem>_probs.npy (float32 C×H×W) for images, "
+        "<stem>_probs.tif (uint8 COG, 255 × score) for tiled scenes",
+    )
+    vectors: str | None = option(None, "also write class polygons in this format", choices=tuple(VECTOR_FORMATS))
+    min_area: float = option(0.0, "drop polygons smaller than this (map units², px without a CRS)")
+    simplify: float = option(0.0, "simplify polygons with this topology-preserving tolerance (map units)")
+
+    def __post_init__(self) -> None:
+        if self.tile < MIN_TILE:
+            raise ValueError(f"tile {self.tile} is too small: give at least {MIN_TILE} px (e.g. 512)")
+        if self.overlap is not None and not 0 <= self.overlap <= self.tile // 2:
+            raise ValueError(f"overlap {self.overlap} must be between 0 and half the tile ({self.tile // 2})")
+        if not (math.isfinite(self.scale) and 0 < self.scale <= 16):
+            raise ValueError(f"scale {self.scale} must be a number in (0, 16], e.g. 0.5 to work at twice the GSD")
+        if self.vectors is not None and self.vectors not in VECTOR_FORMATS:
+            raise ValueError(f"vectors {self.vectors!r}: choose one of {', '.join(VECTOR_FORMATS)}")
+        if not (math.isfinite(self.min_area) and self.min_area >= 0):
+            raise ValueError(f"min_area {self.min_area} must be zero or positive (map units², pixels without a CRS)")
+        if not (math.isfinite(self.simplify) and self.simplify >= 0):
+            raise ValueError(f"simplify {self.simplify} must be zero or positive (map units)")
+        if self.stretch not in STRETCHES:
+            raise ValueError(f"stretch {self.stretch!r}: choose one of {', '.join(STRETCHES)}")
+
+    @property
+    def overlap_px(self) -> int:
+        return self.tile // 4 if self.overlap is None else self.overlap
+
+
+@dataclass(frozen=True)
+class SegmentRunSettings:
+    """One ``segment`` run over many inputs (:func:`frugalvl.segment.pipeline.segment_files`, the Ray engine).
+
+    ``scene`` holds the reading and writing settings of every input (bands, stretch, scores, vectors)
+    and the tiling of those that go through the scene path; ``tile_all`` sends every input there
+    (otherwise only large, remote and VRT/JPEG2000 ones).
+    """
+
+    scene: SceneSettings = option(SceneSettings(), "reading, tiling and writing settings", cli=False)
+    tile_all: bool = option(False, "every input through the tiled scene path", cli=False)
+    overwrite: bool = option(False, "redo inputs whose outputs already exist (default: skip them)")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scene, SceneSettings):
+            raise ValueError(f"scene must be a SceneSettings, got {type(self.scene).__name__}")
