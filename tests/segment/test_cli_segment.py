@@ -279,6 +279,12 @@ def test_scene_cli_tiles_vectors_areas_and_bad_inputs(tmp_path, capsys, tiny_cli
         (["--tile", "100"], "smaller than the model's"),
         (["--min-area", "-1"], "--min-area"),
         (["--tile", "224", "--scale", "0"], "--scale"),
+        # the library names the field (overlap), the CLI its flag: the same line as before the split
+        (
+            ["--tile", "256", "--tile-overlap", "200"],
+            "error: --tile-overlap 200 must be between 0 and half the tile (128)",
+        ),
+        (["--tile", "16"], "error: --tile 16 is too small: give at least 32 px (e.g. 512)"),
     ]:
         code, _, err = run(
             capsys,
@@ -332,3 +338,41 @@ def test_large_raster_goes_to_the_scene_path_with_a_moving_tile_bar(tmp_path, ca
     assert "tile" in err  # the per-scene tile bar
     monkeypatch.setattr(pipeline, "AUTO_SCENE_PIXELS", 10**9)
     assert not pipeline.uses_scene_path(tmp_path / "big.tif", None)
+
+
+def test_library_messages_name_fields_and_the_cli_names_flags():
+    """Library text names settings as Python does; the CLI shows the same line with its options."""
+    from frugalvl.commands.segment import cli_message
+
+    assert cli_message("overlap 100 must be between 0 and half the tile (64)") == (
+        "--tile-overlap 100 must be between 0 and half the tile (64)"
+    )
+    assert cli_message("min_area -1.0 must be zero or positive") == "--min-area -1.0 must be zero or positive"
+    remedy = (
+        "x.tif in /data/outdir/run_o was made with other settings (scene.tile: 1 -> 2): use overwrite=True to redo it"
+    )
+    assert (
+        cli_message(remedy + ", or another outdir")
+        == remedy.replace("overwrite=True", "--overwrite") + ", or another -o"
+    )
+    assert cli_message("outdir /a/b is a file, not a folder") == "-o /a/b is a file, not a folder"
+    assert cli_message("write the outputs to another folder (outdir)") == "write the outputs to another folder (-o)"
+    plain = "tile r00001 of scene.tif: half the tile is nodata, scale and bands as given"  # field words in prose stay
+    assert cli_message(plain) == plain
+
+
+def test_a_failed_scene_line_names_the_flag(tmp_path, capsys, tiny_clip_file):
+    """An unfinished run with other settings is reported per input, with --overwrite (not overwrite=True)."""
+    from frugalvl.testing.segmenters import write_test_scene
+
+    scene = tmp_path / "s.tif"
+    write_test_scene(scene, 300, 260)
+    common = ["segment", scene, "-o", tmp_path / "o", "--clip", tiny_clip_file, "--no-progress", "--tile", "224"]
+    parts = tmp_path / "o" / ".s.parts"
+    parts.mkdir(parents=True)
+    (parts / "run.json").write_text('{"segmenter": {}, "settings": {}}')  # left by a run with other settings
+    code, out, err = run(capsys, *common, "--classes", "a;b")
+    assert code == 2 and "skipped: an unfinished run of s in" in err and "use --overwrite to start it afresh" in err
+    assert out.splitlines()[-1].startswith("frugalvl: failed: an unfinished run of s in")
+    assert out.splitlines()[-1].endswith("use --overwrite to start it afresh, or another -o")
+    assert "overwrite=True" not in err + out

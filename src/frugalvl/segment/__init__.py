@@ -4,11 +4,12 @@ and scenes to their outputs.
 The main names are importable from here (loaded on first use, so importing the package is cheap)::
 
     from frugalvl.segment import SegEarthOV, SegEarthOVSettings, SegEarthOV3, SegEarthOV3Settings
-    from frugalvl.segment import labels_from_scores, segment_files, segment_scene
+    from frugalvl.segment import labels_from_scores, segment_files, segment_scene, SegmentRunSettings
 
 Module map: base (what a segmenter is), segearth_ov, segearth_ov3, pipeline (files -> outputs), scene
-(whole scenes, tile by tile), records (what produced an output). CLIP's changed last block is in
-:mod:`frugalvl.models.attention` and :mod:`frugalvl.models.dense_clip`, shared with SimFeatUp training.
+(whole scenes: the phases and the loop) with scene_settings, scene_read, scene_tiles and scene_write, records
+(what produced an output). CLIP's changed last block is in :mod:`frugalvl.models.attention` and
+:mod:`frugalvl.models.dense_clip`, shared with SimFeatUp training.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ __all__, __getattr__ = lazy_exports(
         "segment_files": "pipeline",
         "segment_image": "pipeline",
         "segment_scene": "scene",
-        "SceneSettings": "scene",
+        "SceneSettings": "scene_settings",
+        "SegmentRunSettings": "scene_settings",
+        "plan_scene": "scene",
+        "assemble_scene": "scene",
     },
 )
