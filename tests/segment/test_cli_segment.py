@@ -342,12 +342,18 @@ def test_large_raster_goes_to_the_scene_path_with_a_moving_tile_bar(tmp_path, ca
 
 def test_library_messages_name_fields_and_the_cli_names_flags():
     """Library text names settings as Python does; the CLI shows the same line with its options."""
+    from frugalvl.commands._settings import build_settings
     from frugalvl.commands.segment import cli_message
+    from frugalvl.errors import UserError
+    from frugalvl.segment.scene_settings import SceneSettings
 
-    assert cli_message("overlap 100 must be between 0 and half the tile (64)") == (
-        "--tile-overlap 100 must be between 0 and half the tile (64)"
-    )
-    assert cli_message("min_area -1.0 must be zero or positive") == "--min-area -1.0 must be zero or positive"
+    for values, line in [
+        ({"tile": 128, "overlap": 100}, "--tile-overlap 100 must be between 0 and half the tile (64)"),
+        ({"min_area": -1.0}, "--min-area -1.0 must be zero or positive (map units², pixels without a CRS)"),
+    ]:
+        with pytest.raises(UserError) as info:
+            build_settings(SceneSettings, values)
+        assert str(info.value) == line
     remedy = (
         "x.tif in /data/outdir/run_o was made with other settings (scene.tile: 1 -> 2): use overwrite=True to redo it"
     )

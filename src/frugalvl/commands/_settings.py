@@ -63,7 +63,7 @@ def build_settings(cls: type, values: dict[str, Any]) -> Any:
         return cls(**values)
     except (ValueError, TypeError) as exc:
         text = str(exc)
-        rendered = cli_text(text, cls)
+        rendered = cli_text(text, cls, leading=True)
         if rendered != text:  # the message starts with the field it is about: now with its flag
             raise UserError(rendered) from None
         flags = {f.name: flag_of(f) for f in dataclasses.fields(cls)}
@@ -78,16 +78,17 @@ def _named_fields(message: str, names: Iterable[str]) -> list[str]:
     return sorted(found, key=lambda k: not message.startswith(k))
 
 
-def cli_text(text: str, *classes: type, names: Mapping[str, str] | None = None) -> str:
+def cli_text(text: str, *classes: type, names: Mapping[str, str] | None = None, leading: bool = False) -> str:
     """A library message as the command line says it.
 
-    Library messages name settings as Python does: a field's error starts with the field's name
-    (``tile 8 is too small``) and a remedy names a switch as ``overwrite=True``; both become the field's
-    option (``--tile 8 is too small``, ``--overwrite``). ``names`` maps other parameters the message
-    may name as a whole word (``{"outdir": "-o"}``) to their option.
+    Library messages name settings as Python does: a remedy names a switch as ``overwrite=True``, which
+    becomes its option (``--overwrite``); ``names`` maps other parameters the message may name as a
+    whole word (``{"outdir": "-o"}``) to their option. With ``leading`` (the error of a settings
+    value, which starts with its field: ``tile 8 is too small``) that field becomes its option too
+    (``--tile 8 is too small``).
     """
     flags = {f.name: flag_of(f) for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("cli", False)}
-    for name, flag in flags.items():
+    for name, flag in flags.items() if leading else ():
         if text.startswith(f"{name} "):
             text = flag + text[len(name) :]
             break
