@@ -34,8 +34,14 @@ def test_pool_defaults(gpus, nodes, workers, gpw, device, expected):
 
 
 def test_more_gpus_per_worker_than_the_cluster_has_is_one_line():
-    with pytest.raises(UserError, match=r"--gpus-per-worker 2, but the Ray cluster has 1 GPU"):
+    from frugalvl.commands.segment import cli_message
+
+    with pytest.raises(UserError, match=r"gpus_per_worker=2, but the Ray cluster has 1 GPU") as info:
         plan_pool(_FakeRay(1), None, 2.0, "cuda")
+    assert cli_message(str(info.value)) == (  # what `segment --engine ray` prints
+        "--gpus-per-worker 2, but the Ray cluster has 1 GPU(s): give --gpus-per-worker 0 to run on CPUs, "
+        "or join a cluster with GPUs (--ray-address)"
+    )
 
 
 def test_engine_options_parse_and_refuse_zero_workers(capsys):
@@ -71,6 +77,9 @@ def test_engine_ray_without_ray_installed_is_one_line(monkeypatch):
     from frugalvl.distributed.cluster import ray_session
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    with pytest.raises(UserError, match=r"pip install 'frugalvl\[ray\]'"):
+    with pytest.raises(UserError, match=r"pip install 'frugalvl\[ray\]'") as info:
         with ray_session(None):
             pass
+    from frugalvl.commands.segment import cli_message
+
+    assert cli_message(str(info.value)) == "--engine ray needs Ray: pip install 'frugalvl[ray]' (or use --engine local)"

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+# how the Ray drivers' parameters are named in library messages (frugalvl.distributed), and their options
+ENGINE_NAMES = {"ray_address": "--ray-address", "gpus_per_worker": "--gpus-per-worker"}  # also standing alone
+ENGINE_KEYWORDS = {"engine": "--engine"}  # only as engine='ray'
+
 
 def add_engine_arguments(parser: argparse.ArgumentParser, workers_flag: str = "--workers") -> None:
     """``workers_flag``: ``--ray-workers`` where ``--workers`` already means something else (select features)."""

@@ -78,22 +78,33 @@ def _named_fields(message: str, names: Iterable[str]) -> list[str]:
     return sorted(found, key=lambda k: not message.startswith(k))
 
 
-def cli_text(text: str, *classes: type, names: Mapping[str, str] | None = None, leading: bool = False) -> str:
+def cli_text(
+    text: str,
+    *classes: type,
+    names: Mapping[str, str] | None = None,
+    keywords: Mapping[str, str] | None = None,
+    leading: bool = False,
+) -> str:
     """A library message as the command line says it.
 
-    Library messages name settings as Python does: a remedy names a switch as ``overwrite=True``, which
-    becomes its option (``--overwrite``); ``names`` maps other parameters the message may name as a
-    whole word (``{"outdir": "-o"}``) to their option. With ``leading`` (the error of a settings
-    value, which starts with its field: ``tile 8 is too small``) that field becomes its option too
-    (``--tile 8 is too small``).
+    Library messages name settings as Python does. A remedy names a setting with its value,
+    ``overwrite=True`` or ``gpus_per_worker=0``, which becomes the option (``--overwrite``,
+    ``--gpus-per-worker 0``) for the fields of ``classes`` and the parameters in ``keywords`` and
+    ``names``; ``names`` (parameters whose names are no English words, ``{"outdir": "-o"}``) are also
+    replaced where they stand alone. With ``leading`` (the error of a settings value, which starts with
+    its field: ``tile 8 is too small``) that field becomes its option too (``--tile 8 is too small``).
     """
     flags = {f.name: flag_of(f) for cls in classes for f in dataclasses.fields(cls) if f.metadata.get("cli", False)}
     for name, flag in flags.items() if leading else ():
         if text.startswith(f"{name} "):
             text = flag + text[len(name) :]
             break
-    for name, flag in flags.items():
-        text = re.sub(rf"(?<![\w.=/-]){re.escape(name)}=True\b", flag, text)
+    for name, flag in {**flags, **(keywords or {}), **(names or {})}.items():
+        text = re.sub(
+            rf"(?<![\w.=/-]){re.escape(name)}=(True\b|'([^'\s]*)'|([\w.:/-]+))",
+            lambda m, flag=flag: flag if m.group(1) == "True" else f"{flag} {m.group(2) or m.group(3)}",
+            text,
+        )
     for name, flag in (names or {}).items():
         text = re.sub(rf"(?<![\w.=/\\~-]){re.escape(name)}(?![\w/\\.=-])", flag, text)
     return text

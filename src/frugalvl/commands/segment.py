@@ -9,7 +9,7 @@ import sys
 from ..errors import UserError
 from ..segment.scene_settings import SceneSettings, SegmentRunSettings
 from . import methods
-from ._engine import SegmenterFactory, add_engine_arguments, engine_options
+from ._engine import ENGINE_KEYWORDS, ENGINE_NAMES, SegmenterFactory, add_engine_arguments, engine_options
 from ._settings import add_settings_options, build_settings, cli_text, given
 from .methods import METHODS, method_module
 from .vocabulary import add_override_arguments, add_vocabulary_arguments, vocabulary_from_cli
@@ -87,7 +87,9 @@ def run_settings_from_cli(args: argparse.Namespace) -> SegmentRunSettings:
 
 def cli_message(text: str) -> str:
     """A library message about this run as the command line says it (its fields as their options)."""
-    return cli_text(text, SceneSettings, SegmentRunSettings, names={"outdir": "-o"})
+    return cli_text(
+        text, SceneSettings, SegmentRunSettings, names=ENGINE_NAMES | {"outdir": "-o"}, keywords=ENGINE_KEYWORDS
+    )
 
 
 def _report_failure(path: str, why: str) -> None:

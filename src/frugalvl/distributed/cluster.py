@@ -25,7 +25,7 @@ def import_ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise UserError("--engine ray needs Ray: pip install 'frugalvl[ray]' (or use --engine local)") from None
+        raise UserError("engine='ray' needs Ray: pip install 'frugalvl[ray]' (or use engine='local')") from None
     return ray
 
 
@@ -51,7 +51,7 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
         raise UserError(
-            f"cannot connect to Ray at {where} ({str(exc).splitlines()[0][:120]}): check --ray-address, "
+            f"cannot connect to Ray at {where} ({str(exc).splitlines()[0][:120]}): check ray_address, "
             "or start one with `ray start --head`"
         ) from None
     try:
@@ -80,11 +80,11 @@ def plan_pool(
     if gpus_per_worker is None:
         gpus_per_worker = 1.0 if gpus and (device.startswith("cuda") or device == "auto") else 0.0
     if gpus_per_worker < 0 or (workers is not None and workers < 1):
-        raise UserError("--workers must be at least 1 and --gpus-per-worker at least 0")
+        raise UserError("the number of workers must be at least 1 and gpus_per_worker at least 0")
     if gpus_per_worker > 0 and gpus < gpus_per_worker:
         raise UserError(
-            f"--gpus-per-worker {gpus_per_worker:g}, but the Ray cluster has {gpus:g} GPU(s): "
-            "give --gpus-per-worker 0 to run on CPUs, or join a cluster with GPUs (--ray-address)"
+            f"gpus_per_worker={gpus_per_worker:g}, but the Ray cluster has {gpus:g} GPU(s): "
+            "give gpus_per_worker=0 to run on CPUs, or join a cluster with GPUs (ray_address)"
         )
     if workers is None:
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
