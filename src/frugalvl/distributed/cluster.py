@@ -18,6 +18,8 @@ from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
+RAY_START_HEAD = " ".join(("ray", "start", "--head"))  # Ray's own command that starts a cluster here
+
 
 def import_ray() -> Any:
     """Ray, or one line naming the extra to install."""
@@ -52,7 +54,7 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
         where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
         raise UserError(
             f"cannot connect to Ray at {where} ({str(exc).splitlines()[0][:120]}): check ray_address, "
-            "or start one with `ray start --head`"
+            f"or start one with `{RAY_START_HEAD}`"
         ) from None
     try:
         yield ray
