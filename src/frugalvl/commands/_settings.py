@@ -100,11 +100,11 @@ def cli_text(
             text = flag + text[len(name) :]
             break
     for name, flag in {**flags, **(keywords or {}), **(names or {})}.items():
-        text = re.sub(
-            rf"(?<![\w.=/-]){re.escape(name)}=(True\b|'([^'\s]*)'|([\w.:/-]+))",
-            lambda m, flag=flag: flag if m.group(1) == "True" else f"{flag} {m.group(2) or m.group(3)}",
-            text,
-        )
+
+        def as_option(m: re.Match[str], flag: str = flag) -> str:
+            return flag if m.group(1) == "True" else f"{flag} {m.group(2) or m.group(3)}"
+
+        text = re.sub(rf"(?<![\w.=/-]){re.escape(name)}=(True\b|'([^'\s]*)'|([\w.:/-]+))", as_option, text)
     for name, flag in (names or {}).items():
         text = re.sub(rf"(?<![\w.=/\\~-]){re.escape(name)}(?![\w/\\.=-])", flag, text)
     return text
