@@ -57,14 +57,17 @@ def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
 
 
-def build_settings(cls: type, values: dict[str, Any]) -> Any:
-    """``cls(**values)``; a value the settings refuse becomes one line naming its option."""
+def build_settings(cls: type, values: dict[str, Any], *, leading_field: bool = False) -> Any:
+    """``cls(**values)``; a value the settings refuse becomes one line naming its option.
+
+    ``leading_field``: the class's errors start with the field's name (``tile 8 is too small``), which
+    is then replaced by its option (``--tile 8 is too small``) instead of being prefixed with it."""
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
         text = str(exc)
-        rendered = cli_text(text, cls, leading=True)
-        if rendered != text:  # the message starts with the field it is about: now with its flag
+        rendered = cli_text(text, cls, leading=True) if leading_field else text
+        if rendered != text:
             raise UserError(rendered) from None
         flags = {f.name: flag_of(f) for f in dataclasses.fields(cls)}
         named = next((flags[k] for k in _named_fields(text, values)), None)

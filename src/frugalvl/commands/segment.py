@@ -75,14 +75,29 @@ def run_settings_from_cli(args: argparse.Namespace) -> SegmentRunSettings:
     Giving ``--tile``, ``--tile-overlap`` or a ``--scale`` other than 1 sends every input through the
     tiled scene path; otherwise only large, remote and VRT/JPEG2000 inputs go there.
     """
-    scene = build_settings(SceneSettings, given(args, SceneSettings))
+    scene = build_settings(SceneSettings, given(args, SceneSettings), leading_field=True)
     window = getattr(args, "slide_crop", None) or (224 if args.method == "segearth-ov" else 0)
     if args.tile is not None and args.tile < window:
         raise UserError(
             f"--tile {args.tile} is smaller than the model's {window} px window: give --tile {window} or more"
         )
     tile_all = args.tile is not None or args.overlap is not None or (args.scale or 1.0) != 1.0
-    return build_settings(SegmentRunSettings, {**given(args, SegmentRunSettings), "scene": scene, "tile_all": tile_all})
+    return build_settings(
+        SegmentRunSettings,
+        {**given(args, SegmentRunSettings), "scene": scene, "tile_all": tile_all},
+        leading_field=True,
+    )
+
+
+def parse_bands(text: str | None) -> list[int] | None:
+    """``--bands`` text of a command that does not generate it (``change``): a list, or one line."""
+    from ..segment.scene_settings import parse_bands as parse
+
+    try:
+        bands = parse(text or "")
+    except ValueError:
+        raise UserError(f"--bands {text!r} is not a comma-separated list of band numbers, e.g. 4,3,2") from None
+    return None if bands is None else list(bands)
 
 
 def cli_message(text: str) -> str:
