@@ -1,9 +1,13 @@
 """Pairs of files to change maps, resumable as ``frugalvl segment``.
 
-Every pair is checked before any model loads (:func:`check_pairs`). A pair is done when its change map,
-its overlay and its record ``<stem>_change_run.json`` exist and the record matches this run (the detector,
-both inputs and the reading settings); such pairs are skipped, so an interrupted run resumes. Outputs made
-with other settings stop the run with one line unless ``overwrite``. The record is written last.
+Every pair is checked before any model loads (:func:`check_pairs`). A pair is done when its outputs and its
+record ``<stem>_change_run.json`` exist and the record matches this run (the detector, both inputs, the
+reading and output settings); such pairs are skipped, so an interrupted run resumes. Outputs made with other
+settings stop the run with one line unless ``overwrite``. The record is written last.
+
+Small pairs are compared whole (the official protocol); whole scenes (a tile size given, more than
+:data:`frugalvl.raster.AUTO_SCENE_PIXELS`, VRT or JPEG2000) go tile by tile through :mod:`.scene`, which
+also resumes inside a scene.
 """
 
 from __future__ import annotations
@@ -11,20 +15,23 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
+from ..raster import AUTO_SCENE_PIXELS, SCENE_ONLY_SUFFIXES, raster_shape
 from ..segment.records import check_record, make_record, record_path, write_record
 from ..segment.scene import input_identity
+from . import outputs as out
 from .detector import ChangeDetector
-from .outputs import change_path, overlay_path, write_change, write_overlay
 from .pairs import Pair, needs_warp, read_pair
+from .settings import ChangeOutputSettings
 
 log = logging.getLogger(__name__)
+SCENE_TILE = 512  # the official LEVIR-CD / WHU-CD tile size
 
 
 @dataclass
@@ -58,20 +65,28 @@ def check_pairs(pairs: Sequence[Pair]) -> None:
         needs_warp(pair)
 
 
+def tile_size(pair: Pair, settings: ChangeOutputSettings) -> int | None:
+    """The tile size of a pair's scene path, or None to compare it whole."""
+    if settings.tile is not None:
+        return settings.tile
+    shape = raster_shape(pair.before)
+    large = shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS
+    return SCENE_TILE if large or pair.before.suffix.lower() in SCENE_ONLY_SUFFIXES else None
+
+
 def _stem(pair: Pair) -> str:
     return f"{pair.stem}_change"
 
 
-def pair_record(detector: ChangeDetector, pair: Pair, bands, stretch: str) -> dict[str, Any]:
+def pair_record(
+    detector: ChangeDetector, pair: Pair, bands, stretch: str, settings: ChangeOutputSettings
+) -> dict[str, Any]:
     return make_record(
         detector,
         input={"before": input_identity(pair.before), "after": input_identity(pair.after)},
         read={"bands": bands, "stretch": stretch},
+        output={**asdict(settings), "tile": tile_size(pair, settings)},
     )
-
-
-def _finished(outdir: Path, pair: Pair) -> bool:
-    return change_path(outdir, pair.stem).exists() and overlay_path(outdir, pair.stem).exists()
 
 
 def detect_files(
@@ -82,6 +97,7 @@ def detect_files(
     bands: Sequence[int] | None = None,
     stretch: str = "percentile",
     progress: bool = True,
+    settings: ChangeOutputSettings = ChangeOutputSettings(),
 ) -> ChangeSummary:
     """Compare every pair and write its outputs under ``outdir``."""
     from tqdm.auto import tqdm
@@ -90,9 +106,10 @@ def detect_files(
     bands_t = list(bands) if bands else None
     todo = []
     for pair in pairs:  # before any work: a folder made with other settings stops the run
-        record = pair_record(detector, pair, bands_t, stretch)
+        record = pair_record(detector, pair, bands_t, stretch, settings)
         done = check_record(record_path(outdir, _stem(pair)), record, f"the change map of {pair.before.name}")
-        todo.append(overwrite or not (done and _finished(outdir, pair)))
+        finished = all(p.exists() for p in out.output_paths(outdir, pair.stem, settings.semantic))
+        todo.append(overwrite or not (done and finished))
     summary = ChangeSummary()
     bar = tqdm(total=len(pairs), desc="change", unit="pair", disable=not progress)
     for pair, needed in zip(pairs, todo, strict=True):
@@ -102,7 +119,7 @@ def detect_files(
             bar.update(1)
             continue
         try:
-            _run_pair(detector, pair, outdir, bands_t, stretch, summary)
+            _run_pair(detector, pair, outdir, bands_t, stretch, settings, summary, progress)
         except UserError as exc:
             summary.failed.append((pair, str(exc)))
             bar.write(f"frugalvl: skipped: {exc}", file=sys.stderr)
@@ -111,24 +128,67 @@ def detect_files(
     return summary
 
 
-def _run_pair(detector: ChangeDetector, pair: Pair, outdir: Path, bands, stretch: str, summary: ChangeSummary) -> None:
-    before, after = read_pair(pair, bands, stretch)
-    result = detector.detect(before.rgb, after.rgb)
-    masks = [m for m in (before.nodata_mask, after.nodata_mask) if m is not None]
-    nodata = np.logical_or.reduce(masks) if masks else None
-    change = result.change if nodata is None else np.where(nodata, 0, result.change).astype(np.uint8)
-    record_path(outdir, _stem(pair)).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
-    write_overlay(outdir, pair.stem, before.rgb, after.rgb, change)
-    write_change(outdir, pair.stem, before, change, nodata)
-    write_record(record_path(outdir, _stem(pair)), pair_record(detector, pair, bands, stretch))  # last: done
-    changed = int(change.sum())
-    valid = change.size - (int(nodata.sum()) if nodata is not None else 0)
+def _run_pair(
+    detector: ChangeDetector,
+    pair: Pair,
+    outdir: Path,
+    bands,
+    stretch: str,
+    settings: ChangeOutputSettings,
+    summary: ChangeSummary,
+    progress: bool,
+) -> None:
+    names = detector.vocabulary.names
+    record = pair_record(detector, pair, bands, stretch, settings)
+    tile = tile_size(pair, settings)
+    if tile is None:
+        before, after = read_pair(pair, bands, stretch)
+        result = detector.detect(before.rgb, after.rgb)
+        masks = [m for m in (before.nodata_mask, after.nodata_mask) if m is not None]
+        nodata = np.logical_or.reduce(masks) if masks else None
+        change = result.change if nodata is None else np.where(nodata, 0, result.change).astype(np.uint8)
+        grid = out.Grid(change.shape[0], change.shape[1], before.crs, before.transform)
+        record_path(outdir, _stem(pair)).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
+        tiles = [out.Tile(0, 0, change, result.labels_before, result.labels_after, nodata)]
+        out.write_rasters(outdir, pair.stem, grid, tiles, names, settings.semantic)
+        out.write_overlay(outdir, pair.stem, before.rgb, after.rgb, change)
+        parts = None
+    else:
+        from .scene import Parts, detect_tiles, open_scene, plan_tiles
+
+        with open_scene(pair, bands, stretch) as reader:
+            grid = out.Grid(reader.height, reader.width, reader.crs, reader.transform)
+            windows = plan_tiles(reader.height, reader.width, tile)
+            parts = Parts(outdir, pair.stem, record)
+            computed = detect_tiles(detector, reader, windows, parts, progress)
+            log.info("%s: %d of %d tiles computed", pair.before.name, computed, len(windows))
+            record_path(outdir, _stem(pair)).unlink(missing_ok=True)
+            out.write_rasters(outdir, pair.stem, grid, (parts.load(w) for w in windows), names, settings.semantic)
+            first, second, _ = reader.overview()
+        out.write_overlay(outdir, pair.stem, first, second, out.change_overview(outdir, pair.stem, first.shape[:2]))
+    if settings.semantic:
+        out.write_vector_outputs(outdir, pair.stem, grid, names)
+    write_record(record_path(outdir, _stem(pair)), record)  # last: marks it done
+    if parts is not None:
+        parts.remove()
+    _count(outdir, pair, grid, summary)
+
+
+def _count(outdir: Path, pair: Pair, grid: out.Grid, summary: ChangeSummary) -> None:
+    import rasterio
+    from rasterio.windows import Window
+
+    from .semantic import pixel_area
+
+    changed = valid = 0
+    with rasterio.open(out.change_path(outdir, pair.stem)) as src:
+        for row in range(0, src.height, 512):
+            data = src.read(1, window=Window(0, row, src.width, min(512, src.height - row)))
+            changed += int((data == 1).sum())
+            valid += int((data != 255).sum())
+    area, unit = pixel_area(grid.transform, grid.crs)
     summary.changed_pixels += changed
     summary.valid_pixels += valid
-    if before.georeferenced:
-        t = before.transform
-        summary.area += changed * abs(t.a * t.e - t.b * t.d)
-        summary.units.add("m²" if before.crs.is_projected else "units²")
-    else:
-        summary.units.add("px")
+    summary.area += changed * area
+    summary.units.add(unit)
     summary.done.append(pair)

@@ -41,3 +41,23 @@ class ChangeSettings:
             raise ValueError(f"instance_iou_threshold must be from 0 to 1, got {self.instance_iou_threshold}")
         if self.min_instance_area < 0:
             raise ValueError(f"min_instance_area must be 0 or more pixels, got {self.min_instance_area}")
+
+
+@dataclass(frozen=True)
+class ChangeOutputSettings:
+    """How pairs are read and what is written besides the official binary map (none of it changes that map)."""
+
+    tile: int | None = option(
+        None,
+        "compare whole scenes in tiles of N×N px, each on its own as the official 512² tiles "
+        "(none: whole images; scenes above 4096² px and VRT/JPEG2000 inputs are tiled at 512)",
+        parse=int,
+    )
+    semantic: bool = option(
+        False,
+        "also write each date's labels, a from-to raster, change polygons (GeoPackage) and a transition table (CSV)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.tile is not None and self.tile < 16:
+            raise ValueError(f"tile must be at least 16 px, got {self.tile}")

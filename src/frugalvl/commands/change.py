@@ -17,7 +17,7 @@ _SKIP = ("prob_thd", "bg_idx", "slide_crop", "slide_stride", "presence_pruning")
 
 
 def register(subparsers) -> None:
-    from ..change.settings import ChangeSettings
+    from ..change.settings import ChangeOutputSettings, ChangeSettings
     from ..presets import list_presets
     from ..segment.segearth_ov3 import SegEarthOV3Settings
 
@@ -48,6 +48,7 @@ def register(subparsers) -> None:
     add_settings_options(model, SegEarthOV3Settings, skip=_SKIP)
     add_settings_options(p.add_argument_group("change step"), ChangeSettings)
     io = p.add_argument_group("input and output")
+    add_settings_options(io, ChangeOutputSettings)
     io.add_argument("--bands", help="1-based band numbers to use as RGB for TIFF inputs, e.g. 4,3,2")
     io.add_argument(
         "--stretch", default="percentile", choices=["percentile", "minmax"], help="scaling of non-8-bit bands"
@@ -97,12 +98,18 @@ def detector_from_cli(args: argparse.Namespace, sam3: Any = None) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ..change.pairs import find_pairs
     from ..change.run import check_pairs, detect_files
+    from ..change.settings import ChangeOutputSettings
     from ..fileio import check_writable_dir
     from .segment import parse_bands
 
     pairs = find_pairs(args.before, args.after)
     bands = parse_bands(args.bands)
     settings_from_cli(args)  # a bad value stops the run before anything is read or written
+    output = build_settings(ChangeOutputSettings, given(args, ChangeOutputSettings))
+    if output.semantic:
+        from ..change.semantic import check_classes
+
+        check_classes(len(settings_from_cli(args)[0]))
     check_pairs(pairs)
     check_writable_dir(args.outdir, option="-o")  # before any model loads
     summary = detect_files(
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         bands=bands,
         stretch=args.stretch,
         progress=not args.no_progress,
+        settings=output,
     )
     print(summary.table())
     if summary.failed:
