@@ -1,6 +1,6 @@
 """Single-band rasters written window by window, then copied to a Cloud-Optimized GeoTIFF.
 
-Used for every raster the change path writes in pieces (tiled scenes) or as extras (``--semantic``): a
+Used for every raster the change path writes in pieces (tiled scenes) or as extras (the ``semantic`` output setting): a
 temporary tiled GeoTIFF beside the target receives the windows, and :func:`frugalvl.raster.to_cog` turns it
 into the final COG atomically, so memory stays at one window and an interrupted run leaves no output.
 """

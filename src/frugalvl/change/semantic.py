@@ -1,4 +1,4 @@
-"""What changed into what (``--semantic``): per-date label maps, a from→to raster, polygons and a table.
+"""What changed into what (the ``semantic`` output setting): per-date label maps, a from→to raster, polygons and a table.
 
 These extras sit beside the official binary map and never alter it. For every pixel the binary map calls
 changed, the from→to raster holds ``1 + from·C + to``, where ``from`` and ``to`` are the two dates' labels
