@@ -181,3 +181,24 @@ def test_help_imports_no_point_cloud_library(argv):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() in ("", "torch") and "ply" not in out.stdout and "las" not in out.stdout
+
+
+def test_segearth_ov3_with_the_stpls3d_preset_end_to_end(synthetic, tmp_path, capsys):
+    """The real segmenter (a tiny random SAM 3) through the command: the official settings reach it."""
+    pytest.importorskip("transformers")
+    from frugalvl.testing.sam3 import random_sam3
+
+    bundle = random_sam3("tiny", seed=0)
+    folder = tmp_path / "sam3"
+    bundle.model.save_pretrained(folder)
+    bundle.processor.save_pretrained(folder)
+    argv = ["--preset", "stpls3d", "--sam3", str(folder), "--max-images", "2"]
+    assert label(synthetic, tmp_path / "o", *argv) == 0
+    assert "2 photos voted (2 segmented now), 0 skipped" in capsys.readouterr().out
+    out = read_ply(tmp_path / "o" / "cloud_labels.ply")
+    assert out["pred_label"].min() >= -1 and out["pred_label"].max() <= 5
+    record = json.loads((tmp_path / "o" / "masks" / "photo_0_run.json").read_text())
+    text = json.dumps(record)
+    assert '"prob_thd": 0.1' in text and '"confidence_threshold": 0.1' in text and '"bg_idx": 5' in text
+    assert label(synthetic, tmp_path / "o", *argv) == 0  # resumed: nothing segmented again
+    assert "2 photos voted (0 segmented now)" in capsys.readouterr().out
