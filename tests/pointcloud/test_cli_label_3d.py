@@ -133,7 +133,7 @@ def test_camera_block_in_another_format_exits_2(synthetic, tmp_path, fake_method
 
 def test_bad_option_values_name_the_option(synthetic, tmp_path, fake_method, capsys):
     assert label(synthetic, tmp_path, "--classes", "ground;building", "--zbuffer-scale", "2") == 2
-    assert one_line(capsys).startswith("frugalvl: error: --zbuffer-scale: zbuffer_scale must be in (0, 1]")
+    assert one_line(capsys) == "frugalvl: error: --zbuffer-scale must be in (0, 1], got 2.0"
     with pytest.raises(SystemExit) as exc:
         label(synthetic, tmp_path, "--classes", "a;b", "--class-weights", "1,x")
     assert exc.value.code == 2
