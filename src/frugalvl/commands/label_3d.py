@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     cls = _settings_class()
     values = apply_preset(args)
     values.update(given(args, cls))
-    settings = build_settings(cls, values)
+    settings = build_settings(cls, values, leading_field=True)
     if not (args.classes or args.classes_file):
         raise UserError(
             "no classes given: use --classes 'ground;tree;building', --classes-file FILE or --preset stpls3d"
