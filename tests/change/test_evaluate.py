@@ -70,6 +70,13 @@ def test_evaluate_reads_the_levir_layout_and_reports_the_change_metrics(sam3_dir
     f1 = 2 * precision * recall / (precision + recall) if tp else None
     assert metrics["change_class"]["Fscore"] == (pytest.approx(f1, abs=1e-3) if f1 else None)
     assert metrics["change_class"]["IoU"] == pytest.approx(100 * tp / (tp + fp + fn), abs=1e-3)
+    # the maps of `frugalvl change` scored as predictions give the same numbers
+    assert main(["change", str(base / "A"), str(base / "B"), "-o", str(tmp_path / "pred"), "--sam3", str(sam3_dir),
+                 "--no-progress"]) == 0  # fmt: skip
+    args = ["evaluate", "--dataset", "levir_cd", "--data-root", str(root), "--predictions", str(tmp_path / "pred")]
+    assert main([*args, "-o", str(tmp_path / "eval2"), "--no-progress"]) == 0
+    again = json.loads(next((tmp_path / "eval2" / "levir_cd").glob("*/change_metrics.json")).read_text())
+    assert again["change_class"] == metrics["change_class"]
 
 
 def test_a_missing_second_date_is_one_line(tmp_path, capsys):

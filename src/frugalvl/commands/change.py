@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import UserError
+from ._engine import add_engine_arguments, engine_options
 from ._settings import add_settings_options, build_settings, given
 from .vocabulary import add_override_arguments, vocabulary_from_cli
 
@@ -55,6 +56,7 @@ def register(subparsers) -> None:
     )
     io.add_argument("--overwrite", action="store_true", help="redo pairs whose outputs already exist")
     io.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -95,6 +97,16 @@ def detector_from_cli(args: argparse.Namespace, sam3: Any = None) -> Any:
     return ChangeDetector(SegEarthOV3(sam3, vocabulary, segmentation), change)
 
 
+class DetectorFactory:
+    """Builds the command line's change detector in a Ray worker (picklable: the Namespace travels)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
+
+    def __call__(self) -> Any:
+        return detector_from_cli(self.args)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..change.pairs import find_pairs
     from ..change.run import check_pairs, detect_files
@@ -112,16 +124,18 @@ def run(args: argparse.Namespace) -> int:
         check_classes(len(settings_from_cli(args)[0]))
     check_pairs(pairs)
     check_writable_dir(args.outdir, option="-o")  # before any model loads
-    summary = detect_files(
-        detector_from_cli(args),
-        pairs,
-        args.outdir,
-        overwrite=args.overwrite,
-        bands=bands,
-        stretch=args.stretch,
-        progress=not args.no_progress,
-        settings=output,
-    )
+    show = not args.no_progress
+    if getattr(args, "engine", "local") == "ray":
+        from ..distributed.ray_change import detect_files_ray
+
+        summary = detect_files_ray(
+            DetectorFactory(args), pairs, args.outdir, args.overwrite, bands, args.stretch, output,
+            progress=show, **engine_options(args),
+        )  # fmt: skip
+    else:
+        summary = detect_files(
+            detector_from_cli(args), pairs, args.outdir, args.overwrite, bands, args.stretch, show, output
+        )
     print(summary.table())
     if summary.failed:
         for _pair, why in summary.failed:

@@ -284,9 +284,10 @@ PREDICTION_SUFFIXES = (".png", ".tif", ".tiff")
 
 
 def find_prediction(pred_dir: str | os.PathLike, sample: Sample) -> Path | None:
-    """The prediction file of a sample: ``<id>`` or ``<stem>`` with a PNG or TIFF suffix."""
+    """The prediction file of a sample: ``<id>`` or ``<stem>`` with a PNG or TIFF suffix (then, for change maps
+    written by ``frugalvl change``, the same names ending in ``_change``)."""
     pred_dir = Path(pred_dir)
-    for name in dict.fromkeys((sample.id, sample.stem)):
+    for name in dict.fromkeys((sample.id, sample.stem, f"{sample.id}_change", f"{sample.stem}_change")):
         for suffix in PREDICTION_SUFFIXES:
             path = pred_dir / f"{name}{suffix}"
             if path.is_file():

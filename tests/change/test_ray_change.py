@@ -1,0 +1,27 @@
+"""``change --engine ray`` on the local 2-CPU Ray cluster of tests/distributed: the same bytes as the local run."""
+
+from __future__ import annotations
+
+import pytest
+
+from frugalvl.cli import main
+from tests.change.conftest import pair
+from tests.change.test_cli import png
+from tests.change.test_scene import outputs
+from tests.distributed.conftest import ray_cluster  # noqa: F401 - the session's Ray cluster
+
+
+def test_pairs_on_ray_equal_the_local_run(ray_cluster, sam3_dir, tmp_path):  # noqa: F811
+    before, after = pair()
+    for folder, image in (("A", before), ("B", after)):
+        (tmp_path / folder).mkdir()
+        png(tmp_path / folder / "p1.png", image)
+        png(tmp_path / folder / "p2.png", image[::-1].copy())
+    common = [str(tmp_path / "A"), str(tmp_path / "B"), "--sam3", str(sam3_dir), "--semantic", "--no-progress"]
+    assert main(["change", *common, "-o", str(tmp_path / "local")]) == 0
+    assert main(["change", *common, "-o", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"]) == 0
+    local, ray = outputs(tmp_path / "local"), outputs(tmp_path / "ray")
+    assert len(local) == 2 * 6 and local == ray  # change, overlay, 2 label maps, from-to, table per pair
+    assert main(["change", *common, "-o", str(tmp_path / "ray"), "--engine", "ray"]) == 0  # all done: skipped
+    with pytest.raises(SystemExit):
+        main(["change", *common, "-o", str(tmp_path / "x"), "--engine", "spark"])
