@@ -25,6 +25,7 @@ COMMANDS = {
     "select": ("select", "CoIDO: pick a subset of a LLaVA-format instruction set"),
     "label-3d": ("label_3d", "label a point cloud from its drone photos: segment, project, vote"),
     "app": ("app", "a local web app: type classes, see the map segmented, download the results"),
+    "info": ("info", "what this installation offers: methods, presets, extras, devices (--json for programs)"),
 }
 
 

@@ -10,6 +10,7 @@ from ..errors import UserError
 from ..segment.scene_settings import SceneSettings, SegmentRunSettings
 from . import methods
 from ._engine import ENGINE_KEYWORDS, ENGINE_NAMES, SegmenterFactory, add_engine_arguments, engine_options
+from ._progress import add_progress_arguments, reporter_from_cli
 from ._settings import add_settings_options, build_settings, cli_text, given
 from .methods import METHODS, method_module
 from .vocabulary import add_override_arguments, add_vocabulary_arguments, vocabulary_from_cli
@@ -56,7 +57,7 @@ def register(subparsers) -> None:
             io, SceneSettings, skip=[f.name for f in dataclasses.fields(SceneSettings) if f.name != name]
         )
     add_settings_options(io, SegmentRunSettings)
-    io.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arguments(io)
     add_scene_arguments(p)
     add_engine_arguments(p)
     p.set_defaults(func=run)
@@ -113,12 +114,12 @@ def _report_failure(path: str, why: str) -> None:
     tqdm.write(f"frugalvl: skipped: {cli_message(why)}", file=sys.stderr)  # above the progress bars
 
 
-def _segment_on_ray(args: argparse.Namespace, paths, settings: SegmentRunSettings):
+def _segment_on_ray(args: argparse.Namespace, paths, settings: SegmentRunSettings, reporter):
     """``--engine ray``: the same run on a Ray actor pool (frugalvl.distributed, docs/ray.md)."""
     from ..distributed.ray_segment import segment_files_ray
 
     return segment_files_ray(
-        SegmenterFactory(args), paths, args.outdir, settings, progress=not args.no_progress, **engine_options(args)
+        SegmenterFactory(args), paths, args.outdir, settings, progress=reporter, **engine_options(args)
     )
 
 
@@ -134,18 +135,19 @@ def _run(args: argparse.Namespace) -> int:
     from ..segment.pipeline import check_inputs_and_outputs, check_outdir, segment_files
 
     settings = run_settings_from_cli(args)
+    reporter = reporter_from_cli(args)
     paths = find_images(args.inputs)
     check_outdir(args.outdir)  # before any model loads
     check_inputs_and_outputs(paths, args.outdir)
     if getattr(args, "engine", "local") == "ray":
-        summary = _segment_on_ray(args, paths, settings)
+        summary = _segment_on_ray(args, paths, settings, reporter)
     else:
         summary = segment_files(
             method_module(args.method).segmenter_from_cli(args),
             paths,
             args.outdir,
             settings,
-            progress=not args.no_progress,
+            progress=reporter,
             on_failure=_report_failure,
         )
     print(summary.table())

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..progress import Bar, Reporter, as_reporter
 from ..raster import input_name
 from ..segment.pipeline import (
     RunSummary,
@@ -204,7 +205,7 @@ def segment_files_ray(
     workers: int | None = None,
     gpus_per_worker: float | None = None,
     device: str = "cpu",
-    progress: bool = True,
+    progress: bool | Reporter = True,
     min_tiles: int = TILE_LEVEL_MIN_TILES,
     restarts: int = 3,
 ) -> RunSummary:
@@ -264,7 +265,7 @@ def _stream(ray, results, total: int, scenes: dict, record, outdir, settings, ov
     try:
         for row in results:
             r: _Result = pickle.loads(row["result"])
-            bar.update(1)
+            bar.advance()
             if r.kind == "file":
                 _merge(summary, r)
                 continue
@@ -282,11 +283,9 @@ def _stream(ray, results, total: int, scenes: dict, record, outdir, settings, ov
         bar.close()
 
 
-def _rows_bar(total: int, progress: bool) -> Any:
+def _rows_bar(total: int, progress: bool | Reporter) -> Bar:
     """The progress bar over the rows (files and tiles) of a Ray run."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="segment (ray)", unit="row", disable=not progress or not total)
+    return as_reporter(progress if total else False).start("row", total, "segment (ray)")
 
 
 def _merge(summary: RunSummary, r: _Result) -> None:

@@ -21,11 +21,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
+from ..progress import Bar, NullReporter, Reporter, as_reporter
 from ..raster import (
     AUTO_SCENE_PIXELS,
     SCENE_ONLY_SUFFIXES,
@@ -190,11 +190,9 @@ def _image_finished(outdir: Path, stem: str, save_probs: bool, vectors: str | No
     return has_labels and has_probs and has_vectors and (outdir / f"{stem}_overlay.png").exists()
 
 
-def _files_bar(total: int, progress: bool) -> Any:
+def _files_bar(total: int, progress: Reporter) -> Bar:
     """The progress bar over a run's inputs (the outer bar; scenes and images add an inner one)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="segment", unit="img", disable=not progress, position=0)
+    return progress.start("img", total, "segment")
 
 
 def _log_failure(path: str, why: str) -> None:
@@ -206,7 +204,7 @@ def segment_files(
     paths: Sequence,
     outdir: str | Path,
     settings: SegmentRunSettings = SegmentRunSettings(),
-    progress: bool = True,
+    progress: bool | Reporter = True,
     on_failure: FailureHook | None = None,
 ) -> RunSummary:
     """Segment image files (or scenes) and write their outputs under ``outdir``.
@@ -214,8 +212,10 @@ def segment_files(
     ``settings.scene`` reads and writes every input (and tiles the scenes); ``settings.tile_all`` sends
     every input through the tiled scene path, else only large, remote and VRT/JPEG2000 inputs go there.
     An input that fails with a :class:`UserError` is reported to ``on_failure(input, reason)`` (default:
-    a logged warning), listed in the summary, and the run goes on.
+    a logged warning), listed in the summary, and the run goes on. ``progress``: terminal bars (True),
+    none (False) or a :class:`~frugalvl.progress.Reporter` (e.g. JSON lines, docs/progress.md).
     """
+    reporter = as_reporter(progress)
     outdir = check_outdir(outdir)
     check_inputs_and_outputs(paths, outdir)
     scene = settings.scene
@@ -223,22 +223,22 @@ def segment_files(
     todo = inputs_to_run(segmenter, paths, routes, outdir, settings)
     summary = RunSummary(class_names(segmenter))
     report = on_failure or _log_failure
-    bar = _files_bar(len(paths), progress)
+    bar = _files_bar(len(paths), reporter)
     for i, path in enumerate(paths):
-        bar.set_postfix_str(input_name(path), refresh=False)
+        bar.current(input_name(path))
         if i not in todo:
             summary.skipped.append(path)
-            bar.update(1)
+            bar.advance()
             continue
         try:
             if routes[i]:
-                _run_scene(segmenter, path, outdir, scene, progress, summary, settings.overwrite)
+                _run_scene(segmenter, path, outdir, scene, reporter, summary, settings.overwrite)
             else:
-                _run_image(segmenter, path, outdir, scene, summary, progress)
+                _run_image(segmenter, path, outdir, scene, summary, reporter)
         except UserError as exc:
             summary.failed.append((path, str(exc)))
             report(str(path), str(exc))
-        bar.update(1)
+        bar.advance()
     bar.close()
     return summary
 
@@ -274,7 +274,7 @@ def inputs_to_run(
 
 
 def _run_scene(
-    segmenter, path, outdir: Path, settings: SceneSettings, progress: bool, summary: RunSummary, overwrite: bool
+    segmenter, path, outdir: Path, settings: SceneSettings, progress: Reporter, summary: RunSummary, overwrite: bool
 ) -> None:
     result = segment_scene(segmenter, path, outdir, settings, overwrite=overwrite, progress=progress)
     if result is None:  # finished meanwhile (another process)
@@ -285,18 +285,18 @@ def _run_scene(
 
 
 @contextlib.contextmanager
-def _window_bar(show: bool, name: str) -> Iterator[Progress | None]:
+def _window_bar(progress: Reporter, name: str) -> Iterator[Progress | None]:
     """A second progress bar, over the windows of one image (the first one counts images)."""
-    if not show:
-        yield None
+    if isinstance(progress, NullReporter):
+        yield None  # the segmenter is not asked to report
         return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=name, unit="win", leave=False, position=1)
+    bar = progress.start("win", None, name, level=1)
+    seen = 0
 
     def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        nonlocal seen
+        bar.advance(done - seen, total=total)
+        seen = done
 
     try:
         yield update
@@ -305,13 +305,15 @@ def _window_bar(show: bool, name: str) -> Iterator[Progress | None]:
 
 
 def _run_image(
-    segmenter, path, outdir: Path, settings: SceneSettings, summary: RunSummary, progress: bool = False
+    segmenter, path, outdir: Path, settings: SceneSettings, summary: RunSummary, progress: bool | Reporter = False
 ) -> None:
     names = segmenter.vocabulary.names
+    reporter = as_reporter(progress)
     check_size(path, raster_shape(path))
     image = read_image(path, bands=settings.bands, stretch=settings.stretch)
-    with _window_bar(progress, input_name(path)) as on_window:
+    with _window_bar(reporter, input_name(path)) as on_window:
         result = segment_image(segmenter, image, on_window)
+    reporter.phase("write", image.stem)
     record_path(outdir, image.stem).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
     if settings.save_probs and image.georeferenced:
         write_probs_cog(outdir, image, result.scores, names)
@@ -322,6 +324,7 @@ def _run_image(
     if settings.vectors:
         from ..vectors import write_vectors
 
+        reporter.phase("vectors", image.stem)
         write_vectors(
             label_path,
             outdir / f"{image.stem}{VECTOR_FORMATS[settings.vectors]}",

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..progress import Bar, Reporter, as_reporter
 from ..raster import check_size, input_name, input_stem, is_url, select_bands
 from .base import Segmenter
 from .records import SegmenterRecord, check_record, class_names, make_record, record_path, write_record
@@ -212,15 +213,12 @@ def plan_scene(
     return ScenePlan(str(source), outdir, stem, settings, names, record, reader, rows, parts, closer)
 
 
-def _tile_bar(plan: ScenePlan, done: int, progress: bool) -> Any:
+def _tile_bar(plan: ScenePlan, done: int, progress: bool | Reporter) -> Bar:
     """The progress bar over one scene's tiles (the inner bar; the outer one counts inputs)."""
-    from tqdm.auto import tqdm
-
-    total = len(plan.tiles)
-    return tqdm(total=total, initial=done, desc=plan.stem, unit="tile", disable=not progress, leave=False, position=1)
+    return as_reporter(progress).start("tile", len(plan.tiles), plan.stem, done=done, level=1)
 
 
-def run_tiles(segmenter: Segmenter, plan: ScenePlan, progress: bool = False) -> tuple[int, int]:
+def run_tiles(segmenter: Segmenter, plan: ScenePlan, progress: bool | Reporter = False) -> tuple[int, int]:
     """Phases 2 and 3 for every pending tile, reading ahead in a thread; returns (tiles run, all-nodata skipped)."""
     todo = plan.pending
     ran = skipped = 0
@@ -231,14 +229,17 @@ def run_tiles(segmenter: Segmenter, plan: ScenePlan, progress: bool = False) -> 
             save_part(plan.part(tile), labels, scores, plan.settings.save_probs)
             ran += did_run
             skipped += not did_run
-            bar.update(1)
+            bar.advance()
     finally:
         bar.close()
     return ran, skipped
 
 
-def assemble_scene(plan: ScenePlan, tiles_run: int = 0, tiles_skipped: int = 0) -> SceneResult:
+def assemble_scene(
+    plan: ScenePlan, tiles_run: int = 0, tiles_skipped: int = 0, progress: bool | Reporter = False
+) -> SceneResult:
     """Phase 4: every tile has its part file; write the outputs, then the record, then drop the parts."""
+    reporter = as_reporter(progress)
     missing = plan.pending
     if missing:
         raise UserError(
@@ -246,15 +247,18 @@ def assemble_scene(plan: ScenePlan, tiles_run: int = 0, tiles_skipped: int = 0) 
             "run the same command again to resume"
         )
     s, outdir, stem, names = plan.settings, plan.outdir, plan.stem, plan.names
+    reporter.phase("assemble", stem)
     label_path, probs_path, pixels = write_rasters(
         plan.reader, plan.tiles, plan.parts, names, outdir, stem, s.save_probs
     )
+    reporter.phase("overlay", stem)
     overlay = write_scene_overlay(plan.reader, label_path, names, outdir / f"{stem}_overlay.png")
     area, unit = pixel_area(plan.reader)
     vec_path = None
     if s.vectors:
         from ..vectors import write_vectors
 
+        reporter.phase("vectors", stem)
         vec_path = write_vectors(
             label_path, outdir / f"{stem}{VECTOR_FORMATS[s.vectors]}", names, min_area=s.min_area, simplify=s.simplify
         )
@@ -270,7 +274,7 @@ def segment_scene(
     outdir: str | os.PathLike,
     settings: SceneSettings = SceneSettings(),
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | Reporter = False,
     **overrides: Any,
 ) -> SceneResult | None:
     """Segment one scene tile by tile and write its outputs under ``outdir``: the phases in a loop.
@@ -281,9 +285,11 @@ def segment_scene(
     """
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
+    reporter = as_reporter(progress)
+    reporter.phase("plan", input_stem(source))
     plan = plan_scene(segmenter, source, outdir, settings, overwrite)
     if plan is None:
         return None
     with plan:
-        ran, skipped = run_tiles(segmenter, plan, progress)
-        return assemble_scene(plan, ran, skipped)
+        ran, skipped = run_tiles(segmenter, plan, reporter)
+        return assemble_scene(plan, ran, skipped, reporter)
