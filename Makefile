@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.frugalvl-installed
 
-.PHONY: venv demo test lint typecheck unit bench clean
+.PHONY: venv demo test lint typecheck unit bench clean qgis-plugin
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ demo: $(STAMP)
 	    --clip "$(FRUGALVL_CLIP)" --upsampler "$(FRUGALVL_UPSAMPLER)" --save-probs --vectors gpkg
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench examples
-	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/ruff check src tests bench examples qgis
+	$(VENV)/bin/ruff format --check src tests bench examples qgis
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -42,6 +42,10 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(PY) bench/segearth_ov.py
+
+# The QGIS plugin as an installable zip (Plugins > Manage and Install Plugins > Install from ZIP): docs/qgis.md
+qgis-plugin:
+	$(PYTHON) qgis/build_plugin.py dist
 
 clean:
 	rm -rf demo_out .pytest_cache .mypy_cache .ruff_cache

@@ -71,9 +71,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     # --- parameters -----------------------------------------------------------------------------
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster layer"))
-        self.addParameter(
-            QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the whole layer)", optional=True)
-        )
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the whole layer)", optional=True))
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.MASK, "Mask: segment only inside these polygons", [QgsProcessing.TypeVectorPolygon], optional=True
@@ -106,8 +104,9 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(QgsProcessingParameterString(self.DEVICE, "Device (cpu, cuda, auto)", defaultValue="cpu"))
         self.addParameter(
-            QgsProcessingParameterNumber(self.TILE, "Tile size (px)", QgsProcessingParameterNumber.Integer,
-                                         defaultValue=512, minValue=32)  # fmt: skip
+            QgsProcessingParameterNumber(
+                self.TILE, "Tile size (px)", QgsProcessingParameterNumber.Integer, defaultValue=512, minValue=32
+            )  # fmt: skip
         )
         advanced = [
             QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (px; default tile/4)",
@@ -152,19 +151,35 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                 "save it as a GeoTIFF first (Export > Save As)"
             )
         label_dest = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        scores_dest = self.parameterAsOutputLayer(parameters, self.SCORES, context) if self._given(parameters, self.SCORES) else ""
-        vectors_dest = self.parameterAsOutputLayer(parameters, self.VECTORS, context) if self._given(parameters, self.VECTORS) else ""
+        scores_dest = (
+            self.parameterAsOutputLayer(parameters, self.SCORES, context)
+            if self._given(parameters, self.SCORES)
+            else ""
+        )
+        vectors_dest = (
+            self.parameterAsOutputLayer(parameters, self.VECTORS, context)
+            if self._given(parameters, self.VECTORS)
+            else ""
+        )
         options = self._options(parameters, context, bool(scores_dest), bool(vectors_dest))
-        extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs()) if self._given(parameters, self.EXTENT) else None
+        extent = (
+            self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            if self._given(parameters, self.EXTENT)
+            else None
+        )
         mask = None
         if self._given(parameters, self.MASK):
-            mask = self.parameterAsCompatibleSourceLayerPath(parameters, self.MASK, context, ["gpkg", "shp"], "gpkg", feedback)
+            mask = self.parameterAsCompatibleSourceLayerPath(
+                parameters, self.MASK, context, ["gpkg", "shp"], "gpkg", feedback
+            )
         key_source = {"input": layer.source(), "extent": None if extent is None else extent.toString(12),
                       "mask": mask and _file_key(mask), "options": options}  # fmt: skip
         key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:16]
         work = settings.work_folder() / f"{_safe(layer.name())}-{key}"
         out = work / "out"
-        source = prepare_input(layer.source(), extent, mask, work / "input", _safe(Path(layer.source()).stem or layer.name()))
+        source = prepare_input(
+            layer.source(), extent, mask, work / "input", _safe(Path(layer.source()).stem or layer.name())
+        )
         feedback.pushInfo(f"work folder: {work}")
         argv = [exe, "segment", source, "-o", str(out), "--progress", "json", *options]
         try:
@@ -195,12 +210,18 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         method = self.parameterAsEnumString(parameters, self.METHOD, context) or METHODS[0]
         opts = ["--method", method, "--device", self.parameterAsString(parameters, self.DEVICE, context) or "cpu"]
         classes = self.parameterAsString(parameters, self.CLASSES, context).strip()
-        preset = self.parameterAsEnumString(parameters, self.PRESET, context) if self._given(parameters, self.PRESET) else ""
+        preset = (
+            self.parameterAsEnumString(parameters, self.PRESET, context) if self._given(parameters, self.PRESET) else ""
+        )
         if classes:
             opts += ["--classes", classes]
         if preset:
             opts += ["--preset", preset]
-        for name, flag in ((self.CLIP, "--clip"), (self.UPSAMPLER, "--upsampler")) if method == "segearth-ov" else ((self.SAM3, "--sam3"),):
+        for name, flag in (
+            ((self.CLIP, "--clip"), (self.UPSAMPLER, "--upsampler"))
+            if method == "segearth-ov"
+            else ((self.SAM3, "--sam3"),)
+        ):
             value = self.parameterAsString(parameters, name, context).strip()
             if value:
                 opts += [flag, value]
@@ -276,6 +297,7 @@ def _output_stem(source: str) -> str:
 
 
 def _copy_raster(src: Path, dest: str) -> str:
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
     if Path(dest).suffix.lower() in (".tif", ".tiff"):
         shutil.copyfile(src, dest)
     else:
@@ -287,6 +309,7 @@ def _copy_raster(src: Path, dest: str) -> str:
 
 
 def _copy_vectors(src: Path, dest: str) -> str:
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
     if Path(dest).suffix.lower() == ".gpkg":
         shutil.copyfile(src, dest)
     else:

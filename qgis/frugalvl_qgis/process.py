@@ -88,7 +88,10 @@ def run(argv: list[str], feedback: Any, poll: float = 0.1) -> list[str]:
         encoding="utf-8", errors="replace", bufsize=1, env=child_environment(),
     )  # fmt: skip
     q: queue.Queue = queue.Queue()
-    readers = [threading.Thread(target=_pump, args=(s, t, q), daemon=True) for s, t in ((proc.stdout, "out"), (proc.stderr, "err"))]
+    readers = [
+        threading.Thread(target=_pump, args=(s, t, q), daemon=True)
+        for s, t in ((proc.stdout, "out"), (proc.stderr, "err"))
+    ]
     for r in readers:
         r.start()
     state = ProgressState()

@@ -37,7 +37,9 @@ def legend(label_path: str | Path) -> list[tuple[int, str, QColor]]:
     table = ds.GetRasterBand(1).GetColorTable()
     out = []
     for value, name in enumerate(names):
-        r, g, b, a = table.GetColorEntry(value) if table is not None and value < table.GetCount() else (128, 128, 128, 255)
+        r, g, b, a = (
+            table.GetColorEntry(value) if table is not None and value < table.GetCount() else (128, 128, 128, 255)
+        )
         out.append((value, str(name), QColor(r, g, b, a)))
     return out
 

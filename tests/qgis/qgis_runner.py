@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -63,7 +64,7 @@ class RecordingFeedback(QgsProcessingFeedback):
     def setProgress(self, progress):  # noqa: N802
         self.progress.append(progress)
         super().setProgress(progress)
-        tiles = [t for t in self.texts if " tiles" in t]
+        tiles = [t for t in self.texts if re.search(r": [1-9][0-9]*/[0-9]+ tiles$", t)]
         if self.cancel_after is not None and len(tiles) >= self.cancel_after and not self.isCanceled():
             self._log("test", f"cancelling after {len(tiles)} tile events")
             self.cancel()
@@ -100,7 +101,9 @@ def run_algorithm(call: dict, project: QgsProject) -> dict:
     before = set(project.mapLayers())
     result: dict = {"ok": False}
     try:
-        outputs = processing.runAndLoadResults("frugalvl:segment", dict(call["params"]), feedback=feedback, context=context)
+        outputs = processing.runAndLoadResults(
+            "frugalvl:segment", dict(call["params"]), feedback=feedback, context=context
+        )
         result["ok"] = outputs is not None
         result["outputs"] = {k: v for k, v in (outputs or {}).items() if isinstance(v, str | int | float) or v is None}
     except Exception as exc:  # QgsProcessingException: the message Processing shows
