@@ -42,6 +42,7 @@ LAYERS = {
     "precision": 1,
     "identity": 1,
     "lazy": 1,
+    "progress": 1,
     "__init__": 1,
 }
 TESTING = "testing"

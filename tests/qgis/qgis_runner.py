@@ -156,10 +156,26 @@ def render(project: QgsProject, names: list[str], png: str, size: list[int]) -> 
     return {"png": png, "errors": [e.message for e in job.errors()], "width": image.width(), "height": image.height()}
 
 
+def options_page(exe: str) -> dict:
+    """Settings > Options > frugalvl: type the executable, press Check, apply."""
+    from frugalvl_qgis.options import FrugalvlOptionsFactory
+    from qgis.core import QgsSettings
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    provider = QgsApplication.processingRegistry().providerById("frugalvl")
+    factory = FrugalvlOptionsFactory(provider)
+    page = factory.createWidget(None)
+    page.exe.setFilePath(exe)
+    page.findChild(QPushButton).click()
+    text = page.report.toPlainText()
+    page.apply()
+    return {"title": factory.title(), "report": text, "stored": QgsSettings().value("frugalvl/executable")}
+
+
 def main(spec_path: str) -> int:
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
-    app = QgsApplication([], False)
+    app = QgsApplication([], True)  # with widgets (offscreen): the settings page is built too
     app.initQgis()
     report: dict = {"qgis": __import__("qgis.core").core.Qgis.QGIS_VERSION}
     try:
@@ -168,6 +184,8 @@ def main(spec_path: str) -> int:
             from frugalvl_qgis import settings
 
             report["check"] = [list(settings.check(exe)) for exe in spec["check"]]
+        if spec.get("options_page"):
+            report["options_page"] = options_page(spec["options_page"])
         project = QgsProject.instance()
         report["runs"] = [run_algorithm(call, project) for call in spec.get("runs", [])]
         for r in spec.get("renders", []):

@@ -137,6 +137,7 @@ def session(work) -> dict:
     bad = work["root"] / "bad"
     spec = {
         "check": [str(work["exe"]), str(work["root"] / "missing" / "frugalvl")],
+        "options_page": str(work["exe"]),
         "runs": [
             {"params": _params(work, out), "cancel_after": 1},
             {"params": _params(work, out)},
@@ -179,13 +180,16 @@ def test_the_plugin_loads_from_the_zip_without_importing_frugalvl(session, work)
     assert report["frugalvl_imported"] is False and report["torch_imported"] is False
 
 
-def test_check_shows_version_extras_devices_or_why_not(session):
+def test_check_shows_version_extras_devices_or_why_not(session, work):
     (ok, text), (bad_ok, bad_text) = session["report"]["check"]
     from frugalvl import __version__
 
     assert ok and text.splitlines()[0] == f"frugalvl {__version__}"
     assert "devices: cpu" in text and "extras: " in text and "segearth-ov3" in text
     assert not bad_ok and "missing/frugalvl" in bad_text and "not a working frugalvl executable" in bad_text
+    page = session["report"]["options_page"]  # the same through the settings page's Check button
+    assert page["title"] == "frugalvl" and page["report"] == "OK\n" + text
+    assert page["stored"] == str(work["exe"])  # Apply keeps the path in the QGIS settings
 
 
 def test_cancel_stops_the_run_and_the_rerun_resumes(session):
