@@ -138,9 +138,11 @@ def describe(layer) -> dict:
     return out
 
 
-def render(project: QgsProject, names: list[str], png: str, size: list[int]) -> dict:
-    layers = [lay for lay in project.mapLayers().values() if lay.name() in names]
-    layers.sort(key=lambda lay: names.index(lay.name()))
+def render(project: QgsProject, sources: list[str], png: str, size: list[int]) -> dict:
+    """Draw the project's layers with these sources (top first) over the last one's extent into ``png``."""
+    layers = [lay for lay in project.mapLayers().values() if lay.source().split("|")[0] in sources]
+    layers.sort(key=lambda lay: sources.index(lay.source().split("|")[0]))
+    assert len(layers) == len(sources), [lay.source() for lay in project.mapLayers().values()]
     settings = QgsMapSettings()
     settings.setLayers(layers)
     settings.setDestinationCrs(layers[-1].crs())

@@ -146,8 +146,12 @@ def session(work) -> dict:
             {"params": _params(work, work["root"] / "cut", EXTENT=work["extent"], MASK=str(work["mask"]), SCORES="")},
         ],
         "renders": [
-            {"layers": ["scene classes"], "png": str(work["root"] / "labels.png"), "size": [300, 300]},
-            {"layers": ["scene polygons", "scene classes"], "png": str(work["root"] / "map.png"), "size": [600, 600]},
+            {"layers": [str(out / "labels.tif")], "png": str(work["root"] / "labels.png"), "size": [300, 300]},
+            {
+                "layers": [str(out / "polygons.gpkg"), str(out / "labels.tif")],
+                "png": str(work["root"] / "map.png"),
+                "size": [600, 600],
+            },
         ],
     }
     report = run_qgis(work, spec, "session")
