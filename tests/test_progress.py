@@ -63,7 +63,12 @@ def test_scene_run_reports_every_tile_and_the_steps_after_them(tmp_path):
     stream = io.StringIO()
     seg = ColourSegmenter.with_classes()
     summary = segment_files(
-        seg, [tmp_path / "s.tif"], tmp_path / "o", scene=SceneSettings(tile=128, overlap=32), progress=JsonReporter(stream), vectors="gpkg"
+        seg,
+        [tmp_path / "s.tif"],
+        tmp_path / "o",
+        scene=SceneSettings(tile=128, overlap=32),
+        progress=JsonReporter(stream),
+        vectors="gpkg",
     )
     assert summary.done
     events = _events(stream.getvalue())
@@ -80,7 +85,12 @@ def test_scene_run_reports_every_tile_and_the_steps_after_them(tmp_path):
     # a rerun: the input is done already, counted as such
     stream2 = io.StringIO()
     segment_files(
-        seg, [tmp_path / "s.tif"], tmp_path / "o", scene=SceneSettings(tile=128, overlap=32), progress=JsonReporter(stream2), vectors="gpkg"
+        seg,
+        [tmp_path / "s.tif"],
+        tmp_path / "o",
+        scene=SceneSettings(tile=128, overlap=32),
+        progress=JsonReporter(stream2),
+        vectors="gpkg",
     )
     assert [e["event"] for e in _events(stream2.getvalue())] == ["start", "item", "advance", "close"]
 
@@ -89,7 +99,18 @@ def test_cli_json_on_stderr_and_on_a_file_descriptor(tmp_path, capsys, tiny_clip
     from frugalvl.cli import main
 
     img = landsat_file(tmp_path, "a.png", size=64)
-    common = ["segment", str(img), "--classes", "a;b", "--clip", str(tiny_clip_file), "--slide-crop", "32", "--slide-stride", "32"]
+    common = [
+        "segment",
+        str(img),
+        "--classes",
+        "a;b",
+        "--clip",
+        str(tiny_clip_file),
+        "--slide-crop",
+        "32",
+        "--slide-stride",
+        "32",
+    ]
     assert main([*common, "-o", str(tmp_path / "o1"), "--progress", "json"]) == 0
     err = capsys.readouterr().err
     events = _events(err)
@@ -129,7 +150,9 @@ def test_bad_progress_options_are_one_line_before_the_model_loads(tmp_path, caps
     from frugalvl.cli import main
 
     img = landsat_file(tmp_path, "a.png", size=32)
-    code = main(["segment", str(img), "-o", str(tmp_path / "o"), "--classes", "a;b", "--clip", str(tmp_path / "no.pt"), *extra])
+    code = main(
+        ["segment", str(img), "-o", str(tmp_path / "o"), "--classes", "a;b", "--clip", str(tmp_path / "no.pt"), *extra]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and fragment in err
 
