@@ -56,19 +56,19 @@ def test_as_reporter():
 
 def test_scene_run_reports_every_tile_and_the_steps_after_them(tmp_path):
     from frugalvl.segment.pipeline import segment_files
-    from frugalvl.segment.scene import SceneSettings
+    from frugalvl.segment.scene_settings import SceneSettings, SegmentRunSettings
     from frugalvl.testing.segmenters import ColourSegmenter, write_test_scene
 
     write_test_scene(tmp_path / "s.tif", 300, 250)
+    settings = SegmentRunSettings(scene=SceneSettings(tile=128, overlap=32, vectors="gpkg"), tile_all=True)
     stream = io.StringIO()
     seg = ColourSegmenter.with_classes()
     summary = segment_files(
         seg,
         [tmp_path / "s.tif"],
         tmp_path / "o",
-        scene=SceneSettings(tile=128, overlap=32),
+        settings,
         progress=JsonReporter(stream),
-        vectors="gpkg",
     )
     assert summary.done
     events = _events(stream.getvalue())
@@ -78,7 +78,7 @@ def test_scene_run_reports_every_tile_and_the_steps_after_them(tmp_path):
     assert tiles[0]["event"] == "start" and tiles[0]["total"] == 9 and tiles[-1]["event"] == "close"
     assert len(seg.calls) == 9
     phases = [e["phase"] for e in events if e["event"] == "phase"]
-    assert phases == ["limits", "assemble", "overlay", "vectors"]
+    assert phases == ["plan", "assemble", "overlay", "vectors"]
     top = [e for e in events if e.get("level") == 0]
     assert [e["event"] for e in top] == ["start", "item", "advance", "close"]
     assert top[1]["item"] == "s.tif" and top[-1]["done"] == top[-1]["total"] == 1
@@ -88,9 +88,8 @@ def test_scene_run_reports_every_tile_and_the_steps_after_them(tmp_path):
         seg,
         [tmp_path / "s.tif"],
         tmp_path / "o",
-        scene=SceneSettings(tile=128, overlap=32),
+        settings,
         progress=JsonReporter(stream2),
-        vectors="gpkg",
     )
     assert [e["event"] for e in _events(stream2.getvalue())] == ["start", "item", "advance", "close"]
 
