@@ -95,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"frugalvl: error: {exc}", file=sys.stderr)
+        from .commands._settings import render_error  # a settings field is named by its option
+
+        print(f"frugalvl: error: {render_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frugalvl: interrupted; finished outputs are kept and a rerun resumes", file=sys.stderr)

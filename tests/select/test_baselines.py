@@ -294,6 +294,10 @@ def test_spherical_kmeans_separates_directions():
 
 
 def test_registry_names_the_cli_choices():
-    from frugalvl.commands.select_baselines import BASELINE_NAMES
+    from frugalvl.cli import build_parser
 
-    assert tuple(REGISTRY) == BASELINE_NAMES
+    parser = build_parser(["select"])
+    for name in REGISTRY:
+        assert parser.parse_args(["select", "baseline", name, "-w", "w", "-o", "o.json"]).name == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["select", "baseline", "nope", "-w", "w", "-o", "o.json"])

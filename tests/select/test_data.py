@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from frugalvl.commands._settings import render_error
 from frugalvl.errors import UserError
 from frugalvl.select import PrepareSettings, pipeline
 from frugalvl.select.data import derive_source, flatten_conversation, read_llava_json
@@ -99,6 +100,7 @@ def test_prepare_skips_when_done_and_refuses_other_settings(tmp_path, select_log
     pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root)))
     pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root)))
     assert "skipping" in select_log.text
-    with pytest.raises(UserError, match="--force"):
+    with pytest.raises(UserError, match=r"\bforce\b") as err:
         pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root), verify_images=False))
+    assert "--force" in render_error(err.value)
     pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root), verify_images=False), force=True)

@@ -15,16 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
+from frugalvl.commands._settings import render_error
 from frugalvl.errors import UserError
-from frugalvl.select.features import (
+from frugalvl.select.features import EndpointSettings, FeatureSettings, clip_features, minmax_scale
+from frugalvl.select.quality import (
     RATING_REQUEST,
     EndpointClient,
-    EndpointSettings,
-    FeatureSettings,
     ImageRewardScorer,
     TextQualityScorer,
-    clip_features,
-    minmax_scale,
     parse_rating,
     rating_messages,
     ratings_from_answers,
@@ -263,7 +261,7 @@ def _tiny_chat_lm(folder):
 
 
 def test_local_lm_backend_answers_through_the_chat_template(tmp_path):
-    from frugalvl.select.features import AnswerCache, LocalChatLM
+    from frugalvl.select.quality import AnswerCache, LocalChatLM
 
     folder = _tiny_chat_lm(tmp_path / "lm")
     samples = _samples(5)
@@ -275,8 +273,9 @@ def test_local_lm_backend_answers_through_the_chat_template(tmp_path):
         assert sorted(answers) == list(range(5))
     assert np.isfinite(runs[0]).all()
     np.testing.assert_array_equal(runs[0], runs[1])  # seeded sampling: same answers
-    with pytest.raises(UserError, match="--text-lm"):
+    with pytest.raises(UserError, match=r"\btext_lm\b") as err:  # the library names the setting...
         LocalChatLM(str(tmp_path / "nothing"), "cpu", EndpointSettings())
+    assert "to --text-lm" in render_error(err.value)  # ...and the CLI shows its option
 
 
 def test_a_refused_request_stops_the_queue(tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from frugalvl.commands._settings import render_error
 from frugalvl.errors import UserError
 from frugalvl.select import ClusterSettings, FeatureSettings, PrepareSettings, pipeline
 from frugalvl.select.scorer import Scorer, save_scorer
@@ -192,11 +193,13 @@ def test_train_with_other_settings_or_model_stops_naming_them(work, tmp_path, mo
     pipeline.train(work, replace(s, num_workers=0, save_minutes=1))  # no effect on the result: skipped
     assert len(calls) == 1 and "skipping" in select_log.text
     for changed, name in ((replace(s, loss="importance"), "loss"), (replace(s, lr=1e-4), "lr")):
-        with pytest.raises(UserError, match=rf"\b{name}\b.*--force"):
+        with pytest.raises(UserError, match=rf"\b{name}\b.*\bforce\b") as err:
             pipeline.train(work, changed)
+        assert "recompute them with --force" in render_error(err.value)
     (mllm / "model.safetensors").write_bytes(b"weights two")  # another checkpoint, same path
-    with pytest.raises(UserError, match="mllm_identity.*--force"):
+    with pytest.raises(UserError, match=r"mllm_identity.*\bforce\b") as err:
         pipeline.train(work, s)
+    assert "--force" in render_error(err.value)
     pipeline.train(work, s, force=True)
     assert len(calls) == 2 and not (work / ".train.new").exists()
 
@@ -209,8 +212,9 @@ def test_features_with_another_clip_at_the_same_path_stop(work, select_clip_file
     pipeline.features(work, settings)  # same file: skipped
     with open(clip, "ab") as f:
         f.write(b"\0")  # a different file now
-    with pytest.raises(UserError, match="clip_identity.*--force"):
+    with pytest.raises(UserError, match=r"clip_identity.*\bforce\b") as err:
         pipeline.features(work, settings)
+    assert "--force" in render_error(err.value)
 
 
 def test_pick_records_its_settings_and_the_scores(work, tmp_path):
@@ -286,7 +290,8 @@ def test_prepare_refuses_an_empty_list_and_names_no_none_root(tmp_path):
     data.write_text(json.dumps([_sample(0, "nowhere/0.png")]))
     with pytest.raises(UserError, match="none of the 1 images") as err:
         pipeline.prepare(data, tmp_path / "w", PrepareSettings())
-    assert "None" not in str(err.value) and "--image-root" in str(err.value)
+    assert "None" not in str(err.value) and "image_root" in str(err.value)
+    assert "(no --image-root was given)" in render_error(err.value)
 
 
 # ---------------------------------------------------------------- training defaults

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from frugalvl.commands._settings import render_error
 from frugalvl.errors import UserError
 from frugalvl.select import batching as B
 from frugalvl.select import checkpoints as C
@@ -221,8 +222,9 @@ def test_read_subset_drops_unusable_and_builds_scorer_inputs(tmp_path):
 def test_missing_stage_outputs_say_which_stage(tmp_path):
     with pytest.raises(UserError, match="select prepare"):
         W.read_subset(tmp_path)
-    with pytest.raises(UserError, match="--mllm"):
+    with pytest.raises(UserError, match=r"\bmllm\b") as err:
         T.train(tmp_path, TrainSettings())
+    assert "pass --mllm" in render_error(err.value)
 
 
 # --------------------------------------------------------------------------------------- training

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from frugalvl.cli import main
+from frugalvl.commands._settings import render_error
 from frugalvl.errors import UserError
 from frugalvl.models.attention import MODES
 from frugalvl.models.jbu import JBUOne
@@ -255,10 +256,15 @@ def test_settings_are_checked(tiny_clip_model):
     with pytest.raises(UserError, match="too small for a radius-5"):
         check_settings(replace(FAST, crop_size=32, radius=None), 16)
     check_settings(replace(FAST, crop_size=48, radius=None), 16)
-    with pytest.raises(UserError, match="--precision"):
+    with pytest.raises(UserError, match="^precision ") as err:  # the library names the field...
         check_settings(replace(FAST, precision="fp8"))
-    with pytest.raises(UserError, match="--last-block"):
+    assert render_error(err.value).startswith("--precision 'fp8'")  # ...the CLI its option
+    with pytest.raises(UserError, match="^last_block ") as err:
         UpsamplerTrainer(tiny_clip_model, replace(FAST, last_block="nope"))
+    assert render_error(err.value).startswith("--last-block 'nope'")
+    with pytest.raises(UserError, match="^n_jitters ") as err:
+        replace(FAST, n_jitters=0)
+    assert render_error(err.value).startswith("--jitters 0")  # the field's own flag name
 
 
 def _run(clip, folder, out, steps, resume=False, **changes):
@@ -360,8 +366,9 @@ def test_package_exports_are_lazy_names_of_the_modules():
 
 def test_existing_checkpoints_need_resume(tiny_clip_model, rs_folder, tmp_path):
     _run(tiny_clip_model, rs_folder, tmp_path / "up.ckpt", steps=1, n_jitters=1)
-    with pytest.raises(UserError, match="add --resume"):
+    with pytest.raises(UserError, match="add resume") as err:
         _run(tiny_clip_model, rs_folder, tmp_path / "up.ckpt", steps=2, n_jitters=1)
+    assert "add --resume" in render_error(err.value)
     with pytest.raises(UserError, match="n_jitters=1"):
         _run(tiny_clip_model, rs_folder, tmp_path / "up.ckpt", steps=2, resume=True)
 

@@ -1,7 +1,9 @@
 """Command-line options generated from settings dataclasses (see :mod:`frugalvl.settings`).
 
 Every option defaults to ``None`` ("not given"), so a preset's values can sit between the
-dataclass defaults and the user's choices: dataclass default < preset < command line.
+dataclass defaults and the user's choices: dataclass default < preset < command line. A
+:class:`~frugalvl.settings.FieldError` from the library is shown with the flags that set its fields
+(:func:`render_error`), so the library names fields and the user reads options.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import UserError
+from ..settings import FieldError
 from ._types import from_parser
 
 
@@ -24,8 +27,24 @@ def flag_of(field: dataclasses.Field) -> str:
     return f"--no-{name}" if field.default is True else f"--{name}"
 
 
-def _dest(field: dataclasses.Field) -> str:
-    return field.name
+def flag_for(cls: type | None, name: str) -> str:
+    """The option that sets field ``name`` of settings class ``cls`` (``--name`` when ``cls`` has none)."""
+    if cls is not None and dataclasses.is_dataclass(cls):
+        for f in dataclasses.fields(cls):
+            if f.name == name and (f.metadata.get("cli") or f.metadata.get("flag")):
+                return flag_of(f)
+    return "--" + name.replace("_", "-")
+
+
+def render_error(exc: BaseException) -> str:
+    """The one line the CLI prints for a library error: a field error names its options."""
+    if isinstance(exc, FieldError):
+        return exc.render(lambda name: flag_for(exc.owner, name))
+    return str(exc)
+
+
+def _dest(field: dataclasses.Field, prefix: str = "") -> str:
+    return prefix + field.name
 
 
 def cli_fields(cls: type, skip: Iterable[str] = ()) -> list[dataclasses.Field]:
@@ -33,28 +52,62 @@ def cli_fields(cls: type, skip: Iterable[str] = ()) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", False) and f.name not in skip]
 
 
-def add_settings_options(group: Any, cls: type, skip: Iterable[str] = ()) -> None:
-    """One option per documented field of ``cls`` (except ``skip``), help showing the default."""
+def default_of(field: dataclasses.Field) -> Any:
+    """The field's default (its factory's value for a ``default_factory`` field)."""
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return field.default
+
+
+def shown_default(field: dataclasses.Field) -> str | None:
+    """How the help writes the field's default; ``None`` for switches (they say what they change)."""
+    meta, default = field.metadata, default_of(field)
+    if isinstance(default, bool) or meta.get("const") is not None:
+        return None
+    if meta.get("shown"):
+        return meta["shown"]
+    return (
+        "none" if default is None or default == "" else f"{default:g}" if isinstance(default, float) else str(default)
+    )
+
+
+def add_settings_options(
+    group: Any, cls: type, skip: Iterable[str] = (), *, prefix: str = "", required: Iterable[str] = ()
+) -> None:
+    """One option per documented field of ``cls`` (except ``skip``), help showing the default.
+
+    ``prefix`` goes before each destination name (two settings classes with a field of the same name
+    in one command); ``required`` fields must be given."""
+    required = set(required)
     for f in cli_fields(cls, skip):
-        meta, flag = f.metadata, flag_of(f)
-        if isinstance(f.default, bool):
+        meta, flag, shown = f.metadata, flag_of(f), shown_default(f)
+        if meta.get("const") is not None or isinstance(f.default, bool):
+            const = meta["const"] if meta.get("const") is not None else not f.default
             group.add_argument(
-                flag, dest=_dest(f), action="store_const", const=not f.default, default=None, help=meta["help"]
+                flag, dest=_dest(f, prefix), action="store_const", const=const, default=None, help=meta["help"]
             )
             continue
-        shown = "none" if f.default is None else f.default
-        kwargs: dict[str, Any] = {"dest": _dest(f), "default": None, "help": f"{meta['help']} (default {shown})"}
+        help_text = meta["help"] if f.name in required else f"{meta['help']} (default {shown})"
+        kwargs: dict[str, Any] = {"dest": _dest(f, prefix), "default": None, "help": help_text}
+        if f.name in required:
+            kwargs["required"] = True
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
-        parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
+        default = default_of(f)
+        parse = meta.get("parse") or (type(default) if default is not None and default != "" else str)
         kwargs["type"] = from_parser(parse) if meta.get("parse") else parse  # its ValueError text reaches the user
-        kwargs["metavar"] = None if meta.get("choices") else f.name.split("_")[-1].upper()
+        kwargs["metavar"] = meta.get("metavar") or (None if meta.get("choices") else f.name.split("_")[-1].upper())
         group.add_argument(flag, **kwargs)
 
 
-def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+def given(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
     """The fields of ``cls`` the user set on the command line."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, prefix + f.name, None)
+        if value is not None:
+            out[f.name] = value
+    return out
 
 
 def build_settings(cls: type, values: dict[str, Any], *, leading_field: bool = False) -> Any:
@@ -64,6 +117,8 @@ def build_settings(cls: type, values: dict[str, Any], *, leading_field: bool = F
     is then replaced by its option (``--tile 8 is too small``) instead of being prefixed with it."""
     try:
         return cls(**values)
+    except FieldError as exc:
+        raise UserError(render_error(exc)) from None
     except (ValueError, TypeError) as exc:
         text = str(exc)
         rendered = cli_text(text, cls, leading=True) if leading_field else text

@@ -3,24 +3,22 @@
 
 CLI glue only: the baselines live in :mod:`frugalvl.select.baselines`, the comparison in
 :mod:`frugalvl.select.compare`. A baseline takes ``pick``'s budget and quota options and writes ``pick``'s
-outputs (the LLaVA JSON at ``-o``, ids, report) under ``WORK/baseline-NAME/``.
+outputs (the LLaVA JSON at ``-o``, ids, report) under ``WORK/baseline-NAME/``. Its own options are the
+fields of the baselines' settings (:mod:`frugalvl.select.baselines.settings`): a field several baselines
+share is one option, whose help gives each baseline's default.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+from typing import Any
 
-BASELINE_NAMES = (
-    "random",
-    "clip-score",
-    "semdedup",
-    "d2-pruning",
-    "self-filter",
-    "el2n",
-    "perplexity",
-    "coincide-lite",
-)
+from ._select_options import pick_options, pick_settings
+from ._settings import build_settings, cli_fields, flag_of, given, shown_default
+
+BASELINE = "baseline_"  # destination prefix of the baseline options
 
 
 def register_select_tools(stages) -> None:
@@ -29,90 +27,72 @@ def register_select_tools(stages) -> None:
     _compare_parser(stages)
 
 
-def _baseline_options(p: argparse.ArgumentParser) -> None:
-    from .select import AT_LEAST_1, POSITIVE
+def baseline_names() -> tuple[str, ...]:
+    from ..select.baselines import REGISTRY
 
+    return tuple(REGISTRY)
+
+
+def shared_fields() -> dict[str, list[tuple[str, dataclasses.Field]]]:
+    """Each option name -> the (baseline, field) pairs it sets, in the registry's order."""
+    from ..select.baselines import settings_classes
+
+    by_flag: dict[str, list[tuple[str, dataclasses.Field]]] = {}
+    for name, cls in settings_classes().items():
+        for f in cli_fields(cls):
+            by_flag.setdefault(flag_of(f), []).append((name, f))
+    return by_flag
+
+
+def _baseline_options(p: argparse.ArgumentParser) -> None:
+    """One option per field name across the baselines' settings; the help lists who uses it."""
     g = p.add_argument_group("baseline options (each applies to the baselines named; defaults = the published ones)")
-    g.add_argument(
-        "--seed", type=int, help="random: seed of the draw; semdedup, coincide-lite: k-means seed (default 42)"
-    )
-    g.add_argument("--score", help="clip-score: which scaled score to rank by (default clipscore)")
-    g.add_argument(
-        "--clusters",
-        type=AT_LEAST_1,
-        help="semdedup, coincide-lite: k-means centroids (default ceil(N/66): 10,000 for 665K)",
-    )
-    g.add_argument(
-        "--difficulty",
-        choices=("clipscore", "ce", "r"),
-        help="d2-pruning: node difficulty: CLIP score, stage-1 CE of --reference, or -r of the scorer "
-        "(default clipscore)",
-    )
-    g.add_argument(
-        "--k", dest="k", type=AT_LEAST_1, help="d2-pruning: kNN (default 5); self-filter: neighbours (default 10)"
-    )
-    g.add_argument(
-        "--gamma", type=POSITIVE, help="d2-pruning: message decay (default 0.4); self-filter: penalty (default 1)"
-    )
-    g.add_argument(
-        "--band",
-        choices=("top", "middle", "bottom"),
-        help="el2n, perplexity: the band of values kept (default top for el2n, middle for perplexity)",
-    )
-    g.add_argument(
-        "--reference",
-        help="el2n, perplexity, d2-pruning --difficulty ce, self-filter: reference LLaVA "
-        "(folder or hub id; default WORK/train/mllm, written by "
-        "`select train --save-mllm`)",
-    )
-    g.add_argument(
-        "--scorer",
-        type=Path,
-        help="self-filter: a scorer.pt trained with `select train --loss importance` "
-        "(default: fit a linear scorer here with L_I on --reference's CE)",
-    )
-    g.add_argument("--train-on", choices=("subset", "full"), help="self-filter: fit on S (default) or every sample")
-    g.add_argument("--temperature", type=POSITIVE, help="coincide-lite: T of the budget softmax (default 0.1)")
-    g.add_argument("--device", help="reference model / scorer device: cpu, cuda or cuda:N (default cpu)")
-    g.add_argument("--batch-size", type=AT_LEAST_1, help="reference model forward batch (default 4)")
+    for flag, uses in shared_fields().items():
+        parts: dict[str, list[str]] = {}  # text -> baselines, so baselines sharing a class share a line
+        for name, f in uses:
+            shown = shown_default(f)
+            parts.setdefault(f"{f.metadata['help']} (default {shown})", []).append(name)
+        help_text = "; ".join(f"{', '.join(names)}: {text}" for text, names in parts.items())
+        first = uses[0][1]
+        kwargs: dict[str, Any] = {"dest": BASELINE + first.name, "default": None, "help": help_text}
+        choices = [c for _, f in uses for c in (f.metadata.get("choices") or ())]
+        if choices:
+            kwargs["choices"] = tuple(dict.fromkeys(choices))
+        else:
+            default = first.default
+            kwargs["type"] = first.metadata.get("parse") or (type(default) if default is not None else str)
+            kwargs["metavar"] = first.metadata.get("metavar") or first.name.split("_")[-1].upper()
+        g.add_argument(flag, **kwargs)
+
+
+def baseline_settings(name: str, args: argparse.Namespace) -> Any:
+    """The settings of baseline ``name`` from the options given (the others keep its defaults)."""
+    from ..select.baselines import settings_class
+
+    cls = settings_class(name)
+    return build_settings(cls, given(args, cls, prefix=BASELINE))  # a refused value names its option
 
 
 def _baseline_parser(stages) -> None:
-    from .select import _pick_options
-
+    names = baseline_names()
     p = stages.add_parser(
         "baseline",
         help="select with a baseline under the same budget and quotas as pick",
-        description="Select with a baseline (docs/methods/coido_baselines.md#baselines) under pick's budget K and per-source "
-        "quotas; writes pick's outputs under WORK/baseline-NAME/.",
+        description="Select with a baseline (docs/methods/coido_baselines.md#baselines) under pick's budget K and "
+        "per-source quotas; writes pick's outputs under WORK/baseline-NAME/.",
     )
-    p.add_argument("name", choices=BASELINE_NAMES, help="the baseline")
+    p.add_argument("name", choices=names, help="the baseline")
     p.add_argument(
         "-w", "--work", required=True, type=Path, help="work folder of `frugalvl select` (prepare + features)"
     )
-    _pick_options(p)
+    pick_options(p)
     _baseline_options(p)
 
     def run(args):
-        from ..select.baselines import make_settings, run_baseline
-        from .select import pick_settings
+        from ..select.baselines import run_baseline
 
-        options = {
-            "seed": args.seed,
-            "score": args.score,
-            "clusters": args.clusters,
-            "difficulty": args.difficulty,
-            "k": args.k,
-            "gamma": args.gamma,
-            "band": args.band,
-            "reference": args.reference,
-            "scorer": None if args.scorer is None else str(args.scorer),
-            "train_on": args.train_on,
-            "temperature": args.temperature,
-            "device": args.device,
-            "batch_size": args.batch_size,
-        }
-        report = run_baseline(args.name, args.work, args.out, pick_settings(args), make_settings(args.name, options))
+        pick, settings = pick_settings(args), baseline_settings(args.name, args)
+        report = run_baseline(args.name, args.work, args.out, pick, settings)
         print(f"{args.name}: {report['n_selected']} of {report['n_samples']} samples -> {report['out']}")
         print(f"per source: {report['selected_per_source']}")
         print(f"ids and report in {Path(args.work) / ('baseline-' + args.name)}")

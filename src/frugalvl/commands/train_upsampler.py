@@ -120,7 +120,7 @@ def run_command(args: argparse.Namespace) -> int:
         ranks=ranks,
     )
     if ranks.is_main:
-        print(summary_line(summary))
+        print(f"{summary_line(summary)}: use it with frugalvl segment --upsampler {summary.output}")
     return 0
 
 

@@ -28,6 +28,7 @@ import torch
 
 from ..errors import UserError
 from ..identity import path_identity
+from ..settings import FieldError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -116,16 +117,17 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     from open_clip.factory import load_state_dict
 
     if not path.is_file():
-        raise UserError(f"CLIP checkpoint {path} does not exist: check the path given to --clip")
+        raise FieldError("clip", f"CLIP checkpoint {path} does not exist: check the path given to {{clip}}")
     try:
         if _is_torchscript(path):
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             state = load_state_dict(str(path), device="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - anything unreadable is the same mistake for the user
-        raise UserError(
+        raise FieldError(
+            "clip",
             f"{path} cannot be read ({type(exc).__name__}): it is not a CLIP checkpoint that open_clip reads; "
-            "give an OpenAI-format .pt file or an open_clip state dict to --clip"
+            "give an OpenAI-format .pt file or an open_clip state dict to {clip}",
         ) from None
     if not isinstance(state, dict):
         raise UserError(
@@ -133,9 +135,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         )
     state.pop("attn_mask", None)  # a buffer that traced archives store; the model rebuilds it
     if not all(k in state for k in _CLIP_KEYS):
-        raise UserError(
-            f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to --clip"
-        )
+        raise FieldError("clip", f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to {{clip}}")
     return state
 
 
@@ -154,17 +154,13 @@ def _from_file(path: Path, device, precision: str) -> ClipModel:
 
     state = _read_checkpoint(path)
     if "visual.proj" not in state:
-        raise UserError(
-            f"{path} is a ResNet CLIP or an unknown layout: dense segmentation needs a ViT CLIP; pass a ViT checkpoint to --clip"
-        )
+        raise FieldError("clip", f"{path} is a ResNet CLIP or an unknown layout: dense segmentation needs a ViT CLIP; pass a ViT checkpoint to {{clip}}")
     try:
         model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
         # The builder loads into half-precision parameters; reload at full precision.
         model.float().load_state_dict({k: v for k, v in state.items() if k not in _OPENAI_EXTRAS})
     except (RuntimeError, KeyError) as exc:
-        raise UserError(
-            f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. --clip ViT-B-32:{path}"
-        ) from None
+        raise FieldError("clip", f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. {{clip}} ViT-B-32:{path}") from None
     return ClipModel(_finish(model, device, precision), get_tokenizer("ViT-B-16"), path_identity(path))
 
 
@@ -172,16 +168,17 @@ def _from_arch_and_file(arch: str, path: Path, device, precision: str) -> ClipMo
     import open_clip
 
     if not path.is_file():
-        raise UserError(f"CLIP checkpoint {path} does not exist: check the path given to --clip")
+        raise FieldError("clip", f"CLIP checkpoint {path} does not exist: check the path given to {{clip}}")
     try:
         model = open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
     except RuntimeError as exc:
-        raise UserError(f"unknown open_clip architecture {arch!r} in --clip {arch}:{path} ({exc})") from None
+        raise FieldError("clip", f"unknown open_clip architecture {arch!r} in {{clip}} {arch}:{path} ({exc})") from None
     missing, unexpected = _load_weights(model, path, arch)
     if len(missing) == len(model.state_dict()):
-        raise UserError(
+        raise FieldError(
+            "clip",
             f"{path} is not a CLIP checkpoint for {arch} (none of its tensors belong to the model): "
-            "pass CLIP weights to --clip"
+            "pass CLIP weights to {clip}",
         )
     if missing or unexpected:
         raise UserError(
@@ -238,9 +235,7 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
         if tag is None:
             tags = [t for (n, t) in open_clip.list_pretrained() if n == name]
             if not tags:
-                raise UserError(
-                    f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to --clip"
-                )
+                raise FieldError("clip", f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to {{clip}}")
             tag = "openai" if "openai" in tags else tags[0]
     from .hub import quiet_root_logger  # open_clip logs download failures on the root logger: ours is one line
 
@@ -253,9 +248,7 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
     except Exception as exc:  # noqa: BLE001 - classified below
         if _is_hub_error(exc) or isinstance(exc, RuntimeError):
             where = f"{name}:{tag}" if tag else name
-            raise UserError(
-                f"could not get CLIP weights {where} ({type(exc).__name__}; no network?): download them elsewhere and pass the file, e.g. --clip /path/to/ViT-B-16.pt"
-            ) from None
+            raise FieldError("clip", f"could not get CLIP weights {where} ({type(exc).__name__}; no network?): download them elsewhere and pass the file, e.g. {{clip}} /path/to/ViT-B-16.pt") from None
         raise
     return ClipModel(_finish(model, device, precision), tokenizer, f"{name}:{tag}", *_norm_of(model))
 
@@ -276,15 +269,16 @@ def load_clip(
     if spec.startswith("local-dir:"):
         spec = spec[len("local-dir:") :]
         if not Path(os.path.expanduser(spec)).is_dir():
-            raise UserError(f"local-dir:{spec}: {spec} is not a folder: check the path given to --clip")
+            raise FieldError("clip", f"local-dir:{spec}: {spec} is not a folder: check the path given to {{clip}}")
     if spec.startswith("hf-hub:"):
         return _from_open_clip(spec, None, device, precision, cache_dir)
     path = Path(os.path.expanduser(spec))
     if path.is_dir():
         if not (path / "open_clip_config.json").is_file():
-            raise UserError(
+            raise FieldError(
+                "clip",
                 f"{path} is not a CLIP checkpoint folder (no open_clip_config.json; a SAM 3 or other model "
-                "folder is not a CLIP): give an open_clip folder, a CLIP checkpoint file or a model name to --clip"
+                "folder is not a CLIP): give an open_clip folder, a CLIP checkpoint file or a model name to {clip}",
             )
         return _from_open_clip(f"local-dir:{path}", None, device, precision, cache_dir)
     if path.is_file():
@@ -297,5 +291,5 @@ def load_clip(
             return _from_arch_and_file(arch, rest_path, device, precision)
         return _from_open_clip(arch, rest, device, precision, cache_dir)
     if spec.endswith((".pt", ".pth", ".bin", ".ckpt")) or os.sep in spec:
-        raise UserError(f"CLIP checkpoint {spec} does not exist: check the path given to --clip")
+        raise FieldError("clip", f"CLIP checkpoint {spec} does not exist: check the path given to {{clip}}")
     return _from_open_clip(normalise_name(spec), None, device, precision, cache_dir)

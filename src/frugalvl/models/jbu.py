@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..settings import FieldError
 
 KERNEL_BACKENDS = ("auto", "triton", "torch")
 
@@ -146,24 +147,27 @@ class _AdaptiveConv(torch.autograd.Function):
 
 
 def resolve_kernel_backend(backend: str, device: torch.device) -> str:
-    """``"triton"`` or ``"torch"`` for a ``--jbu-kernel`` choice: ``auto`` is Triton on CUDA when installed.
+    """``"triton"`` or ``"torch"`` for a ``jbu_kernel`` choice: ``auto`` is Triton on CUDA when installed.
 
     ``triton`` off CUDA is allowed only under Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
     """
     if backend not in KERNEL_BACKENDS:
-        raise UserError(f"unknown JBU kernel {backend!r}: choose one of {', '.join(KERNEL_BACKENDS)} for --jbu-kernel")
+        raise FieldError("jbu_kernel", f"{backend!r} is unknown: choose one of {', '.join(KERNEL_BACKENDS)}")
     if backend == "torch":
         return "torch"
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         if backend == "triton":
-            raise UserError("--jbu-kernel triton needs a CUDA device: use --jbu-kernel auto or torch on this machine")
+            raise FieldError(
+                "jbu_kernel", "{jbu_kernel} triton needs a CUDA device: use {jbu_kernel} auto or torch on this machine"
+            )
         return "torch"
     try:
         import triton  # noqa: F401
     except ImportError:
         if backend == "triton":
-            raise UserError(
-                "--jbu-kernel triton needs the 'triton' package: pip install triton, or use --jbu-kernel torch"
+            raise FieldError(
+                "jbu_kernel",
+                "{jbu_kernel} triton needs the 'triton' package: pip install triton, or use {jbu_kernel} torch",
             ) from None
         return "torch"
     return "triton"
@@ -274,7 +278,7 @@ class _JBUUpsampler(nn.Module):
         self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
 
     def set_kernel_backend(self, backend: str) -> _JBUUpsampler:
-        """Apply the kernels with ``auto`` (Triton on CUDA), ``triton`` or ``torch`` (``--jbu-kernel``)."""
+        """Apply the kernels with ``auto`` (Triton on CUDA), ``triton`` or ``torch`` (the ``jbu_kernel`` setting)."""
         if backend not in KERNEL_BACKENDS:
             raise UserError(f"unknown JBU kernel {backend!r}: choose one of {', '.join(KERNEL_BACKENDS)}")
         for stage in self.stages():

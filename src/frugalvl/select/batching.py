@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..settings import FieldError
 from .losses import IGNORE_INDEX
 from .prompting import IMAGE_TAG, has_image, tokenize_sample
 from .workdir import Subset
@@ -98,9 +98,10 @@ class MicroBatches(torch.utils.data.Dataset):
                 self.tokenizer, sample["conversations"], self.image_tokens if image else None, self.max_length
             )
             if image and ids.count(self.tokenizer.convert_tokens_to_ids(IMAGE_TAG)) != self.image_seq_length:
-                raise UserError(
-                    f"--max-length {self.max_length} cuts into the image tokens of sample "
-                    f"{sample.get('unique_idx')}: raise it above {self.image_seq_length}"
+                raise FieldError(
+                    "max_length",
+                    f"{self.max_length} cuts into the image tokens of sample "
+                    f"{sample.get('unique_idx')}: raise it above {self.image_seq_length}",
                 )
             rows.append((k, ids, labels))
         return self._collate(rows, pixels)

@@ -22,37 +22,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .settings import SOLVERS, ClusterSettings
+
 log = logging.getLogger(__name__)
-SOLVERS = ("auto", "exact", "fast")
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    ratio: float = 0.2  # p: fraction of the usable samples drawn into S
-    seed: int = 42  # the draw's seed
-    n_clusters: int = 20  # K
-    knn: int = 30  # neighbours per point, self included (capped at n − 1)
-    clip_weight: float = 0.7
-    score_weight: float = 0.3
-    random_state: int = 42  # the clusterer's seed
-    block: int = 4096  # rows per similarity block (memory ~ block × |S| floats)
-    device: str = "cpu"  # where the exact kNN search runs (cuda: seconds for |S| = 133K)
-    solver: str = "auto"  # auto | exact | fast (module docstring)
-    exact_max: int = 20000  # auto: the exact solver up to this many points
-    flat_max: int = 30000  # fast: exact kNN up to this many points, HNSW candidates above
-    pca_dim: int = 128  # fast, large n: HNSW over this PCA projection ...
-    pca_sample: int = 20000  # ... fitted on this many rows
-    candidates: int = 2  # ... returning candidates × k, re-ranked by the exact cosine
-    hnsw_m: int = 16  # HNSW graph degree
-    hnsw_ef: int = 64  # HNSW search and construction breadth
-    eigen_tol: float = 1e-5  # fast: LOBPCG tolerance ...
-    eigen_maxiter: int = 200  # ... and iteration limit
 
 
 def draw_subset(usable: np.ndarray, ratio: float, seed: int) -> np.ndarray:
@@ -216,19 +193,22 @@ def fast_available() -> bool:
 
 
 def resolve_solver(settings: ClusterSettings, n: int) -> str:
-    """``exact`` or ``fast`` for ``n`` points; a UserError when ``fast`` is asked for but not installed."""
-    from ..errors import UserError
+    """``exact`` or ``fast`` for ``n`` points; a FieldError when ``fast`` is asked for but not installed."""
+    from ..settings import FieldError
 
     if settings.solver not in SOLVERS:
-        raise UserError(f"unknown clustering solver {settings.solver!r}: choose one of {', '.join(SOLVERS)}")
+        raise FieldError(
+            "solver", f"{settings.solver!r} is unknown: choose one of {', '.join(SOLVERS)}", ClusterSettings
+        )
     if settings.solver == "exact" or (settings.solver == "auto" and n <= settings.exact_max):
         return "exact"
     if fast_available():
         return "fast"
     if settings.solver == "fast":
-        raise UserError(
-            "the fast clustering solver needs faiss and pyamg: pip install faiss-cpu pyamg, "
-            "or pass --cluster-solver exact"
+        raise FieldError(
+            "solver",
+            "the fast clustering solver needs faiss and pyamg: pip install faiss-cpu pyamg, or set {solver} exact",
+            ClusterSettings,
         )
     log.warning(
         "faiss or pyamg not installed: clustering %d points with the exact solver (slow); "

@@ -12,7 +12,7 @@ Images are checked once, here. Each sample gets a ``status``:
   ``value``, no question or no answer), or its image path leads outside the image root (an absolute
   path or ``..``; allowed only with ``allow_absolute_images``). The reason is in the report.
 
-Missing-image policy (``--missing-images``), never silent: the unusable samples (missing, corrupt
+Missing-image policy (``missing_images``), never silent: the unusable samples (missing, corrupt
 or invalid) are listed in
 ``prepare/report.json`` and counted on the console, then
 
@@ -21,7 +21,7 @@ or invalid) are listed in
   features, are never drawn into the training subset and are never selected;
 * ``error``: preparation stops with the list, for users who want a complete image root.
 
-Preparation always stops when *no* image is found, which means a wrong ``--image-root``.
+Preparation always stops when *no* image is found, which means a wrong ``image_root``.
 """
 
 from __future__ import annotations
@@ -30,27 +30,19 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..settings import FieldError
 from .prompting import IMAGE_TAG
+from .settings import MISSING_POLICIES as MISSING_POLICIES
+from .settings import PrepareSettings
 
 TEXT_SOURCE = "text"  # source group of text-only samples
 UNKNOWN_SOURCE = "unknown"  # an image path without a folder to name its source
 USABLE = ("ok", "text")  # statuses that can be trained on and selected
-MISSING_POLICIES = ("exclude", "error")
 ROLES = ("human", "gpt")
-
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    image_root: str | None = None
-    missing_images: str = "exclude"  # one of MISSING_POLICIES
-    verify_images: bool = True  # open every image (else: only check that the file exists)
-    workers: int = 8  # threads for the image checks
-    allow_absolute_images: bool = False  # accept absolute image paths and paths leading out of image_root
 
 
 def read_llava_json(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -248,13 +240,15 @@ def enforce_policy(report: dict[str, Any], report_path: Path) -> None:
     with_image = sum(status.get(k, 0) for k in ("ok", "missing", "corrupt"))
     if with_image and bad == with_image:
         where = (
-            f"under --image-root {report['image_root']}"
+            f"under {{image_root}} {report['image_root']}"
             if report["image_root"]
-            else "relative to the current folder (no --image-root was given)"
+            else "relative to the current folder (no {image_root} was given)"
         )
-        raise UserError(
+        raise FieldError(
+            "image_root",
             f"none of the {with_image} images was found {where}: "
-            f"give the folder the 'image' paths are relative to (list in {report_path})"
+            f"give the folder the 'image' paths are relative to (list in {report_path})",
+            PrepareSettings,
         )
     if invalid and len(invalid) == report["n_samples"]:
         first, why = next(iter(invalid.items()))
@@ -265,15 +259,19 @@ def enforce_policy(report: dict[str, Any], report_path: Path) -> None:
         return
     if bad:
         first = (report["missing"] + report["corrupt"])[0]
-        raise UserError(
+        raise FieldError(
+            ("image_root", "missing_images"),
             f"{bad} samples have a missing or corrupt image (first: id {first}; all in {report_path}): "
-            f"fix --image-root or pass --missing-images exclude"
+            "fix {image_root} or set {missing_images} exclude",
+            PrepareSettings,
         )
     if invalid:
         first, why = next(iter(invalid.items()))
-        raise UserError(
+        raise FieldError(
+            "missing_images",
             f"{len(invalid)} samples are invalid (first: id {first}, {why}; all in {report_path}): "
-            f"fix them or pass --missing-images exclude"
+            "fix them or set {missing_images} exclude",
+            PrepareSettings,
         )
 
 

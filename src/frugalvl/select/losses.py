@@ -11,7 +11,7 @@ Notation, per per-device micro-batch of B samples:
 * L_D     diversity: population std of the per-cluster mean w (:func:`diversity_loss`);
 * s1, s2  log σ1, log σ2 (learned, 0 at init).
 
-The variants (``--loss``), for the paper's ablations:
+The variants (``TrainSettings.loss``), for the paper's ablations:
 
 * ``coido``                 L_I·e^{−2 s1} + L_D·e^{−2 s2}/2 + s1 + s2, i.e. L_I/σ1² + L_D/(2σ2²)
                             + log σ1 + log σ2 (homoscedastic uncertainty weighting; the default);
@@ -28,8 +28,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .train_settings import LOSS_VARIANTS
+
 IGNORE_INDEX = -100
-LOSS_VARIANTS = ("coido", "importance", "importance+diversity", "weighted")
 DEFAULT_LAM = {"importance+diversity": 1.0, "weighted": 0.5}
 NO_DIVERSITY = 1e-6  # L_D when exactly one cluster is in the micro-batch (a constant)
 NO_CLUSTERS = 0.0  # L_D when no sample of the micro-batch has a cluster label (official: 0.0)

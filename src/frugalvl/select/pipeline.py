@@ -4,7 +4,7 @@ Each stage reads what earlier stages wrote (docs/coido_contract.md, :mod:`.workd
 settings before it touches anything, writes atomically, and records in ``meta.json`` the settings,
 the identity of the models it used and the upstream results. A stage is skipped when that record
 matches; recomputed when an upstream changed; and stops with one line naming the difference when
-its own settings changed (``force=True``/``--force`` recomputes). A finished result is replaced only
+its own settings changed (``force=True`` recomputes). A finished result is replaced only
 once the new one is complete. Inside the long stages, shards, per-sample answers and training
 checkpoints are kept, so a killed run resumes where it stopped.
 """
@@ -24,11 +24,13 @@ import numpy as np
 from ..errors import UserError
 from ..fileio import atomic_path, write_json, write_text
 from ..identity import file_digest
+from ..settings import FieldError
 from . import data as data_mod
 from .clustering import ClusterSettings, assign_nearest, centroids, cluster_features, subset_and_clusters
 from .data import PrepareSettings
 from .features import ClipShards, FeatureSettings, ShardHook, check_feature_settings, extract_features
 from .ranking import PickSettings, count_by, score_histogram, select, target_count
+from .settings import ScoreSettings
 from .streaming import score_streamed
 from .train_settings import TrainSettings, check_train_settings, result_settings
 from .workdir import begin_stage, digest, input_records, load_features, load_samples, model_identity, need, usable_mask
@@ -72,25 +74,15 @@ def check_prepare(data_json: Path, settings: PrepareSettings) -> Path | None:
         raise UserError(
             f"image root {root} is not a folder: give the folder the samples' 'image' paths are relative to"
         )
-    if settings.missing_images not in data_mod.MISSING_POLICIES:
-        raise UserError(
-            f"--missing-images {settings.missing_images!r}: choose one of {', '.join(data_mod.MISSING_POLICIES)}"
-        )
     return root
 
 
 def check_cluster(settings: ClusterSettings) -> None:
-    if not 0 < settings.ratio <= 1:
-        raise UserError(f"--subset-ratio must be in (0, 1], got {settings.ratio}")
-    if settings.n_clusters < 1 or settings.knn < 1:
-        raise UserError(f"--clusters and --knn must be at least 1, got {settings.n_clusters} and {settings.knn}")
+    """Nothing beyond what :class:`ClusterSettings` checks when made (kept for API callers)."""
 
 
 def check_pick(settings: PickSettings) -> None:
-    if settings.count is not None and settings.count < 1:
-        raise UserError(f"--count must be at least 1, got {settings.count}")
-    if settings.count is None and not (0 < settings.ratio <= 1):
-        raise UserError(f"--ratio must be in (0, 1], got {settings.ratio}")
+    """Nothing beyond what :class:`PickSettings` checks when made (kept for API callers)."""
 
 
 # ---------------------------------------------------------------- stages
@@ -287,8 +279,7 @@ def score(
 
     work = Path(work)
     folder = work / "score"
-    if batch_size < 1:
-        raise UserError(f"--score-batch-size must be at least 1, got {batch_size}")
+    ScoreSettings(batch_size=batch_size, device=device)  # checks the values, naming the field
     need(work / "features" / "scores.json", "features")
     upstream = {
         "features": digest(need(work / "features" / "meta.json", "features")),
@@ -300,10 +291,11 @@ def score(
     clip, names, scaled = load_features(work)
     scorer = load_scorer(work / "train" / "scorer.pt", device if compute is None else "cpu")
     if list(scorer.score_names) != names or scorer.feature_dim != clip.shape[1]:
-        raise UserError(
+        raise FieldError(
+            "force",
             f"the scorer in {work / 'train'} expects {scorer.feature_dim} features + scores "
             f"{scorer.score_names}, but {work / 'features'} has {clip.shape[1]} + {names}: "
-            "retrain with `select train --force`"
+            "retrain with {force}",
         )
     if compute is None:
         r = score_streamed(scorer, clip, scaled, batch_size, device)  # chunks of rows: no second N×D copy
@@ -334,10 +326,13 @@ def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSetting
     k = target_count(len(samples), settings)
     n_eligible = int(eligible.sum())
     if not 0 < k <= n_eligible:
-        fix = "lower --count" if settings.count is not None else "lower --ratio or give --count"
+        fix = "lower {count}" if settings.count is not None else "lower {ratio} or give {count}"
         if k <= 0:
-            fix = "raise --ratio or give --count"
-        raise UserError(f"cannot pick {k} samples: {n_eligible} of {len(samples)} are eligible; {fix}")
+            fix = "raise {ratio} or give {count}"
+        fields = ("count",) if settings.count is not None else ("ratio", "count")
+        raise FieldError(
+            fields, f"cannot pick {k} samples: {n_eligible} of {len(samples)} are eligible; {fix}", PickSettings
+        )
     chosen, quotas = select(r, sources, eligible, k, settings.mode)
     selected = [_output_record(records[i], samples[i], settings.add_fields) for i in chosen]
     data_mod.write_llava_json(out, selected)
@@ -425,12 +420,13 @@ def run(
     check_feature_settings(feature_settings)
     check_cluster(cluster_settings)
     check_pick(pick_settings)
-    if score_batch_size < 1:
-        raise UserError(f"--score-batch-size must be at least 1, got {score_batch_size}")
+    ScoreSettings(batch_size=score_batch_size, device=score_device)  # checks the values, naming the field
     if train_settings is not None:
         check_train_settings(train_settings)
     elif force or not (work / "train" / "scorer.pt").is_file():
-        raise UserError("no trained scorer in the work folder: give --mllm ID|PATH to train one")
+        raise FieldError(
+            "mllm", "no trained scorer in the work folder: give {mllm} ID|PATH to train one", TrainSettings
+        )
     prepare(data_json, work, prepare_settings, force)
     features(work, feature_settings, force)
     cluster(work, cluster_settings, force)

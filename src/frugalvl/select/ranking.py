@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class PickSettings:
-    ratio: float = 0.2  # K = ⌊ratio · N⌋ when count is not given
-    count: int | None = None  # absolute K
-    mode: str = "quota"  # quota (per-source proportional) | global (direct ranking)
-    exclude_text: bool = False  # never select text-only samples (the official effective behaviour)
-    add_fields: bool = False  # add unique_idx and dataset to the written records
+from .settings import PickSettings
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_path
+from ..settings import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,9 @@ def _need(path: Path, stage: str) -> Path:
 def read_selection(path: Path, samples: Sequence[dict[str, Any]]) -> np.ndarray:
     """Positions of a selection from ``selected_ids.npy`` (positions) or ``selected_ids.txt`` (ids)."""
     if not path.is_file():
-        raise UserError(
-            f"selection {path} does not exist: run `frugalvl select pick` or pass --selection selected_ids.npy|.txt"
+        raise FieldError(
+            "selection",
+            f"selection {path} does not exist: run `frugalvl select pick` or give {{selection}} selected_ids.npy|.txt",
         )
     if path.suffix == ".npy":
         chosen = np.load(path).astype(np.int64)
@@ -110,8 +112,9 @@ def load_report_data(work: str | Path, selection: str | Path | None = None) -> R
     samples = json.loads(_need(work / "prepare/samples.json", "prepare").read_text(encoding="utf-8"))
     r = np.load(_need(work / "score/r.npy", "score")).astype(np.float64)
     if len(r) != len(samples):
-        raise UserError(
-            f"{work}/score/r.npy has {len(r)} values for {len(samples)} samples: re-run `frugalvl select score --force`"
+        raise FieldError(
+            "force",
+            f"{work}/score/r.npy has {len(r)} values for {len(samples)} samples: re-run the score stage with {{force}}",
         )
     notes = []
     eligible = usable_mask(work, samples)
@@ -128,9 +131,10 @@ def load_report_data(work: str | Path, selection: str | Path | None = None) -> R
         subset = np.load(work / "subset/indices.npy").astype(np.int64)
         clusters = np.load(work / "subset/clusters.npy").astype(np.int64)
         if len(subset) != len(clusters):
-            raise UserError(
+            raise FieldError(
+                "force",
                 f"{work}/subset: indices.npy and clusters.npy differ in length: "
-                "re-run `frugalvl select cluster --force`"
+                "re-run the cluster stage with {force}",
             )
     else:
         notes.append("no clusters (run `frugalvl select cluster`): the per-cluster shares are not shown")

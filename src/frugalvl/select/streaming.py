@@ -4,7 +4,8 @@
 At 665K samples ``features/clip.npy`` is 665,298 × 1536 × 4 B = 4.09 GB. Two helpers keep the features
 and scoring stages at one chunk of it at a time:
 
-* :func:`assemble_shards`: the saved ``shard-*.npz`` files of ``features.run_sharded`` copied, one shard at
+* :func:`run_sharded`: a long per-sample computation in shards saved atomically, so a rerun resumes;
+* :func:`assemble_shards`: the saved ``shard-*.npz`` files of :func:`run_sharded` copied, one shard at
   a time, into a ``.npy`` written through a memory map (atomically: a temporary file renamed at the end);
 * :func:`score_streamed`: the scorer's raw r for every row, reading ``clip`` (a memory map works) and the
   scaled scores ``chunk`` rows at a time: the ``[N, 1539]`` scorer input is never built whole.
@@ -13,11 +14,52 @@ and scoring stages at one chunk of it at a time:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
+
 SHARD = re.compile(r"shard-(\d+)-(\d+)-(\d+)\.npz$")
+ShardHook = Callable[[str, int], None]  # (what, shard index), called after each shard is saved
+
+
+def run_sharded(
+    n: int,
+    shard_size: int,
+    folder: Path,
+    what: str,
+    compute: Callable[[int, int], dict[str, np.ndarray]],
+    hook: ShardHook | None = None,
+    progress: bool = True,
+    keep: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run ``compute(lo, hi)`` over shards of [0, n), saving each to ``folder`` atomically and
+    reusing saved shards; return the arrays concatenated (only those named in ``keep``, when given: large
+    arrays stay on disk and are assembled by :func:`frugalvl.select.streaming.assemble_shards`)."""
+    from tqdm.auto import tqdm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    starts = list(range(0, n, shard_size))
+    parts: list[dict[str, np.ndarray]] = []
+    bar = tqdm(total=n, desc=what, unit="sample", disable=not progress)
+    for k, lo in enumerate(starts):
+        hi = min(n, lo + shard_size)
+        path = folder / f"shard-{k:05d}-{lo}-{hi}.npz"
+        if not path.is_file():
+            arrays = compute(lo, hi)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
+            if hook:
+                hook(what, k)
+        with np.load(path) as z:
+            parts.append({key: z[key] for key in z.files if keep is None or key in keep})
+        bar.update(hi - lo)
+    bar.close()
+    if not parts:
+        return {}
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def shard_files(folder: Path) -> list[tuple[int, int, Path]]:

@@ -7,18 +7,18 @@ bookkeeping and the LoRA fine-tuning can read them without loading a model libra
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
 from ..precision import PRECISIONS
+from ..settings import FieldError, check_above, check_at_least, check_choice, option
 
 ASPECT_RATIOS = ("pad", "resize")
 SCHEDULERS = ("cosine",)
+LOSS_VARIANTS = ("coido", "importance", "importance+diversity", "weighted")  # the losses of .losses
 
 
 def default_workers() -> int:
@@ -28,42 +28,83 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Stage-1 settings; defaults from the official run_stage1.sh (#training-settings)."""
+    """Stage-1 settings; defaults from the official run_stage1.sh (#training-settings).
 
-    mllm: str = ""  # folder, hub id or lm=...,projector=...,vision=... (models/llava.py)
-    loss: str = "coido"  # one of losses.LOSS_VARIANTS
-    lam: float | None = None  # λ for importance+diversity / weighted
-    lr: float = 2e-5
-    uncertainty_lr: float | None = None  # lr of s1/s2; None = lr (one group, as the paper's code)
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    epochs: int = 1
-    batch_size: int = 16  # per device; the softmax runs over this micro-batch
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0  # HF Trainer's default, in force in the official run
-    max_length: int = 2048
-    precision: str = "auto"  # auto = bf16 on GPU, fp32 on CPU (frugalvl.precision)
-    tf32: bool = True
-    gradient_checkpointing: bool = True
-    group_by_modality: bool = True
-    image_aspect_ratio: str = "pad"  # LLaVA-1.5: pad to a square with the mean colour
-    lora: bool = False
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    save_minutes: float = 10.0  # checkpoint when this much time passed since the last (0: never)
-    save_steps: int = 0  # also checkpoint every N optimiser steps (0: never)
-    keep_checkpoints: int = 1  # newest checkpoints kept (0 = all)
-    seed: int = 42
-    num_workers: int = field(default_factory=default_workers)
-    save_mllm: bool = False  # also write the trained MLLM (or adapter) to train/mllm/
-    progress: bool = True  # a progress bar on the main process
+    Values are checked when the settings are made (:class:`~frugalvl.settings.FieldError` naming the
+    field); that ``mllm`` is given and exists is checked when training starts
+    (:func:`check_train_settings`), so ``TrainSettings()`` itself is valid.
+    """
+
+    mllm: str = option(
+        "", "LLaVA: a llava-hf folder, a hub id, or lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR"
+    )
+    loss: str = option(
+        "coido",
+        "coido | importance | importance+diversity | weighted: uncertainty-weighted | L_I | "
+        "L_I + lam·L_D | (1-lam)·L_I + lam·L_D",
+    )
+    lam: float | None = option(
+        None, "λ of importance+diversity / weighted", parse=float, shown="1 for importance+diversity, 0.5 for weighted"
+    )
+    lr: float = option(2e-5, "learning rate")
+    uncertainty_lr: float | None = option(
+        None, "lr of s1/s2 (none: one group with the rest, as the paper's code)", parse=float, shown="the lr"
+    )
+    weight_decay: float = option(0.0, "weight decay")
+    scheduler: str = option("cosine", "learning-rate schedule (only the official cosine)", cli=False)
+    warmup_ratio: float = option(0.03, "fraction of the steps spent warming up, from 0 to 1")
+    epochs: int = option(1, "passes over the subset")
+    batch_size: int = option(16, "per device: the softmax micro-batch")
+    grad_accum: int = option(1, "micro-batches per optimiser step")
+    max_grad_norm: float = option(1.0, "gradient-norm clipping (HF Trainer's default); 0 disables clipping")
+    max_length: int = option(2048, "tokens per sample at most")
+    precision: str = option("auto", "auto: bf16 mixed precision on a GPU, fp32 on the CPU", choices=PRECISIONS)
+    tf32: bool = option(True, "no TF32 matrix products (used by default on Ampere and later GPUs)")
+    gradient_checkpointing: bool = option(True, "no gradient checkpointing in the LM (faster, more memory)")
+    group_by_modality: bool = option(True, "mix image and text-only samples in a batch (LLaVA batches them apart)")
+    image_aspect_ratio: str = option(
+        "pad", "LLaVA-1.5 pads to a square with the mean colour; resize squashes", choices=ASPECT_RATIOS
+    )
+    lora: bool = option(False, "train a LoRA adapter (+ projector) instead of the full LM")
+    lora_r: int = option(128, "LoRA rank")
+    lora_alpha: int = option(256, "LoRA alpha")
+    lora_dropout: float = option(0.05, "LoRA dropout, from 0 to below 1", cli=False)
+    save_minutes: float = option(10.0, "checkpoint every this many minutes, and on Ctrl-C (0: only on Ctrl-C)")
+    save_steps: int = option(0, "also checkpoint every N steps (0: never)")
+    keep_checkpoints: int = option(1, "newest checkpoints kept (0: all)")
+    seed: int = option(42, "seed of the scorer's weights, the shuffling and dropout")
+    num_workers: int = option(
+        default_factory=default_workers,
+        help="image-loading processes",
+        shown="this machine's cores less one, at most 4",
+    )
+    save_mllm: bool = option(False, "also write the trained MLLM (or adapter) to train/mllm/")
+    progress: bool = option(True, "no progress bar")  # the switch turns it off
+
+    def __post_init__(self) -> None:
+        check_choice(self, "loss", LOSS_VARIANTS)
+        if self.scheduler not in SCHEDULERS:
+            raise FieldError(
+                "scheduler", f"{self.scheduler!r}: only cosine (the official one) is implemented", TrainSettings
+            )
+        check_choice(self, "precision", PRECISIONS)
+        check_choice(self, "image_aspect_ratio", ASPECT_RATIOS)
+        check_at_least(self, _AT_LEAST_1, 1)
+        check_at_least(self, ("save_steps", "keep_checkpoints", "num_workers"), 0)
+        check_at_least(self, ("weight_decay", "max_grad_norm", "save_minutes"), 0.0)
+        check_above(self, ("lr", "uncertainty_lr"), optional=True)
+        if not 0 <= self.warmup_ratio <= 1:
+            raise FieldError("warmup_ratio", f"must be in [0, 1], got {self.warmup_ratio}", TrainSettings)
+        if not 0 <= self.lora_dropout < 1:
+            raise FieldError("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}", TrainSettings)
+        check_at_least(self, ("lam",), 0.0, optional=True)
 
     @property
     def s_lr(self) -> float:
         return self.lr if self.uncertainty_lr is None else self.uncertainty_lr
 
+
+_AT_LEAST_1 = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha")
 
 # Settings that do not change the result: a checkpoint or result made under other values still counts.
 RESUME_FREE = frozenset(
@@ -76,43 +117,16 @@ def result_settings(settings: TrainSettings) -> dict[str, Any]:
     return {k: v for k, v in asdict(settings).items() if k not in RESUME_FREE}
 
 
-_AT_LEAST_1 = ("epochs", "batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha")
-_AT_LEAST_0 = ("weight_decay", "max_grad_norm", "save_minutes", "save_steps", "keep_checkpoints", "num_workers")
-
-
 def check_train_settings(s: TrainSettings) -> None:
-    """One line for the first setting out of its range, before anything is loaded or deleted."""
-    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    """Before anything is loaded or deleted: an MLLM is given and, when local, exists (the values
+    themselves were checked when the settings were made)."""
     if not s.mllm:
-        raise UserError("no MLLM given: pass --mllm with a LLaVA folder, a hub id, or lm=...,projector=...,vision=...")
+        raise FieldError(
+            "mllm",
+            "no MLLM given: pass {mllm} with a LLaVA folder, a hub id, or lm=...,projector=...,vision=...",
+            TrainSettings,
+        )
     check_mllm_paths(s.mllm)
-    from .losses import LOSS_VARIANTS  # torch: only once a run is asked for
-
-    if s.loss not in LOSS_VARIANTS:
-        raise UserError(f"--loss {s.loss!r} is unknown: choose one of {', '.join(LOSS_VARIANTS)}")
-    if s.scheduler not in SCHEDULERS:
-        raise UserError(f"--scheduler {s.scheduler!r}: only cosine (the official one) is implemented")
-    if s.precision not in PRECISIONS:
-        raise UserError(f"--precision {s.precision!r} is unknown: choose one of {', '.join(PRECISIONS)}")
-    if s.image_aspect_ratio not in ASPECT_RATIOS:
-        raise UserError(f"--image-aspect-ratio {s.image_aspect_ratio!r}: choose one of {', '.join(ASPECT_RATIOS)}")
-    for name in _AT_LEAST_1:
-        if getattr(s, name) < 1:
-            raise UserError(f"{flag(name)} must be at least 1, got {getattr(s, name)}")
-    for name in _AT_LEAST_0:
-        value = getattr(s, name)
-        if not value >= 0 or (isinstance(value, float) and math.isinf(value)):
-            raise UserError(f"{flag(name)} must be a finite number >= 0, got {value}")
-    for name in ("lr", "uncertainty_lr"):
-        value = getattr(s, name)
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise UserError(f"{flag(name)} must be a finite number > 0, got {value}")
-    if not 0 <= s.warmup_ratio <= 1:
-        raise UserError(f"--warmup-ratio must be in [0, 1], got {s.warmup_ratio}")
-    if not 0 <= s.lora_dropout < 1:
-        raise UserError(f"--lora-dropout must be in [0, 1), got {s.lora_dropout}")
-    if s.lam is not None and not (math.isfinite(s.lam) and s.lam >= 0):
-        raise UserError(f"--lam must be a finite number >= 0, got {s.lam}")
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -126,14 +140,15 @@ def is_hub_id(spec: str) -> bool:
 def check_mllm_paths(spec: str) -> None:
     """A local MLLM path (or each part of ``lm=...,projector=...,vision=...``) that does not exist is
     named as such, before anything else happens; a hub id (``org/name``) is left to the loader."""
-    parts = [p.split("=", 1) for p in spec.split(",")] if "=" in spec else [("--mllm", spec)]
+    parts = [p.split("=", 1) for p in spec.split(",")] if "=" in spec else [("", spec)]
     for part in parts:
         if len(part) != 2:
-            raise UserError(f"--mllm {spec!r}: write the parts as lm=DIR,projector=FILE,vision=DIR")
+            raise FieldError("mllm", f"{spec!r}: write the parts as lm=DIR,projector=FILE,vision=DIR")
         key, value = part
-        if not Path(os.path.expanduser(value)).exists() and (key != "--mllm" or not is_hub_id(value)):
-            what = "--mllm" if key == "--mllm" else f"--mllm part {key}="
-            raise UserError(
-                f"{what} {value}: this path does not exist: give an existing LLaVA folder "
-                "(or a hub id such as llava-hf/llava-1.5-7b-hf)"
+        if not Path(os.path.expanduser(value)).exists() and (key or not is_hub_id(value)):
+            what = f"part {key}= " if key else ""
+            raise FieldError(
+                "mllm",
+                f"{what}{value}: this path does not exist: give an existing LLaVA folder "
+                "(or a hub id such as llava-hf/llava-1.5-7b-hf)",
             )

@@ -36,8 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
 from ..fileio import write_json
+from ..settings import FieldError
 from . import losses as L
 from .accelerate_state import make_accelerator
 from .batching import Batch, iterate_batches, plan_batches
@@ -116,8 +116,10 @@ def build_training(work: Path, settings: TrainSettings, accelerator):
     ]
     total_steps = sum(math.ceil(len(p) / settings.grad_accum) for p in plans)
     if total_steps == 0:
-        raise UserError(
-            f"the subset ({len(subset.samples)} usable samples) is too small for one batch: lower --batch-size"
+        raise FieldError(
+            "batch_size",
+            f"the subset ({len(subset.samples)} usable samples) is too small for one batch: lower {{batch_size}}",
+            TrainSettings,
         )
     optimizer = torch.optim.AdamW(param_groups(coupled, settings), lr=settings.lr)
     scheduler = _cosine_scheduler(optimizer, total_steps, settings.warmup_ratio)

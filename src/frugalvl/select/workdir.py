@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import UserError
 from ..fileio import write_json
 from ..identity import file_digest, weights_identity
+from ..settings import FieldError
 from .data import USABLE, read_llava_json
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,9 @@ def input_records(work: str | Path) -> list[dict[str, Any]]:
     rep = json.loads(need(Path(work) / "prepare" / "report.json", "prepare").read_text())
     path = Path(rep["input"])
     if not path.is_file() or file_digest(path) != rep["input_sha256"]:
-        raise UserError(
-            f"the input {path} is gone or changed since `select prepare`: restore it, or prepare again with --force"
+        raise FieldError(
+            "force",
+            f"the input {path} is gone or changed since `select prepare`: restore it, or prepare again with {{force}}",
         )
     return read_llava_json(path)
 
@@ -70,8 +72,9 @@ def load_features(work: str | Path) -> tuple[np.ndarray, list[str], np.ndarray]:
     scores = json.loads(need(work / "features" / "scores.json", "features").read_text(encoding="utf-8"))
     names = list(scores.get("names", []))
     if any(len(scores["scaled"][n]) != len(clip) for n in names):
-        raise UserError(
-            f"{work / 'features'}: clip.npy and scores.json disagree on N: re-run `frugalvl select features --force`"
+        raise FieldError(
+            "force",
+            f"{work / 'features'}: clip.npy and scores.json disagree on N: re-run the features stage with {{force}}",
         )
     scaled = (
         np.stack([np.asarray(scores["scaled"][n], dtype=np.float32) for n in names], axis=1)
@@ -111,13 +114,14 @@ def read_subset(work: str | Path) -> Subset:
     indices = np.load(need(work / "subset" / "indices.npy", "cluster")).astype(np.int64)
     clusters = np.load(need(work / "subset" / "clusters.npy", "cluster")).astype(np.int64)
     if clip.shape[0] != len(samples):
-        raise UserError(
-            f"{work}: features and prepare/samples.json disagree on N: re-run `frugalvl select features --force`"
+        raise FieldError(
+            "force",
+            f"{work}: features and prepare/samples.json disagree on N: re-run the features stage with {{force}}",
         )
     if len(indices) != len(clusters) or (len(indices) and (indices.min() < 0 or indices.max() >= len(samples))):
-        raise UserError(
-            f"{work}/subset: indices.npy and clusters.npy do not fit the samples: "
-            "re-run `frugalvl select cluster --force`"
+        raise FieldError(
+            "force",
+            f"{work}/subset: indices.npy and clusters.npy do not fit the samples: re-run the cluster stage with {{force}}",
         )
     keep = usable_mask(work, samples)[indices]
     if not keep.any():
@@ -189,7 +193,7 @@ def begin_stage(
     * same settings, outputs incomplete: resumed in place (``resumable``: a stage keeping partial
       results), else restarted;
     * upstream changed: recomputed;
-    * own settings changed: one line naming them and ``--force`` (unless nothing was produced yet);
+    * own settings changed: one line naming them and ``force`` (unless nothing was produced yet);
     * ``force``: recomputed.
 
     A complete result is replaced only when the new one is complete (see :class:`StageRun`).
@@ -207,9 +211,10 @@ def begin_stage(
             force = True  # an earlier attempt stopped before producing anything: start over
         elif old.get("settings") != settings:
             changed = _differences(settings, old.get("settings") or {})
-            raise UserError(
+            raise FieldError(
+                "force",
                 f"{folder} holds {name} results made with other settings ({', '.join(changed)}): "
-                f"pass --force to recompute them, or use another work folder (-w)"
+                "recompute them with {force}, or use another work folder",
             )
         elif complete:
             log.info("%s: done already (%s); skipping", name, folder)
@@ -218,9 +223,10 @@ def begin_stage(
             log.info("%s: resuming", name)
             return StageRun(folder, folder)
     elif old is None and complete and not force:
-        raise UserError(
+        raise FieldError(
+            "force",
             f"{folder} holds {name} results without a record of the settings that made them: "
-            f"pass --force to recompute them, or use another work folder (-w)"
+            "recompute them with {force}, or use another work folder",
         )
     if complete and folder.exists():
         return _staging(folder, name, meta, resumable)

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import atomic_path
+from ..settings import FieldError
 from .distributed import Ranks
 from .images import ImageStream, StreamPosition
 from .settings import RESUMABLE_CHANGES, UpsamplerTrainSettings
@@ -72,14 +73,16 @@ def check_resumable(saved: dict[str, Any], settings: UpsamplerTrainSettings, dim
     mine = asdict(settings)
     for name, value in saved["settings"].items():
         if name in mine and name not in RESUMABLE_CHANGES and mine[name] != value:
-            raise UserError(
+            raise FieldError(
+                "checkpoint_dir",
                 f"{path} was trained with {name}={value!r}, this run asks {mine[name]!r}: "
-                "resume with the same options, or start over in another --checkpoint-dir"
+                "resume with the same options, or start over in another {checkpoint_dir}",
             )
     if saved["feat_dim"] != dim:
-        raise UserError(
+        raise FieldError(
+            "clip",
             f"{path} was trained for {saved['feat_dim']}-d CLIP features but this CLIP gives {dim}-d ones: "
-            "resume with the same --clip"
+            "resume with the same {clip}",
         )
 
 
@@ -153,8 +156,9 @@ class RunCheckpoints:
         ckpt = read_train_checkpoint(path)
         meta = ckpt.get("frugalvl") or {}
         if meta.get("kind") != KIND:
-            raise UserError(
-                f"{path} is not a frugalvl train-upsampler checkpoint: remove it or choose another --checkpoint-dir"
+            raise FieldError(
+                "checkpoint_dir",
+                f"{path} is not a frugalvl train-upsampler checkpoint: remove it or choose another {{checkpoint_dir}}",
             )
         check_resumable(meta, self.trainer.settings, self.trainer.dim, path)
         if meta["clip"] != self.clip_identity:

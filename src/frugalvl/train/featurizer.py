@@ -7,6 +7,7 @@ import torch
 from ..errors import UserError
 from ..models.clip import ClipModel
 from ..models.dense_clip import dense_tokens
+from ..settings import FieldError
 from .settings import LAST_BLOCKS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the official training normalises with ImageNet statistics
@@ -33,7 +34,7 @@ class ClipFeaturizer:
         if not getattr(visual.transformer, "batch_first", True):
             raise UserError("this CLIP's transformer is not batch-first; use a current open_clip model")
         if last_block not in LAST_BLOCKS:
-            raise UserError(f"--last-block {last_block!r}: choose one of {', '.join(LAST_BLOCKS)}")
+            raise FieldError("last_block", f"{last_block!r} is unknown: choose one of {', '.join(LAST_BLOCKS)}")
         self.clip = clip
         self.last_block = last_block
 

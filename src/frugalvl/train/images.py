@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..raster import IMAGE_SUFFIXES, read_image
+from ..settings import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,10 @@ def list_training_images(specs: Sequence[str | os.PathLike]) -> list[Path]:
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
             if not files:
-                raise UserError(
+                raise FieldError(
+                    "images",
                     f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}), also in subfolders: "
-                    "point --images to a folder of images"
+                    "point {images} to a folder of images",
                 )
             found.extend(files)
         elif p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
@@ -45,7 +47,9 @@ def list_training_images(specs: Sequence[str | os.PathLike]) -> list[Path]:
         elif p.is_file():
             found.extend(_read_list(p))
         else:
-            raise UserError(f"--images {p} does not exist: give a folder of images or a text file listing them")
+            raise FieldError(
+                "images", f"{{images}} {p} does not exist: give a folder of images or a text file listing them"
+            )
     return found
 
 
@@ -108,7 +112,7 @@ class ImageStream:
         world: int = 1,
     ) -> None:
         if not paths:
-            raise UserError("no training images: give a folder of images or a list of them to --images")
+            raise FieldError("images", "no training images: give a folder of images or a list of them to {images}")
         if len(paths) < world:
             raise UserError(
                 f"{len(paths)} training image(s) for {world} processes: give at least one image per process"
@@ -170,8 +174,8 @@ class ImageStream:
                         self._skip(self.paths[index], reason)
                         failures_in_a_row += 1
                         if failures_in_a_row >= len(self.paths):
-                            raise UserError(
-                                f"none of the {len(self.paths)} training images can be read: check --images"
+                            raise FieldError(
+                                "images", f"none of the {len(self.paths)} training images can be read: check {{images}}"
                             )
                         continue
                     failures_in_a_row = 0

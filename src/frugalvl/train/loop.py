@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
 from ..models.clip import ClipModel
 from ..models.upsampler import save_upsampler
+from ..settings import FieldError
 from .checkpoints import RunCheckpoints, StopOnInterrupt, default_checkpoint_dir, list_checkpoints
 from .distributed import Ranks, current_ranks
 from .images import ImageStream
@@ -104,9 +104,10 @@ def train_upsampler(
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(output)
     existing = list_checkpoints(folder)
     if existing and not resume:
-        raise UserError(
+        raise FieldError(
+            "resume",
             f"{folder} holds checkpoints of an earlier run (last: step {existing[-1][0]}): "
-            "add --resume to continue it, or remove the folder to start over"
+            "add {resume} to continue it, or remove the folder to start over",
         )
     per_step = settings.batch_size * ranks.world
     steps = settings.steps if settings.steps is not None else math.ceil(len(images) / per_step)
@@ -179,7 +180,7 @@ def _run_steps(
                 if ranks.any(stop.requested):  # every process stops after the same step
                     saved = run.save()
                     if ranks.is_main:
-                        note(f"interrupted: saved {saved}; rerun with --resume to continue")
+                        note(f"interrupted: saved {saved}; resume from it to continue (resume)")
                     raise KeyboardInterrupt
     finally:
         batches.close()
@@ -188,7 +189,7 @@ def _run_steps(
 
 
 def summary_line(summary: TrainSummary) -> str:
-    """Two lines for the user: what was trained, and where the result is."""
+    """Two lines for the user: what was trained, and where the result is (the CLI adds how to use it)."""
     done = summary.steps - summary.start_step
     rate = f", {summary.steps_per_second:.2f} steps/s" if done else ""
     last = summary.losses[-1] if summary.losses else None
@@ -196,5 +197,5 @@ def summary_line(summary: TrainSummary) -> str:
     return (
         f"trained {done} step(s) (now at step {summary.steps}) on {summary.images} image(s), "
         f"{summary.crops_seen} crops seen, {len(summary.skipped)} unreadable skipped, {summary.seconds:.1f} s{rate}{loss}\n"
-        f"wrote {summary.output}: use it with frugalvl segment --upsampler {summary.output}"
+        f"wrote {summary.output}"
     )

@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..errors import UserError
 from ..precision import PRECISIONS
-from ..settings import option
+from ..settings import FieldError, check_choice, option
 
 # "skip" drops the last ViT block (the official featurizer); the others are the attention modes of
 # frugalvl.models.attention (MODES), which run the replaced last block as at inference.
@@ -79,6 +78,10 @@ class UpsamplerTrainSettings:
     seed: int = option(0, "seed of the initial weights, crops, views and dropout")
     workers: int = option(2, "threads decoding images ahead of the training step")
 
+    def __post_init__(self) -> None:
+        _check_ranges(self)
+        _check_choices(self)
+
 
 # Settings that may change between a run and its resumption without changing what is learnt.
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "workers", "precision"}
@@ -91,7 +94,8 @@ def default_radius(upsampler: str) -> int:
 
 
 def check_settings(s: UpsamplerTrainSettings, patch_size: int | None = None) -> None:
-    """Raise a one-line :class:`UserError` for settings that cannot train (crop checks need the patch size)."""
+    """Raise a one-line :class:`~frugalvl.settings.FieldError` for settings that cannot train; the values
+    alone are checked when the settings are made, the crop against the CLIP once its patch size is known."""
     _check_ranges(s)
     _check_choices(s)
     if patch_size is not None:
@@ -99,46 +103,54 @@ def check_settings(s: UpsamplerTrainSettings, patch_size: int | None = None) -> 
 
 
 def _check_ranges(s: UpsamplerTrainSettings) -> None:
-    positive = {
-        "--batch-size": s.batch_size,
-        "--jitters": s.n_jitters,
-        "--crop-size": s.crop_size,
-        "--checkpoint-every": s.checkpoint_every,
-    }
-    for flag, value in positive.items():
-        if value < 1:
-            raise UserError(f"{flag} {value}: give a positive number")
+    for name in ("batch_size", "n_jitters", "crop_size", "checkpoint_every"):
+        if getattr(s, name) < 1:
+            raise FieldError(name, f"{getattr(s, name)}: give a positive number", UpsamplerTrainSettings)
     if s.steps is not None and s.steps < 1:
-        raise UserError(f"--steps {s.steps}: give a positive number of steps")
-    if not s.lr > 0 or s.img_weight < 0:
-        raise UserError(f"--lr {s.lr} / --img-weight {s.img_weight}: the learning rate must be > 0 and the weight ≥ 0")
-    if s.max_zoom < 1 or s.jitter_pad < 0:
-        raise UserError(f"max zoom {s.max_zoom} / jitter pad {s.jitter_pad}: the zoom must be ≥ 1 and the pad ≥ 0")
+        raise FieldError("steps", f"{s.steps}: give a positive number of steps", UpsamplerTrainSettings)
+    if not s.lr > 0:
+        raise FieldError("lr", f"{s.lr}: the learning rate must be > 0", UpsamplerTrainSettings)
+    if not s.img_weight >= 0:
+        raise FieldError("img_weight", f"{s.img_weight}: the weight must be ≥ 0", UpsamplerTrainSettings)
+    if not s.max_zoom >= 1:
+        raise FieldError("max_zoom", f"{s.max_zoom}: the zoom must be ≥ 1", UpsamplerTrainSettings)
+    if s.jitter_pad < 0:
+        raise FieldError("jitter_pad", f"{s.jitter_pad}: the pad must be ≥ 0", UpsamplerTrainSettings)
+    if s.keep_checkpoints < 0 or s.workers < 0:
+        name = "keep_checkpoints" if s.keep_checkpoints < 0 else "workers"
+        raise FieldError(name, f"{getattr(s, name)}: give 0 or more", UpsamplerTrainSettings)
     if s.projection_dim is not None and s.projection_dim < 1:
-        raise UserError(f"--projection-dim {s.projection_dim}: give a positive number, or 0 for no projection")
+        raise FieldError(
+            "projection_dim",
+            f"{s.projection_dim}: give a positive number (none: no projection)",
+            UpsamplerTrainSettings,
+        )
+    if s.radius is not None and s.radius < 1:
+        raise FieldError("radius", f"{s.radius}: give a radius of at least 1", UpsamplerTrainSettings)
 
 
 def _check_choices(s: UpsamplerTrainSettings) -> None:
-    if s.last_block not in LAST_BLOCKS:
-        raise UserError(f"--last-block {s.last_block!r}: choose one of {', '.join(LAST_BLOCKS)}")
-    if s.normalisation not in NORMALISATIONS:
-        raise UserError(f"--normalisation {s.normalisation!r}: choose imagenet (official training) or clip")
-    if s.upsampler not in UPSAMPLER_TYPES:
-        raise UserError(f"--upsampler-type {s.upsampler!r}: choose one of {', '.join(UPSAMPLER_TYPES)}")
-    if s.precision not in PRECISIONS:
-        raise UserError(f"--precision {s.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    for name, choices in (
+        ("last_block", LAST_BLOCKS),
+        ("normalisation", NORMALISATIONS),
+        ("upsampler", UPSAMPLER_TYPES),
+        ("precision", PRECISIONS),
+    ):
+        check_choice(s, name, choices)
 
 
 def _check_crop(s: UpsamplerTrainSettings, patch_size: int) -> None:
     if s.crop_size % patch_size:
-        raise UserError(f"--crop-size {s.crop_size} is not a multiple of the CLIP patch size {patch_size}")
+        raise FieldError(
+            "crop_size", f"{s.crop_size} is not a multiple of the CLIP patch size {patch_size}", UpsamplerTrainSettings
+        )
     radius = s.radius if s.radius is not None else default_radius(s.upsampler)
-    if radius < 1:
-        raise UserError(f"--radius {radius}: give a radius of at least 1")
     if 2 * (s.crop_size // patch_size) <= radius:
-        raise UserError(
-            f"--crop-size {s.crop_size} is too small for a radius-{radius} JBU: its first stage needs "
-            f"more than {radius} pixels (use a crop of at least {(radius // 2 + 1) * patch_size})"
+        raise FieldError(
+            "crop_size",
+            f"{s.crop_size} is too small for a radius-{radius} JBU: its first stage needs "
+            f"more than {radius} pixels (use a crop of at least {(radius // 2 + 1) * patch_size})",
+            UpsamplerTrainSettings,
         )
 
 

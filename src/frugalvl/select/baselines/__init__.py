@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from ..ranking import PickSettings
+from ..settings import PickSettings
+from . import settings as settings_module
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,15 @@ def _parts(name: str) -> tuple[Callable, type]:
 
 
 def settings_class(name: str) -> type:
-    """The settings dataclass of baseline ``name``."""
-    return _parts(name)[1]
+    """The settings dataclass of baseline ``name`` (without loading the baseline itself)."""
+    if name not in REGISTRY:
+        raise UserError(f"unknown baseline {name!r}: choose one of {', '.join(REGISTRY)}")
+    return getattr(settings_module, REGISTRY[name].settings)
+
+
+def settings_classes() -> dict[str, type]:
+    """Every baseline's settings dataclass, by baseline name."""
+    return {name: settings_class(name) for name in REGISTRY}
 
 
 def make_settings(name: str, options: dict[str, Any]) -> Any:
@@ -105,4 +113,4 @@ def run_baseline(
     return write_selection(inputs, name, out, chosen, quotas, score, pick, settings, extra)
 
 
-__all__ = ["REGISTRY", "make_settings", "run_baseline", "settings_class"]
+__all__ = ["REGISTRY", "make_settings", "run_baseline", "settings_class", "settings_classes"]

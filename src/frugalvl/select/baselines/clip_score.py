@@ -6,16 +6,10 @@ the middle of the range, and competes only inside its own source group under the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .common import Inputs, select_by_score
-
-
-@dataclass(frozen=True)
-class ClipScoreSettings:
-    score: str = "clipscore"  # any enabled score can be ranked the same way
+from .settings import ClipScoreSettings as ClipScoreSettings
 
 
 def run(inputs: Inputs, settings: ClipScoreSettings, mode: str) -> tuple[np.ndarray, dict[str, int], np.ndarray, dict]:

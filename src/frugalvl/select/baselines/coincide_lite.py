@@ -15,23 +15,12 @@ COINCIDE embeds samples with a TinyLLaVA-2B; the lite version uses the L2-normal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .common import Inputs, select_with_quotas, unit_rows
 from .geometry import spherical_kmeans
 from .semdedup import POINTS_PER_CLUSTER
-
-
-@dataclass(frozen=True)
-class CoincideSettings:
-    clusters: int | None = None  # None = ⌈pool / 66⌉
-    temperature: float = 0.1  # T
-    sigma: float = 1.0  # kernel width
-    transfer_cap: float = 0.9  # centroids more similar than this are not counted in t_c
-    seed: int = 42
-    iters: int = 20
+from .settings import CoincideSettings as CoincideSettings
 
 
 def kernel(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import UserError
 from ...fileio import atomic_path, write_json, write_text
+from ...settings import FieldError
 from .. import data as data_mod
 from ..ranking import PickSettings, count_by, group_quotas, score_histogram, select, target_count
 from ..workdir import input_records, load_features, load_samples, usable_mask
@@ -64,8 +65,9 @@ def load_inputs(work: str | Path, settings: PickSettings) -> Inputs:
     samples = load_samples(work)
     clip, names, scaled = load_features(work)
     if len(clip) != len(samples):
-        raise UserError(
-            f"{work}: features and prepare/samples.json disagree on N: re-run `frugalvl select features --force`"
+        raise FieldError(
+            "force",
+            f"{work}: features and prepare/samples.json disagree on N: re-run the features stage with {{force}}",
         )
     eligible = usable_mask(work, samples)
     if settings.exclude_text:

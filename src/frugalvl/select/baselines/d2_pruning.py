@@ -15,25 +15,12 @@ Under quotas the graph and the greedy pass are built per source group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ...errors import UserError
+from ...settings import FieldError
 from .common import Inputs, select_with_quotas, unit_rows
 from .geometry import knn, penalised_greedy, unit_interval
-
-DIFFICULTIES = ("clipscore", "ce", "r")
-
-
-@dataclass(frozen=True)
-class D2Settings:
-    difficulty: str = "clipscore"
-    k: int = 5
-    gamma: float = 0.4  # γ of the forward and the reverse pass
-    reference: str | None = None  # LLaVA for difficulty ce (default: the stage-1 model)
-    batch_size: int = 4
-    device: str = "cpu"
+from .settings import DIFFICULTIES, D2Settings
 
 
 def difficulty(inputs: Inputs, settings: D2Settings) -> np.ndarray:
@@ -43,13 +30,19 @@ def difficulty(inputs: Inputs, settings: D2Settings) -> np.ndarray:
     if settings.difficulty == "r":
         path = inputs.work / "score" / "r.npy"
         if not path.is_file():
-            raise UserError(f"{path} is missing: run `frugalvl select score` first, or use --difficulty clipscore")
+            raise FieldError(
+                "difficulty",
+                f"{path} is missing: run `frugalvl select score` first, or use {{difficulty}} clipscore",
+                D2Settings,
+            )
         return -np.load(path).astype(np.float64)
     if settings.difficulty == "ce":
         from .reference import reference_stats
 
         return reference_stats(inputs, settings.reference, settings.batch_size, settings.device)["ce"]
-    raise UserError(f"unknown --difficulty {settings.difficulty!r}: choose one of {', '.join(DIFFICULTIES)}")
+    raise FieldError(
+        "difficulty", f"{settings.difficulty!r} is unknown: choose one of {', '.join(DIFFICULTIES)}", D2Settings
+    )
 
 
 def d2_select(x: np.ndarray, score: np.ndarray, budget: int, k: int = 5, gamma: float = 0.4) -> np.ndarray:
@@ -62,8 +55,6 @@ def d2_select(x: np.ndarray, score: np.ndarray, budget: int, k: int = 5, gamma: 
 
 
 def run(inputs: Inputs, settings: D2Settings, mode: str) -> tuple[np.ndarray, dict[str, int], np.ndarray, dict]:
-    if settings.difficulty not in DIFFICULTIES:
-        raise UserError(f"unknown --difficulty {settings.difficulty!r}: choose one of {', '.join(DIFFICULTIES)}")
     diff = difficulty(inputs, settings)
 
     def greedy(pool: np.ndarray, budget: int) -> np.ndarray:

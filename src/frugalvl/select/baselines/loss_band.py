@@ -8,23 +8,14 @@ lowest: easiest) or ``middle`` (the window centred on the median, the usual choi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ...errors import UserError
+from ...settings import FieldError
 from .common import Inputs, select_with_quotas
+from .settings import BANDS, LossBandSettings
 
-BANDS = ("top", "middle", "bottom")
 DEFAULT_BAND = {"el2n": "top", "perplexity": "middle"}
-
-
-@dataclass(frozen=True)
-class LossBandSettings:
-    band: str | None = None  # None: top for el2n, middle for perplexity
-    reference: str | None = None  # LLaVA folder or hub id; None = the stage-1 model
-    batch_size: int = 4
-    device: str = "cpu"
 
 
 def band_pick(values: np.ndarray, budget: int, band: str) -> np.ndarray:
@@ -41,11 +32,11 @@ def band_pick(values: np.ndarray, budget: int, band: str) -> np.ndarray:
 def run_band(inputs: Inputs, values: np.ndarray, band: str, mode: str) -> tuple[np.ndarray, dict[str, int]]:
     """Select ``band`` of ``values`` with pick's quota rule; samples without a value are ranked last."""
     if band not in BANDS:
-        raise UserError(f"unknown --band {band!r}: choose one of {', '.join(BANDS)}")
+        raise FieldError("band", f"{band!r} is unknown: choose one of {', '.join(BANDS)}", LossBandSettings)
     if np.isnan(values[inputs.eligible]).any():
         raise UserError(
             "the reference model gave no value for some eligible samples (no answer token): "
-            "check --max-length and the conversations"
+            "check the samples' length limit (max_length) and the conversations"
         )
 
     def greedy(pool: np.ndarray, budget: int) -> np.ndarray:

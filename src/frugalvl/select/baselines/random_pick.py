@@ -3,16 +3,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .common import Inputs, select_by_score
-
-
-@dataclass(frozen=True)
-class RandomSettings:
-    seed: int = 42
+from .settings import RandomSettings as RandomSettings
 
 
 def run(inputs: Inputs, settings: RandomSettings, mode: str) -> tuple[np.ndarray, dict[str, int], np.ndarray, dict]:

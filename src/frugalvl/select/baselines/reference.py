@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import UserError
+from ...settings import FieldError
 from .common import Inputs
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,10 @@ def resolve_reference(work: Path, reference: str | None) -> str:
         return reference
     saved = work / "train" / "mllm"
     if not (saved / "config.json").is_file():
-        raise UserError(
-            f"no stage-1 model in {saved}: give --reference LLAVA (a LLaVA folder or hub id), or train "
-            "with `frugalvl select train --save-mllm`"
+        raise FieldError(
+            ("reference", "save_mllm"),
+            f"no stage-1 model in {saved}: give {{reference}} LLAVA (a LLaVA folder or hub id), or train "
+            "with `frugalvl select train` and {save_mllm}",
         )
     return str(saved)
 

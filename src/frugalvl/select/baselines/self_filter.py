@@ -18,31 +18,16 @@ difficulty is min–max scaled to [0, 1] over the pool first, so a penalty alway
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import UserError
+from ...settings import FieldError
 from .common import Inputs, select_with_quotas, unit_rows
 from .geometry import knn, penalised_greedy, unit_interval
+from .settings import SelfFilterSettings as SelfFilterSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SelfFilterSettings:
-    scorer: str | None = None  # a scorer.pt trained with --loss importance; None = fit a linear one here
-    train_on: str = "subset"  # subset (S, from `select cluster`) | full
-    reference: str | None = None  # LLaVA giving the CE for the linear fit (default: the stage-1 model)
-    gamma: float = 1.0
-    k: int = 10
-    epochs: int = 3  # Self-Filter's stage 1 runs 3 epochs
-    lr: float = 1e-3
-    batch: int = 16
-    seed: int = 42
-    batch_size: int = 4  # reference forward batch
-    device: str = "cpu"
 
 
 def scorer_inputs(inputs: Inputs, rows: np.ndarray) -> np.ndarray:
@@ -83,7 +68,9 @@ def raw_scores(inputs: Inputs, settings: SelfFilterSettings) -> tuple[np.ndarray
 
         loss = (read_scorer_checkpoint(settings.scorer).get("settings") or {}).get("loss")
         if loss not in (None, "importance"):
-            log.warning("self-filter: %s was trained with --loss %s, not importance (L_I only)", settings.scorer, loss)
+            log.warning(
+                "self-filter: %s was trained with the %s loss, not importance (L_I only)", settings.scorer, loss
+            )
         scorer = load_scorer(settings.scorer, settings.device)
         for lo in range(0, len(pool), 65536):
             rows = pool[lo : lo + 65536]
@@ -109,10 +96,14 @@ def _training_rows(inputs: Inputs, train_on: str) -> np.ndarray:
     if train_on == "full":
         return np.flatnonzero(inputs.eligible)
     if train_on != "subset":
-        raise UserError(f"unknown --train-on {train_on!r}: choose subset or full")
+        raise FieldError("train_on", f"{train_on!r} is unknown: choose subset or full", SelfFilterSettings)
     path = inputs.work / "subset" / "indices.npy"
     if not path.is_file():
-        raise UserError(f"{path} is missing: run `frugalvl select cluster` first, or pass --train-on full")
+        raise FieldError(
+            "train_on",
+            f"{path} is missing: run `frugalvl select cluster` first, or set {{train_on}} full",
+            SelfFilterSettings,
+        )
     idx = np.load(path).astype(np.int64)
     return idx[inputs.eligible[idx]]
 

@@ -14,22 +14,13 @@ across two k-means clusters are not found (the method's own limit).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .common import Inputs, select_by_score, unit_rows
 from .geometry import spherical_kmeans
+from .settings import SemDedupSettings as SemDedupSettings
 
 POINTS_PER_CLUSTER = 66  # 665K / 10,000
-
-
-@dataclass(frozen=True)
-class SemDedupSettings:
-    clusters: int | None = None  # k-means centroids; None = ⌈N_eligible / 66⌉
-    seed: int = 42
-    iters: int = 20
-    block: int = 2048  # columns per similarity block inside a large cluster
 
 
 def earlier_max_similarity(x: np.ndarray, block: int = 2048) -> np.ndarray:
