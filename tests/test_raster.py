@@ -5,6 +5,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from frugalvl.commands._settings import render_error
 from frugalvl.errors import UserError
 from frugalvl.raster import find_images, read_class_names, read_image, write_labels, write_overlay, write_probs
 from tests.conftest import EXAMPLES, landsat_file
@@ -120,8 +121,9 @@ def test_huge_header_is_refused_before_decoding(tmp_path):
     big.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 5000, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
     )
-    with pytest.raises(UserError, match="--tile"):
+    with pytest.raises(UserError, match=r"in tiles \(tile 512\)") as err:
         read_image(big)
+    assert "in tiles (--tile 512)" in render_error(err.value)
 
 
 def test_urls_are_kept_and_named():

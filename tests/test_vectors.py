@@ -7,6 +7,7 @@ import rasterio
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
+from frugalvl.commands._settings import render_error
 from frugalvl.errors import UserError
 from frugalvl.vectors import polygonize, write_vectors
 
@@ -73,5 +74,6 @@ def test_min_area_simplify_and_formats(tmp_path, label_tif):
     pq = gpd.read_parquet(write_vectors(path, tmp_path / "d.parquet", ["a", "b", "c", "d"]))
     assert len(pq) == len(full) and pq.crs.to_epsg() == 32632
     assert not list(tmp_path.glob(".*"))  # no temporary files left
-    with pytest.raises(UserError, match="--min-area"):
+    with pytest.raises(UserError, match="^min_area -1 must be zero or positive") as err:
         write_vectors(path, tmp_path / "e.gpkg", ["a"], min_area=-1)
+    assert render_error(err.value).startswith("--min-area -1 ")

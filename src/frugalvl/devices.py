@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .errors import UserError
+from .settings import FieldError
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -18,7 +19,7 @@ def resolve_device(name: str | None) -> torch.device:
         raise UserError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+            raise FieldError("device", f"{{device}} {name}: no CUDA GPU is visible here; use {{device}} cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
+            raise FieldError("device", f"{{device}} {name}: only {torch.cuda.device_count()} GPU(s) here")
     return device

@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import UserError
 from .fileio import atomic_path
+from .settings import FieldError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".jp2", ".vrt")
 _TIFF = (".tif", ".tiff")
@@ -238,14 +239,15 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stre
     shape = raster_shape(path)
     check_size(path, shape)
     if shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS:
-        raise UserError(
+        raise FieldError(
+            "tile",
             f"{path.name} has {shape[1]}×{shape[0]} px, too many for a whole-image read: segment it "
-            "in tiles (frugalvl segment --tile 512)"
+            "in tiles ({tile} 512)",
         )
     if path.suffix.lower() in _TIFF:
         return _read_tiff(path, bands, stretch)
     if bands:
-        raise UserError(f"--bands applies to TIFF/GeoTIFF inputs only, not {path.name}")
+        raise FieldError("bands", f"{{bands}} applies to TIFF/GeoTIFF inputs only, not {path.name}")
     return _read_other(path, stretch)
 
 

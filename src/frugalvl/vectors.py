@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import UserError
 from .fileio import atomic_path
+from .settings import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def write_vectors(
     import shapely.affinity
 
     if min_area < 0:
-        raise UserError(f"--min-area {min_area} must be zero or positive")
+        raise FieldError("min_area", f"{{min_area}} {min_area} must be zero or positive")
     out = Path(out)
     fmt = out.suffix.lower()
     if fmt not in (".gpkg", ".geojson", ".parquet"):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import UserError
+from .settings import FieldError
 
 Strip = Literal["newline", "whitespace"]
 
@@ -34,8 +35,9 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         if not self.classes:
-            raise UserError(
-                "the class vocabulary is empty: give at least one class, e.g. --classes 'background;building'"
+            raise FieldError(
+                "classes",
+                "the class vocabulary is empty: give at least one class, e.g. {classes} 'background;building'",
             )
         for i, synonyms in enumerate(self.classes):
             if not synonyms or any(not q.strip() for q in synonyms):

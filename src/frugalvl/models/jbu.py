@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
 from ..settings import FieldError
 
 KERNEL_BACKENDS = ("auto", "triton", "torch")
@@ -280,7 +279,7 @@ class _JBUUpsampler(nn.Module):
     def set_kernel_backend(self, backend: str) -> _JBUUpsampler:
         """Apply the kernels with ``auto`` (Triton on CUDA), ``triton`` or ``torch`` (the ``jbu_kernel`` setting)."""
         if backend not in KERNEL_BACKENDS:
-            raise UserError(f"unknown JBU kernel {backend!r}: choose one of {', '.join(KERNEL_BACKENDS)}")
+            raise FieldError("jbu_kernel", f"{backend!r} is unknown: choose one of {', '.join(KERNEL_BACKENDS)}")
         for stage in self.stages():
             stage.kernel_backend = backend
         return self

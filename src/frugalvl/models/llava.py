@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..settings import FieldError
 
 IMAGE_TOKEN = "<image>"
 PROJECTOR_KEYS = {  # LLaVA's mlp2x_gelu = Sequential(Linear, GELU, Linear)
@@ -78,9 +79,10 @@ def _parse_parts(spec: str) -> dict[str, str]:
     parts = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
     missing = {"lm", "projector", "vision"} - parts.keys()
     if missing:
-        raise UserError(
-            f"--mllm {spec!r} lacks {', '.join(sorted(missing))}: "
-            "give lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR"
+        raise FieldError(
+            "mllm",
+            f"{{mllm}} {spec!r} lacks {', '.join(sorted(missing))}: "
+            "give lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR",
         )
     return {k: parts[k] for k in ("lm", "projector", "vision")}
 
@@ -117,9 +119,10 @@ def _from_hub(repo: str, dtype: torch.dtype | None) -> Llava:
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - network and hub failures are the user's to route around
-        raise UserError(
+        raise FieldError(
+            "mllm",
             f"could not get {repo} from the Hugging Face hub ({type(exc).__name__}; no network?): "
-            "download it elsewhere and pass the local folder to --mllm"
+            "download it elsewhere and pass the local folder to {mllm}",
         ) from None
 
 

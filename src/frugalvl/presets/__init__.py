@@ -57,7 +57,7 @@ def _fitting_bg_idx(name: str, method: str, settings: dict[str, Any], vocabulary
         return bg
     log.info(
         "preset %s: its background class %r (index %d) is not in your vocabulary at that index; "
-        "low-confidence pixels get class 0 (set --bg-idx to choose)",
+        "low-confidence pixels get class 0 (set bg_idx to choose)",
         name,
         own[bg] if bg < len(own) else bg,
         bg,

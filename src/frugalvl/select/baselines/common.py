@@ -74,8 +74,10 @@ def load_inputs(work: str | Path, settings: PickSettings) -> Inputs:
         eligible &= np.array([s["status"] != "text" for s in samples])
     k = target_count(len(samples), settings)
     if not 0 < k <= int(eligible.sum()):
-        raise UserError(
-            f"cannot pick {k} samples: {int(eligible.sum())} of {len(samples)} are eligible; lower --ratio or --count"
+        raise FieldError(
+            ("ratio", "count"),
+            f"cannot pick {k} samples: {int(eligible.sum())} of {len(samples)} are eligible; lower {{ratio}} or {{count}}",
+            PickSettings,
         )
     sources = np.asarray([s["dataset"] for s in samples], dtype=object)
     return Inputs(work, samples, clip, names, scaled, eligible, sources, k)
