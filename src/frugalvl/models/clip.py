@@ -135,7 +135,10 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         )
     state.pop("attn_mask", None)  # a buffer that traced archives store; the model rebuilds it
     if not all(k in state for k in _CLIP_KEYS):
-        raise FieldError("clip", f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to {{clip}}")
+        raise FieldError(
+            "clip",
+            f"{path} is not a CLIP checkpoint (it lacks {', '.join(k for k in _CLIP_KEYS if k not in state)}): pass CLIP weights to {{clip}}",
+        )
     return state
 
 
@@ -154,13 +157,19 @@ def _from_file(path: Path, device, precision: str) -> ClipModel:
 
     state = _read_checkpoint(path)
     if "visual.proj" not in state:
-        raise FieldError("clip", f"{path} is a ResNet CLIP or an unknown layout: dense segmentation needs a ViT CLIP; pass a ViT checkpoint to {{clip}}")
+        raise FieldError(
+            "clip",
+            f"{path} is a ResNet CLIP or an unknown layout: dense segmentation needs a ViT CLIP; pass a ViT checkpoint to {{clip}}",
+        )
     try:
         model = build_model_from_openai_state_dict(dict(state), cast_dtype=None)
         # The builder loads into half-precision parameters; reload at full precision.
         model.float().load_state_dict({k: v for k, v in state.items() if k not in _OPENAI_EXTRAS})
     except (RuntimeError, KeyError) as exc:
-        raise FieldError("clip", f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. {{clip}} ViT-B-32:{path}") from None
+        raise FieldError(
+            "clip",
+            f"{path} does not match the OpenAI CLIP layout ({type(exc).__name__}); for an open_clip state dict name its architecture, e.g. {{clip}} ViT-B-32:{path}",
+        ) from None
     return ClipModel(_finish(model, device, precision), get_tokenizer("ViT-B-16"), path_identity(path))
 
 
@@ -235,7 +244,10 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
         if tag is None:
             tags = [t for (n, t) in open_clip.list_pretrained() if n == name]
             if not tags:
-                raise FieldError("clip", f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to {{clip}}")
+                raise FieldError(
+                    "clip",
+                    f"open_clip has no pretrained weights for {name}: give NAME:TAG or a checkpoint file to {{clip}}",
+                )
             tag = "openai" if "openai" in tags else tags[0]
     from .hub import quiet_root_logger  # open_clip logs download failures on the root logger: ours is one line
 
@@ -248,7 +260,10 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
     except Exception as exc:  # noqa: BLE001 - classified below
         if _is_hub_error(exc) or isinstance(exc, RuntimeError):
             where = f"{name}:{tag}" if tag else name
-            raise FieldError("clip", f"could not get CLIP weights {where} ({type(exc).__name__}; no network?): download them elsewhere and pass the file, e.g. {{clip}} /path/to/ViT-B-16.pt") from None
+            raise FieldError(
+                "clip",
+                f"could not get CLIP weights {where} ({type(exc).__name__}; no network?): download them elsewhere and pass the file, e.g. {{clip}} /path/to/ViT-B-16.pt",
+            ) from None
         raise
     return ClipModel(_finish(model, device, precision), tokenizer, f"{name}:{tag}", *_norm_of(model))
 

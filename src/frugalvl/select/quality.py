@@ -1,4 +1,5 @@
-"""The quality scores of CoIDO's features stage (spec/coido.md §1.2): ImageReward and an LLM's rating.
+"""The quality scores of CoIDO's features stage: ImageReward and an LLM's rating
+(docs/methods/coido.md#features-and-quality-scores).
 
 * ``imagereward``: ImageReward-v1.0 (the optional ``image-reward`` package) on each sample with an image;
 * ``text_quality``: a 0-10 rating of each conversation by a chat LLM, asked through an OpenAI-compatible
