@@ -5,8 +5,9 @@ An AST scan of every module under ``src/frugalvl`` outside ``commands/`` (the CL
 space, quote or parenthesis. Flagged are string constants and f-string parts, except:
 
 * docstrings (module, class and function): documentation for contributors, not messages;
-* strings inside a list, tuple or set literal: argument vectors handed to another program (an
-  ``accelerate launch`` line, a subprocess's arguments) or lists of option names, not messages;
+* strings inside a list, tuple or set literal, or passed to a list's ``append``/``extend``/``insert``:
+  argument vectors handed to another program (an ``accelerate launch`` line, a subprocess's
+  arguments) or lists of option names, not messages;
 * the ``flag=`` argument of :func:`frugalvl.settings.option`: that *is* the option's name, stated once
   beside the field it sets (the command line is generated from it).
 
@@ -38,7 +39,8 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
 
 
 def _skipped_nodes(tree: ast.AST) -> set[int]:
-    """Strings under a list/tuple/set literal, and the ``flag=`` keyword of ``option(...)`` calls."""
+    """Strings under a list/tuple/set literal or a list's append/extend/insert, and the ``flag=`` keyword
+    of ``option(...)`` calls."""
     ids: set[int] = set()
     for node in ast.walk(tree):
         roots: list[ast.AST] = []
@@ -46,6 +48,8 @@ def _skipped_nodes(tree: ast.AST) -> set[int]:
             roots = list(node.elts)
         elif isinstance(node, ast.Call):
             roots = [k.value for k in node.keywords if k.arg == "flag"]
+            if isinstance(node.func, ast.Attribute) and node.func.attr in ("append", "extend", "insert"):
+                roots += node.args
         for root in roots:
             ids.update(id(n) for n in ast.walk(root))
     return ids
@@ -76,6 +80,7 @@ def test_the_scanner_catches_a_planted_message():
         "def f(x):\n"
         '    """So may this docstring: --resume."""\n'
         '    argv = ["accelerate", "launch", "--num_processes", "2"]\n'
+        '    argv.append("--multi_gpu")\n'
         '    meta = option(1, "help", flag="--jitters")\n'
         '    raise UserError(f"{x} exists: pass --force to redo it")\n'
         'LOG = "use --tile 512"\n'
@@ -83,7 +88,7 @@ def test_the_scanner_catches_a_planted_message():
         'FINE = "a--b, x --, cuda:0, -w, 1e--3"\n'
     )
     lines = [line for line, _ in flag_messages(planted)]
-    assert lines == [6, 7, 8]
+    assert lines == [7, 8, 9]
 
 
 @pytest.mark.parametrize("path", library_modules(), ids=lambda p: str(p.relative_to(SRC)))

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        from .commands._settings import render_error  # a settings field is named by its option
+        from .commands import render_error  # a settings field is named by its option
 
         print(f"frugalvl: error: {render_error(exc)}", file=sys.stderr)
         return 2

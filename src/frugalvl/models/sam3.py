@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..settings import FieldError
 from ..identity import path_identity
 
 DEFAULT_SAM3 = "facebook/sam3"
@@ -38,7 +39,7 @@ DEFAULT_SAM3 = "facebook/sam3"
 _SAM3_MODEL_TYPES = ("sam3", "sam3_video")
 _LOGIN_HINT = (
     "request access on https://huggingface.co/facebook/sam3, run `hf auth login` (or set HF_TOKEN), "
-    "or pass a local model folder with --sam3 PATH"
+    "or pass a local model folder with {sam3} PATH"
 )
 
 
@@ -69,9 +70,10 @@ def _looks_like_path(source: str) -> bool:
 
 def _check_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
-        raise UserError(
-            f"--sam3 {folder} is a file, but SAM 3 is loaded from a folder: give the folder written by "
-            f"save_pretrained (config.json, weights and processor files), or a hub id such as {DEFAULT_SAM3}"
+        raise FieldError(
+            "sam3",
+            f"{{sam3}} {folder} is a file, but SAM 3 is loaded from a folder: give the folder written by "
+            f"save_pretrained (config.json, weights and processor files), or a hub id such as {DEFAULT_SAM3}",
         )
     if not folder.is_dir():
         raise UserError(
@@ -103,21 +105,23 @@ def _check_hub(repo_id: str) -> None:
     try:
         hf_hub_download(repo_id, "config.json")
     except GatedRepoError:
-        raise UserError(
-            f"SAM 3 weights {repo_id!r} are gated and this machine is not authorised: {_LOGIN_HINT}"
+        raise FieldError(
+            "sam3", f"SAM 3 weights {repo_id!r} are gated and this machine is not authorised: {_LOGIN_HINT}"
         ) from None
     except RepositoryNotFoundError:
-        raise UserError(
+        raise FieldError(
+            "sam3",
             f"no hub model {repo_id!r} (or it is private/gated) and no local folder of that name: "
-            f"check the id, or {_LOGIN_HINT}"
+            f"check the id, or {_LOGIN_HINT}",
         ) from None
     except LocalEntryNotFoundError:
-        raise UserError(
+        raise FieldError(
+            "sam3",
             f"cannot reach the Hugging Face hub for {repo_id!r}, it is not in the local cache and no local "
-            f"folder has that name (offline?): connect and {_LOGIN_HINT}"
+            f"folder has that name (offline?): connect and {_LOGIN_HINT}",
         ) from None
     except OSError as exc:
-        raise UserError(f"cannot download {repo_id!r} ({exc.__class__.__name__}): {_LOGIN_HINT}") from None
+        raise FieldError("sam3", f"cannot download {repo_id!r} ({exc.__class__.__name__}): {_LOGIN_HINT}") from None
 
 
 def _from_pretrained(source: str, dtype: torch.dtype, **kwargs):
@@ -156,8 +160,8 @@ def load_sam3(
             try:
                 model, processor = _from_pretrained(source, dtype)
             except OSError as exc:
-                raise UserError(
-                    f"cannot load {source!r} from the hub ({exc.__class__.__name__}): {_LOGIN_HINT}"
+                raise FieldError(
+                    "sam3", f"cannot load {source!r} from the hub ({exc.__class__.__name__}): {_LOGIN_HINT}"
                 ) from None
         if model.config.model_type not in _SAM3_MODEL_TYPES:
             raise UserError(
