@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..settings import FieldError
 from ..identity import path_identity
+from ..settings import FieldError
 
 DEFAULT_SAM3 = "facebook/sam3"
 # A sam3_video checkpoint carries the image detector as ``detector_config``; Sam3Model accepts it.
