@@ -10,10 +10,11 @@ own modules, which never import this one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from . import select_baselines, select_finetune
-from ._engine import add_engine_arguments, engine_options
+from ._engine import ENGINE_KEYWORDS, ENGINE_NAMES, add_engine_arguments, engine_options
 from ._select_options import (
     cluster_options,
     cluster_settings,
@@ -76,6 +77,21 @@ def _train_options(p: argparse.ArgumentParser, mllm_required: bool = True) -> No
     train_options(p, mllm_required)
 
 
+@contextlib.contextmanager
+def _ray_messages():
+    """The Ray drivers' messages name their parameters (``engine='ray'``, ``ray_address``): here, the options."""
+    from ..errors import UserError
+    from ..settings import FieldError
+    from ._settings import cli_text
+
+    try:
+        yield
+    except FieldError:
+        raise  # rendered with its flags by the CLI
+    except UserError as exc:
+        raise UserError(cli_text(str(exc), names=ENGINE_NAMES, keywords=ENGINE_KEYWORDS)) from None
+
+
 # ---------------------------------------------------------------- stage commands
 
 
@@ -107,7 +123,8 @@ def _features_parser(stages) -> None:
             from ..distributed.ray_select import features_ray
 
             options = {**engine_options(args), "device": settings.device}
-            features_ray(args.work, settings, args.force, progress=settings.progress, **options)
+            with _ray_messages():
+                features_ray(args.work, settings, args.force, progress=settings.progress, **options)
             return
         pipeline.features(args.work, settings, args.force)
 
@@ -154,7 +171,8 @@ def _score_parser(stages) -> None:
             from ..distributed.ray_select import score_ray
 
             opts = {k: v for k, v in engine_options(args).items() if k != "device"}
-            score_ray(args.work, s.batch_size, s.device, args.force, **opts)
+            with _ray_messages():
+                score_ray(args.work, s.batch_size, s.device, args.force, **opts)
             return
         pipeline.score(args.work, s.batch_size, s.device, args.force)
 
