@@ -68,7 +68,9 @@ def test_engine_options_parse_and_refuse_zero_workers(capsys):
     assert "not a positive number of workers" in capsys.readouterr().err
     argv = ["select", "features", "-w", "work", "--workers", "3", "--engine", "ray", "--ray-workers", "4"]
     args = build_parser(argv).parse_args(argv)
-    assert (args.workers, args.ray_workers) == (3, 4)  # image decoders vs Ray actors
+    from frugalvl.commands.select import feature_settings
+
+    assert (feature_settings(args).workers, args.ray_workers) == (3, 4)  # image decoders vs Ray actors
 
 
 def test_engine_ray_without_ray_installed_is_one_line(monkeypatch):
