@@ -17,6 +17,7 @@ from frugalvl.cli import main
 from frugalvl.commands._settings import cli_fields, flag_for, flag_of, render_error, shown_default
 from frugalvl.errors import UserError
 from frugalvl.select.baselines import settings_classes
+from frugalvl.select.report import ReportSettings
 from frugalvl.select.settings import (
     ClusterSettings,
     EndpointSettings,
@@ -36,6 +37,7 @@ STAGES = {
     ("select", "score"): (ScoreSettings,),
     ("select", "pick"): (PickSettings,),
     ("select", "train"): (TrainSettings,),
+    ("select", "report"): (ReportSettings,),
     ("train-upsampler",): (UpsamplerTrainSettings,),
 }
 # run: every stage's options once; the cluster and score stages use the features' --device, train its --no-progress
@@ -164,6 +166,7 @@ def test_flag_for_reads_the_metadata():
         (TrainSettings, {"lam": -1.0}, "lam"),
         (UpsamplerTrainSettings, {"crop_size": 0}, "crop_size"),
         (UpsamplerTrainSettings, {"normalisation": "z"}, "normalisation"),
+        (ReportSettings, {"gallery": 0}, "gallery"),
     ],
 )
 def test_settings_refuse_naming_the_field(cls, bad, field):

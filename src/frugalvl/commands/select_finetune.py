@@ -166,7 +166,6 @@ def run_finetune(args: argparse.Namespace) -> int:
 def _report_parser(stages) -> None:
     from ..select.report import ReportSettings
 
-    d = ReportSettings()
     p = stages.add_parser(
         "report",
         help="one self-contained HTML page about a work folder's selection",
@@ -179,10 +178,7 @@ def _report_parser(stages) -> None:
     p.add_argument(
         "--selection", type=Path, help="selected_ids.npy or selected_ids.txt (default WORK/pick/selected_ids.npy)"
     )
-    p.add_argument(
-        "--gallery", type=positive_int, default=d.gallery, help="lowest and highest samples shown (default 24)"
-    )
-    p.add_argument("--title", default=d.title)
+    add_settings_options(p, ReportSettings)  # --gallery, --title
     p.set_defaults(func=run_report)
 
 
@@ -192,6 +188,6 @@ def run_report(args: argparse.Namespace) -> int:
     work = args.work or args.work_opt
     if work is None:
         raise UserError("no work folder: give it as `frugalvl select report WORK`")
-    out = write_report(work, args.out, args.selection, ReportSettings(gallery=args.gallery, title=args.title))
+    out = write_report(work, args.out, args.selection, build_settings(ReportSettings, given(args, ReportSettings)))
     print(out)
     return 0

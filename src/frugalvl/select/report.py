@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_path
-from ..settings import FieldError
+from ..settings import FieldError, check_at_least, option
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,14 @@ PALETTE = ("#1f4e79", "#c0504d", "#4f8f3a", "#8064a2", "#d08a1e", "#2f9c9c", "#7
 class ReportSettings:
     """What the page shows; defaults as docs/methods/coido_finetune.md#frugalvl-select-report-work."""
 
-    gallery: int = 24  # lowest- and highest-r samples shown
-    thumb_px: int = 128  # longest side of a gallery thumbnail
-    text_chars: int = 240  # question / answer text is cut to this many characters
-    bins: int = 40  # histogram bins
-    title: str = "CoIDO selection report"
+    gallery: int = option(24, "lowest and highest samples shown")
+    thumb_px: int = option(128, "longest side of a gallery thumbnail in pixels", cli=False)
+    text_chars: int = option(240, "question / answer text is cut to this many characters", cli=False)
+    bins: int = option(40, "histogram bins", cli=False)
+    title: str = option("CoIDO selection report", "the page's title")
+
+    def __post_init__(self) -> None:
+        check_at_least(self, ("gallery", "thumb_px", "text_chars", "bins"), 1)
 
 
 @dataclass
