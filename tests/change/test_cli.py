@@ -115,5 +115,8 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(sam3_dir, tmp_path, cap
     far = geotiff(tmp_path / "far.tif", after, x0=100000.0, y0=100000.0, crs="EPSG:32633")
     near = geotiff(tmp_path / "near.tif", before)
     assert "do not overlap" in bad([near, far, "-o", out, "--sam3", sam3_dir], capsys)
-    assert "instance_iou_threshold" in bad([a, a, "-o", out, "--instance-iou-threshold", "2"], capsys)
+    assert "--instance-iou-threshold must be from 0 to 1" in bad(
+        [a, a, "-o", out, "--instance-iou-threshold", "2"], capsys
+    )
+    assert "--tile must be at least 16" in bad([a, a, "-o", out, "--tile", "8"], capsys)
     assert not out.exists()

@@ -80,7 +80,7 @@ def settings_from_cli(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     for cls in (SegEarthOV3Settings, ChangeSettings):
         values = {k: v for k, v in table.items() if k in cls.__dataclass_fields__}
         values.update(given(args, cls))
-        result.append(build_settings(cls, values))
+        result.append(build_settings(cls, values, leading_field=True))
     return vocabulary, result[0], result[1]
 
 
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = find_pairs(args.before, args.after)
     bands = parse_bands(args.bands)
     settings_from_cli(args)  # a bad value stops the run before anything is read or written
-    output = build_settings(ChangeOutputSettings, given(args, ChangeOutputSettings))
+    output = build_settings(ChangeOutputSettings, given(args, ChangeOutputSettings), leading_field=True)
     if output.semantic:
         from ..change.semantic import check_classes
 
