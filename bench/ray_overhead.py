@@ -51,10 +51,11 @@ def landsat_crops(folder: Path, n: int, size: int = 224) -> list[Path]:
 
 def cli_factory(clip: Path):
     from frugalvl.cli import build_parser
-    from frugalvl.commands._engine import SegmenterFactory
+    from frugalvl.commands.methods import method_module
 
     argv = ["segment", "x", "-o", "y", "--classes", CLASSES, "--clip", str(clip), "--no-progress"]
-    return SegmenterFactory(build_parser(argv).parse_args(argv))
+    args = build_parser(argv).parse_args(argv)
+    return method_module(args.method).recipe_from_cli(args)
 
 
 class _Timed:

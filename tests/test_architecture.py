@@ -1,6 +1,7 @@
-"""The layering rule, checked on the source: commands -> methods -> models and I/O -> base.
+"""The layering rule, checked on the source: commands -> front ends -> methods -> models and I/O -> base.
 
-A module may import modules of its own layer or below, never above: a method never imports the CLI,
+A module may import modules of its own layer or below, never above: a method never imports the CLI or
+a front end (the app, the Ray engines),
 ``models/`` never imports a method, and no library module imports the test builders in
 ``frugalvl.testing`` (which may import anything but the CLI). Imports inside functions count too.
 """
@@ -17,16 +18,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "frugalvl"
 
 # first component under frugalvl -> layer (higher imports lower)
 LAYERS = {
-    "cli": 4,
-    "__main__": 4,
-    "commands": 4,
+    "cli": 5,
+    "__main__": 5,
+    "commands": 5,
+    "app": 4,
+    "distributed": 4,
     "segment": 3,
     "change": 3,
     "evaluate": 3,
     "select": 3,
     "train": 3,
-    "app": 3,
-    "distributed": 3,
     "pointcloud": 3,
     "models": 2,
     "raster": 2,
@@ -100,7 +101,7 @@ def violations(path: Path, root: Path = SRC) -> list[str]:
         if top is None or (top not in LAYERS and top != TESTING):
             continue  # `from frugalvl import __version__` and names that are not modules
         if own_top == TESTING:
-            if LAYERS.get(top, 0) >= 4:
+            if LAYERS.get(top, 0) >= LAYERS["commands"]:
                 found.append(f"{name} (the test builders must not import the CLI)")
         elif top == TESTING:
             found.append(f"{name} (library code must not import the test builders)")
@@ -111,7 +112,7 @@ def violations(path: Path, root: Path = SRC) -> list[str]:
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_go_one_way(path: Path):
-    assert violations(path) == [], "imports must go one way: commands -> methods -> models/io -> base"
+    assert violations(path) == [], "imports must go one way: commands -> front ends -> methods -> models/io -> base"
 
 
 def test_the_checker_catches_upward_imports(tmp_path: Path):
@@ -123,12 +124,36 @@ def test_the_checker_catches_upward_imports(tmp_path: Path):
         "def f():\n    from frugalvl.testing.clip import tiny_clip\n    from ..errors import UserError\n"
     )
     assert violations(probe, root) == [
-        "frugalvl.commands.segment (layer 4 above layer 2)",
-        "frugalvl.commands.segment.register (layer 4 above layer 2)",
+        "frugalvl.commands.segment (layer 5 above layer 2)",
+        "frugalvl.commands.segment.register (layer 5 above layer 2)",
         "frugalvl.testing.clip (library code must not import the test builders)",
         "frugalvl.testing.clip.tiny_clip (library code must not import the test builders)",
     ]
 
+
+
+def test_the_checker_catches_a_method_importing_a_front_end(tmp_path: Path):
+    root = tmp_path / "frugalvl"
+    (root / "segment").mkdir(parents=True)
+    probe = root / "segment" / "probe.py"
+    probe.write_text(
+        "from ..app.engine import ModelHub\nfrom .methods import METHODS\n"
+        "def f():\n    from frugalvl.distributed import ray_segment\n    from ..evaluate import runner\n"
+    )
+    assert violations(probe, root) == [
+        "frugalvl.app.engine (layer 4 above layer 3)",
+        "frugalvl.app.engine.ModelHub (layer 4 above layer 3)",
+        "frugalvl.distributed (layer 4 above layer 3)",
+        "frugalvl.distributed.ray_segment (layer 4 above layer 3)",
+    ]
+    # and a front end may not import the CLI
+    (root / "app").mkdir()
+    front = root / "app" / "probe.py"
+    front.write_text("from ..segment.methods import METHODS\nfrom ..commands.methods import method_module\n")
+    assert violations(front, root) == [
+        "frugalvl.commands.methods (layer 5 above layer 4)",
+        "frugalvl.commands.methods.method_module (layer 5 above layer 4)",
+    ]
 
 # ---------------------------------------------------------------------------------------------
 # No import cycles: the graph of which module imports which, from the source

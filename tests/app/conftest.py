@@ -67,7 +67,7 @@ def make_client(tiny_clip_file, small_geotiff, small_png, tmp_path):
     def factory(app=None, **overrides):
         if app is None:
             settings = dict(
-                clip=str(tiny_clip_file),
+                models={"clip": str(tiny_clip_file)},
                 data_roots=(root,),
                 workdir=tmp_path / "work",
                 samples=(small_geotiff, small_png),

@@ -400,7 +400,7 @@ def test_segearth_ov3_runs_share_prompt_features_and_match_the_library(make_clie
     from frugalvl.testing.sam3 import random_sam3
     from frugalvl.vocab import Vocabulary
 
-    client = make_client(sam3="random-tiny")
+    client = make_client(models={"sam3": "random-tiny"})
     bundle = random_sam3("tiny", seed=0)
     hub = client.app.state.hub
     hub._models[("sam3", "random-tiny")] = bundle  # as if loaded from --sam3

@@ -197,7 +197,9 @@ def test_bg_idx_is_checked_by_the_library(tiny_clip_model):
 
 def test_jbu_kernel_setting_reaches_the_upsampler(tiny_clip_model, aerial):
     from frugalvl.cli import build_parser
-    from frugalvl.commands.methods.segearth_ov import settings_from_cli
+    from frugalvl.commands.methods import method_module
+
+    settings_from_cli = method_module("segearth-ov").settings_from_cli
 
     args = build_parser(["segment"]).parse_args(
         ["segment", "x.png", "-o", "o", "--classes", "a;b", "--jbu-kernel", "torch"]

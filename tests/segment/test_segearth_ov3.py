@@ -463,7 +463,9 @@ def test_cli_bad_sam3_path_exits_2_with_one_line(tmp_path, capsys):
 
 def test_cli_options_reach_the_settings():
     from frugalvl.cli import build_parser
-    from frugalvl.commands.methods.segearth_ov3 import settings_from_cli
+    from frugalvl.commands.methods import method_module
+
+    settings_from_cli = method_module("segearth-ov3").settings_from_cli
 
     args = build_parser().parse_args(
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,9 +13,7 @@ class AppConfig:
 
     data_roots: tuple[Path, ...] = ()  # folders whose files the page may open by path
     max_upload_mb: float = 512.0  # largest accepted upload
-    clip: str = "ViT-B-16"  # default CLIP for SegEarth-OV (load_clip spec)
-    upsampler: str | None = None  # default SimFeatUp checkpoint (None: bilinear)
-    sam3: str = "facebook/sam3"  # default SAM 3 for SegEarth-OV3 (hub id or folder)
+    models: Mapping[str, str | None] = field(default_factory=dict)  # default model specs by option name
     device: str = "cpu"
     session_ttl_s: float = 2 * 3600.0  # an idle session's files are deleted after this
     max_pixels: int = 64_000_000  # largest image the app opens (bigger: `frugalvl segment --tile`)
@@ -22,3 +21,12 @@ class AppConfig:
     tile: int = 1024  # the app segments big areas tile by tile, with overlap tile/4
     workdir: Path | None = None  # where sessions keep files (default: a fresh temp folder)
     samples: tuple[Path, ...] = field(default_factory=tuple)  # extra bundled samples (tests)
+
+    def model_spec(self, name: str) -> str | None:
+        """The server's default for model option ``name`` (``clip``, ``upsampler``, ``sam3``): the
+        operator's, else the method registry's."""
+        if name in self.models:
+            return self.models[name]
+        from ..segment.methods import model_options
+
+        return model_options()[name].default

@@ -1,50 +1,94 @@
 """Models loaded once per server and segmenters built per run, with caches shared across runs.
 
-The segmenters are the library's own (:class:`~frugalvl.segment.segearth_ov.SegEarthOV`,
-:class:`~frugalvl.segment.segearth_ov3.SegEarthOV3`), built from the same settings dataclasses and
-presets as ``frugalvl segment``. Two caches make the analyst's loop ("change one synonym, run
-again") cheap, without changing any result:
+The methods, their models and their settings come from the library's registry
+(:mod:`frugalvl.segment.methods`), as for ``frugalvl segment``. Two caches, handed to the segmenters
+as constructor arguments, make the analyst's loop ("change one synonym, run again") cheap without
+changing any result:
 
-* text features per *query* (not per vocabulary): a run with one class changed encodes one query;
-* SegEarth-OV only: the CLIP image tokens per window (keyed by the window's pixels and the attention
-  mode), which do not depend on the vocabulary; bounded in bytes, least recently used dropped first.
+* ``text_cache``: text features per *query* (not per vocabulary): a run with one class changed
+  encodes one query;
+* ``token_cache`` (SegEarth-OV): the CLIP image tokens per window batch (keyed by the pixels and the
+  attention mode), which do not depend on the vocabulary; bounded in bytes, least recently used
+  dropped first.
+
+:class:`RunOptions` is what a page chooses for one run; the API's request model is generated from it
+(:func:`run_request_fields`), its settings fields typed as the methods' settings dataclasses.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import threading
+import typing
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import UserError
+from ..segment.methods import DEFAULT_METHOD, METHODS, ModelOption, method, model_options
 from ..vocab import Vocabulary
 from .config import AppConfig
 from .safety import model_spec_path, resolve_allowed
 
 log = logging.getLogger(__name__)
 
-METHODS = {"segearth-ov": "SegEarth-OV (CLIP)", "segearth-ov3": "SegEarth-OV3 (SAM 3)"}
+# the settings fields a page may set for a run (each typed as in the settings dataclasses)
+PAGE_SETTINGS = ("prob_thd", "cls_lambda", "attention")
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What the page chose for one run (strings as typed; None: the preset's or the method's default)."""
+    """What the page chose for one run (strings as typed; None or absent: the preset's or the default).
 
-    method: str = "segearth-ov"
+    ``models``: model specs by option name (``clip``, ``upsampler``, ``sam3``); ``settings``: values of
+    :data:`PAGE_SETTINGS`, applied to the methods whose settings have the field.
+    """
+
+    method: str = DEFAULT_METHOD
     vocabulary: str = ""
     preset: str | None = None
-    clip: str | None = None
-    upsampler: str | None = None
-    sam3: str | None = None
-    prob_thd: float | None = None
-    cls_lambda: float | None = None
-    attention: str | None = None
+    models: Mapping[str, str | None] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, Any]) -> RunOptions:
+        """From the flat fields of :func:`run_request_fields` (others ignored; empty strings: not given)."""
+        given = {
+            k: (None if isinstance(v, str) and not v.strip() and k != "vocabulary" else v) for k, v in values.items()
+        }
+        return cls(
+            method=given.get("method") or DEFAULT_METHOD,
+            vocabulary=given.get("vocabulary") or "",
+            preset=given.get("preset"),
+            models={k: given[k] for k in model_options() if given.get(k) is not None},
+            settings={k: given[k] for k in PAGE_SETTINGS if given.get(k) is not None},
+        )
+
+
+def setting_type(name: str) -> Any:
+    """The type of settings field ``name`` in the first method's settings that has it."""
+    for entry in METHODS.values():
+        hints = typing.get_type_hints(entry.settings_class())
+        if name in hints:
+            return hints[name]
+    raise KeyError(name)
+
+
+def run_request_fields() -> dict[str, tuple[Any, Any]]:
+    """``name -> (type, default)`` of a run request's options, as pydantic's ``create_model`` takes them:
+    method, vocabulary and preset, every registered model option, and :data:`PAGE_SETTINGS`."""
+    fields: dict[str, tuple[Any, Any]] = {
+        "method": (str, DEFAULT_METHOD),
+        "vocabulary": (str, ""),
+        "preset": (str | None, None),
+    }
+    fields.update({name: (str | None, None) for name in model_options()})
+    fields.update({name: (setting_type(name) | None, None) for name in PAGE_SETTINGS})
+    return fields
 
 
 class LRUBytes:
@@ -82,91 +126,14 @@ class LRUBytes:
                 self.bytes -= sum(t.numel() * t.element_size() for t in old)
 
 
-def _cached_segearth_ov_class():
-    from ..segment.segearth_ov import SegEarthOV
-    from ..vocab import templates
-
-    class CachedSegEarthOV(SegEarthOV):
-        """SegEarth-OV with the per-query text cache and the per-window image-token cache (module doc)."""
-
-        before_window = None  # a callable run before each window batch (the app's cancel check)
-
-        def __init__(self, *args, query_cache: dict, token_cache: LRUBytes, **kwargs) -> None:
-            self._query_cache = query_cache
-            self._token_cache = token_cache
-            super().__init__(*args, **kwargs)
-
-        def text_classifier(self) -> torch.Tensor:
-            """Same values as :meth:`SegEarthOV.text_classifier`, each query encoded once per server."""
-            fills = None
-            rows = []
-            for q in self.vocabulary.queries:
-                key = (self.clip.identity, q, self.settings.templates)
-                if key not in self._query_cache:
-                    fills = fills or templates(self.settings.templates)
-                    emb = self.clip.encode_text([t(q) for t in fills]).mean(dim=0)
-                    self._query_cache[key] = emb / emb.norm()
-                rows.append(self._query_cache[key])
-            return torch.stack(rows)
-
-        def encode_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if self.before_window is not None:
-                self.before_window()
-            digest = hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
-            key = (
-                self.clip.identity,
-                self.settings.attention,
-                self.settings.residual,
-                tuple(x.shape),
-                str(x.dtype),
-                digest,
-            )
-            hit = self._token_cache.get(key)
-            if hit is not None:
-                return hit
-            value = super().encode_windows(x)
-            self._token_cache.put(key, value)
-            return value
-
-    return CachedSegEarthOV
-
-
-def _cached_segearth_ov3_class():
-    from ..segment.segearth_ov3 import SegEarthOV3
-
-    class CachedSegEarthOV3(SegEarthOV3):
-        """SegEarth-OV3 whose prompt text features are computed once per prompt per server."""
-
-        def __init__(self, *args, query_cache: dict, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self._query_cache = query_cache
-
-        def text_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-            queries = tuple(self.vocabulary.queries)
-            missing = [q for q in dict.fromkeys(queries) if (self.sam3.source, q) not in self._query_cache]
-            if missing:
-                # encode only the new prompts with the library's own method, on a throwaway vocabulary
-                probe = SegEarthOV3(
-                    self.sam3, Vocabulary(tuple((q,) for q in missing)), dataclasses.replace(self.settings, bg_idx=0)
-                )
-                feats, mask = probe.text_embeddings()
-                for i, q in enumerate(missing):
-                    self._query_cache[(self.sam3.source, q)] = (feats[i], mask[i])
-            feats = torch.stack([self._query_cache[(self.sam3.source, q)][0] for q in queries])
-            mask = torch.stack([self._query_cache[(self.sam3.source, q)][1] for q in queries])
-            return feats, mask
-
-    return CachedSegEarthOV3
-
-
 class ModelHub:
     """Loads each model once (thread-safe) and builds segmenters for runs."""
 
     def __init__(self, config: AppConfig, token_cache_mb: int = 512) -> None:
         self.config = config
-        self._models: dict[tuple[str, str], Any] = {}
+        self._models: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
-        self.query_cache: dict = {}
+        self.query_cache: dict = {}  # the segmenters' text_cache
         self.token_cache = LRUBytes(token_cache_mb << 20)
 
     def _checked_spec(self, given: str | None, default: str | None) -> str | None:
@@ -179,67 +146,45 @@ class ModelHub:
         prefix, path = local
         return prefix + str(resolve_allowed(path, self.config.data_roots))
 
-    def _load(self, kind: str, spec: str):
-        key = (kind, spec)
+    def _load(self, option: ModelOption, spec: str | None, device: str) -> Any:
+        key = (option.name, spec)
         with self._lock:
             if key not in self._models:
-                from ..devices import resolve_device
-
-                device = resolve_device(self.config.device)
-                log.info("loading %s %s on %s", kind, spec, device)
-                if kind == "clip":
-                    from ..models.clip import load_clip
-
-                    self._models[key] = load_clip(spec, device=device)
-                elif kind == "upsampler":
-                    from ..models.upsampler import resolve_upsampler
-
-                    self._models[key] = resolve_upsampler(spec)
-                else:
-                    from ..models.sam3 import load_sam3
-
-                    self._models[key] = load_sam3(spec, device=device)
+                log.info("loading %s %s on %s", option.name, spec, device)
+                self._models[key] = option.load(spec, device)
             return self._models[key]
 
     def segmenter(self, options: RunOptions):
         """A segmenter for the page's options; models load on first use and stay loaded."""
-        if options.method not in METHODS:
-            raise UserError(f"unknown method {options.method!r}: choose one of {', '.join(METHODS)}")
-        vocabulary = self.vocabulary(options)
-        overrides: dict[str, Any] = dict(prob_thd=options.prob_thd)
-        if options.method == "segearth-ov":
-            from ..segment.segearth_ov import SegEarthOVSettings
-
-            overrides.update(cls_lambda=options.cls_lambda, attention=options.attention or None)
-            settings = _settings(SegEarthOVSettings, options.preset, overrides)
-            clip = self._load("clip", self._checked_spec(options.clip, self.config.clip) or self.config.clip)
-            up_spec = self._checked_spec(options.upsampler, self.config.upsampler)
-            upsampler = self._load("upsampler", up_spec) if up_spec and up_spec.lower() != "none" else None
-            return _cached_segearth_ov_class()(
-                clip, vocabulary, upsampler, settings, query_cache=self.query_cache, token_cache=self.token_cache
-            )
-        from ..segment.segearth_ov3 import SegEarthOV3Settings
-
-        settings = _settings(SegEarthOV3Settings, options.preset, overrides)
-        sam3 = self._load("sam3", self._checked_spec(options.sam3, self.config.sam3) or self.config.sam3)
-        return _cached_segearth_ov3_class()(sam3, vocabulary, settings, query_cache=self.query_cache)
+        entry = method(options.method)
+        typed = self.typed_vocabulary(options)
+        vocabulary = typed or self.vocabulary(options)
+        known = {f.name for f in dataclasses.fields(entry.settings_class())}
+        overrides = {k: v for k, v in options.settings.items() if k in known}
+        try:
+            settings = entry.settings(options.preset, typed, **overrides)
+        except (ValueError, TypeError) as exc:
+            raise UserError(str(exc)) from None
+        specs = {
+            m.name: self._checked_spec(options.models.get(m.name), self.config.model_spec(m.name)) for m in entry.models
+        }
+        models = entry.load_models(specs, self.config.device, load=self._load)
+        return entry.build(models, vocabulary, settings, text_cache=self.query_cache, token_cache=self.token_cache)
 
     @staticmethod
-    def vocabulary(options: RunOptions) -> Vocabulary:
-        """The typed vocabulary in the CLI's ``--classes`` syntax, or the preset's when the box is empty."""
-        if options.vocabulary.strip():
-            return Vocabulary.parse(options.vocabulary)
-        if options.preset:
-            from ..presets import preset_vocabulary
+    def typed_vocabulary(options: RunOptions) -> Vocabulary | None:
+        """The typed vocabulary in the CLI's ``--classes`` syntax; None when the box is empty."""
+        return Vocabulary.parse(options.vocabulary) if options.vocabulary.strip() else None
 
-            return preset_vocabulary(options.preset, options.method)
+    @classmethod
+    def vocabulary(cls, options: RunOptions) -> Vocabulary:
+        """The typed vocabulary, or the preset's when the box is empty (an unknown method fails first)."""
+        entry = method(options.method)
+        typed = cls.typed_vocabulary(options)
+        if typed is not None:
+            return typed
+        if options.preset:
+            return entry.vocabulary(options.preset)
         raise UserError(
             "the class vocabulary is empty: type classes like 'background;building,roof;road' or pick a preset"
         )
-
-
-def _settings(cls, preset: str | None, overrides: dict):
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if preset and hasattr(cls, "from_preset"):
-        return cls.from_preset(preset, **values)
-    return dataclasses.replace(cls(), **values)

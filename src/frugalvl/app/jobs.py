@@ -3,7 +3,8 @@
 A run writes its area as an 8-bit GeoTIFF (:func:`.outputs.write_area`) and segments it with
 :func:`frugalvl.segment.scene.segment_scene`, the function behind ``frugalvl segment --tile``: the
 same tiles, blending, label COG, score COG, overlay and GeoPackage. The segmenter is wrapped so that
-each tile checks for Cancel and counts as progress. The labels stay in memory for the map tiles; a
+each tile counts as progress, and Cancel is checked before each tile and after each batch of the
+model's windows. The labels stay in memory for the map tiles; a
 click reads the class scores of one pixel from the score COG.
 """
 
@@ -175,8 +176,11 @@ class ObservedSegmenter:
         self._run = run
 
     def class_scores(self, rgb: np.ndarray):
+        from ..segment.base import scores_of
+
         self._run.check()
-        scores = self._segmenter.class_scores(rgb)
+        # the segmenter reports progress after each batch of windows: Cancel is checked there too
+        scores = scores_of(self._segmenter, rgb, progress=lambda done, total: self._run.check())
         self._run.done = min(self._run.done + 1, self._run.total)
         return scores
 
@@ -197,8 +201,6 @@ def execute(run: Run, hub: ModelHub) -> None:
     run.state = "loading"
     run.check()
     segmenter = hub.segmenter(run.options)
-    if hasattr(segmenter, "before_window"):
-        segmenter.before_window = run.check  # cancel between the model's windows, not only between tiles
     run.check()
     source = write_area(run.folder / "in", run.image, run.window)
     vectors = "gpkg" if importlib.util.find_spec("geopandas") else None

@@ -55,18 +55,6 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-class SegmenterFactory:
-    """Builds a method's segmenter from the command line in a Ray worker (picklable: the Namespace travels)."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
-
-    def __call__(self) -> Any:
-        from .methods import method_module
-
-        return method_module(self.args.method).segmenter_from_cli(self.args)
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

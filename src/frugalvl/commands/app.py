@@ -28,9 +28,7 @@ def register(subparsers) -> None:
         help="a folder whose images the page may open by path (repeatable; default: none, uploads only)",
     )
     p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload in MB (default 512)")
-    p.add_argument("--clip", default="ViT-B-16", help="default CLIP for SegEarth-OV (as frugalvl segment --clip)")
-    p.add_argument("--upsampler", default=None, help="default SimFeatUp checkpoint, or 'official' (default: bilinear)")
-    p.add_argument("--sam3", default="facebook/sam3", help="default SAM 3 for SegEarth-OV3: hub id or local folder")
+    add_model_defaults(p)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument(
         "--tile", type=int, default=1024, help="areas larger than this are segmented in tiles (default 1024)"
@@ -41,8 +39,23 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def add_model_defaults(parser: argparse.ArgumentParser) -> None:
+    """One option per model of the registered methods: the page's default (the page may choose another)."""
+    from ..segment.methods import METHODS
+
+    for entry in METHODS.values():
+        for m in entry.models:
+            parser.add_argument(
+                f"--{m.name}",
+                default=m.default,
+                metavar=m.metavar,
+                help=f"the page's default for {entry.name} (as frugalvl segment --{m.name}): {m.help_text}",
+            )
+
+
 def config_from_args(args: argparse.Namespace):
     from ..app import AppConfig
+    from ..segment.methods import model_options
 
     roots = []
     for d in args.data_root:
@@ -57,9 +70,7 @@ def config_from_args(args: argparse.Namespace):
     return AppConfig(
         data_roots=tuple(roots),
         max_upload_mb=args.max_upload_mb,
-        clip=args.clip,
-        upsampler=args.upsampler,
-        sam3=args.sam3,
+        models={name: getattr(args, name) for name in model_options()},
         device=args.device,
         tile=args.tile,
         session_ttl_s=args.session_ttl * 60,

@@ -9,7 +9,7 @@ import sys
 from ..errors import UserError
 from ..segment.scene_settings import SceneSettings, SegmentRunSettings
 from . import methods
-from ._engine import ENGINE_KEYWORDS, ENGINE_NAMES, SegmenterFactory, add_engine_arguments, engine_options
+from ._engine import ENGINE_KEYWORDS, ENGINE_NAMES, add_engine_arguments, engine_options
 from ._progress import add_progress_arguments, reporter_from_cli
 from ._settings import add_settings_options, build_settings, cli_text, given
 from .methods import METHODS, method_module
@@ -119,7 +119,7 @@ def _segment_on_ray(args: argparse.Namespace, paths, settings: SegmentRunSetting
     from ..distributed.ray_segment import segment_files_ray
 
     return segment_files_ray(
-        SegmenterFactory(args), paths, args.outdir, settings, progress=reporter, **engine_options(args)
+        method_module(args.method).recipe_from_cli(args), paths, args.outdir, settings, progress=reporter, **engine_options(args)
     )
 
 

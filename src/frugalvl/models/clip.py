@@ -30,6 +30,7 @@ from ..errors import UserError
 from ..identity import path_identity
 from ..settings import FieldError
 
+DEFAULT_CLIP = "ViT-B-16"  # the CLIP of the papers (OpenAI weights); the methods' default
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")
@@ -269,7 +270,7 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
 
 
 def load_clip(
-    spec: str = "ViT-B-16",
+    spec: str = DEFAULT_CLIP,
     device: str | torch.device = "cpu",
     precision: str | None = None,
     cache_dir: str | None = None,

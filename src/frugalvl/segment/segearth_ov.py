@@ -16,9 +16,11 @@ settings reproduce the official code (likyoo/SegEarth-OV):
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..models.attention import MODES
-from ..models.clip import OPENAI_MEAN, ClipModel
+from ..models.clip import DEFAULT_CLIP, OPENAI_MEAN, ClipModel
 from ..models.dense_clip import dense_tokens
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary, templates
@@ -37,6 +39,14 @@ from .base import Progress, merge_synonyms
 # The official configs normalise with these (CLIP's mean/std ×255, as written in cfg files).
 OFFICIAL_MEAN = (122.771, 116.746, 104.094)
 OFFICIAL_STD = (68.501, 66.632, 70.323)
+
+
+class TokenCache(Protocol):
+    """Where :meth:`SegEarthOV.encode_windows` keeps image tokens: ``get`` (None when absent) and ``put``."""
+
+    def get(self, key: Any) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+
+    def put(self, key: Any, value: tuple[torch.Tensor, torch.Tensor]) -> None: ...
 
 
 def _long_side(text: str) -> int | None:
@@ -128,7 +138,13 @@ class SegEarthOV:
         vocabulary: Vocabulary,
         upsampler: nn.Module | None = None,
         settings: SegEarthOVSettings = SegEarthOVSettings(),
+        *,
+        text_cache: MutableMapping | None = None,
+        token_cache: TokenCache | None = None,
     ) -> None:
+        """``text_cache``: text features per *query*, shared across segmenters (a run with one class
+        changed encodes one query); ``token_cache``: the CLIP image tokens per window batch (keyed by its
+        pixels and the attention mode, which do not depend on the vocabulary). Neither changes a result."""
         if settings.attention not in MODES:
             raise UserError(f"unknown attention mode {settings.attention!r}: choose one of {', '.join(MODES)}")
         if not 0 <= settings.bg_idx < len(vocabulary):
@@ -138,6 +154,8 @@ class SegEarthOV:
         self.clip = clip
         self.vocabulary = vocabulary
         self.settings = settings
+        self.text_cache = text_cache
+        self.token_cache = token_cache
         self.upsampler = upsampler.to(clip.device).eval() if upsampler is not None else None
         if self.upsampler is not None and hasattr(self.upsampler, "set_kernel_backend"):
             self.upsampler.set_kernel_backend(settings.jbu_kernel)
@@ -160,7 +178,7 @@ class SegEarthOV:
     def from_pretrained(
         cls,
         vocabulary: Vocabulary | str,
-        clip: str = "ViT-B-16",
+        clip: str = DEFAULT_CLIP,
         upsampler: str | None = None,
         settings: SegEarthOVSettings = SegEarthOVSettings(),
         device: str = "cpu",
@@ -205,16 +223,27 @@ class SegEarthOV:
         """``[Q, D]``: per query, the re-normalised mean of its normalised template embeddings.
 
         Cached on the loaded CLIP per (queries, templates), so segmenters built again for the same
-        vocabulary (e.g. one per dataset in an evaluation) do not re-encode.
+        vocabulary (e.g. one per dataset in an evaluation) do not re-encode; with a ``text_cache``, per
+        query instead, and only the queries not in it are encoded.
         """
-        key = ("segearth_ov", tuple(self.vocabulary.queries), self.settings.templates)
-        if key not in self.clip.text_cache:
-            fills = templates(self.settings.templates)
-            texts = [t(q) for q in self.vocabulary.queries for t in fills]
-            emb = self.clip.encode_text(texts).view(len(self.vocabulary.queries), len(fills), -1)
-            emb = emb.mean(dim=1)
-            self.clip.text_cache[key] = emb / emb.norm(dim=-1, keepdim=True)
-        return self.clip.text_cache[key]
+        queries = tuple(self.vocabulary.queries)
+        if self.text_cache is None:
+            key = ("segearth_ov", queries, self.settings.templates)
+            if key not in self.clip.text_cache:
+                self.clip.text_cache[key] = self._encode_queries(queries)
+            return self.clip.text_cache[key]
+        model = (self.clip.identity, str(self.clip.dtype), self.settings.templates)
+        missing = [q for q in queries if (*model, q) not in self.text_cache]
+        if missing:
+            for q, row in zip(missing, self._encode_queries(missing)):
+                self.text_cache[(*model, q)] = row
+        return torch.stack([self.text_cache[(*model, q)] for q in queries])
+
+    def _encode_queries(self, queries: Sequence[str]) -> torch.Tensor:
+        fills = templates(self.settings.templates)
+        emb = self.clip.encode_text([t(q) for q in queries for t in fills]).view(len(queries), len(fills), -1)
+        emb = emb.mean(dim=1)
+        return emb / emb.norm(dim=-1, keepdim=True)
 
     # -- image side -----------------------------------------------------------------------------
 
@@ -233,6 +262,18 @@ class SegEarthOV:
 
     def encode_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CLS ``[B, D]`` and patch features ``[B, D, h/16, w/16]`` with the replaced last block (#the-last-block)."""
+        if self.token_cache is None:
+            return self._encode_windows(x)
+        pixels = hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+        s = self.settings
+        key = (self.clip.identity, s.attention, s.residual, tuple(x.shape), str(x.dtype), pixels)
+        hit = self.token_cache.get(key)
+        if hit is None:
+            hit = self._encode_windows(x)
+            self.token_cache.put(key, hit)
+        return hit
+
+    def _encode_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, (gh, gw) = dense_tokens(self.clip.model.visual, x, self.settings.attention, self.settings.residual)
         patches = tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
         return tokens[:, 0], patches

@@ -41,7 +41,7 @@ does the same on CUDA and runs fp32 on the CPU. Fusion always runs in fp32.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -209,14 +209,21 @@ class SegEarthOV3:
     """SegEarth-OV3 on a loaded SAM 3: ``class_scores(rgb)`` gives ``[C, H, W]`` fused class scores."""
 
     def __init__(
-        self, sam3: Sam3Bundle, vocabulary: Vocabulary, settings: SegEarthOV3Settings = SegEarthOV3Settings()
+        self,
+        sam3: Sam3Bundle,
+        vocabulary: Vocabulary,
+        settings: SegEarthOV3Settings = SegEarthOV3Settings(),
+        *,
+        text_cache: MutableMapping | None = None,
     ) -> None:
+        """``text_cache``: prompt text features per prompt, shared across segmenters (a run with one
+        prompt changed encodes one); by default this segmenter's own. It never changes a result."""
         if not 0 <= settings.bg_idx < len(vocabulary):
             raise UserError(f"bg_idx {settings.bg_idx} is not a class index of the {len(vocabulary)}-class vocabulary")
         self.sam3 = sam3
         self.vocabulary = vocabulary
         self.settings = settings
-        self._text_cache: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.text_cache: MutableMapping = {} if text_cache is None else text_cache
         self.pruned_prompts = 0  # prompt×view pairs whose segmentation head was skipped (for reports and tests)
 
     @classmethod
@@ -268,12 +275,18 @@ class SegEarthOV3:
 
     @torch.no_grad()
     def text_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projected per-token text features ``[Q, 32, D]`` and validity mask ``[Q, 32]``, once per vocabulary."""
-        queries = tuple(self.vocabulary.queries)
-        if queries not in self._text_cache:
+        """Projected per-token text features ``[Q, 32, D]`` and validity mask ``[Q, 32]``, each prompt
+        encoded once (the prompts not yet in ``text_cache``, together)."""
+        model = (self.sam3.identity or self.sam3.source, self.settings.precision)
+        queries = list(self.vocabulary.queries)
+        missing = [q for q in queries if (*model, q) not in self.text_cache]
+        if missing:
             with autocast(self.device, self.settings.precision):
-                self._text_cache[queries] = encode_text(self.sam3, queries, self.settings.prompt_chunk)
-        return self._text_cache[queries]
+                feats, mask = encode_text(self.sam3, missing, self.settings.prompt_chunk)
+            for i, q in enumerate(missing):
+                self.text_cache[(*model, q)] = (feats[i], mask[i])
+        cached = [self.text_cache[(*model, q)] for q in queries]
+        return torch.stack([f for f, _ in cached]), torch.stack([m for _, m in cached])
 
     def _run(
         self,
