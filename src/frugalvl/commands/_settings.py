@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import UserError
@@ -110,13 +110,16 @@ def given(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str,
     return out
 
 
-def build_settings(cls: type, values: dict[str, Any], *, leading_field: bool = False) -> Any:
-    """``cls(**values)``; a value the settings refuse becomes one line naming its option.
+def build_settings(
+    cls: type, values: dict[str, Any], *, leading_field: bool = False, make: Callable[..., Any] | None = None
+) -> Any:
+    """``cls(**values)`` (or ``make(**values)``, e.g. a preset's settings with these overrides); a value
+    the settings refuse becomes one line naming its option.
 
     ``leading_field``: the class's errors start with the field's name (``tile 8 is too small``), which
     is then replaced by its option (``--tile 8 is too small``) instead of being prefixed with it."""
     try:
-        return cls(**values)
+        return (make or cls)(**values)
     except FieldError as exc:
         raise UserError(render_error(exc)) from None
     except (ValueError, TypeError) as exc:

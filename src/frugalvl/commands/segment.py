@@ -77,7 +77,7 @@ def run_settings_from_cli(args: argparse.Namespace) -> SegmentRunSettings:
     tiled scene path; otherwise only large, remote and VRT/JPEG2000 inputs go there.
     """
     scene = build_settings(SceneSettings, given(args, SceneSettings), leading_field=True)
-    window = getattr(args, "slide_crop", None) or (224 if args.method == "segearth-ov" else 0)
+    window = getattr(args, "slide_crop", None) or method_module(args.method).entry.settings_class()().slide_crop
     if args.tile is not None and args.tile < window:
         raise UserError(
             f"--tile {args.tile} is smaller than the model's {window} px window: give --tile {window} or more"

@@ -29,6 +29,7 @@ RECIPE_FIELDS = (
 
 
 def register(subparsers: Any) -> None:
+    from ..models.defaults import DEFAULT_CLIP
     from ..train.settings import UpsamplerTrainSettings
 
     p = subparsers.add_parser(
@@ -48,8 +49,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--clip",
-        default="ViT-B-16",
-        help="CLIP: open_clip name[:tag] (default ViT-B-16, OpenAI weights), hf-hub:ORG/REPO, an OpenAI-format .pt file, or ARCH:FILE",
+        default=DEFAULT_CLIP,
+        help=f"CLIP: open_clip name[:tag] (default {DEFAULT_CLIP}, OpenAI weights), hf-hub:ORG/REPO, an OpenAI-format .pt file, or ARCH:FILE",
     )
     p.add_argument(
         "-o",

@@ -29,8 +29,8 @@ import torch
 from ..errors import UserError
 from ..identity import path_identity
 from ..settings import FieldError
+from .defaults import DEFAULT_CLIP
 
-DEFAULT_CLIP = "ViT-B-16"  # the CLIP of the papers (OpenAI weights); the methods' default
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _OPENAI_EXTRAS = ("input_resolution", "context_length", "vocab_size")

@@ -33,8 +33,8 @@ import torch
 from ..errors import UserError
 from ..identity import path_identity
 from ..settings import FieldError
+from .defaults import DEFAULT_SAM3
 
-DEFAULT_SAM3 = "facebook/sam3"
 # A sam3_video checkpoint carries the image detector as ``detector_config``; Sam3Model accepts it.
 _SAM3_MODEL_TYPES = ("sam3", "sam3_video")
 _LOGIN_HINT = (

@@ -7,8 +7,8 @@ An entry (:class:`Method`) holds what the front ends need to know about a method
   or by the loader, once), the help line, and the loader;
 * its settings dataclass and segmenter class, named ``"module:Class"`` under :mod:`frugalvl.segment`
   and imported on first use (so reading the table costs nothing);
-* its table in the dataset presets (:mod:`frugalvl.presets`) and which of the table's keys set
-  settings fields; how its class files are read (``strip``);
+* its table in the dataset presets (:mod:`frugalvl.presets`; the settings class's ``from_preset``
+  reads the thresholds there) and how its class files are read (``strip``);
 * the caches its segmenter accepts as constructor arguments (``text_cache=``, ``token_cache=``).
 
 The generic steps are methods of the entry: :meth:`Method.settings` (dataclass defaults < preset <
@@ -20,15 +20,13 @@ from). Adding a method: its segmenter module, one entry in :data:`METHODS`, and 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..models.clip import DEFAULT_CLIP
-from ..models.sam3 import DEFAULT_SAM3
+from ..models.defaults import DEFAULT_CLIP, DEFAULT_SAM3
 from ..vocab import Strip, Vocabulary
 
 Loader = Callable[[str | None, str], Any]  # (spec or None, device) -> the loaded model
@@ -80,8 +78,7 @@ class Method:
     models: tuple[ModelOption, ...]
     settings_path: str  # "module:Class" under frugalvl.segment
     segmenter_path: str  # "module:Class": Class(**models, vocabulary=, settings=, **caches)
-    preset_table: str
-    preset_keys: tuple[str, ...] | None = None  # keys of the preset table that set settings; None: every field
+    preset_table: str  # the preset tables' name for the method (classes, thresholds)
     strip: Strip = "whitespace"  # how its class files are read (see frugalvl.vocab)
     caches: tuple[str, ...] = ()  # the cache arguments its segmenter accepts
 
@@ -91,22 +88,13 @@ class Method:
     def segmenter_class(self) -> type:
         return _resolve(self.segmenter_path)
 
-    def preset_values(self, preset: str | None, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
-        """The settings a dataset preset gives (``vocabulary``: the user's own classes, see
-        :func:`frugalvl.presets.method_settings`); empty without a preset."""
-        if not preset:
-            return {}
-        from ..presets import method_settings
-
-        table = method_settings(preset, self.preset_table, vocabulary)
-        keys = self.preset_keys or tuple(f.name for f in dataclasses.fields(self.settings_class()))
-        return {k: table[k] for k in keys if k in table}
-
     def settings(self, preset: str | None = None, vocabulary: Vocabulary | None = None, **overrides: Any) -> Any:
-        """Dataclass defaults < the preset's values < ``overrides`` (``None`` values: not given)."""
-        values = self.preset_values(preset, vocabulary)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return self.settings_class()(**values)
+        """Dataclass defaults < the preset's values (the settings class's ``from_preset``; ``vocabulary``:
+        the user's own classes, see :func:`frugalvl.presets.method_settings`) < ``overrides`` (``None``
+        values: not given)."""
+        cls: Any = self.settings_class()
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return cls.from_preset(preset, vocabulary, **values) if preset else cls(**values)
 
     def vocabulary(self, preset: str) -> Vocabulary:
         """The preset's class vocabulary for this method."""
@@ -177,7 +165,6 @@ METHODS: dict[str, Method] = {
             settings_path="segearth_ov:SegEarthOVSettings",
             segmenter_path="segearth_ov:SegEarthOV",
             preset_table="segearth_ov",
-            preset_keys=("prob_thd", "bg_idx", "cls_lambda"),
             strip="newline",
             caches=("text_cache", "token_cache"),
         ),

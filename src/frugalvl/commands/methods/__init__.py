@@ -11,6 +11,7 @@ default and help written there) and one per documented settings field
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from typing import Any
 
 from ...segment.methods import METHODS as _REGISTRY
@@ -45,9 +46,8 @@ class MethodCLI:
     def settings_from_cli(self, args: argparse.Namespace) -> Any:
         """Dataclass defaults < the preset's values < the command line."""
         cls = self.entry.settings_class()
-        values = self.entry.preset_values(args.preset, self.vocabulary(args) if args.preset else None)
-        values.update(given(args, cls))
-        return build_settings(cls, values)
+        vocabulary = self.vocabulary(args) if args.preset else None
+        return build_settings(cls, given(args, cls), make=partial(self.entry.settings, args.preset, vocabulary))
 
     def model_specs(self, args: argparse.Namespace) -> dict[str, str | None]:
         return {m.name: getattr(args, m.name, None) for m in self.entry.models}
