@@ -33,6 +33,7 @@ def main() -> None:
     from frugalvl.app.engine import ModelHub, RunOptions
     from frugalvl.app.images import open_image
     from frugalvl.app.jobs import Run, execute
+    from frugalvl.segment.methods import method
     from frugalvl.segment.segearth_ov import SegEarthOV
     from frugalvl.testing.clip import write_tiny_openai_clip
     from frugalvl.vocab import Vocabulary
@@ -43,9 +44,10 @@ def main() -> None:
     image = open_image("img", SAMPLE, SAMPLE.name, 10**9)
     window = Window(0, image.height, 0, image.width)
     rows = []
-    clip = ModelHub(AppConfig(clip=str(clip_file)))._load("clip", str(clip_file))  # loaded once, as in the app
+    config = AppConfig(models={"clip": str(clip_file)})
+    clip = method("segearth-ov").load_models(config.models)["clip"]  # loaded once, as in the app
     for rep in range(args.repeats):
-        hub = ModelHub(AppConfig(clip=str(clip_file)))  # fresh caches
+        hub = ModelHub(config)  # fresh caches
         hub._models[("clip", str(clip_file))] = clip
         clip.text_cache.clear()
         times = {}

@@ -39,7 +39,7 @@ def served_app(tiny_clip_file, tmp_path):
     uvicorn = pytest.importorskip("uvicorn")
     from frugalvl.app import AppConfig, create_app
 
-    app = create_app(AppConfig(clip=str(tiny_clip_file), workdir=tmp_path / "work", max_upload_mb=1.0))
+    app = create_app(AppConfig(models={"clip": str(tiny_clip_file)}, workdir=tmp_path / "work", max_upload_mb=1.0))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -72,6 +72,15 @@ def test_preset_merge_is_the_settings_own(name):
     assert ov.settings("potsdam", Vocabulary.parse("a;b;c;d;e;f")).bg_idx == 0
 
 
+def test_preset_vocabularies_are_read_as_the_official_class_files():
+    from frugalvl.presets import list_presets, load_preset, preset_vocabulary
+
+    for name in list_presets():
+        for entry in METHODS.values():
+            if entry.preset_table in load_preset(name):
+                assert entry.vocabulary(name) == preset_vocabulary(name, entry.preset_table), (name, entry.name)
+
+
 def test_model_identity_names_the_defaults():
     assert method("segearth-ov").model_identity({}) == {"clip": "name:ViT-B-16", "upsampler": None}
     assert method("segearth-ov3").model_identity({"sam3": None}) == {"sam3": "name:facebook/sam3"}

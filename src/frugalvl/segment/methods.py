@@ -97,10 +97,10 @@ class Method:
         return cls.from_preset(preset, vocabulary, **values) if preset else cls(**values)
 
     def vocabulary(self, preset: str) -> Vocabulary:
-        """The preset's class vocabulary for this method."""
-        from ..presets import preset_vocabulary
+        """The preset's class vocabulary for this method, its lines read as the method's class files."""
+        from ..presets import method_settings
 
-        return preset_vocabulary(preset, self.preset_table)
+        return Vocabulary.from_lines(method_settings(preset, self.preset_table)["classes"], strip=self.strip)
 
     def read_classes(self, path: str) -> Vocabulary:
         """A class file in the official format, read as this method's official code reads it."""
