@@ -131,7 +131,6 @@ def test_the_checker_catches_upward_imports(tmp_path: Path):
     ]
 
 
-
 def test_the_checker_catches_a_method_importing_a_front_end(tmp_path: Path):
     root = tmp_path / "frugalvl"
     (root / "segment").mkdir(parents=True)
@@ -154,6 +153,7 @@ def test_the_checker_catches_a_method_importing_a_front_end(tmp_path: Path):
         "frugalvl.commands.methods (layer 5 above layer 4)",
         "frugalvl.commands.methods.method_module (layer 5 above layer 4)",
     ]
+
 
 # ---------------------------------------------------------------------------------------------
 # No import cycles: the graph of which module imports which, from the source

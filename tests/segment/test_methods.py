@@ -59,17 +59,18 @@ def test_the_registry_knows_both_methods_and_their_models():
         method("nope")
 
 
-@pytest.mark.parametrize("name", ["potsdam", "loveda", "openearthmap", "inria"])
-def test_preset_merge_is_the_settings_own(name):
-    """Defaults < preset < overrides, as the settings classes' from_preset (potsdam: thresholds and bg_idx)."""
+def test_preset_merge_defaults_then_preset_then_overrides():
+    """Potsdam's official thresholds (prob_thd 0.1, bg_idx 5 = "clutter", λ -0.3; loveda's SegEarth-OV3
+    table its own), then the overrides; None overrides are not given."""
     ov, ov3 = method("segearth-ov"), method("segearth-ov3")
-    assert ov.settings(name) == SegEarthOVSettings.from_preset(name)
-    assert ov3.settings(name) == SegEarthOV3Settings.from_preset(name)
-    assert ov.settings(name, prob_thd=0.7, cls_lambda=None).prob_thd == 0.7
-    assert ov.settings(None, attention="vanilla") == SegEarthOVSettings(attention="vanilla")
+    assert ov.settings("potsdam") == SegEarthOVSettings(prob_thd=0.1, bg_idx=5, cls_lambda=-0.3)
+    assert ov.settings("potsdam", prob_thd=0.7, cls_lambda=None) == SegEarthOVSettings(prob_thd=0.7, bg_idx=5)
+    assert ov.settings(None, attention="vanilla", prob_thd=None) == SegEarthOVSettings(attention="vanilla")
+    assert ov3.settings("loveda") == SegEarthOV3Settings(confidence_threshold=0.5, prob_thd=0.5)
     # the user's own classes: the preset's bg_idx (5, "clutter") does not name their class 5
-    assert ov.settings("potsdam").bg_idx == 5
     assert ov.settings("potsdam", Vocabulary.parse("a;b;c;d;e;f")).bg_idx == 0
+    with pytest.raises(ValueError, match="prob_thd"):
+        ov.settings("potsdam", prob_thd=2.0)
 
 
 def test_preset_vocabularies_are_read_as_the_official_class_files():

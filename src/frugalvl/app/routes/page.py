@@ -23,8 +23,8 @@ def index() -> FileResponse:
 
 @router.get("/api/config")
 def get_config(request: Request) -> dict[str, Any]:
-    from ...presets import list_presets, load_preset
     from ...models.attention import MODES
+    from ...presets import list_presets, load_preset
 
     config = config_of(request)
     presets = []
