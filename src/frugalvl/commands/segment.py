@@ -119,7 +119,12 @@ def _segment_on_ray(args: argparse.Namespace, paths, settings: SegmentRunSetting
     from ..distributed.ray_segment import segment_files_ray
 
     return segment_files_ray(
-        method_module(args.method).recipe_from_cli(args), paths, args.outdir, settings, progress=reporter, **engine_options(args)
+        method_module(args.method).recipe_from_cli(args),
+        paths,
+        args.outdir,
+        settings,
+        progress=reporter,
+        **engine_options(args),
     )
 
 
