@@ -158,3 +158,12 @@ def test_defaults_are_the_levir_cd_config():
     assert (seg.confidence_threshold, seg.prob_thd, seg.bg_idx, seg.slide_crop) == (0.5, 0.4, 0, 0)
     assert not seg.presence_pruning
     assert ChangeSettings() == ChangeSettings(instance_iou_threshold=0.3, min_instance_area=0)
+
+
+def test_from_pretrained_loads_a_folder_with_the_levir_cd_defaults(sam3_dir):
+    detector = ChangeDetector.from_pretrained("background;building", str(sam3_dir))
+    seg = detector.segmenter.settings
+    assert (seg.confidence_threshold, seg.prob_thd) == (0.5, 0.4) and detector.settings == ChangeSettings()
+    before, after = pair()
+    reference = ChangeDetector(SegEarthOV3(detector.segmenter.sam3, Vocabulary.parse("background;building"), LEVIR))
+    assert np.array_equal(detector.detect(before, after).change, reference.detect(before, after).change)

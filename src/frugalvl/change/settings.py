@@ -55,7 +55,8 @@ class ChangeOutputSettings:
     )
     semantic: bool = option(
         False,
-        "also write each date's labels, a from-to raster, change polygons (GeoPackage) and a transition table (CSV)",
+        "also write each date's labels, a from-to raster, change polygons (GeoPackage) and a transition table "
+        "(CSV); unrelated to the semantic-head ablation of SAM 3",
     )
 
     def __post_init__(self) -> None:
