@@ -352,7 +352,7 @@ def test_library_messages_name_fields_and_the_cli_names_flags():
         ({"min_area": -1.0}, "--min-area -1.0 must be zero or positive (map units², pixels without a CRS)"),
     ]:
         with pytest.raises(UserError) as info:
-            build_settings(SceneSettings, values, leading_field=True)
+            build_settings(SceneSettings, values)
         assert str(info.value) == line
     remedy = (
         "x.tif in /data/outdir/run_o was made with other settings (scene.tile: 1 -> 2): use overwrite=True to redo it"

@@ -76,18 +76,14 @@ def run_settings_from_cli(args: argparse.Namespace) -> SegmentRunSettings:
     Giving ``--tile``, ``--tile-overlap`` or a ``--scale`` other than 1 sends every input through the
     tiled scene path; otherwise only large, remote and VRT/JPEG2000 inputs go there.
     """
-    scene = build_settings(SceneSettings, given(args, SceneSettings), leading_field=True)
+    scene = build_settings(SceneSettings, given(args, SceneSettings))
     window = getattr(args, "slide_crop", None) or method_module(args.method).entry.settings_class()().slide_crop
     if args.tile is not None and args.tile < window:
         raise UserError(
             f"--tile {args.tile} is smaller than the model's {window} px window: give --tile {window} or more"
         )
     tile_all = args.tile is not None or args.overlap is not None or (args.scale or 1.0) != 1.0
-    return build_settings(
-        SegmentRunSettings,
-        {**given(args, SegmentRunSettings), "scene": scene, "tile_all": tile_all},
-        leading_field=True,
-    )
+    return build_settings(SegmentRunSettings, {**given(args, SegmentRunSettings), "scene": scene, "tile_all": tile_all})
 
 
 def parse_bands(text: str | None) -> list[int] | None:

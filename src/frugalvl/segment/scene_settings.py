@@ -2,8 +2,8 @@
 
 Both are frozen dataclasses whose fields carry their documentation (:func:`frugalvl.settings.option`),
 so the command line is generated from them and a default is written once. Out-of-range values raise
-``ValueError`` naming the *field* (``tile 8 is too small: ...``); the command line shows the field as
-its flag.
+:class:`~frugalvl.settings.FieldError` (a ``ValueError``) naming the *field* (``tile 8 is too small: ...``);
+the command line shows the field as its flag.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..settings import option
+from ..settings import FieldError, option
 
 VECTOR_FORMATS = {"gpkg": ".gpkg", "geojson": ".geojson", "parquet": ".parquet"}
 STRETCHES = ("percentile", "minmax")
@@ -56,20 +56,23 @@ class SceneSettings:
     simplify: float = option(0.0, "simplify polygons with this topology-preserving tolerance (map units)")
 
     def __post_init__(self) -> None:
+        def refuse(name: str, message: str) -> FieldError:
+            return FieldError(name, message, SceneSettings)
+
         if self.tile < MIN_TILE:
-            raise ValueError(f"tile {self.tile} is too small: give at least {MIN_TILE} px (e.g. 512)")
+            raise refuse("tile", f"{self.tile} is too small: give at least {MIN_TILE} px (e.g. 512)")
         if self.overlap is not None and not 0 <= self.overlap <= self.tile // 2:
-            raise ValueError(f"overlap {self.overlap} must be between 0 and half the tile ({self.tile // 2})")
+            raise refuse("overlap", f"{self.overlap} must be between 0 and half the tile ({self.tile // 2})")
         if not (math.isfinite(self.scale) and 0 < self.scale <= 16):
-            raise ValueError(f"scale {self.scale} must be a number in (0, 16], e.g. 0.5 to work at twice the GSD")
+            raise refuse("scale", f"{self.scale} must be a number in (0, 16], e.g. 0.5 to work at twice the GSD")
         if self.vectors is not None and self.vectors not in VECTOR_FORMATS:
-            raise ValueError(f"vectors {self.vectors!r}: choose one of {', '.join(VECTOR_FORMATS)}")
+            raise refuse("vectors", f"{self.vectors!r}: choose one of {', '.join(VECTOR_FORMATS)}")
         if not (math.isfinite(self.min_area) and self.min_area >= 0):
-            raise ValueError(f"min_area {self.min_area} must be zero or positive (map units², pixels without a CRS)")
+            raise refuse("min_area", f"{self.min_area} must be zero or positive (map units², pixels without a CRS)")
         if not (math.isfinite(self.simplify) and self.simplify >= 0):
-            raise ValueError(f"simplify {self.simplify} must be zero or positive (map units)")
+            raise refuse("simplify", f"{self.simplify} must be zero or positive (map units)")
         if self.stretch not in STRETCHES:
-            raise ValueError(f"stretch {self.stretch!r}: choose one of {', '.join(STRETCHES)}")
+            raise refuse("stretch", f"{self.stretch!r}: choose one of {', '.join(STRETCHES)}")
 
     @property
     def overlap_px(self) -> int:
@@ -91,4 +94,4 @@ class SegmentRunSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.scene, SceneSettings):
-            raise ValueError(f"scene must be a SceneSettings, got {type(self.scene).__name__}")
+            raise FieldError("scene", f"must be a SceneSettings, got {type(self.scene).__name__}", SegmentRunSettings)
