@@ -255,7 +255,7 @@ def test_server_paths_stay_under_the_data_roots(make_client, wait, small_geotiff
 def test_no_server_paths_without_a_data_root(make_client):
     client = make_client(data_roots=())
     response = client.post("/api/images/path", json={"path": "/etc/hostname"})
-    assert response.status_code == 400 and "--data-root" in response.json()["error"]
+    assert response.status_code == 400 and "data-root" in response.json()["error"]
     assert client.get("/api/config").json()["server_paths"] is False
 
 

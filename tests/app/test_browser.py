@@ -110,7 +110,7 @@ def test_segment_the_bundled_sample_in_the_browser(served_app, tmp_path):
             page.fill("#vocabulary", "water;land")
             page.click("#run")
             page.wait_for_function("document.body.dataset.run === 'failed'", timeout=30_000)
-            assert "outside the folders" in page.inner_text("#message") or "--data-root" in page.inner_text("#message")
+            assert "outside the folders" in page.inner_text("#message") or "data-root" in page.inner_text("#message")
             page.fill("#clip", "")
             page.click("#run")
             page.wait_for_selector("body[data-layer=ready]", state="attached", timeout=90_000)

@@ -1,7 +1,7 @@
-"""Drives QGIS for the plugin tests: run with QGIS's Python (``/usr/bin/python3 qgis_runner.py SPEC.json``).
+"""Drives QGIS for the plugin tests: run with QGIS's Python (``/usr/bin/python3 qgis_runner.py JOB.json``).
 
 Starts a headless ``QgsApplication`` (``QT_QPA_PLATFORM=offscreen``) with the profile folder of the
-spec, loads the plugin from a plugins folder the way QGIS does (``qgis.utils``), runs the spec's
+job file, loads the plugin from a plugins folder the way QGIS does (``qgis.utils``), runs the job's
 algorithm calls like the Processing dialog (layers added to the project, post-processors applied),
 optionally renders the map to a PNG, and prints one JSON object with what it saw. It never imports
 frugalvl: the plugin must not need it.

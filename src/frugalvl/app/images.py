@@ -102,7 +102,7 @@ def open_image(image_id: str, path: Path, name: str, max_pixels: int) -> OpenedI
     if pixels > max_pixels:
         raise UserError(
             f"{name} has {pixels / 1e6:.0f} Mpx, more than this app opens ({max_pixels / 1e6:.0f} Mpx): "
-            "segment it with `frugalvl segment --tile`"
+            "segment it tile by tile with `frugalvl segment`"
         )
     image = read_image(path)
     opened = OpenedImage(image_id, name, image)

@@ -15,10 +15,10 @@ def resolve_allowed(path: str, roots: Sequence[Path]) -> Path:
     Relative paths are taken relative to the first root, never to the server's working directory.
     """
     if not roots:
-        raise UserError("this server opens no server paths: start it with --data-root DIR, or upload the file")
+        raise UserError("this server opens no server paths: start it with a data-root folder, or upload the file")
     text = (path or "").strip()
     if not text or "\x00" in text:
-        raise UserError("give a file path under one of the server's --data-root folders")
+        raise UserError("give a file path under one of the server's data-root folders")
     candidate = Path(text).expanduser()
     if not candidate.is_absolute():
         candidate = roots[0] / candidate

@@ -153,7 +153,7 @@ class DatasetResult:
     def report(self) -> str:
         """Per-class table, then the comparison with the papers."""
         s = self.scores
-        done = f"{self.images} images" + ("" if self.complete else f" of {self.images_total} (partial: --limit)")
+        done = f"{self.images} images" + ("" if self.complete else f" of {self.images_total} (partial: limit)")
         title = f"{self.spec.title} ({self.spec.name}), {self.label}: {done}"
         table = per_class_table(self.spec.label_names, 100 * s.iou, 100 * s.acc, title)
         compare = comparison_table(self.spec.name, self.headline_name, self.headline, self.summary(), self.label)

@@ -61,7 +61,7 @@ async def upload(request: Request) -> dict:
     if declared > limit + (1 << 16):
         raise UserError(
             f"the upload is {declared / (1 << 20):.1f} MB, more than this server accepts "
-            f"({config.max_upload_mb:g} MB): open large scenes by server path (--data-root)"
+            f"({config.max_upload_mb:g} MB): open large scenes by server path (the server's data-root folders)"
         )
     form = await request.form(max_files=1, max_fields=4)
     part = form.get("file")
@@ -82,7 +82,7 @@ async def upload(request: Request) -> dict:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise UserError(
                     f"{part.filename} is more than this server accepts ({config.max_upload_mb:g} MB): "
-                    "open large scenes by server path (--data-root)"
+                    "open large scenes by server path (the server's data-root folders)"
                 )
             out.write(chunk)
     try:
