@@ -98,11 +98,20 @@ def test_sdpa_mixing_equals_explicit_weights(mode):
     from frugalvl.models.attention import attention_weights, mix_tokens
 
     torch.manual_seed(3)
-    for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):  # fp32: rounding only (outputs reach ~6)
-        q, k, v = (torch.randn(2, 4, 197, 16, dtype=dtype) for _ in range(3))
-        weights = attention_weights(q, k, v, mode)
-        explicit = v if weights is None else weights @ v
-        assert torch.allclose(mix_tokens(q, k, v, mode), explicit, atol=tol, rtol=tol)
+    q, k, v = (torch.randn(2, 4, 197, 16, dtype=torch.float64) for _ in range(3))
+    weights = attention_weights(q, k, v, mode)
+    exact = v if weights is None else weights @ v
+    # fp64: the two paths agree to rounding of the last bits
+    assert torch.allclose(mix_tokens(q, k, v, mode), exact, atol=1e-12, rtol=1e-12)
+    # fp32: which path is closer to the fp64 result depends on the CPU's kernels (their gap is ~5e-6 with
+    # AVX-512, outputs reach ~6), so the fused path must be no less accurate than the written-out one
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    weights32 = attention_weights(q32, k32, v32, mode)
+    explicit32 = v32 if weights32 is None else weights32 @ v32
+    fused_error = (mix_tokens(q32, k32, v32, mode).double() - exact).abs().max().item()
+    plain_error = (explicit32.double() - exact).abs().max().item()
+    assert fused_error <= 2 * plain_error + 1e-7, (fused_error, plain_error)
+    assert fused_error < 1e-5
 
 
 def test_sdpa_is_called_once_for_segearth(monkeypatch):
