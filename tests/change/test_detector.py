@@ -167,3 +167,29 @@ def test_from_pretrained_loads_a_folder_with_the_levir_cd_defaults(sam3_dir):
     before, after = pair()
     reference = ChangeDetector(SegEarthOV3(detector.segmenter.sam3, Vocabulary.parse("background;building"), LEVIR))
     assert np.array_equal(detector.detect(before, after).change, reference.detect(before, after).change)
+
+
+def test_features_from_the_scoring_pass_equal_a_second_pass(sam3_bundle):
+    """One image-encoder pass per date instead of the official two: the same feature map, bit for bit."""
+    vocab = Vocabulary.parse("background;building")
+    detector = ChangeDetector(SegEarthOV3(sam3_bundle, vocab, LEVIR))
+    before, _ = pair()
+    calls = []
+    original = sam3_bundle.model.get_vision_features
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    sam3_bundle.model.get_vision_features = counted
+    try:
+        scores, features = detector.date(before)
+        assert len(calls) == 1
+        assert torch.equal(features, detector.features(before)) and len(calls) == 2
+        # with sliding windows the whole image is no view: a second pass gives its features
+        windowed = ChangeDetector(SegEarthOV3(sam3_bundle, vocab, dataclasses.replace(LEVIR, slide_crop=32)))
+        calls.clear()
+        _, features2 = windowed.date(before)
+        assert len(calls) == 4 + 1 and torch.equal(features2, features)
+    finally:
+        del sam3_bundle.model.get_vision_features

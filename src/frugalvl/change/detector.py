@@ -33,6 +33,7 @@ from ..segment.base import labels_from_scores, merge_synonyms
 from ..segment.segearth_ov3 import SegEarthOV3, SegEarthOV3Settings
 from ..settings import settings_identity
 from ..vocab import Vocabulary
+from ..windows import Window
 from .energy import class_energies, feature_change, pixel_verdict
 from .settings import DEFAULT_PRESET, ChangeSettings
 from .verify import object_verdict
@@ -104,8 +105,21 @@ class ChangeDetector:
 
     @torch.no_grad()
     def date(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """One date's per-prompt scores ``[Q, H, W]`` (fp32) and stride-14 feature map ``[D, h, w]``."""
-        return self.segmenter.query_scores(rgb), self.features(rgb)
+        """One date's per-prompt scores ``[Q, H, W]`` (fp32) and stride-14 feature map ``[D, h, w]``.
+
+        When the whole image is one view (every official change configuration), the feature map is taken
+        from the image-encoder pass that scored it: the official code's second pass gives the same values
+        (a test checks it), so this saves one pass per date. With sliding windows a second pass runs.
+        """
+        whole = Window(0, rgb.shape[0], 0, rgb.shape[1])
+        kept: list[torch.Tensor] = []
+
+        def keep(views: list[Window], vision: Any) -> None:
+            if whole in views:
+                kept.append(vision.maps[-1][views.index(whole)])
+
+        scores = self.segmenter.query_scores(rgb, on_vision=keep)
+        return scores, (kept[0] if kept else self.features(rgb))
 
     @torch.no_grad()
     def features(self, rgb: np.ndarray) -> torch.Tensor:

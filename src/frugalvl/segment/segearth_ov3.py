@@ -41,7 +41,7 @@ does the same on CUDA and runs fp32 on the CPU. Fusion always runs in fp32.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -295,6 +295,7 @@ class SegEarthOV3:
         sink: WindowSink,
         prune: bool,
         progress: Progress | None = None,
+        on_vision: Callable[..., None] | None = None,
     ) -> None:
         """Score every view of ``rgb`` for every prompt and hand the fused maps to ``sink`` (#batched-prompts).
 
@@ -311,6 +312,8 @@ class SegEarthOV3:
                 vision = encode_image(
                     self.sam3.model, pixel_values(self.sam3, *(rgb[w.y0 : w.y1, w.x0 : w.x1] for w in group))
                 )
+            if on_vision is not None:  # e.g. change detection keeps the whole image's features
+                on_vision(group, vision)
             pairs_view = torch.arange(len(group), device=self.device).repeat_interleave(n_queries)
             pairs_query = torch.arange(n_queries, device=self.device).repeat(len(group))
             begun = 0
@@ -382,12 +385,13 @@ class SegEarthOV3:
         return windows, overlap, prune, device
 
     @torch.no_grad()
-    def query_scores(self, rgb: np.ndarray) -> torch.Tensor:
+    def query_scores(self, rgb: np.ndarray, on_vision: Callable[..., None] | None = None) -> torch.Tensor:
         """Per-prompt scores ``[Q, H, W]`` (CPU, fp32) for an ``H×W×3`` uint8 RGB image: views averaged
-        where they overlap, synonyms not merged (the saved probabilities of each prompt)."""
+        where they overlap, synonyms not merged (the saved probabilities of each prompt). ``on_vision(views,
+        features)`` sees every image-encoder pass."""
         windows, _, prune, device = self._plan(rgb)
         sink = ChannelAverage(len(self.vocabulary.queries), rgb.shape[0], rgb.shape[1], device)
-        self._run(rgb, windows, sink, prune)
+        self._run(rgb, windows, sink, prune, on_vision=on_vision)
         return sink.result().cpu()
 
     @torch.no_grad()
