@@ -60,7 +60,7 @@ def anchors_of(path: Path) -> set[str]:
 
 def text_files() -> list[Path]:
     files = [ROOT / "README.md"]
-    for top in ("src", "bench", "tests", "docs", "examples"):
+    for top in ("src", "bench", "tests", "docs", "examples", "qgis"):
         for p in sorted((ROOT / top).rglob("*")):
             if p.is_file() and p.suffix in SUFFIXES and not SKIP_PARTS & set(p.parts) and p.resolve() != THIS:
                 files.append(p)
