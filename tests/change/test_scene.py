@@ -114,3 +114,14 @@ def test_a_killed_scene_run_resumes_to_the_same_bytes(sam3_dir, tmp_path):
     whole, again = (pyogrio.read_dataframe(f / "s_change.gpkg") for f in (tmp_path / "whole", killed))
     assert whole.drop(columns="geometry").equals(again.drop(columns="geometry"))
     assert list(whole.geometry.to_wkb()) == list(again.geometry.to_wkb())
+
+
+def test_urls_are_read_as_scenes_and_give_the_local_bytes(sam3_dir, tmp_path):
+    from frugalvl.testing.http import serve_folder
+
+    a, b, _, _ = scene_pair(tmp_path)
+    args = ["--sam3", str(sam3_dir), "--classes", CLASSES, "--tile", "32", "--no-progress"]
+    assert main(["change", str(a), str(b), "-o", str(tmp_path / "local"), *args]) == 0
+    with serve_folder(tmp_path) as base:
+        assert main(["change", f"{base}/{a.name}", f"{base}/{b.name}", "-o", str(tmp_path / "remote"), *args]) == 0
+    assert outputs(tmp_path / "remote") == outputs(tmp_path / "local")

@@ -19,18 +19,38 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..raster import IMAGE_SUFFIXES, RasterImage, apply_stretch, input_stem, read_image, select_bands, stretch_limits
+from ..raster import (
+    IMAGE_SUFFIXES,
+    RasterImage,
+    apply_stretch,
+    input_name,
+    input_stem,
+    is_url,
+    read_image,
+    select_bands,
+    stretch_limits,
+)
 
 
 @dataclass(frozen=True)
 class Pair:
-    before: Path
-    after: Path
+    """Two dates: local paths, or URLs (``https://``, ``s3://``: read by GDAL, always as scenes)."""
+
+    before: Path | str
+    after: Path | str
 
     @property
     def stem(self) -> str:
         """Outputs are named after the before image."""
         return input_stem(self.before)
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return input_name(self.before), input_name(self.after)
+
+    @property
+    def remote(self) -> bool:
+        return is_url(self.before) or is_url(self.after)
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
@@ -39,6 +59,11 @@ def _images_in(folder: Path) -> dict[str, Path]:
 
 def find_pairs(before: str | os.PathLike, after: str | os.PathLike) -> list[Pair]:
     """The pairs named by two files or two folders (same file names); one line for anything missing."""
+    if is_url(before) or is_url(after):
+        for item, role in ((before, "before"), (after, "after")):
+            if not is_url(item) and not Path(item).is_file():
+                raise UserError(f"{role} input {item} does not exist: give an image file or a URL")
+        return [Pair(str(before) if is_url(before) else Path(before), str(after) if is_url(after) else Path(after))]
     b, a = Path(before), Path(after)
     for p, role in ((b, "before"), (a, "after")):
         if not p.exists():
@@ -90,18 +115,22 @@ class Grid:
         return west, south, east, north
 
 
-def read_grid(path: Path) -> Grid:
+def read_grid(path: Path | str) -> Grid:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+    from ..segment.scene_read import gdal_env
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), gdal_env():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
                 crs = src.crs
                 return Grid(src.height, src.width, crs, src.transform if crs is not None else None)
     except RasterioIOError:
-        raise UserError(f"cannot read {path}: not a readable image file (corrupt or unsupported?)") from None
+        raise UserError(
+            f"cannot read {path}: not a readable image file (corrupt, unreachable or unsupported?)"
+        ) from None
 
 
 def _size(g: Grid) -> str:
@@ -124,13 +153,13 @@ def needs_warp(pair: Pair) -> bool:
     if (first.height, first.width) == (second.height, second.width):
         return False  # same size, at most one georeferenced: taken as the same grid, as the official code does
     if first.georeferenced or second.georeferenced:
-        which = pair.before if not first.georeferenced else pair.after
+        which = pair.names[0] if not first.georeferenced else pair.names[1]
         raise UserError(
-            f"{which.name} has no georeference and the two dates differ in size ({_size(first)} and "
+            f"{which} has no georeference and the two dates differ in size ({_size(first)} and "
             f"{_size(second)}): give both as GeoTIFFs, or co-registered images of the same size"
         )
     raise UserError(
-        f"{pair.before.name} and {pair.after.name} differ in size ({_size(first)} and {_size(second)}) and carry "
+        f"{pair.names[0]} and {pair.names[1]} differ in size ({_size(first)} and {_size(second)}) and carry "
         "no georeference to align them: give co-registered images of the same size"
     )
 
@@ -143,13 +172,12 @@ def _check_overlap(pair: Pair, first: Grid, second: Grid) -> None:
         west, south, east, north = transform_bounds(second.crs, first.crs, *second.bounds())
     except (CRSError, ValueError) as exc:
         raise UserError(
-            f"{pair.after.name}'s CRS cannot be transformed into {pair.before.name}'s ({exc}): "
-            "reproject one of them first"
+            f"{pair.names[1]}'s CRS cannot be transformed into {pair.names[0]}'s ({exc}): reproject one of them first"
         ) from None
     w0, s0, e0, n0 = first.bounds()
     if not all(np.isfinite([west, south, east, north])) or west >= e0 or east <= w0 or south >= n0 or north <= s0:
         raise UserError(
-            f"{pair.before.name} and {pair.after.name} do not overlap (after the CRS transform): "
+            f"{pair.names[0]} and {pair.names[1]} do not overlap (after the CRS transform): "
             "give two images of the same place"
         )
 
@@ -191,5 +219,5 @@ def read_pair(
     """Both dates as RGB, the after date on the before grid where they are georeferenced differently."""
     before = read_image(pair.before, bands=bands, stretch=stretch)
     if needs_warp(pair):
-        return before, read_on_grid(pair.after, before, bands, stretch)
+        return before, read_on_grid(Path(pair.after), before, bands, stretch)
     return before, read_image(pair.after, bands=bands, stretch=stretch)

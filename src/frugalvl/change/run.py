@@ -69,9 +69,11 @@ def tile_size(pair: Pair, settings: ChangeOutputSettings) -> int | None:
     """The tile size of a pair's scene path, or None to compare it whole."""
     if settings.tile is not None:
         return settings.tile
+    if pair.remote:
+        return SCENE_TILE
     shape = raster_shape(pair.before)
     large = shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS
-    return SCENE_TILE if large or pair.before.suffix.lower() in SCENE_ONLY_SUFFIXES else None
+    return SCENE_TILE if large or Path(pair.before).suffix.lower() in SCENE_ONLY_SUFFIXES else None
 
 
 def _stem(pair: Pair) -> str:
@@ -107,13 +109,13 @@ def detect_files(
     todo = []
     for pair in pairs:  # before any work: a folder made with other settings stops the run
         record = pair_record(detector, pair, bands_t, stretch, settings)
-        done = check_record(record_path(outdir, _stem(pair)), record, f"the change map of {pair.before.name}")
+        done = check_record(record_path(outdir, _stem(pair)), record, f"the change map of {pair.names[0]}")
         finished = all(p.exists() for p in out.output_paths(outdir, pair.stem, settings.semantic))
         todo.append(overwrite or not (done and finished))
     summary = ChangeSummary()
     bar = tqdm(total=len(pairs), desc="change", unit="pair", disable=not progress)
     for pair, needed in zip(pairs, todo, strict=True):
-        bar.set_postfix_str(pair.before.name, refresh=False)
+        bar.set_postfix_str(pair.names[0], refresh=False)
         if not needed:
             summary.skipped.append(pair)
             bar.update(1)
@@ -161,7 +163,7 @@ def _run_pair(
             windows = plan_tiles(reader.height, reader.width, tile)
             parts = Parts(outdir, pair.stem, record)
             computed = detect_tiles(detector, reader, windows, parts, progress)
-            log.info("%s: %d of %d tiles computed", pair.before.name, computed, len(windows))
+            log.info("%s: %d of %d tiles computed", pair.names[0], computed, len(windows))
             record_path(outdir, _stem(pair)).unlink(missing_ok=True)
             out.write_rasters(outdir, pair.stem, grid, (parts.load(w) for w in windows), names, settings.semantic)
             first, second, _ = reader.overview()

@@ -55,7 +55,10 @@ class SceneReader:
         from rasterio.errors import NotGeoreferencedWarning
         from rasterio.vrt import WarpedVRT
 
+        from ..segment.scene_read import gdal_env
+
         self._stack = ExitStack()
+        self._stack.enter_context(gdal_env())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             first = self._stack.enter_context(rasterio.open(pair.before))

@@ -74,8 +74,8 @@ class ChangeWorker:
             except UserError as exc:
                 result = _Result(index, error=str(exc))
             except Exception as exc:  # a bad pair must not stop the others: reported by the driver
-                log.exception("comparing %s failed", pair.before)
-                result = _Result(index, error=f"{pair.before.name}: {type(exc).__name__}: {exc}")
+                log.exception("comparing %s failed", pair.names[0])
+                result = _Result(index, error=f"{pair.names[0]}: {type(exc).__name__}: {exc}")
             result.pid = self.pid
             out.append(pickle.dumps(result))
         return {"result": out}
