@@ -25,3 +25,15 @@ def test_pairs_on_ray_equal_the_local_run(ray_cluster, sam3_dir, tmp_path):  # n
     assert main(["change", *common, "-o", str(tmp_path / "ray"), "--engine", "ray"]) == 0  # all done: skipped
     with pytest.raises(SystemExit):
         main(["change", *common, "-o", str(tmp_path / "x"), "--engine", "spark"])
+
+
+def test_scene_tiles_on_ray_equal_the_local_run(ray_cluster, sam3_dir, tmp_path):  # noqa: F811
+    from tests.change.test_scene import CLASSES, scene_pair
+
+    a, b, _, _ = scene_pair(tmp_path)  # 32×64: eight 16² tiles, spread over two actors
+    common = [str(a), str(b), "--sam3", str(sam3_dir), "--classes", CLASSES, "--tile", "16", "--semantic"]
+    assert main(["change", *common, "--no-progress", "-o", str(tmp_path / "local")]) == 0
+    ray_args = ["--engine", "ray", "--workers", "2", "--no-progress"]
+    assert main(["change", *common, *ray_args, "-o", str(tmp_path / "ray")]) == 0
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+    assert not (tmp_path / "ray" / ".s_change.parts").exists()

@@ -80,15 +80,33 @@ def _stem(pair: Pair) -> str:
     return f"{pair.stem}_change"
 
 
-def pair_record(
-    detector: ChangeDetector, pair: Pair, bands, stretch: str, settings: ChangeOutputSettings
-) -> dict[str, Any]:
+def pair_record(detector: Any, pair: Pair, bands, stretch: str, settings: ChangeOutputSettings) -> dict[str, Any]:
     return make_record(
         detector,
         input={"before": input_identity(pair.before), "after": input_identity(pair.after)},
         read={"bands": bands, "stretch": stretch},
         output={**asdict(settings), "tile": tile_size(pair, settings)},
     )
+
+
+def pairs_to_run(
+    detector: Any,
+    pairs: Sequence[Pair],
+    outdir: Path,
+    bands,
+    stretch: str,
+    settings: ChangeOutputSettings,
+    overwrite: bool,
+) -> list[bool]:
+    """Whether each pair needs work; a folder made with other settings stops the run before any work.
+    ``detector``: anything with the detector's ``identity()``."""
+    todo = []
+    for pair in pairs:
+        record = pair_record(detector, pair, bands, stretch, settings)
+        done = check_record(record_path(outdir, _stem(pair)), record, f"the change map of {pair.names[0]}")
+        finished = all(p.exists() for p in out.output_paths(outdir, pair.stem, settings.semantic))
+        todo.append(overwrite or not (done and finished))
+    return todo
 
 
 def detect_files(
@@ -106,12 +124,7 @@ def detect_files(
 
     outdir = Path(outdir)
     bands_t = list(bands) if bands else None
-    todo = []
-    for pair in pairs:  # before any work: a folder made with other settings stops the run
-        record = pair_record(detector, pair, bands_t, stretch, settings)
-        done = check_record(record_path(outdir, _stem(pair)), record, f"the change map of {pair.names[0]}")
-        finished = all(p.exists() for p in out.output_paths(outdir, pair.stem, settings.semantic))
-        todo.append(overwrite or not (done and finished))
+    todo = pairs_to_run(detector, pairs, outdir, bands_t, stretch, settings, overwrite)
     summary = ChangeSummary()
     bar = tqdm(total=len(pairs), desc="change", unit="pair", disable=not progress)
     for pair, needed in zip(pairs, todo, strict=True):
@@ -154,29 +167,46 @@ def _run_pair(
         tiles = [out.Tile(0, 0, change, result.labels_before, result.labels_after, nodata)]
         out.write_rasters(outdir, pair.stem, grid, tiles, names, settings.semantic)
         out.write_overlay(outdir, pair.stem, before.rgb, after.rgb, change)
-        parts = None
+        if settings.semantic:
+            out.write_vector_outputs(outdir, pair.stem, grid, names)
+        write_record(record_path(outdir, _stem(pair)), record)  # last: marks it done
     else:
         from .scene import Parts, detect_tiles, open_scene, plan_tiles
 
         with open_scene(pair, bands, stretch) as reader:
-            grid = out.Grid(reader.height, reader.width, reader.crs, reader.transform)
             windows = plan_tiles(reader.height, reader.width, tile)
-            parts = Parts(outdir, pair.stem, record)
+            parts = Parts.prepare(outdir, pair.stem, record)
             computed = detect_tiles(detector, reader, windows, parts, progress)
             log.info("%s: %d of %d tiles computed", pair.names[0], computed, len(windows))
-            record_path(outdir, _stem(pair)).unlink(missing_ok=True)
-            out.write_rasters(outdir, pair.stem, grid, (parts.load(w) for w in windows), names, settings.semantic)
-            first, second, _ = reader.overview()
-        out.write_overlay(outdir, pair.stem, first, second, out.change_overview(outdir, pair.stem, first.shape[:2]))
+            grid = assemble_scene(outdir, pair, reader, windows, parts, names, settings, record)
+    count_outputs(outdir, pair, grid, summary)
+
+
+def assemble_scene(
+    outdir: Path,
+    pair: Pair,
+    reader: Any,
+    windows: Sequence[Any],
+    parts: Any,
+    names: Sequence[str],
+    settings: ChangeOutputSettings,
+    record: dict[str, Any],
+) -> out.Grid:
+    """A scene's outputs from its parts (every tile done), then its record, then the parts removed."""
+    grid = out.Grid(reader.height, reader.width, reader.crs, reader.transform)
+    record_path(outdir, _stem(pair)).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
+    out.write_rasters(outdir, pair.stem, grid, (parts.load(w) for w in windows), names, settings.semantic)
+    first, second, _ = reader.overview()
+    out.write_overlay(outdir, pair.stem, first, second, out.change_overview(outdir, pair.stem, first.shape[:2]))
     if settings.semantic:
         out.write_vector_outputs(outdir, pair.stem, grid, names)
     write_record(record_path(outdir, _stem(pair)), record)  # last: marks it done
-    if parts is not None:
-        parts.remove()
-    _count(outdir, pair, grid, summary)
+    parts.remove()
+    return grid
 
 
-def _count(outdir: Path, pair: Pair, grid: out.Grid, summary: ChangeSummary) -> None:
+def count_outputs(outdir: Path, pair: Pair, grid: out.Grid, summary: ChangeSummary) -> None:
+    """Add a finished pair's changed and valid pixels (and area) to ``summary``."""
     import rasterio
     from rasterio.windows import Window
 

@@ -134,19 +134,25 @@ def open_scene(pair: Pair, bands: Sequence[int] | None, stretch: str) -> Iterato
 
 
 class Parts:
-    """The finished tiles of one scene, kept until its outputs are assembled."""
+    """The finished tiles of one scene (a folder of parts), kept until its outputs are assembled."""
 
-    def __init__(self, outdir: Path, stem: str, record: dict[str, Any]) -> None:
-        self.folder = Path(outdir) / f".{stem}_change.parts"
-        record_file = self.folder / "record.json"
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    @classmethod
+    def prepare(cls, outdir: Path, stem: str, record: dict[str, Any]) -> Parts:
+        """The scene's part folder, emptied first when its parts were made with another record."""
+        parts = cls(Path(outdir) / f".{stem}_change.parts")
+        record_file = parts.folder / "record.json"
         try:
             old = json.loads(record_file.read_text())
         except (OSError, ValueError):
             old = None
-        if old != record and self.folder.exists():
-            shutil.rmtree(self.folder)  # parts made with other settings are not this run's
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if old != record and parts.folder.exists():
+            shutil.rmtree(parts.folder)  # parts made with other settings are not this run's
+        parts.folder.mkdir(parents=True, exist_ok=True)
         write_json(record_file, record)
+        return parts
 
     def path(self, w: Window) -> Path:
         return self.folder / f"{w.y0}_{w.x0}.npy"
@@ -168,6 +174,17 @@ class Parts:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def detect_tile(detector: ChangeDetector, reader: SceneReader, w: Window) -> Tile:
+    """One tile of both dates compared on its own (a tile without data anywhere is no change)."""
+    before, after, nodata = reader.read(w)
+    if nodata.all():
+        zeros = np.zeros((w.height, w.width), np.uint8)
+        return Tile(w.y0, w.x0, zeros, zeros, zeros, nodata)
+    result = detector.detect(before, after)
+    change = np.where(nodata, 0, result.change).astype(np.uint8)
+    return Tile(w.y0, w.x0, change, result.labels_before, result.labels_after, nodata)
+
+
 def detect_tiles(
     detector: ChangeDetector, reader: SceneReader, tiles: Sequence[Window], parts: Parts, progress: bool
 ) -> int:
@@ -176,12 +193,5 @@ def detect_tiles(
 
     todo = [w for w in tiles if not parts.done(w)]
     for w in tqdm(todo, desc="tiles", unit="tile", leave=False, disable=not progress):
-        before, after, nodata = reader.read(w)
-        if nodata.all():
-            zeros = np.zeros((w.height, w.width), np.uint8)
-            parts.save(w, Tile(w.y0, w.x0, zeros, zeros, zeros, nodata))
-            continue
-        result = detector.detect(before, after)
-        change = np.where(nodata, 0, result.change).astype(np.uint8)
-        parts.save(w, Tile(w.y0, w.x0, change, result.labels_before, result.labels_after, nodata))
+        parts.save(w, detect_tile(detector, reader, w))
     return len(todo)
