@@ -1,4 +1,4 @@
-"""``change --engine ray`` on the local 2-CPU Ray cluster of tests/distributed: the same bytes as the local run."""
+"""``change --engine ray`` on the local 2-CPU Ray cluster: pairs and scene tiles give the local run's bytes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,20 @@ from frugalvl.cli import main
 from tests.change.conftest import pair
 from tests.change.test_cli import png
 from tests.change.test_scene import outputs
-from tests.distributed.conftest import ray_cluster  # noqa: F401 - the session's Ray cluster
 
 
-def test_pairs_on_ray_equal_the_local_run(ray_cluster, sam3_dir, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def sam3_dir(tmp_path_factory):
+    from tests.segment.test_segearth_ov3 import informative_sam3
+
+    bundle = informative_sam3()
+    folder = tmp_path_factory.mktemp("sam3-tiny-ray-change")
+    bundle.model.save_pretrained(folder)
+    bundle.processor.save_pretrained(folder)
+    return folder
+
+
+def test_pairs_on_ray_equal_the_local_run(ray_cluster, sam3_dir, tmp_path):
     before, after = pair()
     for folder, image in (("A", before), ("B", after)):
         (tmp_path / folder).mkdir()
@@ -27,7 +37,7 @@ def test_pairs_on_ray_equal_the_local_run(ray_cluster, sam3_dir, tmp_path):  # n
         main(["change", *common, "-o", str(tmp_path / "x"), "--engine", "spark"])
 
 
-def test_scene_tiles_on_ray_equal_the_local_run(ray_cluster, sam3_dir, tmp_path):  # noqa: F811
+def test_scene_tiles_on_ray_equal_the_local_run(ray_cluster, sam3_dir, tmp_path):
     from tests.change.test_scene import CLASSES, scene_pair
 
     a, b, _, _ = scene_pair(tmp_path)  # 32×64: eight 16² tiles, spread over two actors
