@@ -51,12 +51,13 @@ def installed_extras() -> dict[str, bool]:
 def presets() -> dict[str, dict[str, list[str]]]:
     """Each preset's class names per method table it has (``segearth_ov``, ``segearth_ov3``)."""
     from ..presets import list_presets, load_preset, preset_vocabulary
-    from .methods import METHODS
+    from ..segment.methods import METHODS
 
+    method_tables = [m.preset_table for m in METHODS.values()]
     out: dict[str, dict[str, list[str]]] = {}
     for name in list_presets():
         tables = load_preset(name)
-        out[name] = {table: preset_vocabulary(name, table).names for table in METHODS.values() if table in tables}
+        out[name] = {table: preset_vocabulary(name, table).names for table in method_tables if table in tables}
     return out
 
 
