@@ -410,3 +410,28 @@ def test_the_private_checker_catches_imports_across_packages(tmp_path: Path):
     assert private_imports(parent, root) == [
         "frugalvl.select.baselines.common._quota (private to frugalvl.select.baselines)"
     ]
+
+
+MAX_LINES = 500  # one concept per module; past this a module is doing two jobs
+
+
+def long_modules(root: Path = SRC, limit: int = MAX_LINES) -> list[str]:
+    """The modules under ``root`` with more than ``limit`` lines, with their length."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > limit:
+            found.append(f"{path.relative_to(root.parent)}: {lines} lines")
+    return found
+
+
+def test_no_module_is_over_500_lines():
+    assert long_modules() == []
+
+
+def test_the_length_checker_finds_a_long_module(tmp_path: Path):
+    root = tmp_path / "frugalvl"
+    root.mkdir()
+    (root / "short.py").write_text("x = 1\n" * 500)
+    (root / "long.py").write_text("x = 1\n" * 501)
+    assert long_modules(root) == ["frugalvl/long.py: 501 lines"]
