@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..settings import FieldError
+from .formats.images import open_image
 from .losses import IGNORE_INDEX
 from .prompting import IMAGE_TAG, has_image, tokenize_sample
 from .workdir import Subset
@@ -28,7 +29,7 @@ def load_pixels(path: str, image_processor, aspect: str) -> torch.Tensor:
     """One image as the processor's pixel tensor; 'pad' squares it with the mean colour first."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with open_image(path) as im:  # a file, or bytes inside the input
         image = im.convert("RGB")
     if aspect == "pad" and image.width != image.height:
         mean = getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)
@@ -87,17 +88,19 @@ class MicroBatches(torch.utils.data.Dataset):
         for k in self.plan[j]:
             sample = self.subset.samples[k]
             image = has_image(sample)
+            n_images = len(sample.get("image_paths") or [1]) if image else 0  # every image of a sample is fed
             if image:
                 try:
-                    pixels.append(load_pixels(sample["image_path"], self.image_processor, self.aspect))
+                    sources = sample.get("image_paths") or [sample["image_path"]]
+                    loaded = [load_pixels(p, self.image_processor, self.aspect) for p in sources]
+                    pixels.extend(loaded)  # all or none of a sample's images
                 except (OSError, ValueError):
                     # The official reader skips an unreadable image; prepare should have caught it.
                     log.warning("skipping sample %s: cannot read %s", sample.get("unique_idx"), sample["image_path"])
                     continue
-            ids, labels = tokenize_sample(
-                self.tokenizer, sample["conversations"], self.image_tokens if image else None, self.max_length
-            )
-            if image and ids.count(self.tokenizer.convert_tokens_to_ids(IMAGE_TAG)) != self.image_seq_length:
+            image_tokens = "\n".join([self.image_tokens] * n_images) if image else None
+            ids, labels = tokenize_sample(self.tokenizer, sample["conversations"], image_tokens, self.max_length)
+            if image and ids.count(self.tokenizer.convert_tokens_to_ids(IMAGE_TAG)) != self.image_seq_length * n_images:
                 raise FieldError(
                     "max_length",
                     f"{self.max_length} cuts into the image tokens of sample "

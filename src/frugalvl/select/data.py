@@ -35,6 +35,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..settings import FieldError
+from .formats import Item
+from .formats.images import check_bytes
 from .prompting import IMAGE_TAG
 from .settings import MISSING_POLICIES as MISSING_POLICIES
 from .settings import PrepareSettings
@@ -190,6 +192,66 @@ def index_samples(
     return out
 
 
+def _worst(statuses: Sequence[str]) -> str:
+    """A multi-image sample's status: its worst image (missing, then corrupt)."""
+    return next((s for s in ("missing", "corrupt") if s in statuses), "ok")
+
+
+def item_status(item: Item, problem: str | None, image_root: Path | None, verify: bool) -> str:
+    """The status of one sample read from any format (see the module docstring)."""
+    if problem:
+        return "invalid"
+    if not item.images:
+        return "text"
+    if item.embedded:
+        return _worst([check_bytes(b, verify) for b in (item.payload or [None] * len(item.images))])
+    return _worst([check_image(resolve_image(i, image_root), verify) for i in item.images])
+
+
+def index_items(
+    items: Iterable[Item], image_root: Path | None, settings: PrepareSettings, chunk: int = 2048
+) -> tuple[list[dict[str, Any]], list[str | None], int]:
+    """Samples (the work folder's view, :func:`index_samples`' keys, plus ``image_paths`` for a
+    multi-image sample), the problem of each, and how many had no ``dataset``; images are checked in
+    parallel, a chunk of items at a time, and embedded image bytes are dropped once checked."""
+    samples: list[dict[str, Any]] = []
+    problems: list[str | None] = []
+    n_derived = 0
+    pending: list[Item] = []
+
+    def flush(pool: ThreadPoolExecutor) -> None:
+        why = [it.problem or sample_problem(it.record, settings.allow_absolute_images or it.embedded) for it in pending]
+        statuses = pool.map(lambda a: item_status(a[0], a[1], image_root, settings.verify_images), zip(pending, why))
+        for item, problem, status in zip(pending, why, statuses):
+            idx = len(samples)
+            record = item.record
+            sources = [] if status == "invalid" else item.images
+            paths = [i if item.embedded else str(resolve_image(i, image_root).resolve()) for i in sources]
+            sample = {
+                "unique_idx": idx,
+                "id": sample_id(record, idx),
+                "dataset": derive_source(record),
+                "image": image_of(record),
+                "image_path": paths[0] if paths else None,
+                "status": status,
+                "conversations": record.get("conversations") or [],
+            }
+            if len(paths) > 1:
+                sample = {**dict(list(sample.items())[:5]), "image_paths": paths, **dict(list(sample.items())[5:])}
+            samples.append(sample)
+            problems.append(problem)
+        pending.clear()
+
+    with ThreadPoolExecutor(max(1, settings.workers)) as pool:
+        for item in items:
+            n_derived += not item.record.get("dataset")
+            pending.append(item)
+            if len(pending) >= chunk:
+                flush(pool)
+        flush(pool)
+    return samples, problems, n_derived
+
+
 def preparation_report(
     samples: Sequence[dict[str, Any]],
     data_path: Path,
@@ -198,6 +260,7 @@ def preparation_report(
     digest: str,
     n_derived: int,
     problems: Sequence[str | None] = (),
+    fmt: str = "llava",
 ) -> dict[str, Any]:
     """Counts per status and source, the policy in force, and every unusable sample by id."""
 
@@ -216,6 +279,7 @@ def preparation_report(
     return {
         "input": str(data_path.resolve()),
         "input_sha256": digest,
+        "format": fmt,
         "image_root": None if image_root is None else str(image_root.resolve()),
         "n_samples": len(samples),
         "missing_image_policy": settings.missing_images,

@@ -25,6 +25,7 @@ import torch
 
 from ..settings import FieldError
 from .data import flatten_conversation
+from .formats.images import open_image
 from .quality import quality_scorers
 from .settings import CLIP_PRECISIONS as CLIP_PRECISIONS
 from .settings import EndpointSettings as EndpointSettings
@@ -72,12 +73,10 @@ class _Images(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         path = self.paths[i]
         if path is not None:
             try:
-                with Image.open(path) as im:
+                with open_image(path) as im:  # a file, or bytes inside the input
                     return self.transform(im), True
             except Exception:  # noqa: BLE001 - decoded late; reported as corrupt
                 pass
@@ -97,18 +96,35 @@ def clip_transform(clip) -> tuple[Callable, int]:
 def clip_features(clip, samples: Sequence[dict[str, Any]], settings: FeatureSettings) -> dict[str, np.ndarray]:
     """``feature`` [n, 2D], ``clipscore`` [n] (nan without a usable image) and ``image_ok`` [n] for a slice."""
     transform, size = clip_transform(clip)
-    paths = [s["image_path"] if s["status"] == "ok" else None for s in samples]
+    # every image of every usable sample; a multi-image sample's embedding is the mean of its images'
+    # (docs/methods/coido.md#input-formats), usable when all of them decode
+    owners, paths = [], []
+    for j, s in enumerate(samples):
+        if s["status"] == "ok":
+            for source in s.get("image_paths") or [s["image_path"]]:
+                owners.append(j)
+                paths.append(source)
     loader = torch.utils.data.DataLoader(
         _Images(paths, transform, size), batch_size=settings.batch_size, num_workers=settings.workers, shuffle=False
     )
-    image_parts, ok_parts = [], []
+    total = torch.zeros(len(samples), int(clip.embed_dim))
+    decoded = torch.zeros(len(samples))
+    owner = torch.as_tensor(owners, dtype=torch.long)
+    start = 0
     for pixels, ok in loader:
-        emb = clip.model.encode_image(pixels.to(clip.device, clip.dtype)).float()
+        emb = clip.model.encode_image(pixels.to(clip.device, clip.dtype)).float().cpu()
         emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        image_parts.append(emb * ok[:, None].to(emb))
-        ok_parts.append(ok)
-    image = torch.cat(image_parts).cpu()
-    ok = torch.cat(ok_parts).numpy()
+        rows = owner[start : start + len(emb)]
+        total.index_add_(0, rows, emb * ok[:, None].to(emb))
+        decoded.index_add_(0, rows, ok.float())
+        start += len(emb)
+    wanted = torch.bincount(owner, minlength=len(samples)).float() if len(owners) else torch.zeros(len(samples))
+    ok_t = (wanted > 0) & (decoded == wanted)
+    image = total / decoded.clamp_min(1)[:, None]
+    multi = decoded > 1  # a mean of unit vectors, scaled back to unit length
+    image[multi] = image[multi] / image[multi].norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    image = image * ok_t[:, None].to(image)
+    ok = ok_t.numpy()
     texts = [flatten_conversation(s["conversations"]) for s in samples]
     text = clip.encode_text(texts, batch_size=settings.batch_size).float().cpu()
     score = (image * text).sum(-1).numpy()

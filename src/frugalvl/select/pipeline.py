@@ -23,9 +23,9 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_path, write_json, write_text
-from ..identity import file_digest
 from ..settings import FieldError
 from . import data as data_mod
+from . import formats
 from .clustering import ClusterSettings, assign_nearest, centroids, cluster_features, subset_and_clusters
 from .data import PrepareSettings
 from .features import ClipShards, FeatureSettings, ShardHook, check_feature_settings, extract_features
@@ -33,7 +33,17 @@ from .ranking import PickSettings, count_by, score_histogram, select, target_cou
 from .settings import ScoreSettings
 from .streaming import score_streamed
 from .train_settings import TrainSettings, check_train_settings, result_settings
-from .workdir import begin_stage, digest, input_records, load_features, load_samples, model_identity, need, usable_mask
+from .workdir import (
+    begin_stage,
+    checked_input,
+    digest,
+    load_features,
+    load_samples,
+    model_identity,
+    need,
+    usable_mask,
+    write_subset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +76,12 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def check_prepare(data_json: Path, settings: PrepareSettings) -> Path | None:
-    """The input file and the image root exist; returns the image root."""
-    if not data_json.is_file():
-        raise UserError(f"data file {data_json} does not exist: give the LLaVA JSON, e.g. llava_v1_5_mix665k.json")
+    """The input and the image root exist; returns the image root."""
+    if not data_json.exists():
+        raise UserError(
+            f"data file {data_json} does not exist: give the LLaVA JSON (e.g. llava_v1_5_mix665k.json), "
+            "a JSON-lines, Parquet or save_to_disk dataset, or WebDataset shards"
+        )
     root = Path(settings.image_root) if settings.image_root else None
     if root is not None and not root.is_dir():
         raise UserError(
@@ -95,21 +108,22 @@ def prepare(
     work, data_json = Path(work), Path(data_json)
     folder = work / "prepare"
     root = check_prepare(data_json, settings)
-    input_digest = file_digest(data_json)
+    input_digest = formats.input_digest(data_json)
     key = {
         "input_sha256": input_digest,
-        **_settings_dict(settings, drop=("workers",)),
+        **_settings_dict(settings, drop=("workers", "format")),
         "image_root": None if root is None else str(root.resolve()),
     }
+    if settings.format != "auto":
+        key["format"] = settings.format  # recorded only when given: earlier work folders stay valid
     run = begin_stage(folder, "prepare", key, {}, [folder / "samples.json"], force)
     if run is None:
         return json.loads((folder / "report.json").read_text())
-    records = data_mod.read_llava_json(data_json)
-    problems = [data_mod.sample_problem(r, settings.allow_absolute_images) for r in records]
-    statuses = data_mod.image_statuses(records, root, settings, problems)
-    samples = data_mod.index_samples(records, root, statuses)
-    n_derived = sum(1 for r in records if not r.get("dataset"))
-    report = data_mod.preparation_report(samples, data_json, root, settings, input_digest, n_derived, problems)
+    fmt = formats.detect(data_json) if settings.format == "auto" else settings.format
+    samples, problems, n_derived = data_mod.index_items(formats.iter_items(data_json, fmt), root, settings)
+    if not samples:
+        raise UserError(f"{data_json} holds no sample: give a non-empty {fmt} input")
+    report = data_mod.preparation_report(samples, data_json, root, settings, input_digest, n_derived, problems, fmt)
     write_json(run.out / "report.json", report)
     data_mod.enforce_policy(report, folder / "report.json")
     bad = len(report["missing"]) + len(report["corrupt"])
@@ -318,7 +332,7 @@ def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSetting
     check_pick(settings)
     samples = load_samples(work)
     r = np.load(need(work / "score" / "r.npy", "score"))
-    records = input_records(work)
+    checked_input(work)  # before anything is computed
     sources = [s["dataset"] for s in samples]
     eligible = usable_mask(work, samples)
     if settings.exclude_text:
@@ -334,8 +348,7 @@ def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSetting
             fields, f"cannot pick {k} samples: {n_eligible} of {len(samples)} are eligible; {fix}", PickSettings
         )
     chosen, quotas = select(r, sources, eligible, k, settings.mode)
-    selected = [_output_record(records[i], samples[i], settings.add_fields) for i in chosen]
-    data_mod.write_llava_json(out, selected)
+    write_subset(work, out, chosen, samples, settings.add_fields)
     _save_npy(folder / "selected_ids.npy", chosen.astype(np.int64))
     write_text(folder / "selected_ids.txt", "".join(samples[i]["id"] + "\n" for i in chosen))
     report = _pick_report(work, samples, r, eligible, chosen, quotas, settings, k, out)
@@ -352,12 +365,6 @@ def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSetting
     )
     log.info("pick: %d of %d samples -> %s; ids and report in %s", len(chosen), len(samples), out, folder)
     return report
-
-
-def _output_record(record: dict[str, Any], sample: dict[str, Any], add_fields: bool) -> dict[str, Any]:
-    if not add_fields:
-        return record
-    return {**record, "unique_idx": sample["unique_idx"], "dataset": sample["dataset"]}
 
 
 def _pick_report(work: Path, samples, r, eligible, chosen, quotas, settings, k, out) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import UserError
 from ..fileio import atomic_path
 from ..settings import FieldError, check_at_least, option
+from .formats.images import open_image
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +250,8 @@ def thumbnail_uri(path: str | None, size: int) -> str | None:
     """A JPEG thumbnail as a data: URI; None when there is no readable image."""
     if not path:
         return None
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # a file, or bytes inside the input
             image = im.convert("RGB")
     except (OSError, ValueError):
         return None

@@ -20,6 +20,7 @@ IMAGEREWARD_MODES = ("auto", "on", "off")
 TEXT_QUALITY_MODES = ("auto", "endpoint", "local", "off")
 SOLVERS = ("auto", "exact", "fast")
 PICK_MODES = ("quota", "global")
+INPUT_FORMATS = ("auto", "llava", "jsonl", "sharegpt", "parquet", "hf-disk", "webdataset")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class PrepareSettings:
     """Stage 1: how the samples and their images are checked."""
 
     image_root: str | None = option(None, "folder the samples' 'image' paths are relative to", metavar="DIR")
+    format: str = option(
+        "auto",
+        "input format (auto: detected from the input's name and first records)",
+        choices=INPUT_FORMATS,
+    )
     missing_images: str = option(
         "exclude",
         "samples whose image is missing or corrupt, or that are invalid: exclude them from training and "
@@ -41,6 +47,7 @@ class PrepareSettings:
 
     def __post_init__(self) -> None:
         check_choice(self, "missing_images", MISSING_POLICIES)
+        check_choice(self, "format", INPUT_FORMATS)
         check_at_least(self, ("workers",), 1)
 
 

@@ -23,9 +23,10 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import write_json
-from ..identity import file_digest, weights_identity
+from ..identity import weights_identity
 from ..settings import FieldError
-from .data import USABLE, read_llava_json
+from .data import USABLE
+from .formats import JSON_FORMATS, input_digest, jsonfile, write_selection
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,36 @@ def load_samples(work: str | Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def input_records(work: str | Path) -> list[dict[str, Any]]:
-    """The original records, from the input file prepare saw (checked unchanged)."""
+def checked_input(work: str | Path) -> tuple[Path, str]:
+    """The input prepare saw (checked unchanged) and its format."""
     rep = json.loads(need(Path(work) / "prepare" / "report.json", "prepare").read_text())
     path = Path(rep["input"])
-    if not path.is_file() or file_digest(path) != rep["input_sha256"]:
+    if not path.exists() or input_digest(path) != rep["input_sha256"]:
         raise FieldError(
             "force",
             f"the input {path} is gone or changed since `select prepare`: restore it, or prepare again with {{force}}",
         )
-    return read_llava_json(path)
+    return path, rep.get("format", "llava")
+
+
+def input_records(work: str | Path) -> list[dict[str, Any]]:
+    """The original records of a JSON input (LLaVA, JSON lines, ShareGPT), checked unchanged."""
+    path, fmt = checked_input(work)
+    if fmt not in JSON_FORMATS:
+        raise UserError(f"{path} is a {fmt} input, not a list of JSON records: read it with frugalvl.select.formats")
+    return jsonfile.load(path)
+
+
+def write_subset(
+    work: str | Path, out: str | Path, chosen: np.ndarray, samples: list[dict[str, Any]], add_fields: bool
+) -> None:
+    """A selection in the input's format at ``out`` (``add_fields``: ``unique_idx`` and ``dataset``
+    added to JSON records; a table or shard copy is written unchanged)."""
+    path, fmt = checked_input(work)
+    extra = [{"unique_idx": samples[i]["unique_idx"], "dataset": samples[i]["dataset"]} for i in chosen]
+    if add_fields and fmt not in JSON_FORMATS:
+        log.warning("add_fields applies to JSON inputs; the %s copy is written unchanged", fmt)
+    write_selection(path, fmt, out, [int(i) for i in chosen], extra if add_fields else None)
 
 
 def load_features(work: str | Path) -> tuple[np.ndarray, list[str], np.ndarray]:

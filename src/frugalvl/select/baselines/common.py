@@ -27,9 +27,8 @@ import numpy as np
 from ...errors import UserError
 from ...fileio import atomic_path, write_json, write_text
 from ...settings import FieldError
-from .. import data as data_mod
 from ..ranking import PickSettings, count_by, group_quotas, score_histogram, select, target_count
-from ..workdir import input_records, load_features, load_samples, usable_mask
+from ..workdir import load_features, load_samples, usable_mask, write_subset
 
 log = logging.getLogger(__name__)
 GreedyFn = Callable[[np.ndarray, int], np.ndarray]  # (pool positions, budget) -> chosen positions, in order
@@ -140,14 +139,7 @@ def write_selection(
     folder = folder or inputs.work / f"baseline-{name}"
     folder.mkdir(parents=True, exist_ok=True)
     chosen = np.asarray(chosen, dtype=np.int64)
-    records = input_records(inputs.work)
-    selected = [
-        records[i]
-        if not pick.add_fields
-        else {**records[i], "unique_idx": inputs.samples[i]["unique_idx"], "dataset": inputs.samples[i]["dataset"]}
-        for i in chosen
-    ]
-    data_mod.write_llava_json(out, selected)
+    write_subset(inputs.work, out, chosen, inputs.samples, pick.add_fields)  # in the input's format
     for fname, arr in (("selected_ids.npy", chosen), ("score.npy", np.asarray(score, dtype=np.float32))):
         with atomic_path(folder / fname) as tmp, open(tmp, "wb") as f:
             np.save(f, arr)
