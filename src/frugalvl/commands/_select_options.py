@@ -88,7 +88,14 @@ def pick_options(p: argparse.ArgumentParser, out_required: bool = True) -> None:
 
     g = p.add_argument_group("pick")
     add_settings_options(g, PickSettings, prefix=PICK)
-    g.add_argument("-o", "--out", type=Path, required=out_required, help="selected subset as LLaVA JSON")
+    g.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=out_required,
+        help="the selection in the input's format: a file for JSON inputs, a folder for tables and shards "
+        "(several budgets: a folder of them)",
+    )
 
 
 def train_options(p: argparse.ArgumentParser, mllm_required: bool = True, skip: Iterable[str] = ()) -> None:
@@ -140,8 +147,29 @@ def score_settings(args: argparse.Namespace):
 
 def pick_settings(args: argparse.Namespace):
     from ..select.settings import PickSettings
+    from ..settings import FieldError
 
-    return build_settings(PickSettings, given(args, PickSettings, prefix=PICK))
+    values = given(args, PickSettings, prefix=PICK)
+    for name in ("ratio", "count"):
+        if isinstance(values.get(name), tuple):
+            raise FieldError(name, "takes one value here (several budgets are for `select pick`)", PickSettings)
+    return build_settings(PickSettings, values)
+
+
+def pick_budget_settings(args: argparse.Namespace) -> list:
+    """One PickSettings per budget given (``--ratio 0.05,0.1`` and/or ``--count 100,200``); one when a
+    single value (or none) is given."""
+    from ..select.selections import budgets_from
+    from ..select.settings import PickSettings
+
+    values = given(args, PickSettings, prefix=PICK)
+    ratio, count = values.pop("ratio", None), values.pop("count", None)
+    if not isinstance(ratio, tuple) and not isinstance(count, tuple):
+        return [pick_settings(args)]
+    base = build_settings(PickSettings, values)
+    ratios = ratio if isinstance(ratio, tuple) else () if ratio is None else (ratio,)
+    counts = count if isinstance(count, tuple) else () if count is None else (count,)
+    return budgets_from(base, ratios, counts)  # a refused value is a FieldError, shown with its option
 
 
 def train_settings(args: argparse.Namespace):

@@ -21,6 +21,7 @@ from ._select_options import (
     feature_settings,
     features_options,
     in_work,
+    pick_budget_settings,
     pick_options,
     pick_settings,
     prepare_options,
@@ -33,6 +34,7 @@ from ._select_options import (
 )
 
 STAGES = ("prepare", "features", "cluster", "train", "score", "pick", "run")
+TRACES = ("why", "verify", "cost")  # reading a work folder's record
 # the stage tools' own modules, each adding its sub-commands to ``select``
 TOOLS = (select_finetune.register_finetune_tools, select_baselines.register_select_tools)
 
@@ -65,8 +67,11 @@ def register(subparsers) -> None:
         "score": _score_parser,
         "pick": _pick_parser,
         "run": _run_parser,
+        "why": _why_parser,
+        "verify": _verify_parser,
+        "cost": _cost_parser,
     }
-    for name in STAGES:
+    for name in STAGES + TRACES:
         builders[name](stages)
     for tools in TOOLS:
         tools(stages)
@@ -96,8 +101,12 @@ def _ray_messages():
 
 
 def _prepare_parser(stages) -> None:
-    p = stages.add_parser("prepare", help="index a LLaVA JSON, check samples and images, derive sources")
-    p.add_argument("data", type=Path, help="LLaVA-format JSON (list of samples)")
+    p = stages.add_parser("prepare", help="index the instruction data, check samples and images, derive sources")
+    p.add_argument(
+        "data",
+        type=Path,
+        help="LLaVA JSON, JSON lines, ShareGPT, Parquet (file or folder), a save_to_disk folder or WebDataset shards",
+    )
     work_options(p)
     prepare_options(p)
 
@@ -180,16 +189,75 @@ def _score_parser(stages) -> None:
 
 
 def _pick_parser(stages) -> None:
-    p = stages.add_parser("pick", help="keep the lowest-scored samples and write the subset")
+    p = stages.add_parser(
+        "pick",
+        help="keep the lowest-scored samples and write the subset",
+        description="Keep the lowest r per source (or overall) and write the subset in the input's format. "
+        "Several budgets (--ratio 0.05,0.1,0.2 and/or --count 100,200) are picked from the same scores, "
+        "each into its own folder OUT/ratio-R or OUT/count-C with its ids, report and provenance.",
+    )
     work_options(p, force=False)
     pick_options(p)
 
     def run(args):
         from ..select import pipeline
 
-        pipeline.pick(args.work, args.out, pick_settings(args))
+        budgets = pick_budget_settings(args)
+        if len(budgets) == 1:
+            pipeline.pick(args.work, args.out, budgets[0])
+            return
+        for report in pipeline.pick_budgets(args.work, args.out, budgets):
+            print(f"{report['n_selected']} of {report['n_samples']} samples -> {report['out']}")
 
-    p.set_defaults(func=in_work(run, pick_settings))
+    p.set_defaults(func=in_work(run, pick_budget_settings))
+
+
+def _why_parser(stages) -> None:
+    p = stages.add_parser("why", help="why a sample is in or out of a selection")
+    p.add_argument("id", help="the sample's id (or its position in the input)")
+    p.add_argument("-w", "--work", required=True, type=Path, help="work folder of the selection")
+    p.add_argument(
+        "--selection",
+        help="a selection folder (a budget's OUT/ratio-R, WORK/baseline-NAME) or a baseline's name; default WORK/pick",
+    )
+
+    def run(args):
+        from ..select.why import explain
+
+        for line in explain(args.work, args.id, args.selection):
+            print(line)
+
+    p.set_defaults(func=run)
+
+
+def _verify_parser(stages) -> None:
+    p = stages.add_parser("verify", help="recompute a selection's digests and say what changed")
+    p.add_argument("folder", type=Path, help="a selection folder holding provenance.json (WORK/pick, a budget's)")
+
+    def run(args):
+        from ..select.provenance import verify
+
+        problems = verify(args.folder)
+        for line in problems:
+            print(f"changed: {line}")
+        if problems:
+            return 1
+        print(f"{args.folder}: the input, the selected ids and the written files match their digests")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _cost_parser(stages) -> None:
+    p = stages.add_parser("cost", help="the cost ledger: each stage's wall, CPU and device time, peak memory")
+    p.add_argument("-w", "--work", required=True, type=Path, help="work folder")
+
+    def run(args):
+        from ..select import ledger
+
+        print(ledger.table(ledger.summary(args.work)))
+
+    p.set_defaults(func=run)
 
 
 def _run_parser(stages) -> None:

@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..fileio import atomic_path, write_json, write_text
 from ..settings import FieldError
 from . import data as data_mod
-from . import formats
+from . import formats, ledger, selections
 from .clustering import ClusterSettings, assign_nearest, centroids, cluster_features, subset_and_clusters
 from .data import PrepareSettings
 from .features import ClipShards, FeatureSettings, ShardHook, check_feature_settings, extract_features
@@ -322,13 +322,16 @@ def score(
     return r
 
 
-def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSettings()) -> dict[str, Any]:
+def pick(
+    work: str | Path, out: str | Path, settings: PickSettings = PickSettings(), folder: str | Path | None = None
+) -> dict[str, Any]:
     """Stage 6: keep the lowest r (per-source quotas or global), write the subset; returns the report.
 
     Always recomputed (it takes seconds); ``pick/meta.json`` records the settings and the scores used.
+    ``folder`` (default ``WORK/pick``) receives the ids, report and provenance (:mod:`.selections`).
     """
     work, out = Path(work), Path(out)
-    folder = work / "pick"
+    folder = work / "pick" if folder is None else Path(folder)
     check_pick(settings)
     samples = load_samples(work)
     r = np.load(need(work / "score" / "r.npy", "score"))
@@ -352,6 +355,7 @@ def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSetting
     _save_npy(folder / "selected_ids.npy", chosen.astype(np.int64))
     write_text(folder / "selected_ids.txt", "".join(samples[i]["id"] + "\n" for i in chosen))
     report = _pick_report(work, samples, r, eligible, chosen, quotas, settings, k, out)
+    report["cost"] = ledger.summary(work, settings.full_finetune_hours)
     score_histogram(folder / "scores.png", r, eligible, chosen)
     write_json(folder / "report.json", report)
     write_json(
@@ -363,8 +367,16 @@ def pick(work: str | Path, out: str | Path, settings: PickSettings = PickSetting
             "upstream": {"score": digest(work / "score" / "meta.json"), "r": digest(work / "score" / "r.npy")},
         },
     )
+    selections.finish(work, folder, out, samples, chosen, _settings_dict(settings))
     log.info("pick: %d of %d samples -> %s; ids and report in %s", len(chosen), len(samples), out, folder)
     return report
+
+
+def pick_budgets(work: str | Path, out: str | Path, budgets: list[PickSettings]) -> list[dict[str, Any]]:
+    """Several budgets picked from the same scores, each into ``out/LABEL/`` (:mod:`.selections`)."""
+    work, out = Path(work), Path(out)
+    name = selections.selection_name(work)
+    return [pick(work, out / selections.label(b) / name, b, folder=out / selections.label(b)) for b in budgets]
 
 
 def _pick_report(work: Path, samples, r, eligible, chosen, quotas, settings, k, out) -> dict[str, Any]:
@@ -441,3 +453,29 @@ def run(
         train(work, train_settings, force)
     score(work, score_batch_size, score_device, force)
     return pick(work, out, pick_settings)
+
+
+def _costed(stage_fn: Callable[..., Any], stage: str) -> Callable[..., Any]:
+    """The stage, its cost recorded in ``WORK/ledger.json`` (:mod:`.ledger`) when it runs."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(stage_fn)
+
+    @functools.wraps(stage_fn)
+    def costed(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        device = given.get("device") or getattr(given.get("settings"), "device", None) or "cpu"
+        with ledger.record(given["work"], stage, str(device)):
+            return stage_fn(*args, **kwargs)
+
+    return costed
+
+
+prepare = _costed(prepare, "prepare")
+features = _costed(features, "features")
+cluster = _costed(cluster, "cluster")
+train = _costed(train, "train")
+score = _costed(score, "score")

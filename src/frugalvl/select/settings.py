@@ -9,7 +9,9 @@ The coupled training's settings are in :mod:`.train_settings`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..precision import FIXED
 from ..settings import FieldError, check_above, check_at_least, check_choice, option
@@ -180,12 +182,32 @@ class ScoreSettings:
         check_at_least(self, ("batch_size",), 1)
 
 
+def budgets(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A parser of one value, or of several separated by commas (a tuple: one selection each)."""
+
+    def parse(text: str) -> Any:
+        parts = [p.strip() for p in str(text).split(",") if p.strip()]
+        try:
+            values = tuple(kind(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a {kind.__name__} or a comma-separated list of them") from None
+        if not values:
+            raise ValueError("give a value")
+        return values[0] if len(values) == 1 else values
+
+    return parse
+
+
 @dataclass(frozen=True)
 class PickSettings:
     """Stage 6: how many samples are kept, and how."""
 
-    ratio: float = option(0.2, "keep this fraction of N, in (0, 1]")
-    count: int | None = option(None, "keep exactly this many samples (overrides the ratio)", parse=int)
+    ratio: float = option(
+        0.2, "keep this fraction of N, in (0, 1]; pick takes several, comma-separated", parse=budgets(float)
+    )
+    count: int | None = option(
+        None, "keep exactly this many samples (overrides the ratio); pick takes several", parse=budgets(int)
+    )
     mode: str = option(
         "quota",
         "keep the lowest r overall instead of per-source proportional quotas",
@@ -194,6 +216,9 @@ class PickSettings:
     )
     exclude_text: bool = option(False, "never select text-only samples (official behaviour)")
     add_fields: bool = option(False, "add unique_idx and dataset to the written records")
+    full_finetune_hours: float | None = option(
+        None, "hours a full fine-tuning on all the data takes: the report gives the selection's cost as a fraction"
+    )
 
     def __post_init__(self) -> None:
         if self.count is not None and self.count < 1:
@@ -201,3 +226,5 @@ class PickSettings:
         if self.count is None and not 0 < self.ratio <= 1:  # nan fails too; a count overrides the ratio
             raise FieldError("ratio", f"must be in (0, 1], got {self.ratio}", PickSettings)
         check_choice(self, "mode", PICK_MODES)
+        if self.full_finetune_hours is not None and not self.full_finetune_hours > 0:
+            raise FieldError("full_finetune_hours", f"must be above 0, got {self.full_finetune_hours}", PickSettings)

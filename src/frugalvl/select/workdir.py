@@ -31,6 +31,7 @@ from .formats import JSON_FORMATS, input_digest, jsonfile, write_selection
 log = logging.getLogger(__name__)
 
 META = "meta.json"
+SKIPPED: list[str] = []  # stages found done, in order (read by the cost ledger)
 
 
 # ---------------------------------------------------------------- reading stage outputs
@@ -239,6 +240,7 @@ def begin_stage(
             )
         elif complete:
             log.info("%s: done already (%s); skipping", name, folder)
+            SKIPPED.append(name)
             return None
         else:
             log.info("%s: resuming", name)

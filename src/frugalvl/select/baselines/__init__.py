@@ -11,7 +11,7 @@ Each baseline is a module with a frozen settings dataclass (the published defaul
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +99,46 @@ def make_settings(name: str, options: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in options.items() if k in known and v is not None})
 
 
+REUSABLE = ("random", "clip-score", "el2n", "perplexity")  # selection = pick's rule on a stored score
+
+
+def _from_score(name: str, inputs: Any, settings: Any, values: Any, mode: str) -> tuple[Any, dict[str, int], dict]:
+    """The selection of a score baseline from its stored values (no model pass)."""
+    from .common import select_by_score
+    from .loss_band import DEFAULT_BAND, run_band
+
+    if name in ("el2n", "perplexity"):
+        band = settings.band or DEFAULT_BAND[name]
+        chosen, quotas = run_band(inputs, values, band, mode)
+        return chosen, quotas, {"band": band, "statistic": "el2n" if name == "el2n" else "ppl"}
+    chosen, quotas = select_by_score(inputs, values, mode)
+    return chosen, quotas, {}
+
+
 def run_baseline(
     name: str, work: str | Path, out: str | Path, pick: PickSettings = PickSettings(), settings: Any = None
 ) -> dict[str, Any]:
     """Select with baseline ``name`` under ``pick``'s budget and quotas; write pick's outputs under
-    ``WORK/baseline-NAME/`` and the subset at ``out``; return the report."""
+    ``WORK/baseline-NAME/`` and the subset at ``out``; return the report.
+
+    The baseline's score becomes its column of ``WORK/scores.parquet``; a score baseline whose column
+    was made with the same settings is selected from it, without its model pass."""
+    from .. import scores_table
     from .common import load_inputs, write_selection
 
     run, cls = _parts(name)
     settings = cls() if settings is None else settings
     inputs = load_inputs(work, pick)
-    chosen, quotas, score, extra = run(inputs, settings, pick.mode)
-    return write_selection(inputs, name, out, chosen, quotas, score, pick, settings, extra)
+    key = {"settings": asdict(settings), "exclude_text": pick.exclude_text}
+    stored = scores_table.baseline_column(work, name, key) if name in REUSABLE else None
+    if stored is not None:
+        chosen, quotas, extra = _from_score(name, inputs, settings, stored, pick.mode)
+        score, extra = stored, {**extra, "score_from": scores_table.TABLE}
+    else:
+        chosen, quotas, score, extra = run(inputs, settings, pick.mode)
+    report = write_selection(inputs, name, out, chosen, quotas, score, pick, settings, extra)
+    scores_table.refresh(work, baseline=(name, score, key))
+    return report
 
 
 __all__ = ["REGISTRY", "make_settings", "run_baseline", "settings_class", "settings_classes"]

@@ -27,6 +27,7 @@ import numpy as np
 from ...errors import UserError
 from ...fileio import atomic_path, write_json, write_text
 from ...settings import FieldError
+from .. import provenance
 from ..ranking import PickSettings, count_by, group_quotas, score_histogram, select, target_count
 from ..workdir import load_features, load_samples, usable_mask, write_subset
 
@@ -166,6 +167,8 @@ def write_selection(
         **(extra or {}),
     }
     write_json(folder / "report.json", report)
+    ids = [inputs.samples[i]["id"] for i in chosen]
+    provenance.write(folder, inputs.work, ids, {"pick": _jsonable(pick), "options": _jsonable(options)}, [out])
     log.info(
         "baseline %s: %d of %d samples -> %s; ids and report in %s", name, len(chosen), len(inputs.samples), out, folder
     )
