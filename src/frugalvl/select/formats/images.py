@@ -86,10 +86,10 @@ def reference_bytes(source: str) -> bytes:
             value = _item(arrow_table(path).column(column)[int(row)].as_py(), int(item))
     except (ValueError, KeyError, IndexError) as exc:
         raise OSError(f"cannot read image {source}: {exc}") from None
-    data = cell_bytes(value)
-    if data is None:
+    found = cell_bytes(value)
+    if found is None:
         raise OSError(f"{source} holds no image bytes")
-    return data
+    return found
 
 
 @contextmanager

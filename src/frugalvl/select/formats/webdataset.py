@@ -47,7 +47,8 @@ def _members(shard: Path) -> Iterator[tuple[str, list[tuple[tarfile.TarInfo, byt
         tar = tarfile.open(shard, "r|")  # uncompressed only: references point into the file
     except tarfile.TarError as exc:
         raise UserError(f"{shard} is not an uncompressed tar shard ({exc}): give .tar shards") from None
-    key, group = None, []
+    key: str = ""
+    group: list[tuple[tarfile.TarInfo, bytes]] = []
     with tar:
         for member in tar:
             if not member.isfile():
@@ -65,7 +66,9 @@ def _members(shard: Path) -> Iterator[tuple[str, list[tuple[tarfile.TarInfo, byt
 
 def _item(shard: Path, key: str, group: list[tuple[tarfile.TarInfo, bytes]]) -> Item:
     record: dict[str, Any] | None = None
-    sources, payload, names = [], [], []
+    sources: list[str] = []
+    payload: list[bytes | None] = []
+    names: list[str] = []
     for member, data in sorted(group, key=lambda m: m[0].name):
         ext = split_name(member.name)[1]
         if ext == "json":
