@@ -85,5 +85,7 @@ def test_prepare_streams_a_100k_row_input(tmp_path, fmt):
     tracemalloc.stop()
     assert len(samples) == N and all(s["status"] == "ok" for s in samples[:: N // 100])
     in_flight = peak - kept + arrow_peak  # what the stream held at most beyond the samples kept
-    print(f"{fmt}: images {total / 2**20:.0f} MiB, in flight {in_flight / 2**20:.1f} MiB, samples {kept / 2**20:.0f} MiB")
+    print(
+        f"{fmt}: images {total / 2**20:.0f} MiB, in flight {in_flight / 2**20:.1f} MiB, samples {kept / 2**20:.0f} MiB"
+    )
     assert total > 250 * 2**20 and in_flight < 0.1 * total

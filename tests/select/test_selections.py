@@ -203,3 +203,17 @@ def test_ledger_records_each_stage_and_the_fraction(work, tmp_path):
     cost = report["cost"]
     assert cost["fraction_of_full_finetune"] == pytest.approx(cost["total_wall_s"] / 7200.0)
     assert "% of a full fine-tuning" in ledger.table(cost)
+
+
+def test_cli_budgets_why_and_one_budget_for_baselines(work, tmp_path, select_cli, capsys):
+    w, _, _ = work
+    assert select_cli("pick", "-w", w, "--ratio", "0.1,0.2", "--count", "5", "-o", tmp_path / "m") == 0
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["count-5", "ratio-0.1", "ratio-0.2"]
+    assert len((tmp_path / "m" / "count-5" / "selected_ids.txt").read_text().split()) == 5
+    first = (tmp_path / "m" / "count-5" / "selected_ids.txt").read_text().split()[0]
+    capsys.readouterr()
+    assert select_cli("why", first, "-w", w, "--selection", tmp_path / "m" / "count-5") == 0
+    assert f"{first} (position" in capsys.readouterr().out
+    assert select_cli("baseline", "random", "-w", w, "--ratio", "0.1,0.2", "-o", tmp_path / "r.json") == 2
+    err = capsys.readouterr().err
+    assert "--ratio takes one value here" in err and len(err.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ children it waited for), the device, device-seconds (the wall time of a stage th
 accelerator, else 0), and the process's peak resident memory so far (the operating system keeps
 only a process-wide peak, so a later stage's value includes earlier ones run in the same process).
 :func:`summary` puts them side by side and, given the hours a full fine-tuning takes, the
-selection's cost as a fraction of it.
+selection's cost as a fraction of it; device time is also set against the recipe's known cost.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from typing import Any
 from ..fileio import write_json
 
 LEDGER = "ledger.json"
+# the recipe's known cost: LLaVA-1.5-7B fine-tuned on the 665K mixture, about 10 h on 8 A100-40G
+# (docs/methods/coido.md#cost)
+RECIPE_GPU_HOURS = 80.0
 
 
 def _cpu_seconds() -> float:
@@ -83,6 +86,9 @@ def summary(work: str | Path, full_finetune_hours: float | None = None) -> dict[
     if full_finetune_hours:
         out["full_finetune_hours"] = full_finetune_hours
         out["fraction_of_full_finetune"] = wall / (full_finetune_hours * 3600.0)
+    if out["total_device_s"] > 0:
+        out["fraction_of_recipe_gpu_hours"] = out["total_device_s"] / (RECIPE_GPU_HOURS * 3600.0)
+        out["recipe_note"] = "device-seconds against LLaVA-1.5-7B's full fine-tuning, ~10 h on 8 A100-40G"
     return out
 
 
@@ -96,6 +102,11 @@ def table(summary_: dict[str, Any]) -> str:
     lines.append(
         f"{'total':<12}{summary_['total_wall_s']:>10.1f}{summary_['total_cpu_s']:>10.1f}{'':>10}{summary_['total_device_s']:>10.1f}"
     )
+    if "fraction_of_recipe_gpu_hours" in summary_:
+        lines.append(
+            f"device time = {100 * summary_['fraction_of_recipe_gpu_hours']:.3g}% of LLaVA-1.5-7B's full fine-tuning "
+            f"({RECIPE_GPU_HOURS:g} GPU-hours)"
+        )
     if "fraction_of_full_finetune" in summary_:
         lines.append(
             f"selection cost = {100 * summary_['fraction_of_full_finetune']:.3g}% of a full fine-tuning "
