@@ -14,7 +14,7 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -113,3 +113,23 @@ def table(summary_: dict[str, Any]) -> str:
             f"({summary_['full_finetune_hours']} h)"
         )
     return "\n".join(lines)
+
+
+def costed(stage_fn: Callable[..., Any], stage: str) -> Callable[..., Any]:
+    """The stage function, its cost recorded when it runs: the work folder is its ``work`` argument,
+    the device its ``device`` argument or its settings' ``device`` (CPU otherwise)."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(stage_fn)
+
+    @functools.wraps(stage_fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        device = given.get("device") or getattr(given.get("settings"), "device", None) or "cpu"
+        with record(given["work"], stage, str(device)):
+            return stage_fn(*args, **kwargs)
+
+    return run

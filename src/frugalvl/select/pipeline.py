@@ -455,27 +455,8 @@ def run(
     return pick(work, out, pick_settings)
 
 
-def _costed(stage_fn: Callable[..., Any], stage: str) -> Callable[..., Any]:
-    """The stage, its cost recorded in ``WORK/ledger.json`` (:mod:`.ledger`) when it runs."""
-    import functools
-    import inspect
-
-    signature = inspect.signature(stage_fn)
-
-    @functools.wraps(stage_fn)
-    def costed(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        given = bound.arguments
-        device = given.get("device") or getattr(given.get("settings"), "device", None) or "cpu"
-        with ledger.record(given["work"], stage, str(device)):
-            return stage_fn(*args, **kwargs)
-
-    return costed
-
-
-prepare = _costed(prepare, "prepare")
-features = _costed(features, "features")
-cluster = _costed(cluster, "cluster")
-train = _costed(train, "train")
-score = _costed(score, "score")
+prepare = ledger.costed(prepare, "prepare")  # each stage's cost in WORK/ledger.json when it runs
+features = ledger.costed(features, "features")
+cluster = ledger.costed(cluster, "cluster")
+train = ledger.costed(train, "train")
+score = ledger.costed(score, "score")
