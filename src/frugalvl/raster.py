@@ -33,6 +33,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".jp2", ".vr
 _TIFF = (".tif", ".tiff")
 # Formats only GDAL (rasterio) reads here: always taken through the scene path.
 SCENE_ONLY_SUFFIXES = (".jp2", ".vrt")
+# GDAL opens a file with the driver its name declares, never by probing its content: a ".tif" that is
+# really a VRT (which names other files or URLs) is refused instead of followed.
+GDAL_DRIVERS = {
+    ".tif": "GTiff",
+    ".tiff": "GTiff",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".jp2": "JP2OpenJPEG",
+    ".vrt": "VRT",
+}
 _URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
 
 # Whole-image reads (the paper's protocol) above this many pixels go to the tiled scene path instead
@@ -154,7 +166,7 @@ def _read_tiff(path: Path, bands: Sequence[int] | None, stretch: str) -> RasterI
     from rasterio.errors import RasterioIOError
 
     try:
-        src = rasterio.open(path)
+        src = rasterio.open(path, driver=GDAL_DRIVERS.get(path.suffix.lower(), "GTiff"))
     except RasterioIOError:
         raise UserError(f"cannot read {path}: not a readable TIFF/GeoTIFF (corrupt or truncated?)") from None
     with src:
@@ -202,7 +214,7 @@ def raster_shape(path: str | os.PathLike) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
+            with rasterio.open(path, driver=GDAL_DRIVERS.get(Path(path).suffix.lower())) as src:
                 return int(src.height), int(src.width)
     except (RasterioIOError, OSError):
         pass
@@ -244,7 +256,7 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stre
             f"{path.name} has {shape[1]}×{shape[0]} px, too many for a whole-image read: segment it "
             "in tiles ({tile} 512)",
         )
-    if path.suffix.lower() in _TIFF:
+    if path.suffix.lower() in _TIFF + SCENE_ONLY_SUFFIXES:  # what only GDAL reads
         return _read_tiff(path, bands, stretch)
     if bands:
         raise FieldError("bands", f"{{bands}} applies to TIFF/GeoTIFF inputs only, not {path.name}")

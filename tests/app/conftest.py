@@ -12,6 +12,7 @@ pytest.importorskip("fastapi", reason="the app extra is not installed: pip insta
 
 REPO = Path(__file__).resolve().parents[2]
 LANDSAT = REPO / "examples" / "data" / "landsat_rgb_byte.tif"
+ORIGIN = "http://127.0.0.1:8765"
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +70,7 @@ def make_client(tiny_clip_file, small_geotiff, small_png, tmp_path):
             settings = dict(
                 models={"clip": str(tiny_clip_file)},
                 data_roots=(root,),
+                model_root=root,
                 workdir=tmp_path / "work",
                 samples=(small_geotiff, small_png),
                 max_upload_mb=4.0,
@@ -76,7 +78,9 @@ def make_client(tiny_clip_file, small_geotiff, small_png, tmp_path):
             settings.update(overrides)
             app = create_app(AppConfig(**settings))
             apps[id(app)] = app
-        client = TestClient(app)  # not entered: lifespan shutdown would close the app under the other clients
+        # not entered: lifespan shutdown would close the app under the other clients; the Host is the
+        # bound address and the Origin the page's, as in a browser on the page
+        client = TestClient(app, base_url=ORIGIN, headers={"Origin": ORIGIN})
         clients.append(client)
         return client
 

@@ -302,7 +302,7 @@ def test_upload_limit_and_bad_files_leave_the_app_running(make_client, small_png
     for size in (300_000, 130_000):  # refused from the declared length; refused while streaming (within the slack)
         big = io.BytesIO(b"\0" * size)
         response = client.post("/api/images/upload", files={"file": ("big.png", big, "image/png")})
-        assert response.status_code == 400 and "more than this server accepts" in response.json()["error"]
+        assert response.status_code == 413 and "more than this server accepts" in response.json()["error"]
     response = client.post("/api/images/upload", files={"file": ("notes.txt", io.BytesIO(b"hello"), "text/plain")})
     assert response.status_code == 400 and "unsupported file type" in response.json()["error"]
     response = client.post("/api/images/upload", files={"file": ("broken.png", io.BytesIO(b"not a png"), "image/png")})
@@ -383,7 +383,7 @@ def test_command_line_checks_its_options(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     command.register(parser.add_subparsers())
     args = parser.parse_args(["app", "--data-root", str(tmp_path)])
-    assert args.host == "127.0.0.1"
+    assert command.config_from_args(args).host == "127.0.0.1"  # generated options: None = the field's default
     assert command.config_from_args(args).data_roots == (tmp_path.resolve(),)
     with pytest.raises(UserError, match="not a folder"):
         command.config_from_args(parser.parse_args(["app", "--data-root", str(tmp_path / "nope")]))

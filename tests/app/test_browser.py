@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 import time
@@ -33,13 +34,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served_app(tiny_clip_file, tmp_path):
-    """The app served by uvicorn on 127.0.0.1 in a thread; yields its URL."""
+def start_server(app):
+    """Serve ``app`` with uvicorn on 127.0.0.1 in a thread; returns (port, stop)."""
     uvicorn = pytest.importorskip("uvicorn")
-    from frugalvl.app import AppConfig, create_app
-
-    app = create_app(AppConfig(models={"clip": str(tiny_clip_file)}, workdir=tmp_path / "work", max_upload_mb=1.0))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -48,10 +45,25 @@ def served_app(tiny_clip_file, tmp_path):
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
+
+    def stop():
+        server.should_exit = True
+        thread.join(10)
+        app.state.close()
+
+    return port, stop
+
+
+@pytest.fixture
+def served_app(tiny_clip_file, tmp_path):
+    """The app served by uvicorn on 127.0.0.1 in a thread; yields its URL."""
+    pytest.importorskip("uvicorn")
+    from frugalvl.app import AppConfig, create_app
+
+    app = create_app(AppConfig(models={"clip": str(tiny_clip_file)}, workdir=tmp_path / "work", max_upload_mb=1.0))
+    port, stop = start_server(app)
     yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
-    app.state.close()
+    stop()
 
 
 def test_segment_the_bundled_sample_in_the_browser(served_app, tmp_path):
@@ -120,3 +132,63 @@ def test_segment_the_bundled_sample_in_the_browser(served_app, tmp_path):
             browser.close()
     # only the refused requests themselves may log (Chromium logs every 4xx response)
     assert all("status of 400" in e for e in errors), errors
+
+
+def test_a_rebound_dns_name_and_another_origin_cannot_drive_the_api(tiny_clip_file, small_png, tmp_path):
+    """DNS rebinding (a name the attacker controls resolving to this server) and a page of another
+    origin posting to the API, in a real browser: both refused; the server's own page works."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("uvicorn")
+    from frugalvl.app import AppConfig, create_app
+
+    app = create_app(AppConfig(models={"clip": str(tiny_clip_file)}, workdir=tmp_path / "work"))
+    port, stop = start_server(app)
+    rules = "--host-resolver-rules=MAP rebind.test 127.0.0.1"  # what the attacker's DNS answers
+    post = """async (url) => {
+        try {
+            const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
+                                        body: JSON.stringify({name: "landsat_rgb_byte"})});
+            return r.status;
+        } catch (e) { return "blocked"; }
+    }"""
+    # a form upload is a "simple" request: a browser sends it to any origin without asking first
+    upload = """async ([url, b64]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const form = new FormData();
+        form.append("file", new Blob([bytes], {type: "image/png"}), "a.png");
+        try {
+            const r = await fetch(url, {method: "POST", body: form, mode: url.startsWith("/") ? "same-origin" : "no-cors"});
+            return r.type === "opaque" ? "opaque" : r.status;
+        } catch (e) { return "blocked"; }
+    }"""
+    png = base64.b64encode(small_png.read_bytes()).decode()
+
+    def images() -> int:
+        return sum(len(s.images) for s in list(app.state.sessions._sessions.values()))
+
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[*ARGS, rules])
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(60_000)
+                # the attacker's name, rebound to 127.0.0.1: the page and the API refuse it
+                response = page.goto(f"http://rebind.test:{port}/")
+                assert response is not None and response.status == 403
+                assert page.evaluate("async () => (await fetch('/api/config')).status") == 403
+                assert page.evaluate(post, "/api/images/sample") == 403
+                assert page.evaluate(upload, ["/api/images/upload", png]) == 403
+                # another origin (localhost is a name of this server, but not the origin of 127.0.0.1's
+                # page) sends the upload (the browser does not stop it): the server refuses it
+                page.goto(f"http://localhost:{port}/")
+                assert page.evaluate(upload, [f"http://127.0.0.1:{port}/api/images/upload", png]) == "opaque"
+                assert images() == 0
+                # the server's own page posts with its own Origin and is served
+                page.goto(f"http://127.0.0.1:{port}/")
+                assert page.evaluate(post, "/api/images/sample") == 200
+                assert page.evaluate(upload, ["/api/images/upload", png]) == 200
+                assert images() == 2
+            finally:
+                browser.close()
+    finally:
+        stop()

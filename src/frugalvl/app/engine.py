@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import typing
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from ..errors import UserError
 from ..segment.methods import DEFAULT_METHOD, METHODS, ModelOption, method, model_options
 from ..vocab import Vocabulary
 from .config import AppConfig
-from .safety import model_spec_path, resolve_allowed
+from .safety import page_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +84,22 @@ def run_request_fields() -> dict[str, tuple[Any, Any]]:
     """``name -> (type, default)`` of a run request's options, as pydantic's ``create_model`` takes them:
     method, vocabulary and preset, every registered model option, and :data:`PAGE_SETTINGS`."""
     fields: dict[str, tuple[Any, Any]] = {
-        "method": (str, DEFAULT_METHOD),
-        "vocabulary": (str, ""),
-        "preset": (str | None, None),
+        "method": (Annotated[str, Field(max_length=100)], DEFAULT_METHOD),
+        "vocabulary": (Annotated[str, Field(max_length=MAX_VOCABULARY)], ""),
+        "preset": (Annotated[str, Field(max_length=100)] | None, None),
     }
-    fields.update({name: (str | None, None) for name in model_options()})
-    fields.update({name: (setting_type(name) | None, None) for name in PAGE_SETTINGS})
+    fields.update({name: (Annotated[str, Field(max_length=MAX_TEXT)] | None, None) for name in model_options()})
+    fields.update({name: (finite(setting_type(name)) | None, None) for name in PAGE_SETTINGS})
     return fields
+
+
+MAX_TEXT = 1024  # a model name or path
+MAX_VOCABULARY = 20_000  # characters of a typed vocabulary
+
+
+def finite(kind: Any) -> Any:
+    """A float field refuses NaN and infinities at the API's edge (422), other types stay as they are."""
+    return Annotated[float, Field(allow_inf_nan=False)] if kind is float else kind
 
 
 class LRUBytes:
@@ -136,15 +147,12 @@ class ModelHub:
         self.query_cache: dict = {}  # the segmenters' text_cache
         self.token_cache = LRUBytes(token_cache_mb << 20)
 
-    def _checked_spec(self, given: str | None, default: str | None) -> str | None:
-        """The page's model spec; a local path in it must lie under --data-root (the operator's defaults are trusted)."""
+    def _checked_spec(self, option: str, given: str | None, default: str | None) -> str | None:
+        """The page's model spec: a hub name, or a file under the model-root folder (the operator's
+        defaults, given at start-up, are trusted)."""
         if given is None or not given.strip() or given.strip() == (default or ""):
             return default
-        local = model_spec_path(given)
-        if local is None:
-            return given.strip()
-        prefix, path = local
-        return prefix + str(resolve_allowed(path, self.config.data_roots))
+        return page_model_spec(option, given, self.config.model_roots)
 
     def _load(self, option: ModelOption, spec: str | None, device: str) -> Any:
         key = (option.name, spec)
@@ -154,19 +162,30 @@ class ModelHub:
                 self._models[key] = option.load(spec, device)
             return self._models[key]
 
-    def segmenter(self, options: RunOptions):
-        """A segmenter for the page's options; models load on first use and stay loaded."""
+    def settings(self, options: RunOptions) -> tuple[Vocabulary, Any]:
+        """The run's vocabulary and settings; a value the settings refuse (a NaN, a threshold out of
+        range) is a UserError now, when the page asks, not a failed run later."""
         entry = method(options.method)
         typed = self.typed_vocabulary(options)
         vocabulary = typed or self.vocabulary(options)
         known = {f.name for f in dataclasses.fields(entry.settings_class())}
         overrides = {k: v for k, v in options.settings.items() if k in known}
+        for name, value in overrides.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{name} {value}: give a finite number")
         try:
             settings = entry.settings(options.preset, typed, **overrides)
         except (ValueError, TypeError) as exc:
             raise UserError(str(exc)) from None
+        return vocabulary, settings
+
+    def segmenter(self, options: RunOptions):
+        """A segmenter for the page's options; models load on first use and stay loaded."""
+        entry = method(options.method)
+        vocabulary, settings = self.settings(options)
         specs = {
-            m.name: self._checked_spec(options.models.get(m.name), self.config.model_spec(m.name)) for m in entry.models
+            m.name: self._checked_spec(m.name, options.models.get(m.name), self.config.model_spec(m.name))
+            for m in entry.models
         }
         models = entry.load_models(specs, self.config.device, load=self._load)
         return entry.build(models, vocabulary, settings, text_cache=self.query_cache, token_cache=self.token_cache)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..raster import IMAGE_SUFFIXES, RasterImage, read_image
+from .formats import check_image_file, gdal_env
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,12 @@ class OpenedImage:
     @property
     def width(self) -> int:
         return self.image.rgb.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the image holds (pixels, mask and display pyramid)."""
+        mask = self.image.nodata_mask
+        return self.image.rgb.nbytes + (0 if mask is None else mask.nbytes) + sum(lv.data.nbytes for lv in self.pyramid)
 
     def info(self) -> dict:
         img = self.image
@@ -76,35 +84,33 @@ def pixel_area_m2(crs, transform) -> float | None:
 
 
 def image_pixels(path: Path) -> int:
-    """Pixel count of an image without decoding it (rasterio for TIFF, PIL header otherwise)."""
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import rasterio
+    """Pixel count of an image from its header (no pixels decoded), read with only its format's driver."""
+    from ..raster import raster_shape
 
-            with rasterio.open(path) as src:
-                return src.width * src.height
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = None
-        with Image.open(path) as im:
-            return im.width * im.height
-    except Exception:  # noqa: BLE001 - unreadable: read_image names the problem
-        return 0
+    with gdal_env():
+        shape = raster_shape(path)
+    return 0 if shape is None else shape[0] * shape[1]
 
 
-def open_image(image_id: str, path: Path, name: str, max_pixels: int) -> OpenedImage:
-    """Read ``path`` (any format ``frugalvl segment`` reads) and prepare it for display."""
+def open_image(image_id: str, path: Path, name: str, max_pixels: int, vrt_roots: Sequence[Path] = ()) -> OpenedImage:
+    """Read ``path`` (any format ``frugalvl segment`` reads, checked by content: :mod:`.formats`) and
+    prepare it for display. ``vrt_roots``: the data-root folders for a server file (none for uploads)."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(
             f"{name}: unsupported file type {path.suffix or '(none)'}; open a {', '.join(IMAGE_SUFFIXES)} file"
         )
+    check_image_file(path, name, vrt_roots)
     pixels = image_pixels(path)
     if pixels > max_pixels:
         raise UserError(
             f"{name} has {pixels / 1e6:.0f} Mpx, more than this app opens ({max_pixels / 1e6:.0f} Mpx): "
             "segment it tile by tile with `frugalvl segment`"
         )
-    image = read_image(path)
+    try:
+        with gdal_env():
+            image = read_image(path)
+    except UserError as exc:  # the reader names the file by its path: show the name the user knows
+        raise UserError(str(exc).replace(str(path), name)) from None
     opened = OpenedImage(image_id, name, image)
     alpha = np.full(image.rgb.shape[:2], 255, np.uint8)
     if image.nodata_mask is not None:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -19,6 +20,7 @@ from .jobs import RunWorker
 from .routes import ROUTERS
 from .routes.common import NotFound
 from .routes.page import STATIC
+from .safety import origin_refusal, scrub
 from .sessions import COOKIE, SessionStore
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,9 @@ def bundled_samples(config: AppConfig) -> dict[str, Path]:
 
 
 def create_app(config: AppConfig) -> FastAPI:
-    sessions = SessionStore(config.workdir, config.session_ttl_s)
+    sessions = SessionStore(
+        config.workdir, config.session_ttl_s, config.max_sessions, config.max_images, config.max_session_mb
+    )
     hub = ModelHub(config)
     worker = RunWorker(hub)
 
@@ -63,19 +67,57 @@ def create_app(config: AppConfig) -> FastAPI:
         session = sessions.get(request.cookies.get(COOKIE))
         fresh = session is None
         if session is None:
-            session = sessions.create()
+            try:
+                session = sessions.create()
+            except UserError as exc:
+                return error_response(exc, sessions)
         request.state.session = session
         response = await call_next(request)
         if fresh:
             response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", max_age=int(config.session_ttl_s))
         return response
 
+    @app.middleware("http")  # added last: runs first, before any session is made
+    async def same_origin(request: Request, call_next):
+        refused = origin_refusal(config, request.method, request.headers)
+        if refused is not None:
+            return JSONResponse({"error": refused}, status_code=403)
+        return await call_next(request)
+
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return error_response(exc, sessions)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):
-        return JSONResponse({"error": str(exc) or "not found in this session"}, status_code=404)
+        return JSONResponse({"error": scrub(str(exc), sessions.root) or "not found in this session"}, status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"error": "internal error: the server's log has the details"}, status_code=500)
 
     return app
+
+
+def error_response(exc: UserError, sessions: SessionStore) -> JSONResponse:
+    """One line of JSON for a refused request: 400, or the error's own ``status`` (413, 429). A body too
+    large also closes the connection, so the server stops reading what the client still sends."""
+    status = getattr(exc, "status", 400)
+    headers = {"Connection": "close"} if status == 413 else None
+    return JSONResponse({"error": scrub(str(exc), sessions.root)}, status_code=status, headers=headers)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """The first problem of a request that does not fit the API's types, in one line."""
+    errors = exc.errors()
+    if not errors:
+        return "the request does not fit this API"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+    message = str(first.get("msg", "invalid value")).splitlines()[0][:200]
+    return f"{where or 'request'}: {message}"

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from ..errors import UserError
+from ._settings import add_settings_options, build_settings, given
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -18,8 +23,10 @@ def register(subparsers) -> None:
         description="Serve a local web page to try vocabularies on an image or GeoTIFF, "
         "with SegEarth-OV or SegEarth-OV3, and download the results.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    from ..app.config import AppConfig
+
+    server = p.add_argument_group("server and security (docs/app.md, 'Security')")
+    add_settings_options(server, AppConfig)
     p.add_argument(
         "--data-root",
         action="append",
@@ -67,13 +74,17 @@ def config_from_args(args: argparse.Namespace):
         raise UserError("--max-upload-mb must be positive")
     if args.tile < 64:
         raise UserError("--tile must be at least 64 pixels")
-    return AppConfig(
-        data_roots=tuple(roots),
-        max_upload_mb=args.max_upload_mb,
-        models={name: getattr(args, name) for name in model_options()},
-        device=args.device,
-        tile=args.tile,
-        session_ttl_s=args.session_ttl * 60,
+    return build_settings(
+        AppConfig,
+        {
+            **given(args, AppConfig),
+            "data_roots": tuple(roots),
+            "max_upload_mb": args.max_upload_mb,
+            "models": {name: getattr(args, name) for name in model_options()},
+            "device": args.device,
+            "tile": args.tile,
+            "session_ttl_s": args.session_ttl * 60,
+        },
     )
 
 
@@ -88,17 +99,39 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)  # a bad --device fails now, not at the first run
     config = config_from_args(args)
-    if args.host not in LOCAL_HOSTS:
+    if config.host not in LOCAL_HOSTS:
         print(
-            f"frugalvl: warning: serving on {args.host}: anyone who can reach this address can use the app and "
+            f"frugalvl: warning: serving on {config.host}: anyone who can reach this address can use the app and "
             "the models; keep the default 127.0.0.1 unless you trust the network",
             file=sys.stderr,
         )
+    check_bind(config.host, config.port)
     app = create_app(config)
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    print(f"frugalvl app: open http://{shown}:{args.port}/ (Ctrl+C to stop)")
+    shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    print(f"frugalvl app: open http://{shown}:{config.port}/ (Ctrl+C to stop)")
+    # the page's hub model names are never read as files of the folder the server was started in
+    cwd = tempfile.mkdtemp(prefix="frugalvl-app-cwd-")
+    os.chdir(cwd)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
     finally:
         app.state.close()
+        shutil.rmtree(cwd, ignore_errors=True)
     return 0
+
+
+def check_bind(host: str, port: int) -> None:
+    """Fail with one line when ``host:port`` cannot be served (unknown address, port taken or reserved)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, OverflowError) as exc:
+        raise UserError(f"--host {host}: not an address of this machine ({exc}): give e.g. 127.0.0.1") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UserError(
+                f"cannot serve on {host}:{port} ({exc.strerror or exc}): choose another --port or --host"
+            ) from None

@@ -3,7 +3,9 @@ session, map bounds and PNG responses."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Path, Query, Request
 from fastapi.responses import Response
 
 from ...errors import UserError
@@ -14,6 +16,14 @@ from ..jobs import Run, RunWorker
 from ..sessions import Session
 
 PREVIEW_MAX_SIDE = 4096
+COORD_LIMIT = 1e9  # map coordinates: degrees, or pixels of an image that is not georeferenced
+
+# what the API takes as numbers: finite and in range at the edge (422 with one line), never a NaN,
+# an infinity or a 10^300 that fails deep inside as a 500
+Coord = Annotated[float, Query(allow_inf_nan=False, ge=-COORD_LIMIT, le=COORD_LIMIT)]
+TileZ = Annotated[int, Path(ge=0, le=30)]
+TileXY = Annotated[int, Path(ge=0, le=(1 << 30) - 1)]
+Hidden = Annotated[str, Query(max_length=4000)]
 
 
 class NotFound(Exception):
@@ -34,6 +44,19 @@ def worker_of(request: Request) -> RunWorker:
 
 def session_of(request: Request) -> Session:
     return request.state.session
+
+
+def run_status(request: Request, run: Run) -> dict:
+    """A run's status, with the server's own folders kept out of its messages."""
+    from ..safety import scrub
+
+    status = run.status()
+    root = request.app.state.sessions.root
+    if status.get("error"):
+        status["error"] = scrub(str(status["error"]), root)
+    if status.get("notes"):
+        status["notes"] = [scrub(str(n), root) for n in status["notes"]]
+    return status
 
 
 def image_of(request: Request, image_id: str) -> OpenedImage:
@@ -64,9 +87,12 @@ def preview_level(pyramid):
 
 def hidden(text: str) -> list[int]:
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"hide={text!r}: give class indices separated by commas") from None
+        values = [-1]
+    if any(not 0 <= v < 1 << 16 for v in values):
+        raise UserError(f"hide={text[:100]!r}: give class indices separated by commas")
+    return values
 
 
 def png(data: bytes) -> Response:

@@ -4,10 +4,11 @@ and read its result (label tiles, preview, the scores under a click, downloads).
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
-from pydantic import create_model
+from pydantic import Field, create_model
 
 from ...errors import UserError
 from ...windows import Window
@@ -17,7 +18,12 @@ from ..jobs import Run
 from ..sessions import new_id
 from ..tiles import colourise, empty_tile, intersects, png_bytes, tile_bounds, warp_tile
 from .common import (
+    COORD_LIMIT,
+    Coord,
+    Hidden,
     NotFound,
+    TileXY,
+    TileZ,
     config_of,
     hidden,
     hub_of,
@@ -26,19 +32,23 @@ from .common import (
     png,
     preview_level,
     run_of,
+    run_status,
     session_of,
     worker_of,
 )
 
 router = APIRouter(prefix="/api/runs")
 
+BoundValue = Annotated[float, Field(allow_inf_nan=False, ge=-COORD_LIMIT, le=COORD_LIMIT)]
+Bounds = Annotated[list[Annotated[list[BoundValue], Field(min_length=2, max_length=2)]], Field(max_length=2)]
+
 # The request body: which image and area, then the run options (generated from RunOptions' schema:
 # every registered model option, and the page's settings fields typed as in the settings dataclasses).
 RunRequest = create_model(
     "RunRequest",
-    image=(str, ...),
-    area=(str, "whole"),  # whole | visible
-    bounds=(list[list[float]] | None, None),  # [[south, west], [north, east]] of the map view
+    image=(Annotated[str, Field(max_length=100)], ...),
+    area=(Annotated[str, Field(max_length=20)], "whole"),  # whole | visible
+    bounds=(Bounds | None, None),  # [[south, west], [north, east]] of the map view
     **run_request_fields(),  # type: ignore[call-overload]
 )
 
@@ -48,35 +58,35 @@ def start_run(body: RunRequest, request: Request) -> dict:  # type: ignore[valid
     session, config = session_of(request), config_of(request)
     image = image_of(request, body.image)  # type: ignore[attr-defined]
     options = RunOptions.from_fields(body.model_dump())  # type: ignore[attr-defined]
-    hub_of(request).vocabulary(options)  # an unknown method, an empty or malformed vocabulary fail now, in the page
+    hub_of(request).settings(options)  # an unknown method, a bad vocabulary or setting fail now, in the page
     window = run_window(image, body.area, body.bounds)  # type: ignore[attr-defined]
     if window.height * window.width > config.max_run_pixels:
         raise UserError(
             f"the area is {window.height * window.width / 1e6:.1f} Mpx, more than one run segments "
             f"here ({config.max_run_pixels / 1e6:.0f} Mpx): zoom in and run on the visible area"
         )
-    for old in session.runs.values():
+    for old in list(session.runs.values()):
         old.cancel()  # one run per session at a time: a new run replaces the old
     run = Run(new_id(), image, options, window, session.subfolder("runs"), tile=config.tile)
-    session.runs[run.id] = run
+    session.add_run(run)
     worker_of(request).submit(run)
-    return run.status()
+    return run_status(request, run)
 
 
 @router.get("/{run_id}")
-def run_status(run_id: str, request: Request) -> dict:
-    return run_of(request, run_id).status()
+def get_run(run_id: str, request: Request) -> dict:
+    return run_status(request, run_of(request, run_id))
 
 
 @router.post("/{run_id}/cancel")
 def cancel_run(run_id: str, request: Request) -> dict:
     run = run_of(request, run_id)
     run.cancel()
-    return run.status()
+    return run_status(request, run)
 
 
 @router.get("/{run_id}/tiles/{z}/{x}/{y}.png")
-def run_tile(run_id: str, z: int, x: int, y: int, request: Request, hide: str = "") -> Response:
+def run_tile(run_id: str, z: TileZ, x: TileXY, y: TileXY, request: Request, hide: Hidden = "") -> Response:
     run = _done(run_of(request, run_id))
     bounds = map_bounds(run.image)
     if not intersects(tile_bounds(z, x, y), bounds):
@@ -86,14 +96,14 @@ def run_tile(run_id: str, z: int, x: int, y: int, request: Request, hide: str = 
 
 
 @router.get("/{run_id}/image.png")
-def run_preview(run_id: str, request: Request, hide: str = "") -> Response:
+def run_preview(run_id: str, request: Request, hide: Hidden = "") -> Response:
     run = _done(run_of(request, run_id))
     level = preview_level(run.pyramid)
     return png(png_bytes(colourise(level.data[0], run.palette, hidden(hide), nodata=255)))
 
 
 @router.get("/{run_id}/scores")
-def run_scores(run_id: str, lat: float, lng: float, request: Request) -> dict:
+def run_scores(run_id: str, lat: Coord, lng: Coord, request: Request) -> dict:
     run = _done(run_of(request, run_id))
     row, col = pixel_of(run.image, lat, lng)
     return run.scores_at(row, col)
@@ -120,8 +130,12 @@ def pixel_of(image: OpenedImage, lat: float, lng: float) -> tuple[int, int]:
         return math.floor(-lat), math.floor(lng)
     from rasterio.warp import transform
 
+    if not -90 <= lat <= 90:
+        raise UserError(f"latitude {lat:g} is not on the map: click on the image")
     xs, ys = transform("EPSG:4326", image.image.crs, [lng], [lat])
     col, row = ~image.image.transform * (xs[0], ys[0])
+    if not (math.isfinite(row) and math.isfinite(col)):
+        raise UserError(f"({lat:g}, {lng:g}) has no place in the image's CRS: click on the image")
     return math.floor(row), math.floor(col)
 
 
@@ -139,14 +153,20 @@ def run_window(image: OpenedImage, area: str, bounds: list[list[float]] | None) 
         from rasterio.warp import transform_bounds
         from rasterio.windows import from_bounds
 
-        left, bottom, right, top = transform_bounds(
-            "EPSG:4326", image.image.crs, west, south, east, north, densify_pts=21
-        )
-        win = from_bounds(left, bottom, right, top, transform=image.image.transform)
+        south, north = (min(max(v, -89.999), 89.999) for v in (south, north))  # the poles map to infinity
+        try:
+            left, bottom, right, top = transform_bounds(
+                "EPSG:4326", image.image.crs, west, south, east, north, densify_pts=21
+            )
+            win = from_bounds(left, bottom, right, top, transform=image.image.transform)
+        except ValueError:  # rasterio's errors are ValueErrors
+            raise UserError("the visible area has no place in the image's CRS: run on the whole image") from None
         r0, c0 = win.row_off, win.col_off
         r1, c1 = r0 + win.height, c0 + win.width
     else:
         r0, r1, c0, c1 = -north, -south, west, east
+    if not all(math.isfinite(v) for v in (r0, r1, c0, c1)):
+        raise UserError("the visible area has no place in the image's CRS: pan to the image or run on the whole image")
     y0, y1 = max(0, math.floor(min(r0, r1))), min(h, math.ceil(max(r0, r1)))
     x0, x1 = max(0, math.floor(min(c0, c1))), min(w, math.ceil(max(c0, c1)))
     if y1 - y0 < 2 or x1 - x0 < 2:
