@@ -424,3 +424,26 @@ def test_frugalvl_app_bad_port_or_busy_port_is_one_line(capsys):
         assert main(["app", "--port", str(busy.getsockname()[1])]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot serve" in err and "Traceback" not in err
+
+
+def test_a_large_json_body_is_refused_without_being_read_whole(make_client):
+    client = make_client()
+    big = json.dumps({"path": "x" * (2 << 20)}).encode()
+    response = client.post("/api/images/path", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "more than this server reads" in errors_of(response)
+
+    def chunks():
+        for _ in range(8):
+            yield b" " * (256 << 10)
+        yield b'{"path": "x"}'
+
+    response = client.post("/api/images/path", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    for text in ['"\\ud800.tif"', '"a\\udcff/b"']:  # lone surrogates, as JSON escapes
+        response = client.post(
+            "/api/images/path",
+            content=b'{"path": ' + text.encode() + b"}",
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code in (400, 422) and "\n" not in errors_of(response), text
+    assert client.post("/api/images/path", json={"path": "scene.tif"}).status_code == 400  # not there: still one line

@@ -44,7 +44,7 @@ def resolve_under(path: str, roots: Sequence[Path], what: str) -> Path:
         raise outside
     try:
         resolved = lexical.resolve()  # symlinks followed: a link inside a root may point outside
-    except (OSError, RuntimeError):  # a name too long, a symlink loop
+    except (OSError, RuntimeError, ValueError):  # a name too long, a symlink loop, a lone surrogate
         raise UserError(f"{shown} cannot be resolved on this server: check the path") from None
     if not any(resolved.is_relative_to(r.resolve()) for r in roots):
         raise outside

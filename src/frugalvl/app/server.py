@@ -21,7 +21,7 @@ from .routes import ROUTERS
 from .routes.common import NotFound
 from .routes.page import STATIC
 from .safety import origin_refusal, scrub
-from .sessions import COOKIE, SessionStore
+from .sessions import COOKIE, SessionStore, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def create_app(config: AppConfig) -> FastAPI:
     app.state.config, app.state.sessions, app.state.hub, app.state.worker = config, sessions, hub, worker
     app.state.samples = bundled_samples(config)
     app.state.close = close
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, exempt=("/api/images/upload",))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in ROUTERS:
         app.include_router(router)
@@ -102,6 +103,52 @@ def create_app(config: AppConfig) -> FastAPI:
         return JSONResponse({"error": "internal error: the server's log has the details"}, status_code=500)
 
     return app
+
+
+MAX_BODY_BYTES = 1 << 20  # a JSON request (uploads have their own limit)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body (declared or chunked) above ``limit`` bytes is refused with
+    413 while it arrives, instead of being read into memory in full (uploads: :mod:`.routes.images`)."""
+
+    def __init__(self, app, limit: int, exempt: tuple[str, ...] = ()) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path", "") in self.exempt:
+            return await self.app(scope, receive, send)
+        too_large = TooLarge(f"the request is more than this server reads ({self.limit >> 10} kB)")
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            response = JSONResponse({"error": str(too_large)}, status_code=413, headers={"Connection": "close"})
+            return await response(scope, receive, send)
+        body, more = b"", True  # read here, at most ``limit`` bytes, then handed on
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message]), send)
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                response = JSONResponse({"error": str(too_large)}, status_code=413, headers={"Connection": "close"})
+                return await response(scope, receive, send)
+        return await self.app(
+            scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send
+        )
+
+
+def _replay(messages: list[dict], then=None):
+    """An ASGI ``receive`` that gives ``messages`` first, then what ``then`` gives."""
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        if then is None:
+            return {"type": "http.disconnect"}
+        return await then()
+
+    return receive
 
 
 def error_response(exc: UserError, sessions: SessionStore) -> JSONResponse:

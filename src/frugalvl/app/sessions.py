@@ -1,4 +1,4 @@
-"""Per-browser sessions: each holds its own folder, opened images and runs (docs/app.md, "Safety").
+"""Per-browser sessions: each holds its own folder, opened images and runs (docs/app.md, "Security").
 
 A session is named by a random cookie (``secrets.token_urlsafe``); its images and runs are only
 found through the session, so one browser cannot read another's files even when it guesses ids.

@@ -55,7 +55,7 @@ def open_path(body: PathRequest, request: Request) -> dict:
     path = resolve_allowed(body.path, config.data_roots)
     try:
         found = path.is_file()
-    except OSError:  # a name too long for the file system
+    except (OSError, ValueError):  # a name too long for the file system, or not encodable
         found = False
     if not found:
         raise UserError(f"{body.path[:120]} is not a file under the server's data folders: check the path")
