@@ -95,6 +95,18 @@ def test_a_data_root_vrt_must_name_only_files_inside_the_roots(make_client, secr
         )
     )
     (root / "entity.vrt").write_text('<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>' + vrt("&e;"))
+    # GDAL reads tag and attribute names in any case and without their namespace
+    (root / "case.vrt").write_text(vrt(str(secret)).replace("SourceFilename", "sourceFILENAME"))
+    (root / "ns.vrt").write_text(vrt(str(secret)).replace("<VRTDataset ", '<VRTDataset xmlns="urn:x" '))
+    (root / "prefix.vrt").write_text(vrt(str(secret)).replace("SourceFilename", "g:SourceFilename"))
+    (root / "subclass.vrt").write_text(
+        vrt("scene.tif", relative=True).replace("<VRTDataset ", '<VRTDataset SUBCLASS="VRTWarpedDataset" ')
+    )
+    (root / "comment.vrt").write_text(vrt("scene.tif<!-- x -->", relative=True))
+    (root / "spaced.vrt").write_text(vrt(" scene.tif", relative=True))
+    (root / "escaped.vrt").write_text(vrt(str(secret).replace("/", "&#47;")))
+    (root / "comment.jpg").write_bytes(b"\xff\xd8\xff\xfe\x01\x01" + vrt(str(secret)).encode())
+    (root / "jpgsource.vrt").write_text(vrt("comment.jpg", relative=True))
     for name in [
         "sub/up.vrt",
         "abs.vrt",
@@ -108,6 +120,14 @@ def test_a_data_root_vrt_must_name_only_files_inside_the_roots(make_client, secr
         "masked.tif",
         "python.vrt",
         "entity.vrt",
+        "case.vrt",
+        "ns.vrt",
+        "prefix.vrt",
+        "subclass.vrt",
+        "comment.vrt",
+        "spaced.vrt",
+        "escaped.vrt",
+        "jpgsource.vrt",
     ]:
         response = client.post("/api/images/path", json={"path": name})
         assert response.status_code == 400, name
@@ -140,6 +160,7 @@ def test_sniff_names_each_format_by_its_first_bytes():
     assert sniff(b"\x89PNG\r\n\x1a\n....") == "png" and sniff(b"\xff\xd8\xff\xe0") == "jpeg"
     assert sniff(b"\0\0\0\x0cjP  \r\n\x87\n") == "jp2" and sniff(b"\xff\x4f\xff\x51") == "jp2"
     assert sniff(b"\xef\xbb\xbf <?xml version='1.0'?>\n<VRTDataset>") == "vrt"
+    assert sniff(b"\xff\xd8\xff\xfe\x01\x01<VRTDataset>") is None  # a JPEG comment GDAL might take for a VRT
     assert sniff(b"<GDALTileIndexDataset>") is None and sniff(b"") is None and sniff(b"BM") is None
     assert declared("a.TIF") == "tiff" and declared("a.jpeg") == "jpeg" and declared("a.txt") is None
 

@@ -39,7 +39,14 @@ MAX_VRT_DEPTH = 4  # VRTs naming VRTs
 
 
 def sniff(head: bytes) -> str | None:
-    """The format the first bytes of a file show (a key of :data:`SUFFIXES`), or None."""
+    """The format the first bytes of a file show (a key of :data:`SUFFIXES`), or None.
+
+    An image whose first bytes also hold an XML dataset's tag (a JPEG comment saying ``<VRTDataset``,
+    which GDAL's own probing could take for a VRT) is none of them."""
+    if b"VRTDataset" in head and not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        return None
+    if b"TileIndexDataset" in head:
+        return None
     if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
         return "tiff"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -136,7 +143,12 @@ def probe(path: Path, name: str, kind: str) -> None:
 
 
 _FORBIDDEN = re.compile(r"/vsi|\w+://|^\s*<", re.IGNORECASE)
-_SOURCE_TAGS = ("SourceFilename", "SourceDataset")
+_SOURCE_TAGS = ("sourcefilename", "sourcedataset")
+
+
+def _name(tag: str) -> str:
+    """A tag or attribute name as GDAL compares it: without namespace, lower case."""
+    return tag.rsplit("}", 1)[-1].rsplit(":", 1)[-1].lower()
 
 
 def check_vrt(path: Path, name: str, roots: Sequence[Path], depth: int, seen: set[Path]) -> None:
@@ -154,25 +166,27 @@ def check_vrt(path: Path, name: str, roots: Sequence[Path], depth: int, seen: se
     if path.stat().st_size > MAX_VRT_BYTES:
         raise refuse(f"larger than {MAX_VRT_BYTES >> 10} kB")
     data = path.read_bytes()
-    if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
-        raise refuse("XML declarations of entities or document types")
+    if any(mark in data.upper() for mark in (b"<!DOCTYPE", b"<!ENTITY", b"<!--", b"<![CDATA[")):
+        raise refuse("XML comments, CDATA, or declarations of entities or document types")
     try:
         root = ElementTree.fromstring(data)
     except ElementTree.ParseError:
         raise refuse("not well-formed XML") from None
-    if root.tag != "VRTDataset" or root.get("subClass"):
+    # GDAL matches tag and attribute names without regard to case or namespace: so does this check
+    if _name(root.tag) != "vrtdataset" or any(_name(k) == "subclass" for k in root.attrib):
         raise refuse("only plain VRTDataset files")
     for element in root.iter():
-        if element.tag in ("PixelFunctionCode", "PixelFunctionLanguage") or element.get("PixelFunctionLanguage"):
+        tag, attrib = _name(element.tag), {_name(k): v for k, v in element.attrib.items()}
+        if tag.startswith("pixelfunction") or "pixelfunctionlanguage" in attrib:
             raise refuse("pixel-function code")
-        values = [element.text or "", *element.attrib.values()]
-        if element.tag not in _SOURCE_TAGS and any("/vsi" in v.lower() or "://" in v for v in values):
+        values = [element.text or "", *attrib.values()]
+        if tag not in _SOURCE_TAGS and any("/vsi" in v.lower() or "://" in v for v in values):
             raise refuse("a /vsi path or a URL")
-        if element.tag in _SOURCE_TAGS:
-            source = (element.text or "").strip()
-            if not source or "\0" in source or _FORBIDDEN.search(source):
+        if tag in _SOURCE_TAGS:
+            source = element.text or ""
+            if not source or source != source.strip() or "\0" in source or _FORBIDDEN.search(source):
                 raise refuse("a source that is not a plain file: a /vsi path, a URL or an inline dataset")
-            relative = element.get("relativeToVRT", "0").strip() == "1"
+            relative = attrib.get("relativetovrt", "0").strip() == "1"
             target = (path.parent / source) if relative else Path(source)
             if not target.is_absolute():
                 raise refuse("a source relative to the server's working folder")
