@@ -468,3 +468,22 @@ def test_a_large_json_body_is_refused_without_being_read_whole(make_client):
         )
         assert response.status_code in (400, 422) and "\n" not in errors_of(response), text
     assert client.post("/api/images/path", json={"path": "scene.tif"}).status_code == 400  # not there: still one line
+
+
+def test_vocabulary_size_and_the_query_cache_are_bounded(make_client):
+    from frugalvl.app.engine import MAX_CLASSES, QueryCache
+
+    client = make_client()
+    info = client.post("/api/images/sample", json={"name": "landsat_small"}).json()
+    many = ";".join(f"c{i}" for i in range(MAX_CLASSES + 1))
+    response = client.post("/api/runs", json={"image": info["id"], "vocabulary": many})
+    assert response.status_code == 400 and "split it into several runs" in errors_of(response)
+    synonyms = "water;" + ",".join(f"s{i}" for i in range(600))
+    assert client.post("/api/runs", json={"image": info["id"], "vocabulary": synonyms}).status_code == 400
+    cache = QueryCache(max_items=4)
+    for k in "abcd":
+        cache[k] = k
+    assert "a" in cache  # a use: "b" is now the oldest
+    cache["e"] = "e"
+    cache["f"] = "f"
+    assert list(cache) == ["d", "a", "e", "f"] and len(cache) == 4

@@ -137,6 +137,32 @@ class LRUBytes:
                 self.bytes -= sum(t.numel() * t.element_size() for t in old)
 
 
+class QueryCache(OrderedDict):
+    """The segmenters' ``text_cache``, bounded to ``max_items`` queries, least recently used dropped
+    first. Asking whether a query is in it counts as a use, so the queries of the run being encoded
+    (at most :data:`MAX_QUERIES`, far fewer than ``max_items``) are never the ones dropped."""
+
+    def __init__(self, max_items: int = 8 * 512) -> None:
+        super().__init__()
+        self.max_items = max_items
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        if found:
+            self.move_to_end(key)
+        return found
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.max_items:
+            self.popitem(last=False)
+
+
+MAX_CLASSES = 255  # label 255 marks no data in the app's label rasters
+MAX_QUERIES = 512  # text queries (classes and their synonyms) in one run
+
+
 class ModelHub:
     """Loads each model once (thread-safe) and builds segmenters for runs."""
 
@@ -144,7 +170,7 @@ class ModelHub:
         self.config = config
         self._models: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
-        self.query_cache: dict = {}  # the segmenters' text_cache
+        self.query_cache: QueryCache = QueryCache()  # the segmenters' text_cache
         self.token_cache = LRUBytes(token_cache_mb << 20)
 
     def _checked_spec(self, option: str, given: str | None, default: str | None) -> str | None:
@@ -168,6 +194,11 @@ class ModelHub:
         entry = method(options.method)
         typed = self.typed_vocabulary(options)
         vocabulary = typed or self.vocabulary(options)
+        if len(vocabulary.names) > MAX_CLASSES or len(vocabulary.queries) > MAX_QUERIES:
+            raise UserError(
+                f"the vocabulary has {len(vocabulary.names)} classes and {len(vocabulary.queries)} names, more "
+                f"than one run here takes ({MAX_CLASSES} classes, {MAX_QUERIES} names): split it into several runs"
+            )
         known = {f.name for f in dataclasses.fields(entry.settings_class())}
         overrides = {k: v for k, v in options.settings.items() if k in known}
         for name, value in overrides.items():
