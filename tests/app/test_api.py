@@ -391,6 +391,26 @@ def test_command_line_checks_its_options(tmp_path, capsys):
         command.config_from_args(parser.parse_args(["app", "--max-upload-mb", "0"]))
 
 
+def test_command_line_model_paths_are_made_absolute(tmp_path, monkeypatch):
+    """``frugalvl app`` serves from an empty working folder: the operator's relative model paths are
+    resolved first (hub names stay as they are)."""
+    import argparse
+
+    from frugalvl.commands import app as command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "clip.pt").write_bytes(b"x")
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    args = parser.parse_args(["app", "--clip", "weights/clip.pt", "--sam3", "facebook/sam3", "--upsampler", "up.pt"])
+    models = command.config_from_args(args).models
+    assert models["clip"] == str(tmp_path / "weights" / "clip.pt") and models["sam3"] == "facebook/sam3"
+    assert models["upsampler"] == str(tmp_path / "up.pt")
+    assert command.absolute_model_spec("ViT-B-32:laion2b_s34b_b79k") == "ViT-B-32:laion2b_s34b_b79k"
+    assert command.absolute_model_spec("ViT-B-16:weights/clip.pt") == f"ViT-B-16:{tmp_path / 'weights' / 'clip.pt'}"
+
+
 def test_segearth_ov3_runs_share_prompt_features_and_match_the_library(make_client, wait, small_geotiff):
     import rasterio
 

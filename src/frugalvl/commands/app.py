@@ -80,12 +80,26 @@ def config_from_args(args: argparse.Namespace):
             **given(args, AppConfig),
             "data_roots": tuple(roots),
             "max_upload_mb": args.max_upload_mb,
-            "models": {name: getattr(args, name) for name in model_options()},
+            "models": {name: absolute_model_spec(getattr(args, name)) for name in model_options()},
             "device": args.device,
             "tile": args.tile,
             "session_ttl_s": args.session_ttl * 60,
         },
     )
+
+
+def absolute_model_spec(spec: str | None) -> str | None:
+    """A model spec naming a local file or folder with its path made absolute (the server runs in an
+    empty working folder of its own); hub names unchanged."""
+    from ..app.safety import model_spec_path
+
+    if spec is None:
+        return None
+    local = model_spec_path(spec)
+    if local is not None:
+        prefix, path = local
+        return prefix + str(Path(path).expanduser().resolve())
+    return str(Path(spec).resolve()) if os.path.exists(spec) else spec
 
 
 def run(args: argparse.Namespace) -> int:
