@@ -165,7 +165,8 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike) -> None
 
 def uses_scene_path(path, tile_all: bool) -> bool:
     """Tiled when ``tile_all``, for URLs, VRT/JPEG2000, and above :data:`AUTO_SCENE_PIXELS`."""
-    if tile_all or is_url(path) or Path(str(path)).suffix.lower() in SCENE_ONLY_SUFFIXES:
+    suffix = Path(str(path)).suffix.lower()
+    if tile_all or is_url(path) or suffix in SCENE_ONLY_SUFFIXES or suffix == ".json":  # .json: a STAC item
         return True
     shape = raster_shape(path)
     return shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS
@@ -173,7 +174,8 @@ def uses_scene_path(path, tile_all: bool) -> bool:
 
 def route_inputs(paths: Sequence, settings: SegmentRunSettings) -> dict[int, bool]:
     """Input index -> whether it goes through the tiled scene path."""
-    return {i: uses_scene_path(p, settings.tile_all) for i, p in enumerate(paths)}
+    tile_all = settings.tile_all or settings.scene.needs_scene_path  # an AOI, band names, STAC options
+    return {i: uses_scene_path(p, tile_all) for i, p in enumerate(paths)}
 
 
 def _image_record(segmenter, path, settings: SceneSettings) -> dict:

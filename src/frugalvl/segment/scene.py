@@ -32,10 +32,11 @@ from typing import Any
 from ..errors import UserError
 from ..progress import Bar, Reporter, as_reporter
 from ..raster import check_size, input_name, input_stem, is_url, select_bands
+from ..sources.bands import resolve_bands
 from .base import Segmenter
 from .records import SegmenterRecord, check_record, class_names, make_record, record_path, write_record
 from .scene_read import SceneReader, gdal_env, open_scene, prefetch, scene_limits
-from .scene_settings import VECTOR_FORMATS, SceneSettings
+from .scene_settings import SOURCE_FIELDS, VECTOR_FORMATS, SceneSettings
 from .scene_tiles import (
     Tile,
     part_path,
@@ -112,6 +113,11 @@ def scene_record(
     """
     s = asdict(settings)
     s["overlap"] = settings.overlap_px
+    for name, default in SOURCE_FIELDS.items():  # absent at their defaults: older records stay valid
+        if s[name] == default:
+            s.pop(name)
+    if settings.aoi is not None:
+        s["aoi"] = input_identity(settings.aoi)
     if not parts:
         s.pop("save_probs")
     return make_record(segmenter, input=input_identity(source), scene=s)
@@ -199,9 +205,9 @@ def plan_scene(
     closer = contextlib.ExitStack()
     try:
         closer.enter_context(gdal_env())
-        src = closer.enter_context(open_scene(source))
+        src = closer.enter_context(open_scene(source, settings))
         check_size(source, (src.height, src.width))
-        bands = select_bands(src.count, settings.bands, Path(input_name(source)))
+        bands = select_bands(src.count, resolve_bands(src, settings.bands, input_name(source)), Path(input_name(source)))
         reader = SceneReader(src, bands, settings.scale, settings.stretch)
         prepare_parts(parts, scene_record(segmenter, source, settings, parts=True), overwrite, stem)
         reader.limits = scene_limits(reader)

@@ -22,6 +22,7 @@ from ..raster import apply_stretch, input_name, is_url, stretch_limits
 from ..windows import Window
 
 if TYPE_CHECKING:
+    from .scene_settings import SceneSettings
     from .scene_tiles import Tile
 
 STATS_LONG_SIDE = 2048  # scene-wide stretch limits come from a read at most this long (full read below)
@@ -43,8 +44,36 @@ def gdal_env() -> Any:
     return rasterio.Env(**GDAL_ENV)
 
 
-def open_scene(source: str | os.PathLike):
-    """Open a local raster, a VRT or a remote one (``https://``, ``s3://``: GDAL range requests)."""
+def open_scene(source: str | os.PathLike, settings: SceneSettings | None = None):
+    """Open a local raster, a VRT or a remote one (``https://``, ``s3://``: GDAL range requests).
+
+    With ``settings``: a STAC item is opened on one grid (:mod:`frugalvl.sources.stac`) and the scene
+    is cut to the area of interest (:func:`frugalvl.sources.open.apply_aoi`); either gives a
+    :class:`~frugalvl.sources.grid.GridSource`, read like a dataset.
+    """
+    if settings is None:
+        return _open_raster(source)
+    from ..sources.open import apply_aoi, is_stac
+
+    name = str(source)
+    if is_stac(name):
+        from ..sources.stac import open_item
+
+        src = open_item(name, settings.assets, settings.bands, settings.resolution)
+        reopen = src.reopen_with
+    else:
+        src = _open_raster(source)
+        reopen = None if not settings.has_aoi else (lambda: _open_raster(source))
+    try:
+        tile = (settings.tile, settings.overlap_px) if settings.scale == 1.0 else (None, None)
+        out = apply_aoi(src, input_name(name), settings.bbox, settings.bbox_crs, settings.aoi, *tile, reopen=reopen)
+    except BaseException:
+        src.close()
+        raise
+    return out
+
+
+def _open_raster(source: str | os.PathLike):
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
@@ -172,7 +201,8 @@ def prefetch(reader: SceneReader, tiles: Sequence[Tile], depth: int = PREFETCH_T
         try:
             with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with rasterio.open(reader.src.name) as src:
+                reopen = getattr(reader.src, "reopen", None)
+                with reopen() if reopen is not None else rasterio.open(reader.src.name) as src:
                     own = SceneReader(src, reader.bands, reader.scale, reader.stretch, reader.limits)
                     for tile in tiles:
                         if stop.is_set():

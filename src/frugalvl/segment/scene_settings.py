@@ -12,20 +12,33 @@ import math
 from dataclasses import dataclass
 
 from ..settings import FieldError, option
+from ..sources.aoi import DEFAULT_CRS, parse_bbox
+from ..sources.bands import parse_bands as _parse_bands
 
 VECTOR_FORMATS = {"gpkg": ".gpkg", "geojson": ".geojson", "parquet": ".parquet"}
 STRETCHES = ("percentile", "minmax")
 MIN_TILE = 32
 
 
-def parse_bands(text: str) -> tuple[int, ...] | None:
-    """``"4,3,2"`` -> ``(4, 3, 2)`` (1-based band numbers); ``ValueError`` for anything else."""
-    if not text:
-        return None
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise ValueError(f"{text!r} is not a comma-separated list of band numbers, e.g. 4,3,2") from None
+def parse_bands(text: str) -> tuple[int | str, ...] | None:
+    """``"4,3,2"`` -> ``(4, 3, 2)`` (1-based band numbers), ``"red,green,blue"`` -> band names
+    (:mod:`frugalvl.sources.bands`); ``ValueError`` for anything else."""
+    return _parse_bands(text)
+
+
+def parse_names(text: str) -> tuple[str, ...] | None:
+    """``"visual"`` or ``"B04,B03,B02"`` -> a tuple of names."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise ValueError(f"{text!r} names nothing: give asset names, e.g. visual or B04,B03,B02")
+    return names
+
+
+def parse_positive(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{text!r} must be a positive number")
+    return value
 
 
 @dataclass(frozen=True)
@@ -42,8 +55,11 @@ class SceneSettings:
         None, "pixels shared by neighbouring tiles; none: a quarter of the tile", flag="--tile-overlap", parse=int
     )
     scale: float = option(1.0, "resample scenes by F first, e.g. 0.5 = twice the GSD")
-    bands: tuple[int, ...] | None = option(
-        None, "1-based band numbers to use as RGB for TIFF inputs, e.g. 4,3,2; none: the first three", parse=parse_bands
+    bands: tuple[int | str, ...] | None = option(
+        None,
+        "bands to use as RGB: 1-based numbers (4,3,2) or names from the band descriptions or a STAC item "
+        "(red,green,blue); none: the first three (a STAC item: its visual asset, else red,green,blue)",
+        parse=parse_bands,
     )
     stretch: str = option("percentile", "scaling of non-8-bit bands to 0..255", choices=STRETCHES)
     save_probs: bool = option(
@@ -54,6 +70,22 @@ class SceneSettings:
     vectors: str | None = option(None, "also write class polygons in this format", choices=tuple(VECTOR_FORMATS))
     min_area: float = option(0.0, "drop polygons smaller than this (map units², px without a CRS)")
     simplify: float = option(0.0, "simplify polygons with this topology-preserving tolerance (map units)")
+    # Where the pixels come from (frugalvl.sources); left out of a scene's record at their defaults.
+    bbox: tuple[float, float, float, float] | None = option(
+        None, "area of interest W,S,E,N (in bbox_crs): only tiles meeting it are read; nodata outside", parse=parse_bbox
+    )
+    bbox_crs: str = option(DEFAULT_CRS, "CRS of the bbox, e.g. EPSG:32631")
+    aoi: str | None = option(
+        None, "area of interest: a vector file whose polygons (any CRS) are unioned; nodata outside", metavar="FILE"
+    )
+    assets: tuple[str, ...] | None = option(
+        None, "STAC items: the assets to read, e.g. visual or B04,B03,B02 (default: visual, else red,green,blue)",
+        parse=parse_names,
+    )
+    resolution: float | None = option(
+        None, "STAC items: the output pixel size in the grid's units (default: the finest chosen band)",
+        parse=parse_positive,
+    )
 
     def __post_init__(self) -> None:
         def refuse(name: str, message: str) -> FieldError:
@@ -74,9 +106,25 @@ class SceneSettings:
         if self.stretch not in STRETCHES:
             raise refuse("stretch", f"{self.stretch!r}: choose one of {', '.join(STRETCHES)}")
 
+        if self.resolution is not None and not (math.isfinite(self.resolution) and self.resolution > 0):
+            raise refuse("resolution", f"{self.resolution} must be a positive pixel size")
+
     @property
     def overlap_px(self) -> int:
         return self.tile // 4 if self.overlap is None else self.overlap
+
+    @property
+    def has_aoi(self) -> bool:
+        return self.bbox is not None or self.aoi is not None
+
+    @property
+    def needs_scene_path(self) -> bool:
+        """Settings only the tiled scene path honours: an AOI, band names, STAC assets or a resolution."""
+        names = any(isinstance(b, str) for b in self.bands or ())
+        return self.has_aoi or names or self.assets is not None or self.resolution is not None
+
+
+SOURCE_FIELDS = {"bbox": None, "bbox_crs": DEFAULT_CRS, "aoi": None, "assets": None, "resolution": None}
 
 
 @dataclass(frozen=True)

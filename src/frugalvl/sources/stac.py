@@ -1,0 +1,228 @@
+"""STAC items as scenes: chosen assets (or bands by common name) on one grid, read by range requests.
+
+* The item is read with ``pystac`` from a local ``.json`` or an ``http(s)`` URL (one request).
+* Bands: ``assets`` (every band of each), else ``bands`` names matched against the assets'
+  ``eo:bands``/``raster:bands``/``bands`` common names and names (or asset keys), else the ``visual``
+  asset, else red, green, blue.
+* Grid: the CRS and pixel size of the finest chosen band (or ``resolution``) over the union of the
+  assets' bounds. An asset already on that grid is read as is; any other (coarser, or in another CRS)
+  through a GDAL warped VRT, bilinear. Assets are COGs read window by window (``/vsicurl/`` range
+  requests for URLs), never downloaded whole.
+* ``raster:bands`` scale/offset are applied (the data become float32) and its nodata is honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .bands import canonical
+from .grid import GridSource, Layer
+
+HTTP_TIMEOUT_S = 30
+RGB = ("red", "green", "blue")
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One chosen band: an asset key, a 1-based band of that asset, its name, scale/offset/nodata."""
+
+    asset: str
+    band: int
+    name: str
+    scale: float = 1.0
+    offset: float = 0.0
+    nodata: float | None = None
+
+
+def is_remote(name: str) -> bool:
+    return name.startswith(("http://", "https://"))
+
+
+def read_item(name: str) -> Any:
+    """The pystac Item of a local file or URL; one line when it is unreachable or not an item."""
+    import pystac
+
+    try:
+        if is_remote(name):
+            import urllib.request
+
+            with urllib.request.urlopen(name, timeout=HTTP_TIMEOUT_S) as r:  # noqa: S310 (http(s) only)
+                text = r.read()
+        else:
+            if not Path(name).is_file():
+                raise UserError(f"STAC item {name} does not exist: check the path")
+            text = Path(name).read_bytes()
+    except UserError:
+        raise
+    except Exception as exc:  # urllib's HTTPError/URLError, timeouts
+        raise UserError(f"cannot fetch STAC item {name}: {str(exc)[:100]} (check the URL)") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise UserError(f"{name} is not JSON: give a STAC item (.json)") from None
+    if not isinstance(data, dict) or data.get("type") != "Feature" or not isinstance(data.get("assets"), dict):
+        kind = data.get("type") if isinstance(data, dict) else type(data).__name__
+        raise UserError(f"{name} is not a STAC item (its type is {kind!r}, an item is a 'Feature' with assets)")
+    try:
+        item = pystac.Item.from_dict(data, preserve_dict=False)
+    except Exception as exc:  # pystac's validation errors
+        raise UserError(f"{name} is not a valid STAC item ({str(exc)[:100]})") from None
+    item.set_self_href(name if is_remote(name) else str(Path(name).resolve()))
+    return item
+
+
+def _band_info(asset: Any) -> list[dict[str, Any]]:
+    """Per band of an asset: ``names`` (common name, name), ``scale``, ``offset``, ``nodata``."""
+    fields = asset.extra_fields
+    eo = fields.get("eo:bands") or []
+    raster = fields.get("raster:bands") or []
+    bands11 = fields.get("bands") or []
+    n = max(len(eo), len(raster), len(bands11))
+    out = []
+    for i in range(n):
+        e = eo[i] if i < len(eo) else {}
+        r = raster[i] if i < len(raster) else {}
+        b = bands11[i] if i < len(bands11) else {}
+        names = [e.get("common_name"), e.get("name"), b.get("eo:common_name"), b.get("name")]
+        out.append(
+            {
+                "names": [canonical(x) for x in names if x],
+                "scale": float(r.get("scale", b.get("scale", 1.0))),
+                "offset": float(r.get("offset", b.get("offset", 0.0))),
+                "nodata": r.get("nodata", b.get("nodata", fields.get("nodata"))),
+            }
+        )
+    return out
+
+
+def _pick(key: str, info: list[dict[str, Any]], band: int, name: str) -> Pick:
+    i = info[band - 1] if band <= len(info) else {}
+    nodata = i.get("nodata")
+    nodata = float(nodata) if isinstance(nodata, int | float) else None  # "nan"/"inf" strings: the file's mask
+    return Pick(key, band, name, i.get("scale", 1.0), i.get("offset", 0.0), nodata)
+
+
+def choose_bands(item: Any, name: str, assets: Sequence[str] | None, bands: Sequence[int | str] | None) -> list[Pick]:
+    """The bands to read, in order (see the module's docstring)."""
+    info = {k: _band_info(a) for k, a in item.assets.items()}
+    if assets:
+        missing = [a for a in assets if a not in item.assets]
+        if missing:
+            raise UserError(f"{name} has no asset {missing[0]!r} (its assets: {', '.join(item.assets)})")
+        return [
+            _pick(k, info[k], b, (info[k][b - 1]["names"] or [k])[0] if b <= len(info[k]) else k)
+            for k in assets
+            for b in range(1, max(1, len(info[k])) + 1)
+        ]
+    names = [b for b in bands or () if isinstance(b, str)]
+    if not names:
+        if "visual" in item.assets:
+            n = max(1, len(info["visual"]))
+            return [_pick("visual", info["visual"], b, (RGB + ("alpha",))[min(b - 1, 3)]) for b in range(1, n + 1)]
+        names = list(RGB)
+    picks = []
+    for want in names:
+        want = canonical(want)
+        hit = next(
+            (
+                _pick(k, inf, i + 1, want)
+                for k, inf in info.items()
+                for i, band in enumerate(inf)
+                if want in band["names"]
+            ),
+            None,
+        )
+        if hit is None:
+            hit = next((_pick(k, info[k], 1, want) for k in item.assets if k.lower() == want), None)
+        if hit is None:
+            known = sorted({n for inf in info.values() for band in inf for n in band["names"]})
+            raise UserError(
+                f"{name} has no band named {want!r} (its bands: {', '.join(known) or 'none named'}; "
+                f"assets: {', '.join(item.assets)}): choose assets by name or other bands"
+            )
+        picks.append(hit)
+    return picks
+
+
+def _open(href: str, name: str) -> Any:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        return rasterio.open(href)
+    except RasterioIOError as exc:
+        raise UserError(f"cannot open an asset of {name} ({href}): {str(exc).splitlines()[0][:100]}") from None
+
+
+def _grid(datasets: list[Any], resolution: float | None) -> tuple[Any, Any, int, int]:
+    """CRS, transform, height, width of the finest dataset's CRS and pixel size over all their bounds."""
+    from rasterio.transform import from_origin
+    from rasterio.warp import transform_bounds
+
+    finest = min(datasets, key=lambda d: abs(d.transform.a))
+    crs = finest.crs
+    res = resolution or abs(finest.transform.a)
+    boxes = [transform_bounds(d.crs, crs, *d.bounds) if d.crs != crs else tuple(d.bounds) for d in datasets]
+    left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+    def cells(span: float) -> int:
+        n = span / res
+        return max(1, round(n) if abs(n - round(n)) < 1e-6 else math.ceil(n))
+
+    return crs, from_origin(left, top, res, res), cells(top - bottom), cells(right - left)
+
+
+def build(item: Any, name: str, picks: list[Pick], resolution: float | None) -> GridSource:
+    """The picked bands of ``item`` on one grid (opens the assets; closing the source closes them)."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    opened: dict[str, Any] = {}
+    owned: list[Any] = []
+    try:
+        for p in picks:
+            if p.asset not in opened:
+                opened[p.asset] = _open(item.assets[p.asset].get_absolute_href(), name)
+                owned.append(opened[p.asset])
+        crs, transform, h, w = _grid(list(opened.values()), resolution)
+        on_grid: dict[str, Any] = {}
+        for key, ds in opened.items():
+            if ds.crs == crs and ds.transform.almost_equals(transform) and (ds.height, ds.width) == (h, w):
+                on_grid[key] = ds
+            else:
+                vrt = WarpedVRT(ds, crs=crs, transform=transform, height=h, width=w, resampling=Resampling.bilinear)
+                owned.append(vrt)
+                on_grid[key] = vrt
+        for p in picks:
+            if p.band > opened[p.asset].count:
+                raise UserError(f"{name}: asset {p.asset!r} has {opened[p.asset].count} band(s), not {p.band}")
+    except BaseException:
+        for ds in reversed(owned):
+            ds.close()
+        raise
+    layers = [[Layer(on_grid[p.asset], p.band, p.scale, p.offset, p.nodata)] for p in picks]
+    return GridSource(
+        name=name,
+        bands=layers,
+        crs=crs,
+        full_transform=transform,
+        crop=(0, 0, h, w),
+        band_names=[p.name for p in picks],
+        reopen_with=lambda: build(item, name, picks, resolution),
+        owned=owned,
+    )
+
+
+def open_item(
+    name: str, assets: Sequence[str] | None, bands: Sequence[int | str] | None, resolution: float | None
+) -> GridSource:
+    """A STAC item (local ``.json`` or URL) as a :class:`GridSource` of its chosen bands."""
+    item = read_item(name)
+    return build(item, name, choose_bands(item, name, assets, bands), resolution)
