@@ -85,8 +85,12 @@ def input_name(item: str | os.PathLike) -> str:
 
 
 def input_stem(item: str | os.PathLike) -> str:
-    """The output stem of an input: its file name without the last suffix."""
+    """The output stem of an input: its file name without the last suffix (a local STAC item: its id)."""
     name = input_name(item)
+    if name.lower().endswith(".json") and not is_url(item):
+        from .sources.stac import local_item_id
+
+        return local_item_id(Path(item)) or name[:-5]
     return name.rsplit(".", 1)[0] if "." in name[1:] else name
 
 

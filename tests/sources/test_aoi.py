@@ -114,6 +114,8 @@ def test_bands_by_name_from_band_descriptions(tmp_path):
         with pytest.raises(UserError, match="no band named 'nir'"):
             resolve_bands(src, ("nir", "red", "green"), "bgr.tif")
     a = segment_scene(ColourSegmenter.with_classes(), scene, tmp_path / "a", tile=128)
-    b = segment_scene(ColourSegmenter.with_classes(), shuffled, tmp_path / "b", tile=128, bands=("red", "green", "blue"))
+    b = segment_scene(
+        ColourSegmenter.with_classes(), shuffled, tmp_path / "b", tile=128, bands=("red", "green", "blue")
+    )
     assert np.array_equal(read(a.labels)[0], read(b.labels)[0])
     assert SceneSettings(bands=("red", "green", "blue")).needs_scene_path

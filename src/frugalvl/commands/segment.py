@@ -15,7 +15,8 @@ from ._settings import add_settings_options, build_settings, cli_text, given
 from .methods import METHODS, method_module
 from .vocabulary import add_override_arguments, add_vocabulary_arguments, vocabulary_from_cli
 
-SCENE_FIELDS = ("tile", "overlap", "scale", "vectors", "min_area", "simplify")  # the rest: input and output
+SCENE_FIELDS = ("tile", "overlap", "scale", "vectors", "min_area", "simplify")
+SOURCE_FIELDS = ("bbox", "bbox_crs", "aoi", "assets", "resolution")  # the rest: input and output
 
 __all__ = [
     "METHODS",
@@ -46,7 +47,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "inputs",
         nargs="+",
-        help="PNG, JPEG, TIFF/GeoTIFF/COG, JPEG2000 or VRT files, folders of them, or URLs (https://, s3://)",
+        help="PNG, JPEG, TIFF/GeoTIFF/COG, JPEG2000 or VRT files, folders of them, URLs (https://, s3://), "
+        "or STAC items (.json files or URLs)",
     )
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     add_vocabulary_arguments(p)
@@ -68,6 +70,10 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("whole scenes (tiled; automatic above 4096² px, for URLs, VRT and JPEG2000)")
     io_fields = [f.name for f in dataclasses.fields(SceneSettings) if f.name not in SCENE_FIELDS]
     add_settings_options(g, SceneSettings, skip=io_fields)
+    g = parser.add_argument_group("area of interest and STAC items (docs/scenes.md; tiled)")
+    add_settings_options(
+        g, SceneSettings, skip=[f.name for f in dataclasses.fields(SceneSettings) if f.name not in SOURCE_FIELDS]
+    )
 
 
 def run_settings_from_cli(args: argparse.Namespace) -> SegmentRunSettings:

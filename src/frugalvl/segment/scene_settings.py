@@ -72,18 +72,27 @@ class SceneSettings:
     simplify: float = option(0.0, "simplify polygons with this topology-preserving tolerance (map units)")
     # Where the pixels come from (frugalvl.sources); left out of a scene's record at their defaults.
     bbox: tuple[float, float, float, float] | None = option(
-        None, "area of interest W,S,E,N (in bbox_crs): only tiles meeting it are read; nodata outside", parse=parse_bbox
+        None,
+        "area of interest W,S,E,N in the bbox CRS: only tiles meeting it are read; nodata outside",
+        parse=parse_bbox,
+        metavar="W,S,E,N",
     )
     bbox_crs: str = option(DEFAULT_CRS, "CRS of the bbox, e.g. EPSG:32631")
     aoi: str | None = option(
         None, "area of interest: a vector file whose polygons (any CRS) are unioned; nodata outside", metavar="FILE"
     )
     assets: tuple[str, ...] | None = option(
-        None, "STAC items: the assets to read, e.g. visual or B04,B03,B02 (default: visual, else red,green,blue)",
+        None,
+        "STAC items: the assets to read, e.g. visual or B04,B03,B02",
+        shown="visual, else the red,green,blue bands",
+        metavar="NAMES",
         parse=parse_names,
     )
     resolution: float | None = option(
-        None, "STAC items: the output pixel size in the grid's units (default: the finest chosen band)",
+        None,
+        "STAC items: the output pixel size in the grid's units",
+        shown="the finest chosen band's",
+        metavar="SIZE",
         parse=parse_positive,
     )
 

@@ -45,7 +45,9 @@ def aoi_geometry(bbox: tuple[float, ...] | None, bbox_crs: str, aoi: str | None,
     geom = None
     if bbox is not None:
         try:
-            series = gpd.GeoSeries([box(*bbox).segmentize(max(bbox[2] - bbox[0], bbox[3] - bbox[1]) / 64)], crs=bbox_crs)
+            series = gpd.GeoSeries(
+                [box(*bbox).segmentize(max(bbox[2] - bbox[0], bbox[3] - bbox[1]) / 64)], crs=bbox_crs
+            )
         except Exception as exc:  # pyproj's CRS errors
             raise UserError(f"bbox CRS {bbox_crs!r} is not a CRS ({str(exc)[:80]}): give one like EPSG:4326") from None
         geom = series.to_crs(crs).iloc[0]

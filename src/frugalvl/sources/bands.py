@@ -23,7 +23,9 @@ def parse_bands(text: str) -> tuple[Band, ...] | None:
         return None
     items = [t.strip() for t in text.split(",")]
     if any(not t for t in items):
-        raise ValueError(f"{text!r} is not a comma-separated list of band numbers or names, e.g. 4,3,2 or red,green,blue")
+        raise ValueError(
+            f"{text!r} is not a comma-separated list of band numbers or names, e.g. 4,3,2 or red,green,blue"
+        )
     out: list[Band] = []
     for t in items:
         if t.lstrip("-").isdigit():
@@ -61,8 +63,6 @@ def resolve_bands(src, bands: Sequence[Band] | None, path: Path | str) -> list[i
         want = canonical(b)
         if want not in names:
             known = ", ".join(n for n in names if n) or "none"
-            raise UserError(
-                f"{path} has no band named {b!r} (its band names: {known}): give band numbers, e.g. 3,2,1"
-            )
+            raise UserError(f"{path} has no band named {b!r} (its band names: {known}): give band numbers, e.g. 3,2,1")
         out.append(names.index(want) + 1)
     return out

@@ -77,6 +77,19 @@ def read_item(name: str) -> Any:
     return item
 
 
+def local_item_id(path: Path) -> str | None:
+    """The id of a local STAC item file as a safe file stem (None when it is not one)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    ident = data.get("id") if isinstance(data, dict) and data.get("type") == "Feature" else None
+    if not isinstance(ident, str) or not ident.strip():
+        return None
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in ident.strip())
+    return safe.lstrip(".") or None
+
+
 def _band_info(asset: Any) -> list[dict[str, Any]]:
     """Per band of an asset: ``names`` (common name, name), ``scale``, ``offset``, ``nodata``."""
     fields = asset.extra_fields
