@@ -45,7 +45,7 @@ GDAL_DRIVERS = {
     ".jp2": "JP2OpenJPEG",
     ".vrt": "VRT",
 }
-_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi")
+_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi", "xyz+")  # xyz+: a tile service
 
 # Whole-image reads (the paper's protocol) above this many pixels go to the tiled scene path instead
 # (docs/scenes.md): 4096² px keeps the C×H×W float32 scores of a whole image under ~0.5 GB for 8 classes.
@@ -81,12 +81,18 @@ def is_url(item: str | os.PathLike) -> bool:
 
 def input_name(item: str | os.PathLike) -> str:
     """The file name of a local path or of a URL (query string dropped)."""
+    if str(item).startswith("xyz+"):  # a tile service: its URL template
+        return str(item)
     return str(item).split("?")[0].rstrip("/").rsplit("/", 1)[-1] if is_url(item) else Path(item).name
 
 
 def input_stem(item: str | os.PathLike) -> str:
     """The output stem of an input: its file name without the last suffix (a local STAC item: its id)."""
     name = input_name(item)
+    if str(item).startswith("xyz+"):
+        from .sources.xyz import xyz_stem
+
+        return xyz_stem(str(item))
     if name.lower().endswith(".json") and not is_url(item):
         from .sources.stac import local_item_id
 

@@ -16,7 +16,15 @@ from .methods import METHODS, method_module
 from .vocabulary import add_override_arguments, add_vocabulary_arguments, vocabulary_from_cli
 
 SCENE_FIELDS = ("tile", "overlap", "scale", "vectors", "min_area", "simplify")
-SOURCE_FIELDS = ("bbox", "bbox_crs", "aoi", "assets", "resolution")  # the rest: input and output
+SOURCE_FIELDS = (
+    "bbox",
+    "bbox_crs",
+    "aoi",
+    "assets",
+    "resolution",
+    "zoom",
+    "max_requests",
+)  # the rest: input and output
 
 __all__ = [
     "METHODS",
@@ -48,7 +56,7 @@ def register(subparsers) -> None:
         "inputs",
         nargs="+",
         help="PNG, JPEG, TIFF/GeoTIFF/COG, JPEG2000 or VRT files, folders of them, URLs (https://, s3://), "
-        "or STAC items (.json files or URLs)",
+        "STAC items (.json files or URLs) or tile services (xyz+https://host/{z}/{x}/{y}.png, with a bbox)",
     )
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     add_vocabulary_arguments(p)
@@ -70,7 +78,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("whole scenes (tiled; automatic above 4096² px, for URLs, VRT and JPEG2000)")
     io_fields = [f.name for f in dataclasses.fields(SceneSettings) if f.name not in SCENE_FIELDS]
     add_settings_options(g, SceneSettings, skip=io_fields)
-    g = parser.add_argument_group("area of interest and STAC items (docs/scenes.md; tiled)")
+    g = parser.add_argument_group("area of interest, STAC items and tile services (docs/scenes.md; tiled)")
     add_settings_options(
         g, SceneSettings, skip=[f.name for f in dataclasses.fields(SceneSettings) if f.name not in SOURCE_FIELDS]
     )

@@ -138,7 +138,9 @@ class SegmentWorker:
             while len(self.readers) >= READERS_PER_WORKER:
                 self.readers.pop(next(iter(self.readers))).src.close()
             s = self.settings.scene
-            reader = self.readers[row.path] = SceneReader(open_scene(row.path, s), list(row.bands), s.scale, s.stretch)
+            reader = self.readers[row.path] = SceneReader(
+                open_scene(row.path, s, work=Path(row.parts) / "tiles"), list(row.bands), s.scale, s.stretch
+            )
         reader.limits = row.limits
         return reader
 

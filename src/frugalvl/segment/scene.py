@@ -205,9 +205,11 @@ def plan_scene(
     closer = contextlib.ExitStack()
     try:
         closer.enter_context(gdal_env())
-        src = closer.enter_context(open_scene(source, settings))
+        src = closer.enter_context(open_scene(source, settings, work=parts / "tiles"))
         check_size(source, (src.height, src.width))
-        bands = select_bands(src.count, resolve_bands(src, settings.bands, input_name(source)), Path(input_name(source)))
+        bands = select_bands(
+            src.count, resolve_bands(src, settings.bands, input_name(source)), Path(input_name(source))
+        )
         reader = SceneReader(src, bands, settings.scale, settings.stretch)
         prepare_parts(parts, scene_record(segmenter, source, settings, parts=True), overwrite, stem)
         reader.limits = scene_limits(reader)

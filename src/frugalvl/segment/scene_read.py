@@ -44,16 +44,18 @@ def gdal_env() -> Any:
     return rasterio.Env(**GDAL_ENV)
 
 
-def open_scene(source: str | os.PathLike, settings: SceneSettings | None = None):
+def open_scene(source: str | os.PathLike, settings: SceneSettings | None = None, work: Path | None = None):
     """Open a local raster, a VRT or a remote one (``https://``, ``s3://``: GDAL range requests).
 
     With ``settings``: a STAC item is opened on one grid (:mod:`frugalvl.sources.stac`) and the scene
     is cut to the area of interest (:func:`frugalvl.sources.open.apply_aoi`); either gives a
-    :class:`~frugalvl.sources.grid.GridSource`, read like a dataset.
+    :class:`~frugalvl.sources.grid.GridSource`, read like a dataset. A tile service (``xyz+URL``)
+    keeps its tiles under ``work`` (the scene's part folder: a resumed run refetches nothing).
     """
     if settings is None:
         return _open_raster(source)
     from ..sources.open import apply_aoi, is_stac
+    from ..sources.xyz import is_xyz
 
     name = str(source)
     if is_stac(name):
@@ -61,16 +63,41 @@ def open_scene(source: str | os.PathLike, settings: SceneSettings | None = None)
 
         src = open_item(name, settings.assets, settings.bands, settings.resolution)
         reopen = src.reopen_with
+    elif is_xyz(name):
+        src, reopen = _open_tiles(name, settings, work)
     else:
         src = _open_raster(source)
         reopen = None if not settings.has_aoi else (lambda: _open_raster(source))
     try:
-        tile = (settings.tile, settings.overlap_px) if settings.scale == 1.0 else (None, None)
+        aligned = settings.scale == 1.0 and not is_xyz(name)  # on the whole scene's tile grid
+        tile = (settings.tile, settings.overlap_px) if aligned else (None, None)
         out = apply_aoi(src, input_name(name), settings.bbox, settings.bbox_crs, settings.aoi, *tile, reopen=reopen)
     except BaseException:
         src.close()
         raise
     return out
+
+
+def _open_tiles(name: str, settings: SceneSettings, work: Path | None):
+    """A tile service at the settings' zoom, and how to open it again (its tiles cached under ``work``)."""
+    import tempfile
+
+    from ..sources.xyz import open_xyz
+
+    if settings.bbox is None and settings.aoi is None:
+        raise UserError(f"{name} is a tile service: give a bbox (W,S,E,N) of the area to read")
+    lat = 0.0
+    if settings.bbox is not None:
+        from rasterio.warp import transform_bounds
+
+        w, s, e, n = transform_bounds(settings.bbox_crs, "EPSG:4326", *settings.bbox)
+        lat = (s + n) / 2
+    cache = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="frugalvl-tiles-"))
+
+    def make():
+        return open_xyz(name, settings.zoom, settings.resolution, lat, cache, settings.max_requests)
+
+    return make(), make
 
 
 def _open_raster(source: str | os.PathLike):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..settings import FieldError, option
 from ..sources.aoi import DEFAULT_CRS, parse_bbox
 from ..sources.bands import parse_bands as _parse_bands
+from ..sources.xyz import MAX_ZOOM
 
 VECTOR_FORMATS = {"gpkg": ".gpkg", "geojson": ".geojson", "parquet": ".parquet"}
 STRETCHES = ("percentile", "minmax")
@@ -90,11 +91,13 @@ class SceneSettings:
     )
     resolution: float | None = option(
         None,
-        "STAC items: the output pixel size in the grid's units",
+        "STAC items: the output pixel size in the grid's units; tile services: metres, mapped to the nearest zoom",
         shown="the finest chosen band's",
         metavar="SIZE",
         parse=parse_positive,
     )
+    zoom: int | None = option(None, f"tile services (xyz+URL): the zoom level, 0 to {MAX_ZOOM}", parse=int)
+    max_requests: int = option(8, "tile services: at most N tile requests in flight", metavar="N")
 
     def __post_init__(self) -> None:
         def refuse(name: str, message: str) -> FieldError:
@@ -117,6 +120,10 @@ class SceneSettings:
 
         if self.resolution is not None and not (math.isfinite(self.resolution) and self.resolution > 0):
             raise refuse("resolution", f"{self.resolution} must be a positive pixel size")
+        if self.zoom is not None and not 0 <= self.zoom <= MAX_ZOOM:
+            raise refuse("zoom", f"{self.zoom} is out of range: give a zoom between 0 and {MAX_ZOOM}")
+        if self.max_requests < 1:
+            raise refuse("max_requests", f"{self.max_requests} must be at least 1")
 
     @property
     def overlap_px(self) -> int:
@@ -130,10 +137,18 @@ class SceneSettings:
     def needs_scene_path(self) -> bool:
         """Settings only the tiled scene path honours: an AOI, band names, STAC assets or a resolution."""
         names = any(isinstance(b, str) for b in self.bands or ())
-        return self.has_aoi or names or self.assets is not None or self.resolution is not None
+        return self.has_aoi or names or self.assets is not None or self.resolution is not None or self.zoom is not None
 
 
-SOURCE_FIELDS = {"bbox": None, "bbox_crs": DEFAULT_CRS, "aoi": None, "assets": None, "resolution": None}
+SOURCE_FIELDS = {
+    "bbox": None,
+    "bbox_crs": DEFAULT_CRS,
+    "aoi": None,
+    "assets": None,
+    "resolution": None,
+    "zoom": None,
+    "max_requests": 8,
+}
 
 
 @dataclass(frozen=True)
