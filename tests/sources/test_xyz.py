@@ -4,11 +4,18 @@ that never answers fails with one line."""
 
 import logging
 import math
+import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from collections import Counter
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,7 +23,7 @@ import pytest
 import rasterio
 
 from frugalvl.errors import UserError
-from frugalvl.segment.scene import SceneSettings, plan_scene, save_part, segment_scene, segment_tile
+from frugalvl.segment.scene import SceneSettings, segment_scene
 from frugalvl.sources import xyz
 from frugalvl.testing.segmenters import ColourSegmenter
 
@@ -111,24 +118,38 @@ def test_bbox_and_zoom_give_a_georeferenced_label_cog_refused_tiles_nodata(tmp_p
     assert len(refused) == 2 and any("HTTP 404" in m for m in refused) and any("not an image" in m for m in refused)
 
 
-def test_a_resumed_run_fetches_no_tile_twice(tmp_path, tiles):
+def test_kill_minus_9_then_resume_fetches_no_tile_twice_and_gives_the_same_bytes(tmp_path, tiles):
     url, _ = tiles
     w, n = lonlat(10.5, 10.5)
     e, s = lonlat(1000.5, 1000.5)
-    settings = SceneSettings(tile=256, bbox=(w, s, e, n), zoom=Z)
-    seg = ColourSegmenter.with_classes()
-    plan = plan_scene(seg, url, tmp_path / "out", settings)
-    assert plan is not None
-    with plan:  # a run that stops after three tiles (killed)
-        for tile in plan.pending[:3]:
-            labels, scores, _ = segment_tile(seg, plan.reader, tile)
-            save_part(plan.part(tile), labels, scores, False)
-    first = sum(CountingHandler.seen.values())
-    assert 0 < first < N * N
-    result = segment_scene(ColourSegmenter.with_classes(), url, tmp_path / "out", settings)
-    assert result is not None and result.tiles_run > 0
-    assert max(CountingHandler.seen.values()) == 1 and len(CountingHandler.seen) == N * N
-    assert not (tmp_path / "out" / f".{result.labels.stem}.parts").exists()  # the tile cache went with the parts
+    script = textwrap.dedent(f"""
+        import sys
+        from frugalvl.segment.scene import segment_scene
+        from frugalvl.testing.segmenters import SlowColourSegmenter
+        from frugalvl.vocab import Vocabulary
+        seg = SlowColourSegmenter(Vocabulary.parse("dark;red;green;blue;bright"), delay=float(sys.argv[2]))
+        segment_scene(seg, {url!r}, sys.argv[1], tile=256, bbox={(w, s, e, n)!r}, zoom={Z}, max_requests=4)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "ref"), "0"], check=True, env=env)
+    assert len(CountingHandler.seen) == N * N and max(CountingHandler.seen.values()) == 1
+    CountingHandler.seen.clear()
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "killed"), "0.3"], env=env)
+    parts = next(iter((tmp_path / "ref").glob("*.tif"))).stem
+    parts_dir = tmp_path / "killed" / f".{parts}.parts"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(parts_dir.glob("r*.npz"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = sum(CountingHandler.seen.values())
+    assert 0 < before < N * N and not (tmp_path / "killed" / f"{parts}.tif").exists()
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed"), "0"], check=True, env=env)
+    assert len(CountingHandler.seen) == N * N and max(CountingHandler.seen.values()) == 1  # no tile twice
+    for name in (f"{parts}.tif", f"{parts}_overlay.png"):
+        assert (tmp_path / "ref" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes(), name
+    assert not parts_dir.exists()  # the tile cache went with the parts
+    print(f"requests: killed run {before}, resumed run {sum(CountingHandler.seen.values()) - before}")
 
 
 def test_server_that_never_answers_fails_with_one_line(tmp_path, monkeypatch):
