@@ -37,6 +37,7 @@ LAYERS = {
     "presets": 2,
     "vectors": 2,
     "palette": 2,
+    "sources": 2,
     "errors": 1,
     "settings": 1,
     "devices": 1,

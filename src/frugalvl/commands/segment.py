@@ -107,8 +107,10 @@ def parse_bands(text: str | None) -> list[int] | None:
     try:
         bands = parse(text or "")
     except ValueError:
-        raise UserError(f"--bands {text!r} is not a comma-separated list of band numbers, e.g. 4,3,2") from None
-    return None if bands is None else list(bands)
+        bands = ("?",)
+    if bands is not None and not all(isinstance(b, int) for b in bands):
+        raise UserError(f"--bands {text!r} is not a comma-separated list of band numbers, e.g. 4,3,2")
+    return None if bands is None else [b for b in bands if isinstance(b, int)]
 
 
 def cli_message(text: str) -> str:

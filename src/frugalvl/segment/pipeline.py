@@ -312,7 +312,7 @@ def _run_image(
     names = segmenter.vocabulary.names
     reporter = as_reporter(progress)
     check_size(path, raster_shape(path))
-    image = read_image(path, bands=settings.bands, stretch=settings.stretch)
+    image = read_image(path, bands=settings.band_numbers, stretch=settings.stretch)
     with _window_bar(reporter, input_name(path)) as on_window:
         result = segment_image(segmenter, image, on_window)
     reporter.phase("write", image.stem)

@@ -70,8 +70,16 @@ def open_scene(source: str | os.PathLike, settings: SceneSettings | None = None,
         reopen = None if not settings.has_aoi else (lambda: _open_raster(source))
     try:
         aligned = settings.scale == 1.0 and not is_xyz(name)  # on the whole scene's tile grid
-        tile = (settings.tile, settings.overlap_px) if aligned else (None, None)
-        out = apply_aoi(src, input_name(name), settings.bbox, settings.bbox_crs, settings.aoi, *tile, reopen=reopen)
+        out = apply_aoi(
+            src,
+            input_name(name),
+            settings.bbox,
+            settings.bbox_crs,
+            settings.aoi,
+            tile=settings.tile if aligned else None,
+            overlap=settings.overlap_px if aligned else None,
+            reopen=reopen,
+        )
     except BaseException:
         src.close()
         raise

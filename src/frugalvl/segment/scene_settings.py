@@ -130,6 +130,15 @@ class SceneSettings:
         return self.tile // 4 if self.overlap is None else self.overlap
 
     @property
+    def band_numbers(self) -> tuple[int, ...] | None:
+        """The bands as numbers (band names are resolved on the scene path, which they route to)."""
+        if self.bands is None:
+            return None
+        if not all(isinstance(b, int) for b in self.bands):
+            raise ValueError(f"bands {self.bands} are names: they are read through the tiled scene path")
+        return tuple(b for b in self.bands if isinstance(b, int))
+
+    @property
     def has_aoi(self) -> bool:
         return self.bbox is not None or self.aoi is not None
 
