@@ -94,3 +94,19 @@ def test_bad_sources_are_one_line_exit_2_and_write_nothing(
     assert (
         not [p for p in (tmp_path / "o").iterdir() if not p.name.startswith(".")] if (tmp_path / "o").exists() else True
     )
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        (["--zoom", "30"], "--zoom 30 is out of range"),
+        (["--zoom", "3"], "give a bbox"),
+        (["--max-requests", "0"], "--max-requests 0 must be at least 1"),
+    ],
+)
+def test_tile_service_bad_options_are_one_line_exit_2(tmp_path, capsys, tiny_clip_file, extra, fragment):
+    url = "xyz+http://127.0.0.1:9/{z}/{x}/{y}.png"
+    args = ["-o", tmp_path / "o", "--classes", "a;b", "--clip", tiny_clip_file, "--no-progress", *extra]
+    code, out, err = run(capsys, "segment", url, *args)
+    assert code == 2 and fragment in out + err and "Traceback" not in out + err
+    assert not (tmp_path / "o").exists() or not [p for p in (tmp_path / "o").iterdir() if not p.name.startswith(".")]
