@@ -28,6 +28,7 @@ import numpy as np
 from .errors import UserError
 from .fileio import atomic_path
 from .settings import FieldError
+from .sources.stems import source_stem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".jp2", ".vrt")
 _TIFF = (".tif", ".tiff")
@@ -89,14 +90,8 @@ def input_name(item: str | os.PathLike) -> str:
 def input_stem(item: str | os.PathLike) -> str:
     """The output stem of an input: its file name without the last suffix (a local STAC item: its id)."""
     name = input_name(item)
-    if str(item).startswith("xyz+"):
-        from .sources.xyz import xyz_stem
-
-        return xyz_stem(str(item))
-    if name.lower().endswith(".json") and not is_url(item):
-        from .sources.stac import local_item_id
-
-        return local_item_id(Path(item)) or name[:-5]
+    if stem := source_stem(item):
+        return stem
     return name.rsplit(".", 1)[0] if "." in name[1:] else name
 
 
