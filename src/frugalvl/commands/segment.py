@@ -7,6 +7,7 @@ import dataclasses
 import sys
 
 from ..errors import UserError
+from ..segment.exemplars import ExemplarSettings, check_exemplar_run
 from ..segment.scene_settings import SceneSettings, SegmentRunSettings
 from . import methods
 from ._engine import ENGINE_KEYWORDS, ENGINE_NAMES, add_engine_arguments, engine_options
@@ -69,6 +70,7 @@ def register(subparsers) -> None:
     add_settings_options(io, SegmentRunSettings)
     add_progress_arguments(io)
     add_scene_arguments(p)
+    add_settings_options(p.add_argument_group("exemplars (docs/methods/exemplars.md)"), ExemplarSettings)
     add_engine_arguments(p)
     p.set_defaults(func=run)
 
@@ -116,7 +118,12 @@ def parse_bands(text: str | None) -> list[int] | None:
 def cli_message(text: str) -> str:
     """A library message about this run as the command line says it (its fields as their options)."""
     return cli_text(
-        text, SceneSettings, SegmentRunSettings, names=ENGINE_NAMES | {"outdir": "-o"}, keywords=ENGINE_KEYWORDS
+        text,
+        SceneSettings,
+        SegmentRunSettings,
+        ExemplarSettings,
+        names=ENGINE_NAMES | {"outdir": "-o"},
+        keywords=ENGINE_KEYWORDS,
     )
 
 
@@ -156,11 +163,27 @@ def _run(args: argparse.Namespace) -> int:
     paths = find_images(args.inputs)
     check_outdir(args.outdir)  # before any model loads
     check_inputs_and_outputs(paths, args.outdir)
+    exemplars = build_settings(ExemplarSettings, given(args, ExemplarSettings))
+    check_exemplar_run(method_module(args.method).entry.exemplars, exemplars, len(paths))
     if getattr(args, "engine", "local") == "ray":
+        if exemplars.exemplars is not None:
+            raise UserError("--exemplars runs on the local engine only for now: leave out --engine ray")
         summary = _segment_on_ray(args, paths, settings, reporter)
     else:
+        segmenter = method_module(args.method).segmenter_from_cli(args)
+        if exemplars.exemplars is not None:
+            from ..segment.exemplars_run import attach_exemplars
+
+            segmenter = attach_exemplars(
+                segmenter,
+                exemplars.exemplars,
+                paths,
+                settings,
+                reuse_tokens=exemplars.reuse_tokens,
+                save_prototypes=exemplars.save_prototypes,
+            )
         summary = segment_files(
-            method_module(args.method).segmenter_from_cli(args),
+            segmenter,
             paths,
             args.outdir,
             settings,

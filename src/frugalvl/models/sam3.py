@@ -282,3 +282,27 @@ def segmentation_head(
         prompt_mask=text_mask,
     )
     return out.pred_masks, out.semantic_seg
+
+
+def encode_boxes(
+    model: torch.nn.Module, vision: VisionFeatures, boxes: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM 3's geometry prompt for K prompts (vision batch K): ``boxes`` [K, n, 4] normalised (cx, cy, w, h)
+    as ``Sam3Processor`` gives them, ``labels`` [K, n] (1 positive, 0 negative). Returns the prompt tokens
+    ``[K, n + 1, D]`` and their validity mask, as ``Sam3Model.forward`` computes them for ``input_boxes``."""
+    out = model.geometry_encoder(
+        box_embeddings=boxes,
+        box_mask=torch.ones(labels.shape, dtype=torch.bool, device=labels.device),
+        box_labels=labels,
+        img_feats=vision.maps,
+        img_pos_embeds=vision.positions,
+    )
+    return out.last_hidden_state, out.attention_mask
+
+
+def box_prompt(boxes_xyxy: Sequence[Sequence[float]], height: int, width: int) -> torch.Tensor:
+    """Pixel boxes ``(x0, y0, x1, y1)`` of an ``height × width`` view as ``Sam3Processor`` passes them to
+    the model: divided by the view size, then (cx, cy, w, h). ``[n, 4]`` float32."""
+    b = torch.tensor([list(map(float, box)) for box in boxes_xyxy], dtype=torch.float32).reshape(-1, 4)
+    b = b / torch.tensor([width, height, width, height], dtype=torch.float32)
+    return torch.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)

@@ -53,6 +53,13 @@ def labels_from_scores(scores: torch.Tensor, prob_thd: float = 0.0, bg_idx: int 
     return labels
 
 
+def scores_in_window(segmenter: Segmenter, rgb: np.ndarray, window: object) -> torch.Tensor:
+    """Class scores of ``rgb``, the part ``window`` of a larger image: segmenters whose prompts depend on
+    where they look (exemplars, :mod:`frugalvl.segment.exemplars`) give ``in_window(window)`` a copy for it."""
+    at = getattr(segmenter, "in_window", None)
+    return (at(window) if at is not None else segmenter).class_scores(rgb)
+
+
 def scores_of(segmenter: Segmenter, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
     """``segmenter.class_scores(rgb)``, reporting progress inside the image where the segmenter can."""
     if progress is None or "progress" not in inspect.signature(segmenter.class_scores).parameters:

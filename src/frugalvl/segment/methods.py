@@ -81,6 +81,7 @@ class Method:
     preset_table: str  # the preset tables' name for the method (classes, thresholds)
     strip: Strip = "whitespace"  # how its class files are read (see frugalvl.vocab)
     caches: tuple[str, ...] = ()  # the cache arguments its segmenter accepts
+    exemplars: str = ""  # how its segmenter uses exemplars (docs/methods/exemplars.md): prototypes, boxes or ""
 
     def settings_class(self) -> type:
         return _resolve(self.settings_path)
@@ -167,6 +168,7 @@ METHODS: dict[str, Method] = {
             preset_table="segearth_ov",
             strip="newline",
             caches=("text_cache", "token_cache"),
+            exemplars="prototypes",
         ),
         Method(
             name="segearth-ov3",
@@ -186,6 +188,7 @@ METHODS: dict[str, Method] = {
             preset_table="segearth_ov3",
             strip="whitespace",
             caches=("text_cache",),
+            exemplars="boxes",
         ),
     )
 }

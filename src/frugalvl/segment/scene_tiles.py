@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..fileio import atomic_path, write_json
 from ..raster import NODATA_LABEL, label_dtype
 from ..windows import Window, core_spans, spans
-from .base import Segmenter, labels_from_scores
+from .base import Segmenter, labels_from_scores, scores_in_window
 from .records import first_difference, read_record
 from .scene_read import SceneReader
 
@@ -72,7 +72,7 @@ def segment_tile(
     dtype = label_dtype(len(segmenter.vocabulary.names))
     if not valid[core].any():
         return np.full((tile.core.height, tile.core.width), NODATA_LABEL, dtype=dtype), None, False
-    scores = segmenter.class_scores(reader.rgb(data))
+    scores = scores_in_window(segmenter, reader.rgb(data), tile.read)
     labels = labels_from_scores(scores, segmenter.prob_thd, segmenter.bg_idx).numpy().astype(dtype)
     labels[~valid] = NODATA_LABEL
     return labels[core], scores.float().numpy()[:, core[0], core[1]], True

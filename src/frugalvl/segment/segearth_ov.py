@@ -20,7 +20,7 @@ import hashlib
 import math
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,10 @@ from ..settings import option, settings_identity
 from ..vocab import Vocabulary, templates
 from ..windows import WindowAccumulator, plan_windows
 from .base import Progress, merge_synonyms
+
+if TYPE_CHECKING:
+    from .exemplars import Exemplars
+    from .exemplars_clip import Prototypes
 
 # The official configs normalise with these (CLIP's mean/std ×255, as written in cfg files).
 OFFICIAL_MEAN = (122.771, 116.746, 104.094)
@@ -141,10 +145,13 @@ class SegEarthOV:
         *,
         text_cache: MutableMapping | None = None,
         token_cache: TokenCache | None = None,
+        prototypes: Prototypes | None = None,
     ) -> None:
         """``text_cache``: text features per *query*, shared across segmenters (a run with one class
         changed encodes one query); ``token_cache``: the CLIP image tokens per window batch (keyed by its
-        pixels and the attention mode, which do not depend on the vocabulary). Neither changes a result."""
+        pixels and the attention mode, which do not depend on the vocabulary). Neither changes a result.
+        ``prototypes``: visual queries from exemplars (:meth:`with_exemplars`); their example-only classes
+        must already be in ``vocabulary``."""
         if settings.attention not in MODES:
             raise UserError(f"unknown attention mode {settings.attention!r}: choose one of {', '.join(MODES)}")
         if not 0 <= settings.bg_idx < len(vocabulary):
@@ -166,8 +173,11 @@ class SegEarthOV:
                     f"the upsampler works on {feat_dim}-d features but this CLIP gives {clip.embed_dim}-d "
                     "ones: train one for this CLIP with 'frugalvl train-upsampler', or use none"
                 )
+        self.prototypes = prototypes
         self.query_features = self.text_classifier()
         self.query_to_class = vocabulary.query_to_class
+        if prototypes is not None:
+            self._add_prototypes(prototypes)
         official = tuple(round(m, 4) for m in clip.mean) == tuple(round(m, 4) for m in OPENAI_MEAN)
         mean = OFFICIAL_MEAN if official else tuple(255 * m for m in clip.mean)
         std = OFFICIAL_STD if official else tuple(255 * s for s in clip.std)
@@ -200,7 +210,7 @@ class SegEarthOV:
 
     def identity(self) -> dict:
         """What produced this segmenter's results: method, settings, vocabulary and model identities."""
-        return {
+        ident = {
             "method": "segearth-ov",
             "settings": settings_identity(self.settings),
             "queries": list(self.vocabulary.queries),
@@ -208,6 +218,66 @@ class SegEarthOV:
             "clip": self.clip.identity,
             "upsampler": getattr(self.upsampler, "identity", None) if self.upsampler is not None else None,
         }
+        if self.prototypes is not None:
+            ident["queries"] = self._text_queries()
+            ident["prototypes"] = self.prototypes.identity()
+        return ident
+
+    # -- exemplars (docs/methods/exemplars.md#segearth-ov) ---------------------------------------------------
+
+    def with_exemplars(self, exemplars: Exemplars, rgb: np.ndarray) -> SegEarthOV:
+        """This segmenter with one more query per exemplar of ``rgb`` (a visual prototype,
+        :mod:`frugalvl.segment.exemplars_clip`), applied to every image it segments."""
+        from .exemplars_clip import compute_prototypes
+
+        return self.with_prototypes(compute_prototypes(self, exemplars, rgb))
+
+    def with_prototypes(self, prototypes: Prototypes) -> SegEarthOV:
+        """This segmenter with ``prototypes`` (computed here or loaded from a file) as extra queries."""
+        from .exemplars_clip import model_identity
+
+        prototypes.check_model(model_identity(self))
+        if self.prototypes is not None:
+            from .exemplars_clip import Prototypes as P
+
+            prototypes = P.concat([self.prototypes, prototypes])
+        vocabulary, _ = prototypes.extend(self.vocabulary)
+        return type(self)(
+            self.clip,
+            vocabulary,
+            self.upsampler,
+            self.settings,
+            text_cache=self.text_cache,
+            token_cache=self.token_cache,
+            prototypes=prototypes,
+        )
+
+    def _example_only(self) -> set[int]:
+        if self.prototypes is None:
+            return set()
+        return set(self.prototypes.extend(self.vocabulary)[1])
+
+    def _text_queries(self) -> list[str]:
+        skip = self._example_only()
+        return [q for q, c in zip(self.vocabulary.queries, self.vocabulary.query_to_class) if c not in skip]
+
+    def _add_prototypes(self, prototypes: Prototypes) -> None:
+        """Text queries of the example-only classes dropped, one query per prototype added, all ordered by
+        class (the order changes no score: softmax and the synonym max do not depend on it)."""
+        from .exemplars_clip import prototype_queries
+
+        skip = self._example_only()
+        keep = [i for i, c in enumerate(self.vocabulary.query_to_class) if c not in skip]
+        vectors, classes = prototype_queries(prototypes, self.vocabulary, self.settings.bg_idx)
+        if vectors.shape[1] != self.query_features.shape[1]:
+            raise UserError(
+                f"the prototypes are {vectors.shape[1]}-d but this CLIP gives {self.query_features.shape[1]}-d features"
+            )
+        features = torch.cat([self.query_features[keep], vectors.to(self.query_features)])
+        owners = [self.vocabulary.query_to_class[i] for i in keep] + classes
+        order = sorted(range(len(owners)), key=lambda i: owners[i])
+        self.query_features = features[order]
+        self.query_to_class = [owners[i] for i in order]
 
     @property
     def prob_thd(self) -> float:
@@ -226,7 +296,7 @@ class SegEarthOV:
         vocabulary (e.g. one per dataset in an evaluation) do not re-encode; with a ``text_cache``, per
         query instead, and only the queries not in it are encoded.
         """
-        queries = tuple(self.vocabulary.queries)
+        queries = tuple(self.vocabulary.queries)  # example-only classes' rows are dropped by _add_prototypes
         if self.text_cache is None:
             key = ("segearth_ov", queries, self.settings.templates)
             if key not in self.clip.text_cache:
@@ -288,12 +358,24 @@ class SegEarthOV:
                 return up(patches, guidance).half()
         return up(patches.to(guidance.dtype), guidance)
 
+    def pad_crops(self, crops: torch.Tensor):
+        """Crops zero-padded symmetrically to a multiple of the patch size, and the un-padder of their maps."""
+        return _pad_to_patch(crops, self.clip.patch_size)
+
+    def window_features(self, crops: torch.Tensor) -> torch.Tensor:
+        """``[B, D, h', w']`` L2-normalised dense features of a batch of crops: upsampled to the crop size,
+        or on the patch grid without an upsampler (the logits are then resized bilinearly)."""
+        return self._features(crops, self.encode_windows(crops)[1])
+
+    def _features(self, crops: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        feats = self._upsample(patches, crops.to(patches.dtype))
+        return feats / feats.norm(dim=1, keepdim=True)
+
     def window_logits(self, crops: torch.Tensor) -> torch.Tensor:
         """``[B, Q, h, w]`` logits for a batch of normalised crops (the official ``forward_feature``)."""
         cls, patches = self.encode_windows(crops)
         text = self.query_features.to(patches.dtype)
-        feats = self._upsample(patches, crops.to(patches.dtype))
-        feats = feats / feats.norm(dim=1, keepdim=True)
+        feats = self._features(crops, patches)
         logits = torch.einsum("bdhw,qd->bqhw", feats, text.to(feats.dtype))
         if self.settings.cls_lambda != 0:
             cls = cls / cls.norm(dim=-1, keepdim=True)
@@ -311,7 +393,7 @@ class SegEarthOV:
         image = self.preprocess(rgb).to(device=device, dtype=dtype)
         _, _, h, w = image.shape
         windows = plan_windows(h, w, s.slide_crop, s.slide_stride)
-        acc = WindowAccumulator(len(self.vocabulary.queries), h, w, device=device, dtype=dtype)
+        acc = WindowAccumulator(len(self.query_features), h, w, device=device, dtype=dtype)
         batch = s.window_batch or (16 if device.type == "cuda" else 1)
         for start in range(0, len(windows), max(1, batch)):
             group = windows[start : start + max(1, batch)]

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -65,6 +66,10 @@ from ..settings import option, settings_identity
 from ..vocab import Vocabulary
 from ..windows import BandAverage, ChannelAverage, GroupMax, Window, WindowSink, overlapping, plan_windows
 from .base import Progress, merge_synonyms
+
+if TYPE_CHECKING:
+    from .exemplars import Exemplars
+    from .exemplars_sam3 import ExemplarPrompts
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # Kept instance masks are resized in groups of at most this many pixels (memory bound, not a result change).
@@ -215,15 +220,18 @@ class SegEarthOV3:
         settings: SegEarthOV3Settings = SegEarthOV3Settings(),
         *,
         text_cache: MutableMapping | None = None,
+        exemplars: ExemplarPrompts | None = None,
     ) -> None:
         """``text_cache``: prompt text features per prompt, shared across segmenters (a run with one
-        prompt changed encodes one); by default this segmenter's own. It never changes a result."""
+        prompt changed encodes one); by default this segmenter's own. It never changes a result.
+        ``exemplars``: geometry prompts (:meth:`with_exemplars`)."""
         if not 0 <= settings.bg_idx < len(vocabulary):
             raise UserError(f"bg_idx {settings.bg_idx} is not a class index of the {len(vocabulary)}-class vocabulary")
         self.sam3 = sam3
         self.vocabulary = vocabulary
         self.settings = settings
         self.text_cache: MutableMapping = {} if text_cache is None else text_cache
+        self.exemplars = exemplars
         self.pruned_prompts = 0  # prompt×view pairs whose segmentation head was skipped (for reports and tests)
 
     @classmethod
@@ -248,7 +256,44 @@ class SegEarthOV3:
             "queries": list(self.vocabulary.queries),
             "query_to_class": list(self.vocabulary.query_to_class),
             "sam3": self.sam3.identity or self.sam3.source,
+            **({"exemplars": self.exemplars.identity()} if self.exemplars is not None else {}),
         }
+
+    def with_exemplars(
+        self, exemplars: Exemplars, rgb: np.ndarray | None = None, reuse_tokens: bool = False
+    ) -> SegEarthOV3:
+        """This segmenter prompting each class with its text and its exemplar boxes in the views that hold
+        them (:mod:`frugalvl.segment.exemplars_sam3`); ``exemplars`` are in the pixel frame of the images
+        it will segment. ``reuse_tokens`` (needs ``rgb``, the exemplars' image): the box tokens also in
+        the other views (frugalvl's extension, off by default)."""
+        from .exemplars_sam3 import ExemplarPrompts
+
+        prompts, vocabulary = ExemplarPrompts.build(exemplars, self.vocabulary, reuse_tokens)
+        if reuse_tokens:
+            if rgb is None:
+                raise ValueError("reuse_tokens needs the exemplars' image")
+            with torch.no_grad(), autocast(self.device, self.settings.precision):
+                prompts.prepare_reuse(self.sam3, rgb, self.views(*rgb.shape[:2]))
+        return type(self)(self.sam3, vocabulary, self.settings, text_cache=self.text_cache, exemplars=prompts)
+
+    def in_window(self, window: Window) -> SegEarthOV3:
+        """This segmenter for a part of its image (a scene tile, see :func:`~.base.scores_in_window`):
+        the exemplars moved to the part's frame."""
+        if self.exemplars is None:
+            return self
+        inside = self.exemplars.inside(window)
+        return type(self)(self.sam3, self.vocabulary, self.settings, text_cache=self.text_cache, exemplars=inside)
+
+    def _prompt_texts(self) -> list[str]:
+        """The text of each prompt: its query, or SAM 3's box-only text for an example-only class."""
+        if self.exemplars is None:
+            return list(self.vocabulary.queries)
+        from .exemplars_sam3 import VISUAL_TEXT
+
+        only = set(self.exemplars.example_only)
+        return [
+            VISUAL_TEXT if c in only else q for q, c in zip(self.vocabulary.queries, self.vocabulary.query_to_class)
+        ]
 
     @property
     def prob_thd(self) -> float:
@@ -278,7 +323,7 @@ class SegEarthOV3:
         """Projected per-token text features ``[Q, 32, D]`` and validity mask ``[Q, 32]``, each prompt
         encoded once (the prompts not yet in ``text_cache``, together)."""
         model = (self.sam3.identity or self.sam3.source, self.settings.precision)
-        queries = list(self.vocabulary.queries)
+        queries = self._prompt_texts()
         missing = [q for q in queries if (*model, q) not in self.text_cache]
         if missing:
             with autocast(self.device, self.settings.precision):
@@ -316,34 +361,53 @@ class SegEarthOV3:
                 on_vision(group, vision)
             pairs_view = torch.arange(len(group), device=self.device).repeat_interleave(n_queries)
             pairs_query = torch.arange(n_queries, device=self.device).repeat(len(group))
+            prompts, prompt_mask, by_pair = text, text_mask, False
+            if self.exemplars is not None:  # per (view, prompt) tokens: text + the view's exemplar boxes
+                prompts, prompt_mask, run = self._exemplar_table(vision, group, text, text_mask)
+                pairs_view, pairs_query, by_pair = pairs_view[run], pairs_query[run], True
             begun = 0
             for chunk in self._chunks(len(pairs_view), s.prompt_chunk * len(group)):
                 views, queries = pairs_view[chunk], pairs_query[chunk]
-                fused = self._score_pairs(vision, views, queries, text, text_mask, group, prune)
+                rows = views * n_queries + queries if by_pair else queries
+                fused = self._score_pairs(vision, views, queries, rows, prompts, prompt_mask, group, prune)
                 for v in torch.unique_consecutive(views).tolist():
                     while begun <= v:  # every view up to this one has had all its scores
                         sink.begin_window(group[begun])
                         begun += 1
                     if v in fused:
                         sink.add(group[v], *fused[v])
+            while begun < len(group):  # views whose every pair was left out
+                sink.begin_window(group[begun])
+                begun += 1
             if progress is not None:
                 progress(windows.index(group[-1]) + 1, len(windows))
+
+    def _exemplar_table(self, vision, group, text, text_mask):
+        from .exemplars_sam3 import prompt_table
+
+        assert self.exemplars is not None
+        with autocast(self.device, self.settings.precision):
+            return prompt_table(
+                self.exemplars, self.sam3.model, vision, group, text, text_mask, self.vocabulary.query_to_class
+            )
 
     def _score_pairs(
         self,
         vision: VisionFeatures,
         views: torch.Tensor,
         queries: torch.Tensor,
+        rows: torch.Tensor,
         text: torch.Tensor,
         text_mask: torch.Tensor,
         group: Sequence[Window],
         prune: bool,
     ) -> dict:
         """Fused scores of K (view, prompt) pairs: ``{view: (prompts [k], scores [k, h, w])}``, leaving out
-        the pairs whose scores are all zero (pruned, or neither instances nor semantic map used)."""
+        the pairs whose scores are all zero (pruned, or neither instances nor semantic map used). ``rows``: each
+        pair's row of ``text``/``text_mask`` (its prompt's, or its own with exemplars)."""
         s = self.settings
         with autocast(self.device, s.precision):
-            detection = detect(self.sam3.model, vision.take(views), text[queries], text_mask[queries])
+            detection = detect(self.sam3.model, vision.take(views), text[rows], text_mask[rows])
             keep = torch.arange(len(views), device=self.device)
             if prune:  # F_q <= p_q < prob_thd: the prompt can decide no label (module docstring)
                 keep = (detection.presence_logits.float().sigmoid() >= s.prob_thd).nonzero()[:, 0]
@@ -352,7 +416,7 @@ class SegEarthOV3:
                 return {}
             kept = detection.select(keep)
             masks, semantic = segmentation_head(
-                self.sam3.model, vision.take(views[keep]), kept, text[queries[keep]], text_mask[queries[keep]]
+                self.sam3.model, vision.take(views[keep]), kept, text[rows[keep]], text_mask[rows[keep]]
             )
         out = {}
         kept_views = views[keep]
