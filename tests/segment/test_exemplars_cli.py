@@ -180,3 +180,36 @@ def test_positive_attribute_and_bad_values(tmp_path):
     with pytest.raises(UserError, match="true or false"):
         load_exemplar_file(bad)
     assert np.array_equal(read_exemplars(ex, 20, 20).items[0].mask(20, 20)[1:9, 1:9], np.ones((8, 8), bool))
+
+
+def test_scene_path_prototypes_come_from_the_tile_holding_each_exemplar(tmp_path, tiny_clip_model):
+    """One tile covering the scene gives the image path's prototypes (same pixels, same stretch); with
+    small tiles each exemplar is placed in the tile holding it, in that tile's frame."""
+    from frugalvl.segment.exemplars_run import attach_exemplars, place
+    from frugalvl.segment.scene_settings import SceneSettings, SegmentRunSettings
+    from frugalvl.segment.segearth_ov import SegEarthOV
+    from frugalvl.vocab import Vocabulary
+
+    with rasterio.open(TIF) as src:
+        h, w = src.shape
+    g1, crs = map_box(20, 20, 60, 50)
+    g2, _ = map_box(w - 60, h - 50, w - 20, h - 20)
+    ex = write(tmp_path / "ex.gpkg", [g1, g2], crs=crs, **{"class": ["cloud", "water"]})
+    seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("water;land", strip="newline"))
+    image = attach_exemplars(seg, ex, [TIF], SegmentRunSettings())
+    whole = SegmentRunSettings(scene=SceneSettings(tile=max(h, w)), tile_all=True)
+    scene = attach_exemplars(seg, ex, [TIF], whole)
+    assert np.allclose(scene.prototypes.vectors, image.prototypes.vectors, atol=1e-5)
+    from frugalvl.segment.exemplars import load_exemplar_file
+
+    tiled = SegmentRunSettings(scene=SceneSettings(tile=256, overlap=0), tile_all=True)
+    (placed,) = place(load_exemplar_file(ex), [TIF], tiled)
+    (first, rgb1), (second, rgb2) = placed.parts
+    assert [round(v) for v in first.items[0].box] == [20, 20, 60, 50] and rgb1.shape[:2] == (256, 256)
+    x0, y0, x1, y1 = (round(v) for v in second.items[0].box)
+    assert (x1 - x0, y1 - y0) == (40, 30) and rgb2.shape[:2] == (second.height, second.width)
+    ox, oy = w - 60 - x0, h - 50 - y0  # the tile's offset: the box is whole inside it
+    assert ox > 0 and oy > 0 and x1 <= second.width and y1 <= second.height
+    with rasterio.open(TIF) as src:  # the tile's pixels are the scene's at that offset
+        band = src.read(1, window=((oy, oy + second.height), (ox, ox + second.width)))
+    assert np.corrcoef(band.ravel().astype(float), rgb2[..., 0].ravel().astype(float))[0, 1] > 0.99
