@@ -21,6 +21,7 @@ TIF = EXAMPLES / "landsat_rgb_byte.tif"
 
 
 def run(capsys, *args):
+    capsys.readouterr()  # only this command's output (writing the test files may warn)
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err

@@ -203,6 +203,7 @@ def test_cli_refuses_prototype_files_and_several_inputs(sam3_folder, tmp_path, c
         "-o",
         tmp_path / "o",
     ]
+    capsys.readouterr()
     for args, fragment in [
         ([tmp_path / "a.png", tmp_path / "b.png", "--exemplars", tmp_path / "ex.gpkg"], "one image"),
         ([tmp_path / "a.png", "--exemplars", tmp_path / "p.npz"], "only SegEarth-OV"),
