@@ -214,3 +214,20 @@ def test_scene_path_prototypes_come_from_the_tile_holding_each_exemplar(tmp_path
     with rasterio.open(TIF) as src:  # the tile's pixels are the scene's at that offset
         band = src.read(1, window=((oy, oy + second.height), (ox, ox + second.width)))
     assert np.corrcoef(band.ravel().astype(float), rgb2[..., 0].ravel().astype(float))[0, 1] > 0.99
+
+
+def test_exemplar_outside_the_area_of_interest_is_one_line(tmp_path, capsys, tiny_clip_file):
+    with rasterio.open(TIF) as src:
+        h, w, crs = src.height, src.width, src.crs
+    aoi, _ = map_box(0, 0, w // 2, h // 2)
+    inside, _ = map_box(10, 10, 40, 40)
+    outside, _ = map_box(w - 40, h - 40, w - 10, h - 10)  # in the image, not in the area of interest
+    bbox = ",".join(str(v) for v in aoi.bounds)
+    common = ["segment", TIF, "--classes", "a;b", "--clip", tiny_clip_file, "--no-progress"]
+    common += ["--bbox", bbox, "--bbox-crs", crs.to_string()]
+    ok = write(tmp_path / "in.gpkg", [inside], crs=crs, **{"class": ["a"]})
+    code, _, err = run(capsys, *common, "-o", tmp_path / "o1", "--exemplars", ok)
+    assert code == 0, err
+    bad = write(tmp_path / "out.gpkg", [inside, outside], crs=crs, **{"class": ["a", "b"]})
+    code, _, err = run(capsys, *common, "-o", tmp_path / "o2", "--exemplars", bad)
+    assert code == 2 and "exemplar 1 of" in err and "outside" in err and len(err.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..raster import input_name, read_image, select_bands
+from ..sources.bands import resolve_bands
 from .exemplars import ExemplarFile, Exemplars, load_exemplar_file
 from .exemplars_clip import Prototypes
 from .pipeline import route_inputs
@@ -98,7 +100,7 @@ def place(file: ExemplarFile, paths: Sequence[str | os.PathLike], settings: Segm
 
 
 def _place_image(file: ExemplarFile, path, scene: SceneSettings) -> tuple[_Placed, list[int]] | None:
-    image = read_image(path, scene.bands, scene.stretch)
+    image = read_image(path, bands=scene.band_numbers, stretch=scene.stretch)
     h, w = image.rgb.shape[:2]
     full, outside = file.on_image(h, w, image.crs, image.transform, input_name(path))
     return _Placed(str(path), full, [(full, image.rgb)] if len(full) else []), outside
@@ -107,10 +109,10 @@ def _place_image(file: ExemplarFile, path, scene: SceneSettings) -> tuple[_Place
 def _place_scene(file: ExemplarFile, path, scene: SceneSettings) -> tuple[_Placed, list[int]] | None:
     with contextlib.ExitStack() as stack:
         stack.enter_context(gdal_env())
-        src = stack.enter_context(open_scene(path))
-        reader = SceneReader(
-            src, select_bands(src.count, scene.bands, Path(input_name(path))), scene.scale, scene.stretch
-        )
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="frugalvl-exemplars-")))
+        src = stack.enter_context(open_scene(path, scene, work=work))  # cut to the area of interest, as segmented
+        bands = select_bands(src.count, resolve_bands(src, scene.bands, input_name(path)), Path(input_name(path)))
+        reader = SceneReader(src, bands, scene.scale, scene.stretch)
         h, w = reader.shape
         crs = src.crs
         full, outside = file.on_image(h, w, crs, reader.transform if crs is not None else None, input_name(path))
