@@ -2,8 +2,11 @@
 
 Classes whose names name a common land cover get the colour a map reader expects (water blue,
 vegetation green, buildings red, roads gray, background near-black, ...); every other class takes
-the next colour of a fixed palette of distinct hues, so the same vocabulary always gets the same
-colours. Pixels without data are drawn in :data:`NODATA_COLOUR`, which the legend lists as ``nodata``.
+the next colour of a fixed palette of distinct, muted hues, so the same vocabulary always gets the same
+colours. This is the one palette of every output: the colour tables of untiled and tiled label files
+(:func:`colour_table`), the overlays, the app's map and legend, and so the QGIS plugin, which reads the
+label file's colour table. Pixels without data are transparent (alpha 0 in overlays and colour tables);
+the legend lists them as ``nodata`` with :data:`NODATA_COLOUR`, a neutral gray no class takes.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from collections.abc import Sequence
 
 RGB = tuple[int, int, int]
 
-NODATA_COLOUR: RGB = (255, 0, 255)  # magenta: no land-cover class is drawn in it
+NODATA_COLOUR: RGB = (128, 128, 128)  # neutral gray, behind transparency: no class is drawn in it
 NODATA_NAME = "nodata"
+NODATA_INDEX = 255  # the label value of pixels without data (frugalvl.raster.NODATA_LABEL)
 
 # Families of land cover: the words that name them (matched as whole words, singular or plural) and
 # their shades; a second class of the same family gets the next shade, so no two classes share a colour.
@@ -32,9 +36,12 @@ _FAMILIES: list[tuple[tuple[str, ...], tuple[RGB, ...]]] = [
         ("agriculture", "agricultural", "farmland", "crop", "cropland", "field", "rangeland"),
         ((200, 220, 60), (170, 200, 40), (220, 230, 120)),
     ),
-    (("building", "house", "roof", "rooftop"), ((220, 40, 40), (180, 30, 60), (240, 100, 80))),
     (
-        ("road", "street", "highway", "impervious", "pavement", "parking", "sidewalk", "railway", "rail"),
+        ("building", "house", "roof", "rooftop", "residential", "industrial", "commercial", "urban"),
+        ((220, 40, 40), (180, 30, 60), (240, 100, 80), (200, 80, 110)),
+    ),
+    (
+        ("road", "street", "highway", "impervious", "pavement", "parking", "sidewalk", "railway", "rail", "bridge"),
         ((150, 150, 150), (190, 190, 190), (120, 120, 135)),
     ),
     (
@@ -54,23 +61,23 @@ _FAMILIES: list[tuple[tuple[str, ...], tuple[RGB, ...]]] = [
 
 # For all other classes, in order: distinct hues, none of them one of the families' colours above.
 _FIXED: tuple[RGB, ...] = (
-    (145, 30, 180),
-    (70, 240, 240),
-    (90, 60, 30),
+    (145, 80, 170),
+    (80, 170, 180),
+    (110, 80, 50),
     (0, 128, 128),
-    (220, 190, 255),
-    (128, 0, 0),
-    (170, 255, 195),
+    (200, 180, 230),
+    (140, 30, 30),
+    (160, 210, 180),
     (128, 128, 0),
-    (255, 215, 180),
-    (0, 0, 128),
-    (250, 190, 212),
+    (230, 200, 170),
+    (40, 60, 130),
+    (230, 170, 190),
     (170, 110, 40),
-    (255, 250, 200),
-    (0, 200, 150),
-    (200, 0, 100),
-    (100, 100, 255),
-    (255, 150, 150),
+    (240, 235, 190),
+    (40, 170, 140),
+    (170, 60, 110),
+    (110, 110, 220),
+    (230, 140, 140),
     (150, 80, 0),
 )
 
@@ -97,7 +104,7 @@ def _extra_colour(k: int) -> RGB:
 
     hue = (0.13 + 0.618033988749895 * k) % 1.0
     light = 0.45 + 0.15 * (k % 3) / 2
-    r, g, b = colorsys.hls_to_rgb(hue, light, 0.75)
+    r, g, b = colorsys.hls_to_rgb(hue, light, 0.55)
     return int(r * 255 + 0.5), int(g * 255 + 0.5), int(b * 255 + 0.5)
 
 
@@ -133,3 +140,12 @@ def legend(names: Sequence[str], nodata: bool = False) -> list[tuple[str, RGB]]:
     if nodata:
         rows.append((NODATA_NAME, NODATA_COLOUR))
     return rows
+
+
+def colour_table(names: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
+    """The RGBA colour table of a label file: each class index its colour, and :data:`NODATA_INDEX`
+    transparent (label COGs, untiled GeoTIFFs; QGIS and GDAL read it)."""
+    table = {i: (*c, 255) for i, c in enumerate(class_colours(names))}
+    if len(names) < NODATA_INDEX:
+        table[NODATA_INDEX] = (*NODATA_COLOUR, 0)
+    return table

@@ -274,44 +274,14 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stre
 
 NODATA_LABEL = 255
 
-# A fixed, readable palette: distinct hues first, then a deterministic spread for long vocabularies.
-_BASE_COLOURS = [
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (220, 190, 255),
-    (170, 110, 40),
-    (255, 250, 200),
-    (128, 0, 0),
-    (170, 255, 195),
-    (128, 128, 0),
-    (255, 215, 180),
-    (0, 0, 128),
-    (128, 128, 128),
-]
+def palette(names: Sequence[str]) -> np.ndarray:
+    """RGB colours (uint8 ``[C, 3]``) of class names, by what they name (:func:`frugalvl.palette.class_colours`:
+    water blue, vegetation green, ...): the one palette of every output."""
+    if isinstance(names, (int, np.integer)):
+        raise TypeError("palette() takes the class names, not their number: the colours follow the names")
+    from .palette import class_colours
 
-
-def palette(n: int | Sequence[str]) -> np.ndarray:
-    """RGB colours (uint8 ``[n, 3]``): for class names, by what they name (:mod:`frugalvl.palette`: water
-    blue, vegetation green, ...); for a bare count ``n``, the fixed palette below."""
-    if not isinstance(n, (int, np.integer)):
-        from .palette import class_colours
-
-        return np.array(class_colours(list(n)), dtype=np.uint8).reshape(-1, 3)
-    colours = list(_BASE_COLOURS)
-    rng = np.random.default_rng(0)
-    while len(colours) < n:
-        r, g, b = (int(v) for v in rng.integers(0, 256, 3))
-        colours.append((r, g, b))
-    return np.array(colours[:n], dtype=np.uint8)
+    return np.array(class_colours(list(names)), dtype=np.uint8).reshape(-1, 3)
 
 
 def label_dtype(n_classes: int) -> np.dtype:
@@ -352,8 +322,9 @@ def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarr
                 dst.write(labels, 1)
                 dst.update_tags(CLASS_NAMES=names)
                 if labels.dtype == np.uint8:
-                    cmap = {i: tuple(int(v) for v in c) + (255,) for i, c in enumerate(palette(class_names))}
-                    dst.write_colormap(1, cmap)
+                    from .palette import colour_table
+
+                    dst.write_colormap(1, colour_table(class_names))
         return path
     from PIL import Image, PngImagePlugin
 
@@ -361,14 +332,20 @@ def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarr
     info = PngImagePlugin.PngInfo()
     info.add_text("class_names", names)
     if labels.dtype == np.uint8:
+        from .palette import colour_table
+
         img = Image.fromarray(labels, mode="P")
+        table = colour_table(class_names)
         pal = np.zeros((256, 3), dtype=np.uint8)
-        pal[: len(class_names)] = palette(class_names)
+        for i, (r, g, b, _) in table.items():
+            pal[i] = (r, g, b)
         img.putpalette(pal.ravel().tolist())
+        extra = {"transparency": NODATA_LABEL} if NODATA_LABEL in table else {}
     else:
         img = Image.fromarray(labels.astype(np.uint16))
+        extra = {}
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", pnginfo=info)
+        img.save(tmp, format="PNG", pnginfo=info, **extra)
     return path
 
 
@@ -455,9 +432,10 @@ def overlay_image(
     alpha: float = 0.5,
     nodata_mask: np.ndarray | None = None,
 ):
-    """A PIL image: the labels blended over the image, with a legend of the classes on the right.
+    """A PIL RGBA image: the labels blended over the image, with a legend of the classes on the right.
 
-    Pixels without data are painted in :data:`frugalvl.palette.NODATA_COLOUR`, listed as ``nodata``.
+    Pixels without data are transparent (their colour :data:`frugalvl.palette.NODATA_COLOUR`, a neutral
+    gray, under alpha 0), listed as ``nodata`` in the legend.
     """
     from PIL import Image, ImageDraw, ImageFont
 
@@ -470,13 +448,16 @@ def overlay_image(
         rgb.astype(np.float32) * (1 - alpha)
         + colours[np.clip(labels, 0, len(class_names) - 1)].astype(np.float32) * alpha
     )
+    alpha_band = np.full(labels.shape, 255, np.uint8)
     if has_nodata:
         blended[nodata_mask] = NODATA_COLOUR
-    base = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+        alpha_band[nodata_mask] = 0
+    rgba = np.dstack([np.clip(blended + 0.5, 0, 255).astype(np.uint8), alpha_band])
+    base = Image.fromarray(rgba, mode="RGBA")
     font = ImageFont.load_default()
     row = 18
     legend_w = 16 + 10 + max(int(ImageDraw.Draw(base).textlength(n, font=font)) for n, _ in rows) + 12
-    canvas = Image.new("RGB", (base.width + legend_w, max(base.height, row * len(rows) + 12)), (255, 255, 255))
+    canvas = Image.new("RGBA", (base.width + legend_w, max(base.height, row * len(rows) + 12)), (255, 255, 255, 255))
     canvas.paste(base, (0, 0))
     draw = ImageDraw.Draw(canvas)
     for i, (name, colour) in enumerate(rows):

@@ -442,3 +442,29 @@ def test_frugalvl_app_refuses_a_bad_data_root_with_exit_2(tmp_path, capsys):
 
     assert main(["app", "--data-root", str(tmp_path / "nope"), "--port", "1"]) == 2
     assert "--data-root" in capsys.readouterr().err
+
+
+def test_one_palette_for_the_tiled_and_untiled_label_files_and_the_app_legend(make_client, wait, tmp_path):
+    """The app's legend, the tiled label COG it writes and an untiled label file of the same vocabulary
+    carry the same colours: the name-based ones (water blue, forest green), not an index palette."""
+    import rasterio
+
+    from frugalvl.palette import class_colours
+    from frugalvl.raster import RasterImage, write_labels
+
+    client = make_client()
+    info = open_sample(client)
+    run = run_done(client, wait, image=info["id"], vocabulary=VOCAB)
+    names = [c["name"] for c in run["classes"]]
+    legend = [tuple(bytes.fromhex(c["colour"][1:])) for c in run["classes"]]
+    with rasterio.MemoryFile(client.get(f"/api/runs/{run['id']}/download/labels").content) as mem, mem.open() as src:
+        tiled = [src.colormap(1)[i][:3] for i in range(len(names))]
+        assert src.colormap(1)[255][3] == 0  # nodata transparent in QGIS
+    image = RasterImage(
+        rgb=np.zeros((8, 8, 3), np.uint8), path=tmp_path / "x.tif", crs="EPSG:32618", transform=rasterio.Affine(30, 0, 0, 0, -30, 0)
+    )
+    with rasterio.open(write_labels(tmp_path, image, np.zeros((8, 8), np.int64), names)) as src:
+        untiled = [src.colormap(1)[i][:3] for i in range(len(names))]
+    assert legend == tiled == untiled == class_colours(names)
+    water, forest = legend[names.index("water")], legend[names.index("forest")]
+    assert water[2] > water[0] + 60 and forest[1] > forest[0] + 30  # blue water, green forest

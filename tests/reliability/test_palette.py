@@ -86,14 +86,46 @@ def test_overlay_and_label_files_use_the_named_colours(tmp_path):
     nodata = np.zeros((20, 30), dtype=bool)
     nodata[:2] = True
     names = ["vegetation", "water"]
-    img = np.array(overlay_image(rgb, labels, names, alpha=1.0, nodata_mask=nodata))
+    rgba = np.array(overlay_image(rgb, labels, names, alpha=1.0, nodata_mask=nodata))
+    assert rgba.shape[2] == 4
+    img = rgba[..., :3]
     assert tuple(img[10, 5]) == class_colours(names)[0] and is_green(tuple(int(v) for v in img[10, 5]))
     assert is_blue(tuple(int(v) for v in img[10, 20]))
-    assert tuple(img[0, 0]) == NODATA_COLOUR
+    # nodata: transparent (no solid frame), neutral gray underneath; every other pixel opaque
+    assert tuple(img[0, 0]) == NODATA_COLOUR and rgba[0, 0, 3] == 0
+    assert (rgba[:2, :30, 3] == 0).all() and (rgba[2:, :30, 3] == 255).all()
     # the legend has a third row, nodata, whose swatch is the nodata colour (rows are 18 px, from y=6)
     assert tuple(img[6 + 2 * 18 + 7, 30 + 8 + 7]) == NODATA_COLOUR
     without = np.array(overlay_image(rgb, labels, names, alpha=1.0))
-    assert NODATA_COLOUR not in {tuple(p) for p in without.reshape(-1, 3)}
+    assert (without[..., 3] == 255).all()
+    assert NODATA_COLOUR not in {tuple(p) for p in without[..., :3].reshape(-1, 3)}
     path = write_labels(tmp_path, RasterImage(rgb=rgb, path=tmp_path / "x.png"), labels, names)
     pal = Image.open(path).getpalette()[:6]
     assert [tuple(pal[:3]), tuple(pal[3:6])] == class_colours(names)
+    assert Image.open(path).info.get("transparency") == 255  # nodata label transparent
+
+
+def test_nodata_is_neutral_and_no_class_takes_it():
+    r, g, b = NODATA_COLOUR
+    assert r == g == b  # gray, not magenta
+    assert NODATA_COLOUR not in class_colours([f"class {i}" for i in range(300)] + ["road", "street", "highway"])
+
+
+def test_colour_table_follows_the_names_and_makes_nodata_transparent():
+    from frugalvl.palette import colour_table
+
+    names = ["water", "tree", "class x"]
+    table = colour_table(names)
+    assert [table[i][:3] for i in range(3)] == class_colours(names)
+    assert all(table[i][3] == 255 for i in range(3)) and table[255][3] == 0
+    assert 255 not in colour_table([f"c{i}" for i in range(255)])  # 255 is a class there (uint16 labels)
+
+
+def test_raster_palette_wants_the_names():
+    import pytest
+
+    from frugalvl.raster import palette
+
+    assert [tuple(int(v) for v in c) for c in palette(["water", "road"])] == class_colours(["water", "road"])
+    with pytest.raises(TypeError):
+        palette(3)  # type: ignore[arg-type]

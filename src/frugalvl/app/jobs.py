@@ -218,7 +218,7 @@ def execute(run: Run, hub: ModelHub) -> None:
     run.state = "writing"
     run.done = run.total
     names = list(segmenter.vocabulary.names)
-    run.class_names, run.colours = names, palette(len(names))
+    run.class_names, run.colours = names, palette(names)  # the label files' colour table
     files = {"labels": result.labels, "overlay": result.overlay, "vectors": result.vectors}
     run.files = {kind: path for kind, path in files.items() if path is not None}
     run.scores_path = result.probs

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..fileio import atomic_path
-from ..raster import COG_BLOCK, NODATA_LABEL, label_dtype, overlay_image, palette, to_cog
+from ..palette import colour_table
+from ..raster import COG_BLOCK, NODATA_LABEL, label_dtype, overlay_image, to_cog
 from ..windows import Window
 from .scene_read import SceneReader
 from .scene_tiles import Tile, load_part, part_path
@@ -81,7 +82,7 @@ def write_rasters(
                     prob.write(probs, window=win)
             lab.update_tags(CLASS_NAMES=json.dumps(list(names)))
             if dtype == np.uint8:
-                lab.write_colormap(1, {i: tuple(int(v) for v in c) + (255,) for i, c in enumerate(palette(len(names)))})
+                lab.write_colormap(1, colour_table(names))  # the colours of untiled outputs and the app
             if prob is not None:
                 prob.update_tags(CLASS_NAMES=json.dumps(list(names)), SCALE="uint8 score = round(255 × probability)")
                 for i, n in enumerate(names, start=1):
