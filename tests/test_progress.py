@@ -116,7 +116,11 @@ def test_cli_json_on_stderr_and_on_a_file_descriptor(tmp_path, capsys, tiny_clip
     windows = [e for e in events if e.get("unit") == "win" and e["event"] == "advance"]
     assert windows and windows[-1]["done"] == windows[-1]["total"]
     assert [e["done"] for e in windows] == sorted(e["done"] for e in windows)
-    assert [e["phase"] for e in events if e["event"] == "phase"] == ["write"]
+    # the model loading and the text encoding come first, each announced (no silent minutes), then the input's
+    phases = [e for e in events if e["event"] == "phase"]
+    assert [e["phase"] for e in phases] == ["load", "encode", "write"]
+    assert phases[0]["item"].startswith("CLIP ") and phases[1]["item"].startswith("160 text prompts (2 class names")
+    assert events.index(phases[1]) < next(i for i, e in enumerate(events) if e["event"] == "start")
     assert "it/s" not in err and "\r" not in err  # no terminal bar in json mode
     read_fd, write_fd = os.pipe()
     try:
@@ -131,7 +135,8 @@ def test_cli_json_on_stderr_and_on_a_file_descriptor(tmp_path, capsys, tiny_clip
             except OSError:
                 pass
     assert code == 0
-    assert _events(piped)[0]["event"] == "start" and _events(piped)[-1]["event"] == "close"
+    assert [e["event"] for e in _events(piped)][:3] == ["phase", "phase", "start"]
+    assert _events(piped)[-1]["event"] == "close"
     assert not _events(capsys.readouterr().err)  # nothing on stderr
     assert main([*common, "-o", str(tmp_path / "o3"), "--progress", "none"]) == 0
     assert capsys.readouterr().err == ""

@@ -10,14 +10,21 @@ tiles (or windows) of the input being segmented. Three reporters:
 * :class:`NullReporter`: nothing.
 
 :func:`as_reporter` turns the ``progress=True/False`` arguments of the library's functions into one.
+
+Steps deep inside the library that take long before any loop starts (loading a model, encoding the
+class prompts) are announced with :func:`announce`; they reach the reporter a front end installed
+with :func:`reporting` (the CLI's bars or JSON lines, the app's status line), and the log at debug level.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
 import threading
+from collections.abc import Iterator
 from typing import IO, Any, Protocol
 
 SCHEMA_VERSION = 1  # "v" of every JSON event; raised when a field changes meaning or goes away
@@ -50,6 +57,31 @@ class Reporter(Protocol):
     def message(self, text: str) -> None:
         """A line for the user on stderr that does not break the bars."""
         ...
+
+
+_CURRENT: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("frugalvl_reporter", default=None)
+
+
+@contextlib.contextmanager
+def reporting(reporter: Reporter) -> Iterator[Reporter]:
+    """Within the block (this thread), :func:`announce` tells ``reporter``."""
+    token = _CURRENT.set(reporter)
+    try:
+        yield reporter
+    finally:
+        _CURRENT.reset(token)
+
+
+def announce(name: str, item: str = "") -> None:
+    """A long step with no loop of its own (``load``: a model; ``encode``: the class prompts), for the
+    reporter of :func:`reporting` and the debug log."""
+    log.debug("%s %s", name, item)
+    reporter = _CURRENT.get()
+    if reporter is not None:
+        reporter.phase(name, item)
+
+
+PHASE_TEXT = {"load": "loading", "encode": "encoding"}  # how a terminal line says a phase
 
 
 def as_reporter(progress: bool | Reporter | None) -> Reporter:
@@ -125,7 +157,10 @@ class TqdmReporter:
         return _TqdmBar(tqdm(**options))
 
     def phase(self, name: str, item: str = "") -> None:
-        log.debug("%s: %s", item, name)
+        if name in PHASE_TEXT:  # the long steps before the first bar: a line each, not minutes of silence
+            self.message(f"frugalvl: {PHASE_TEXT[name]} {item} ...")
+        else:
+            log.debug("%s: %s", item, name)
 
     def message(self, text: str) -> None:
         from tqdm.auto import tqdm

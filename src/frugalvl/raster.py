@@ -274,6 +274,7 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stre
 
 NODATA_LABEL = 255
 
+
 def palette(names: Sequence[str]) -> np.ndarray:
     """RGB colours (uint8 ``[C, 3]``) of class names, by what they name (:func:`frugalvl.palette.class_colours`:
     water blue, vegetation green, ...): the one palette of every output."""

@@ -461,7 +461,10 @@ def test_one_palette_for_the_tiled_and_untiled_label_files_and_the_app_legend(ma
         tiled = [src.colormap(1)[i][:3] for i in range(len(names))]
         assert src.colormap(1)[255][3] == 0  # nodata transparent in QGIS
     image = RasterImage(
-        rgb=np.zeros((8, 8, 3), np.uint8), path=tmp_path / "x.tif", crs="EPSG:32618", transform=rasterio.Affine(30, 0, 0, 0, -30, 0)
+        rgb=np.zeros((8, 8, 3), np.uint8),
+        path=tmp_path / "x.tif",
+        crs="EPSG:32618",
+        transform=rasterio.Affine(30, 0, 0, 0, -30, 0),
     )
     with rasterio.open(write_labels(tmp_path, image, np.zeros((8, 8), np.int64), names)) as src:
         untiled = [src.colormap(1)[i][:3] for i in range(len(names))]

@@ -155,6 +155,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    created = not Path(args.outdir).exists()
+    try:
+        return _segment(args)
+    except UserError:
+        _remove_if_empty(Path(args.outdir), created)  # a refused run leaves no empty folder behind
+        raise
+
+
+def _remove_if_empty(outdir, created: bool) -> None:
+    if created and outdir.is_dir() and not any(outdir.iterdir()):
+        outdir.rmdir()
+
+
+def _finished(args: argparse.Namespace, paths, settings: SegmentRunSettings):
+    """The table of a run that is done already, read from its records before any model loads; None
+    when some input has work left (or only loading the models tells). Outputs made with other
+    settings stop the run here, before any model loads, naming every difference."""
+    from ..segment.pipeline import finished_summary
+
+    recipe = method_module(args.method).recipe_from_cli(args)
+    record = method_module(args.method).entry.record(recipe.models, recipe.vocabulary, recipe.settings)
+    return None if record is None else finished_summary(record, paths, args.outdir, settings)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from ..progress import reporting
     from ..raster import find_images
     from ..segment.pipeline import check_inputs_and_outputs, check_outdir, segment_files
 
@@ -165,12 +193,17 @@ def _run(args: argparse.Namespace) -> int:
     check_inputs_and_outputs(paths, args.outdir)
     exemplars = build_settings(ExemplarSettings, given(args, ExemplarSettings))
     check_exemplar_run(method_module(args.method).entry.exemplars, exemplars, len(paths))
-    if getattr(args, "engine", "local") == "ray":
+    # with exemplars the record holds their prototypes: only the segmenter knows it
+    summary = None if exemplars.exemplars is not None else _finished(args, paths, settings)
+    if summary is not None:
+        print("every input is done already (give --overwrite to redo them): the finished run's table", file=sys.stderr)
+    elif getattr(args, "engine", "local") == "ray":
         if exemplars.exemplars is not None:
             raise UserError("--exemplars runs on the local engine only for now: leave out --engine ray")
         summary = _segment_on_ray(args, paths, settings, reporter)
     else:
-        segmenter = method_module(args.method).segmenter_from_cli(args)
+        with reporting(reporter):  # "loading CLIP ...", "encoding N text prompts ...": no silent minutes
+            segmenter = method_module(args.method).segmenter_from_cli(args)
         if exemplars.exemplars is not None:
             from ..segment.exemplars_run import attach_exemplars
 

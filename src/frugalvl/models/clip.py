@@ -28,6 +28,7 @@ import torch
 
 from ..errors import UserError
 from ..identity import path_identity
+from ..progress import announce
 from ..settings import FieldError
 from .defaults import DEFAULT_CLIP
 
@@ -269,6 +270,36 @@ def _from_open_clip(name: str, tag: str | None, device, precision: str, cache_di
     return ClipModel(_finish(model, device, precision), tokenizer, f"{name}:{tag}", *_norm_of(model))
 
 
+def clip_identity(spec: str = DEFAULT_CLIP) -> str | None:
+    """The identity :func:`load_clip` gives the CLIP ``spec`` names, without loading it; None where only
+    loading tells (a file that is not there, a name open_clip does not know)."""
+    spec = spec.strip()
+    if spec.startswith("local-dir:"):
+        spec = spec[len("local-dir:") :]
+        return f"local-dir:{Path(os.path.expanduser(spec))}:None" if Path(os.path.expanduser(spec)).is_dir() else None
+    if spec.startswith("hf-hub:"):
+        return f"{spec}:None"
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        return f"local-dir:{path}:None"
+    if path.is_file():
+        return path_identity(path)
+    if ":" in spec:
+        arch, rest = spec.split(":", 1)
+        arch = normalise_name(arch)
+        rest_path = Path(os.path.expanduser(rest))
+        if rest_path.suffix in (".pt", ".pth", ".bin", ".ckpt", ".safetensors") or os.sep in rest:
+            return f"{arch}:{path_identity(rest_path)}" if rest_path.is_file() else None
+        return f"{arch}:{rest}"
+    import open_clip
+
+    name = normalise_name(spec)
+    tags = [t for (n, t) in open_clip.list_pretrained() if n == name]
+    if not tags:
+        return None
+    return f"{name}:{'openai' if 'openai' in tags else tags[0]}"
+
+
 def load_clip(
     spec: str = DEFAULT_CLIP,
     device: str | torch.device = "cpu",
@@ -282,6 +313,7 @@ def load_clip(
     if precision is None:
         precision = "fp16" if str(device).startswith("cuda") else "fp32"
     spec = spec.strip()
+    announce("load", f"CLIP {spec} on {device}")
     if spec.startswith("local-dir:"):
         spec = spec[len("local-dir:") :]
         if not Path(os.path.expanduser(spec)).is_dir():

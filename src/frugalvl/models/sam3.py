@@ -32,6 +32,7 @@ import torch
 
 from ..errors import UserError
 from ..identity import path_identity
+from ..progress import announce
 from ..settings import FieldError
 from .defaults import DEFAULT_SAM3
 
@@ -141,6 +142,7 @@ def load_sam3(
     the same by default, so ``dtype`` stays fp32 unless memory is short.
     """
     source = str(source)
+    announce("load", f"SAM 3 {source} on {device}")
     if _looks_like_path(source):
         folder = Path(source).expanduser()
         _check_folder(folder)
@@ -168,8 +170,13 @@ def load_sam3(
                 f"hub model {source!r} is a {model.config.model_type!r} model, not SAM 3: give a SAM 3 id "
                 f"such as {DEFAULT_SAM3}"
             )
-    identity = path_identity(Path(source)) if Path(source).is_dir() else f"name:{source}"
-    return Sam3Bundle(model=model.to(device).eval(), processor=processor, source=source, identity=identity)
+    return Sam3Bundle(model=model.to(device).eval(), processor=processor, source=source, identity=sam3_identity(source))
+
+
+def sam3_identity(source: str | Path = DEFAULT_SAM3) -> str:
+    """The identity :func:`load_sam3` gives the model ``source`` names, without loading it."""
+    source = str(source)
+    return path_identity(Path(source)) if Path(source).is_dir() else f"name:{source}"
 
 
 # ---------------------------------------------------------------------------------------------

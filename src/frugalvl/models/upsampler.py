@@ -235,6 +235,17 @@ def fetch_official(timeout: float = 30.0) -> Path:
     return path
 
 
+def upsampler_identity(spec: str | None) -> str | None:
+    """The identity :func:`resolve_upsampler` gives, without loading: None for no upsampler (bilinear).
+    Raises LookupError where only loading tells (the released one before its download, a missing file)."""
+    if spec is None or spec.lower() in ("none", "bilinear", ""):
+        return None
+    path = Path(os.path.expanduser(spec))
+    if spec.lower() == "official" or not path.exists():
+        raise LookupError(spec)
+    return path_identity(path)
+
+
 def resolve_upsampler(spec: str | None) -> Upsampler | None:
     """``None``/``none``/``bilinear`` -> no upsampler; ``official`` -> the released JBU-One; else a path."""
     if spec is None or spec.lower() in ("none", "bilinear", ""):

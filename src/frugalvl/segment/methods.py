@@ -45,6 +45,27 @@ def _load_upsampler(spec: str | None, device: str) -> Any:
     return resolve_upsampler(spec)  # on the CPU; the segmenter moves it to the CLIP's device
 
 
+def _clip_identity(spec: str | None) -> str | None:
+    from ..models.clip import clip_identity
+
+    found = clip_identity(spec or DEFAULT_CLIP)
+    if found is None:
+        raise LookupError(spec)
+    return found
+
+
+def _upsampler_identity(spec: str | None) -> str | None:
+    from ..models.upsampler import upsampler_identity
+
+    return upsampler_identity(spec)
+
+
+def _sam3_identity(spec: str | None) -> str | None:
+    from ..models.sam3 import sam3_identity
+
+    return sam3_identity(spec or DEFAULT_SAM3)
+
+
 def _load_sam3(spec: str | None, device: str) -> Any:
     from ..devices import resolve_device
     from ..models.sam3 import load_sam3
@@ -63,6 +84,8 @@ class ModelOption:
     what: str  # what it is, in a few words ("CLIP", "SimFeatUp checkpoint")
     metavar: str | None = None
     first: bool = False  # loaded before the others (it fails faster)
+    # the identity the loaded model records, without loading it (LookupError: only loading tells)
+    identity: Callable[[str | None], str | None] | None = None
 
     @property
     def help_text(self) -> str:
@@ -126,6 +149,22 @@ class Method:
         accepted = {k: v for k, v in caches.items() if k in self.caches and v is not None}
         return self.segmenter_class()(**models, vocabulary=vocabulary, settings=settings, **accepted)
 
+    def record(self, specs: Mapping[str, str | None], vocabulary: Vocabulary, settings: Any) -> Any:
+        """The :class:`~frugalvl.segment.records.SegmenterRecord` the segmenter would have, without loading
+        its models (a finished run is recognised before any model loads); None where only loading tells."""
+        from .records import SegmenterRecord
+
+        identities: dict[str, Any] = {}
+        for m in self.models:
+            if m.identity is None:
+                return None
+            try:
+                identities[m.name] = m.identity(specs.get(m.name) or m.default)
+            except LookupError:
+                return None
+        identity = self.segmenter_class().identity_of(vocabulary, settings, identities)
+        return SegmenterRecord.of_identity(identity, vocabulary.names)
+
     def model_identity(self, specs: Mapping[str, str | None]) -> dict[str, Any]:
         """The weights ``specs`` name, without loading them (records and evaluation caches)."""
         from ..identity import weights_identity
@@ -152,6 +191,7 @@ METHODS: dict[str, Method] = {
                     "local-dir:PATH, an OpenAI-format .pt file, or ARCH:FILE",
                     _load_clip,
                     what="CLIP",
+                    identity=_clip_identity,
                 ),
                 ModelOption(
                     "upsampler",
@@ -161,6 +201,7 @@ METHODS: dict[str, Method] = {
                     _load_upsampler,
                     what="SimFeatUp checkpoint",
                     first=True,
+                    identity=_upsampler_identity,
                 ),
             ),
             settings_path="segearth_ov:SegEarthOVSettings",
@@ -181,6 +222,7 @@ METHODS: dict[str, Method] = {
                     _load_sam3,
                     what="SAM 3",
                     metavar="ID|PATH",
+                    identity=_sam3_identity,
                 ),
             ),
             settings_path="segearth_ov3:SegEarthOV3Settings",

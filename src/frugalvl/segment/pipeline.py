@@ -42,7 +42,17 @@ from ..raster import (
     write_probs_cog,
 )
 from .base import Progress, Segmenter, labels_from_scores, scores_of
-from .records import SegmenterRecord, check_record, class_names, make_record, record_path, write_record
+from .records import (
+    RESULT_KEY,
+    SegmenterRecord,
+    check_record,
+    class_names,
+    make_record,
+    record_path,
+    recorded_result,
+    result_of,
+    write_record,
+)
 from .scene import input_identity, scene_finished, scene_record, segment_scene
 from .scene_settings import VECTOR_FORMATS, SceneSettings, SegmentRunSettings
 
@@ -242,6 +252,8 @@ def segment_files(
             report(str(path), str(exc))
         bar.advance()
     bar.close()
+    if not todo:  # all done: the table of the finished run, read from its records (not zeros)
+        return finished_summary(SegmenterRecord.of(segmenter), paths, outdir, settings) or summary
     return summary
 
 
@@ -273,6 +285,33 @@ def inputs_to_run(
         if not (check_record(record_path(outdir, stem), record, f"the output of {input_name(path)}") and done):
             todo.add(i)
     return todo
+
+
+def finished_summary(
+    record: SegmenterRecord, paths: Sequence, outdir: str | Path, settings: SegmentRunSettings
+) -> RunSummary | None:
+    """The summary of a run that is already done, or None when any input has work left.
+
+    Called before any model loads, with the record the segmenter would write (its identity without its
+    models): when every input's outputs and matching record are there, nothing needs the model, and the
+    table is read from the records (the pixels each finished input kept). None as well when a record
+    predates the kept pixels. Outputs made with other settings: a :class:`UserError` naming them.
+    """
+    outdir = Path(outdir)
+    if settings.overwrite or not outdir.is_dir():
+        return None
+    todo = inputs_to_run(record, paths, route_inputs(paths, settings), outdir, settings)
+    if todo:
+        return None
+    summary = RunSummary(list(record.names))
+    for path in paths:
+        found = recorded_result(record_path(outdir, input_stem(path)))
+        if found is None:
+            return None
+        summary.add(Counter(found[0]), found[1], found[2])
+        summary.skipped.append(path)
+    log.info("every input is done already in %s", outdir)
+    return summary
 
 
 def _run_scene(
@@ -334,7 +373,6 @@ def _run_image(
             min_area=settings.min_area,
             simplify=settings.simplify,
         )
-    write_record(record_path(outdir, image.stem), _image_record(segmenter, path, settings))  # last: marks it done
     valid = result.labels if image.nodata_mask is None else result.labels[~image.nodata_mask]
     counts = np.bincount(valid.ravel(), minlength=len(names))
     pixels = Counter({i: int(c) for i, c in enumerate(counts) if c})
@@ -343,5 +381,7 @@ def _run_image(
         area, unit = abs(t.a * t.e - t.b * t.d), ("m²" if image.crs.is_projected else "units²")
     else:
         area, unit = 1.0, "px"
+    record = {**_image_record(segmenter, path, settings), RESULT_KEY: result_of(pixels, area, unit)}
+    write_record(record_path(outdir, image.stem), record)  # last: marks it done
     summary.add(pixels, area, unit)
     summary.done.append(path)

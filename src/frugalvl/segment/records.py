@@ -37,6 +37,11 @@ class SegmenterRecord:
     def of(cls, segmenter: Any) -> SegmenterRecord:
         return cls(segmenter_identity(segmenter), tuple(class_names(segmenter)))
 
+    @classmethod
+    def of_identity(cls, identity: dict[str, Any], names: Any) -> SegmenterRecord:
+        """From an identity computed without the models (``Method.record``), as ``of`` would store it."""
+        return cls(json.loads(json.dumps(identity, default=str)), tuple(names))
+
 
 def class_names(segmenter: Any) -> list[str]:
     """The class names of a segmenter or of a :class:`SegmenterRecord`."""
@@ -103,16 +108,52 @@ def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
     return None
 
 
+RESULT_KEY = "result"  # what a finished run found (pixels per class): kept in the record, not compared
+MAX_SHOWN = 6  # differences named in one message
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Every ``key: old -> new`` difference between two JSON values (the new record's key order)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: list[str] = []
+        for key in [*new, *(k for k in old if k not in new)]:
+            found += differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    diff = first_difference(old, new, prefix)
+    return [diff] if diff else []
+
+
 def check_record(path: Path, record: dict[str, Any], what: str) -> bool:
     """True when ``path`` holds ``record``; False when it is absent or unreadable (unfinished work);
-    a :class:`UserError` naming the difference when it was made with other settings."""
+    a :class:`UserError` naming every difference when it was made with other settings."""
     old = read_record(path)
     if old is None:
         return False
-    diff = first_difference(old, record)
-    if diff is None:
+    if isinstance(old, dict):
+        old = {k: v for k, v in old.items() if k != RESULT_KEY}
+    diffs = differences(old, record)
+    if not diffs:
         return True
+    shown = "; ".join(diffs[:MAX_SHOWN]) + (f"; and {len(diffs) - MAX_SHOWN} more" if len(diffs) > MAX_SHOWN else "")
     raise UserError(
-        f"{what} in {path.parent} was made with other settings ({diff}): use overwrite=True to redo it, "
+        f"{what} in {path.parent} was made with other settings ({shown}): use overwrite=True to redo it, "
         "or another outdir"
     )
+
+
+def result_of(pixels: dict[int, int], pixel_area: float, unit: str) -> dict[str, Any]:
+    """The :data:`RESULT_KEY` part of a record: pixels per class index, the area of one pixel and its unit."""
+    return {"pixels": {str(int(k)): int(v) for k, v in pixels.items()}, "pixel_area": pixel_area, "unit": unit}
+
+
+def recorded_result(path: Path) -> tuple[dict[int, int], float, str] | None:
+    """(pixels per class, pixel area, unit) a finished run kept in its record; None for older records."""
+    old = read_record(path)
+    found = old.get(RESULT_KEY) if isinstance(old, dict) else None
+    if not isinstance(found, dict):
+        return None
+    try:
+        pixels = {int(k): int(v) for k, v in found["pixels"].items()}
+        return pixels, float(found["pixel_area"]), str(found["unit"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None

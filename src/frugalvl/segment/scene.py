@@ -34,7 +34,16 @@ from ..progress import Bar, Reporter, as_reporter
 from ..raster import check_size, input_name, input_stem, is_url, select_bands
 from ..sources.bands import resolve_bands
 from .base import Segmenter
-from .records import SegmenterRecord, check_record, class_names, make_record, record_path, write_record
+from .records import (
+    RESULT_KEY,
+    SegmenterRecord,
+    check_record,
+    class_names,
+    make_record,
+    record_path,
+    result_of,
+    write_record,
+)
 from .scene_read import SceneReader, gdal_env, open_scene, prefetch, scene_limits
 from .scene_settings import SOURCE_FIELDS, VECTOR_FORMATS, SceneSettings
 from .scene_tiles import (
@@ -270,7 +279,8 @@ def assemble_scene(
         vec_path = write_vectors(
             label_path, outdir / f"{stem}{VECTOR_FORMATS[s.vectors]}", names, min_area=s.min_area, simplify=s.simplify
         )
-    write_record(record_path(outdir, stem), plan.record)  # last: marks the scene done
+    finished = {**plan.record, RESULT_KEY: result_of(pixels, area, unit)}  # a rerun's table reads it
+    write_record(record_path(outdir, stem), finished)  # last: marks the scene done
     shutil.rmtree(plan.parts, ignore_errors=True)
     outputs = [p for p in (label_path, probs_path, overlay, vec_path) if p is not None]
     return SceneResult(label_path, pixels, area, unit, probs_path, overlay, vec_path, tiles_run, tiles_skipped, outputs)

@@ -17,6 +17,7 @@ settings reproduce the official code (likyoo/SegEarth-OV):
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ..errors import UserError
 from ..models.attention import MODES
 from ..models.clip import DEFAULT_CLIP, OPENAI_MEAN, ClipModel
 from ..models.dense_clip import dense_tokens
+from ..progress import announce
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary, templates
 from ..windows import WindowAccumulator, plan_windows
@@ -39,6 +41,8 @@ from .base import Progress, merge_synonyms
 if TYPE_CHECKING:
     from .exemplars import Exemplars
     from .exemplars_clip import Prototypes
+
+log = logging.getLogger(__name__)
 
 # The official configs normalise with these (CLIP's mean/std ×255, as written in cfg files).
 OFFICIAL_MEAN = (122.771, 116.746, 104.094)
@@ -210,18 +214,25 @@ class SegEarthOV:
 
     def identity(self) -> dict:
         """What produced this segmenter's results: method, settings, vocabulary and model identities."""
-        ident = {
-            "method": "segearth-ov",
-            "settings": settings_identity(self.settings),
-            "queries": list(self.vocabulary.queries),
-            "query_to_class": list(self.query_to_class),
-            "clip": self.clip.identity,
-            "upsampler": getattr(self.upsampler, "identity", None) if self.upsampler is not None else None,
-        }
+        upsampler = getattr(self.upsampler, "identity", None) if self.upsampler is not None else None
+        ident = self.identity_of(self.vocabulary, self.settings, {"clip": self.clip.identity, "upsampler": upsampler})
         if self.prototypes is not None:
             ident["queries"] = self._text_queries()
             ident["prototypes"] = self.prototypes.identity()
         return ident
+
+    @staticmethod
+    def identity_of(vocabulary: Vocabulary, settings: SegEarthOVSettings, models: dict) -> dict:
+        """:meth:`identity` from the models' identities alone, without exemplar prototypes (a finished run
+        is recognised unloaded)."""
+        return {
+            "method": "segearth-ov",
+            "settings": settings_identity(settings),
+            "queries": list(vocabulary.queries),
+            "query_to_class": list(vocabulary.query_to_class),
+            "clip": models["clip"],
+            "upsampler": models["upsampler"],
+        }
 
     # -- exemplars (docs/methods/exemplars.md#segearth-ov) ---------------------------------------------------
 
@@ -310,8 +321,14 @@ class SegEarthOV:
         return torch.stack([self.text_cache[(*model, q)] for q in queries])
 
     def _encode_queries(self, queries: Sequence[str]) -> torch.Tensor:
+        import time
+
         fills = templates(self.settings.templates)
+        n = len(queries) * len(fills)
+        announce("encode", f"{n} text prompts ({len(queries)} class names × {len(fills)} templates)")
+        start = time.perf_counter()
         emb = self.clip.encode_text([t(q) for q in queries for t in fills]).view(len(queries), len(fills), -1)
+        log.debug("encoded %d text prompts in %.1f s", n, time.perf_counter() - start)
         emb = emb.mean(dim=1)
         return emb / emb.norm(dim=-1, keepdim=True)
 

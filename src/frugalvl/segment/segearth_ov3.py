@@ -62,6 +62,7 @@ from ..models.sam3 import (
     segmentation_head,
 )
 from ..precision import autocast
+from ..progress import announce
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary
 from ..windows import BandAverage, ChannelAverage, GroupMax, Window, WindowSink, overlapping, plan_windows
@@ -250,13 +251,21 @@ class SegEarthOV3:
 
     def identity(self) -> dict:
         """What produced this segmenter's results: method, settings, vocabulary and model identity."""
+        ident = self.identity_of(self.vocabulary, self.settings, {"sam3": self.sam3.identity or self.sam3.source})
+        if self.exemplars is not None:
+            ident["exemplars"] = self.exemplars.identity()
+        return ident
+
+    @staticmethod
+    def identity_of(vocabulary: Vocabulary, settings: SegEarthOV3Settings, models: dict) -> dict:
+        """:meth:`identity` from the model's identity alone, without exemplars (a finished run is
+        recognised unloaded)."""
         return {
             "method": "segearth-ov3",
-            "settings": settings_identity(self.settings),
-            "queries": list(self.vocabulary.queries),
-            "query_to_class": list(self.vocabulary.query_to_class),
-            "sam3": self.sam3.identity or self.sam3.source,
-            **({"exemplars": self.exemplars.identity()} if self.exemplars is not None else {}),
+            "settings": settings_identity(settings),
+            "queries": list(vocabulary.queries),
+            "query_to_class": list(vocabulary.query_to_class),
+            "sam3": models["sam3"],
         }
 
     def with_exemplars(
@@ -326,6 +335,7 @@ class SegEarthOV3:
         queries = self._prompt_texts()
         missing = [q for q in queries if (*model, q) not in self.text_cache]
         if missing:
+            announce("encode", f"{len(missing)} text prompts")
             with autocast(self.device, self.settings.precision):
                 feats, mask = encode_text(self.sam3, missing, self.settings.prompt_chunk)
             for i, q in enumerate(missing):
