@@ -471,3 +471,44 @@ def test_one_palette_for_the_tiled_and_untiled_label_files_and_the_app_legend(ma
     assert legend == tiled == untiled == class_colours(names)
     water, forest = legend[names.index("water")], legend[names.index("forest")]
     assert water[2] > water[0] + 60 and forest[1] > forest[0] + 30  # blue water, green forest
+
+
+def test_basemap_is_off_by_default_and_passed_to_the_page(make_client):
+    assert make_client().get("/api/config").json()["basemap"] is None  # no network unless asked
+    url = "https://tiles.example.org/{z}/{x}/{y}.png"
+    assert make_client(basemap=url).get("/api/config").json()["basemap"] == url
+
+
+def test_app_command_generates_the_basemap_option():
+    import argparse
+
+    from frugalvl.commands.app import config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert "--basemap" in parser._subparsers._group_actions[0].choices["app"].format_help()  # type: ignore[union-attr]
+    args = parser.parse_args(["app", "--basemap", "https://t/{z}/{x}/{y}.png"])
+    assert config_from_args(args).basemap == "https://t/{z}/{x}/{y}.png"
+    assert config_from_args(parser.parse_args(["app"])).basemap is None
+
+
+def test_the_status_line_names_the_loading_phases(make_client, wait, monkeypatch):
+    """While the model loads and the prompts are encoded, the run's status says so (not 'tile 0 of 1')."""
+    from frugalvl.app import jobs
+
+    seen: list[str] = []
+    original = jobs.RunPhases.phase
+
+    def spy(self, name, item=""):
+        original(self, name, item)
+        seen.append(self.run.phase)
+
+    monkeypatch.setattr(jobs.RunPhases, "phase", spy)
+    client = make_client()
+    info = open_sample(client)
+    run = run_done(client, wait, image=info["id"], vocabulary="water;land")
+    assert any(p.startswith("loading CLIP ") for p in seen), seen
+    assert any(p.startswith("encoding 160 text prompts") for p in seen), seen
+    assert any(p.startswith("assembling the label map of ") for p in seen), seen
+    assert seen.index(next(p for p in seen if p.startswith("encoding"))) < len(seen) - 1
+    assert run["state"] == "done" and "phase" in run

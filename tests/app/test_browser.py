@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import threading
 import time
@@ -115,18 +116,33 @@ def test_segment_the_bundled_sample_in_the_browser(served_app, tmp_path):
             page.set_input_files("#upload", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}])
             page.wait_for_function("document.getElementById('message').textContent.includes('unsupported file type')")
             page.fill("#vocabulary", " ; ")
+            page.evaluate("document.getElementById('panel').scrollTop = 10000")  # scrolled down to the result
             page.click("#run")
             page.wait_for_function("document.getElementById('message').textContent.includes('empty')")
+            top = page.locator("#message").bounding_box()
+            assert top is not None and 0 <= top["y"] < 800  # the error shows where the user is, not above the fold
             page.click("#panel details summary")
             page.fill("#clip", "/nowhere/ViT-B-16.pt")
             page.fill("#vocabulary", "water;land")
             page.click("#run")
             page.wait_for_function("document.body.dataset.run === 'failed'", timeout=30_000)
             assert "outside the folders" in page.inner_text("#message") or "data-root" in page.inner_text("#message")
+            # the failed run left the last result on the map, its legend and downloads in place
+            assert page.locator("#legend .name").all_inner_texts() == ["background", "water", "forest"]
+            assert page.locator("#download-labels").is_visible()
             page.fill("#clip", "")
             page.click("#run")
+            page.wait_for_function(
+                "[...document.querySelectorAll('#legend .name')].map((e) => e.textContent).join(';') === 'water;land'",
+                timeout=90_000,
+            )
             page.wait_for_selector("body[data-layer=ready]", state="attached", timeout=90_000)
             assert page.locator("#legend .name").all_inner_texts() == ["water", "land"]
+            assert re.fullmatch(r"done in \d+(\.\d)? s", page.inner_text("#run-state"))  # rounded
+            # the downloads are in view without scrolling the panel
+            assert page.locator("#download-labels").is_visible()
+            box, panel = page.locator("#download-labels").bounding_box(), page.locator("#panel").bounding_box()
+            assert box is not None and panel is not None and box["y"] + box["height"] <= panel["y"] + panel["height"]
             page.screenshot(path=str(tmp_path / "app_after_errors.png"))
         finally:
             browser.close()

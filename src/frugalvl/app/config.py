@@ -62,6 +62,13 @@ class AppConfig:
     max_images: int = option(8, "most images one session keeps (the oldest is closed first)")
     max_session_mb: float = option(2048.0, "most memory one session's images and results hold, in MB")
 
+    basemap: str | None = option(
+        None,
+        "an XYZ tile address shown under georeferenced images, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png "
+        "(the page then fetches tiles from that server: it needs a network; default: none)",
+        metavar="URL",
+    )
+
     def __post_init__(self) -> None:
         check_at_least(self, ("max_sessions", "max_images"), 1)
         check_at_least(self, ("max_session_mb", "max_upload_mb"), 1e-3)

@@ -41,6 +41,7 @@ class Run:
     folder: Path
     tile: int = 1024
     state: str = "queued"  # queued, loading, running, writing, done, failed, cancelled
+    phase: str = ""  # what the run does now, in words (loading CLIP ..., encoding 240 text prompts ...)
     done: int = 0
     total: int = 1
     error: str | None = None
@@ -93,6 +94,7 @@ class Run:
             "error": self.error,
             "notes": self.notes,
             "seconds": self.seconds,
+            "phase": self.phase,
             "window": [self.window.x0, self.window.y0, self.window.x1, self.window.y1],
             "image": self.image.id,
             "method": self.options.method,
@@ -167,6 +169,28 @@ class RunWorker:
             run.seconds = round(time.perf_counter() - start, 3)
 
 
+class RunPhases:
+    """A progress reporter that writes the library's phases (model loading, prompt encoding, assembling)
+    into the run's status line; its bars are the run's own tile count."""
+
+    TEXT = {"load": "loading", "encode": "encoding", "assemble": "assembling the label map of",
+            "overlay": "drawing the overlay of", "vectors": "writing the polygons of", "plan": "planning"}  # fmt: skip
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def start(self, unit: str, total: int | None, name: str = "", done: int = 0, level: int = 0):
+        from ..progress import NullReporter
+
+        return NullReporter().start(unit, total, name, done, level)
+
+    def phase(self, name: str, item: str = "") -> None:
+        self.run.phase = f"{self.TEXT.get(name, name)} {item}".strip() + " …"
+
+    def message(self, text: str) -> None:
+        log.info("%s", text)
+
+
 class ObservedSegmenter:
     """A segmenter seen through the app: each ``class_scores`` call (one scene tile) checks for Cancel
     first and counts as progress after; everything else is the wrapped segmenter's."""
@@ -179,6 +203,7 @@ class ObservedSegmenter:
         from ..segment.base import scores_of
 
         self._run.check()
+        self._run.phase = ""  # the tiles now: the status line counts them
         # the segmenter reports progress after each batch of windows: Cancel is checked there too
         scores = scores_of(self._segmenter, rgb, progress=lambda done, total: self._run.check())
         self._run.done = min(self._run.done + 1, self._run.total)
@@ -194,13 +219,17 @@ def execute(run: Run, hub: ModelHub) -> None:
 
     import rasterio
 
+    from ..progress import reporting
     from ..raster import palette
     from ..segment.scene import SceneSettings, plan_tiles, segment_scene
     from .outputs import write_area
 
     run.state = "loading"
     run.check()
-    segmenter = hub.segmenter(run.options)
+    phases = RunPhases(run)
+    with reporting(phases):  # the status line says "loading CLIP ...", "encoding 240 text prompts ..."
+        segmenter = hub.segmenter(run.options)
+    run.phase = ""
     run.check()
     source = write_area(run.folder / "in", run.image, run.window)
     vectors = "gpkg" if importlib.util.find_spec("geopandas") else None
@@ -211,7 +240,9 @@ def execute(run: Run, hub: ModelHub) -> None:
         len(row) for row in plan_tiles(run.window.height, run.window.width, settings.tile, settings.overlap_px)
     )
     run.state = "running"
-    result = segment_scene(ObservedSegmenter(segmenter, run), source, run.folder / "out", settings, overwrite=True)
+    result = segment_scene(
+        ObservedSegmenter(segmenter, run), source, run.folder / "out", settings, overwrite=True, progress=phases
+    )
     if result is None:  # only when outputs exist already, which overwrite=True rules out
         raise RuntimeError(f"segment_scene wrote nothing for {source}")
     run.check()

@@ -44,4 +44,5 @@ def get_config(request: Request) -> dict[str, Any]:
         "defaults": {**{name: config.model_spec(name) or "" for name in model_options()}, "device": config.device},
         "server_paths": bool(config.data_roots),
         "max_upload_mb": config.max_upload_mb,
+        "basemap": config.basemap,
     }

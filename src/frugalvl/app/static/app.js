@@ -2,14 +2,19 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { config: null, image: null, map: null, base: null, layer: null, run: null, hidden: new Set(), poll: null };
+const state = { config: null, image: null, map: null, base: null, layer: null, run: null, hidden: new Set(), poll: null,
+                tracking: null };
 
+// Messages stay in view: the box sticks to the top of the panel however far it is scrolled.
 function showMessage(text, kind) {
   const box = $("message");
   box.textContent = text || "";
   box.className = kind || "";
   box.hidden = !text;
+  if (text && box.scrollIntoView) box.scrollIntoView({ block: "nearest" });
 }
+
+const seconds = (s) => (s >= 10 ? `${Math.round(s)} s` : `${Number(s).toFixed(1)} s`);
 
 async function api(path, options) {
   let response;
@@ -66,6 +71,15 @@ function newMap(geo) {
   state.map.setView([0, 0], geo ? 2 : 0);
   state.map.on("click", pixelScores);
   state.base = state.layer = null;
+  if (geo) {
+    L.control.scale({ imperial: false }).addTo(state.map);
+    const basemap = state.config && state.config.basemap;
+    if (basemap) {  // an XYZ server the operator chose (frugalvl app --basemap): fetched by this browser
+      L.tileLayer(basemap, { maxZoom: 19, attribution: "basemap: " + new URL(basemap.replace(/[{}]/g, "")).host })
+        .addTo(state.map);
+      L.control.attribution({ prefix: false }).addTo(state.map);
+    }
+  }
 }
 
 async function uploadFile() {
@@ -127,30 +141,33 @@ async function startRun() {
   if (!state.image) { showMessage("open an image first: a sample, an upload or a server path"); return; }
   showMessage("");
   let run;
+  // a refused setting leaves the current result (and a run in progress) as they are
   try { run = await postJSON("/api/runs", options()); } catch (err) { showMessage(err.message); return; }
-  clearResult();
-  state.run = run;
+  state.tracking = run.id;  // the shown result stays until this run has succeeded
   $("run").disabled = true; $("cancel").disabled = false;
   $("progress").hidden = false;
   track(run);
 }
 
 async function cancelRun() {
-  if (!state.run) return;
-  try { await postJSON(`/api/runs/${state.run.id}/cancel`, {}); } catch (err) { showMessage(err.message); }
+  const id = state.tracking || (state.run && state.run.id);
+  if (!id) return;
+  try { await postJSON(`/api/runs/${id}/cancel`, {}); } catch (err) { showMessage(err.message); }
 }
 
 function track(run) {
+  if (state.tracking && run.id !== state.tracking) return;  // an older run's answer
   document.body.dataset.run = run.state;
   $("progress").max = run.total || 1; $("progress").value = run.done;
   const labels = { queued: "waiting…", loading: "loading the model…", running: `tile ${run.done} of ${run.total}`,
-                   writing: "writing the files…", done: `done in ${run.seconds} s`, cancelled: "cancelled",
+                   writing: "writing the files…", done: `done in ${seconds(run.seconds)}`, cancelled: "cancelled",
                    failed: "failed" };
-  $("run-state").textContent = labels[run.state] || run.state;
+  // the library's phases (loading CLIP …, encoding 240 text prompts …, assembling …) when it reports one
+  $("run-state").textContent = (!["done", "failed", "cancelled"].includes(run.state) && run.phase) || labels[run.state] || run.state;
   if (["done", "failed", "cancelled"].includes(run.state)) {
     $("run").disabled = false; $("cancel").disabled = true; $("progress").hidden = true;
     if (run.state === "failed") showMessage(run.error);
-    if (run.state === "done") showResult(run);
+    if (run.state === "done") { clearResult(); showResult(run); }
     return;
   }
   clearTimeout(state.poll);
@@ -199,6 +216,7 @@ function showResult(run) {
   }
   $("pixel").textContent = "Click the map to see every class's score there.";
   $("result").hidden = false;
+  if (links.scrollIntoView) links.scrollIntoView({ block: "nearest" });  // the downloads in view, no scrolling
 }
 
 function toggleClass(index, on, row) {
