@@ -192,12 +192,23 @@ def test_streamed_scoring_and_shard_assembly_equal_the_in_memory_path(tmp_path):
         assemble_shards(tmp_path / "shards", "feature", tmp_path / "bad.npy", 104)
 
 
-def test_fewer_points_than_clusters_falls_back_with_one_logged_line(caplog):
-    """docs/reliability.md#coido-stages: sklearn's TypeError (k >= N) becomes one warning line and a k-means
-    fallback."""
+def test_fewer_points_than_clusters_take_k_of_half_the_subset_with_one_logged_line(caplog):
+    """A subset smaller than 2K (a first try on a small set; K = 20 by default): K = |S|/2, said in one
+    warning line, and spectral clustering runs (before: sklearn's TypeError and a k-means fallback with
+    one sample per cluster)."""
     x = np.random.default_rng(5).normal(size=(5, 8)).astype(np.float32)
     with caplog.at_level("WARNING", logger="frugalvl.select.clustering"):
         out = subset_and_clusters(x, None, np.ones(5, bool), ClusterSettings(ratio=1.0))
-    assert out["method"] == "kmeans" and out["n_clusters"] == 5 and "5 clusters" in out["clusterer"]
+    assert out["method"] == "spectral" and out["n_clusters"] == 2 and "2 clusters" in out["clusterer"]
     lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(lines) == 1 and "\n" not in lines[0] and "falling back to k-means" in lines[0]
+    assert len(lines) == 1 and "\n" not in lines[0] and "K = 2" in lines[0] and "5 samples" in lines[0]
+
+
+def test_k_is_at_most_half_the_subset():
+    from frugalvl.select.clustering import clusters_for
+
+    assert [clusters_for(20, n) for n in (1, 2, 3, 5, 39, 40, 41, 1000)] == [1, 1, 1, 2, 19, 20, 20, 20]
+    x, truth = _blobs(8, k=4, dim=16)  # 32 points, K = 20 asked: K = 16, spectral, no fallback
+    out = subset_and_clusters(x, None, np.ones(len(x), bool), ClusterSettings(ratio=1.0, knn=10))
+    assert out["method"] == "spectral" and 2 <= out["n_clusters"] <= 16
+    assert np.bincount(out["labels"]).min() >= 1

@@ -104,3 +104,35 @@ def test_prepare_skips_when_done_and_refuses_other_settings(tmp_path, select_log
         pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root), verify_images=False))
     assert "--force" in render_error(err.value)
     pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root), verify_images=False), force=True)
+
+
+def test_invalid_samples_form_no_source_of_their_own(tmp_path):
+    """A sample that cannot be used is counted under "invalid", not under its path's first folder ('..', or the
+    folder of the valid samples, 'train' here)."""
+    records, root = _copy_dataset(tmp_path)
+    images = [r for r in records if "image" in r]
+    bad = [
+        {"id": "escape", "image": "../outside.png", "conversations": images[0]["conversations"]},
+        {"id": "no-turns", "image": images[0]["image"], "conversations": []},
+    ]
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(records + bad))
+    report = pipeline.prepare(path, tmp_path / "work", PrepareSettings(image_root=str(root)))
+    samples = {s["id"]: s for s in pipeline.load_samples(tmp_path / "work")}
+    assert samples["escape"]["dataset"] == samples["no-turns"]["dataset"] == "invalid"
+    assert ".." not in report["per_source"] and report["per_source"]["invalid"] == 2
+    assert report["per_source"]["train"] == len(images)  # the valid image samples only
+    assert set(report["invalid"]) == {"escape", "no-turns"}
+
+
+def test_feature_workers_default_to_what_the_machine_has(monkeypatch):
+    import os
+
+    from frugalvl.select import settings as select_settings
+    from frugalvl.select.settings import FeatureSettings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert FeatureSettings().workers == 2  # two cores: two processes, no DataLoader warning
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert FeatureSettings().workers == 4  # the official four where the machine has them
+    assert select_settings.default_workers(4) == 4

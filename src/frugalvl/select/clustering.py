@@ -4,7 +4,8 @@ Clustering features: ``0.7 · CLIP/‖CLIP‖ ‖ 0.3 · z(scores)``, the z-scor
 own enabled scores (dropped with fewer than two). Graph: cosine similarity s, distance
 d = (1 − s)/2, the k = min(30, n − 1) nearest neighbours (self included, as the official script), affinity
 1 − d on those edges, symmetrised by averaging. Spectral clustering (K = 20, discretize, seed 42) over all
-of S at once; k-means (10 inits) when it fails.
+of S at once; k-means (10 inits) when it fails. A subset too small for K clusters of two samples or more
+(|S| < 2K, a first try on a small set) gets K = ⌊|S|/2⌋, said in one logged line (:func:`clusters_for`).
 
 Two solvers compute the same thing (docs/methods/coido_baselines.md#clustering-at-scale):
 
@@ -20,6 +21,7 @@ pyamg is not installed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -277,10 +279,25 @@ def amg_spectral_labels(affinity: sp.csr_matrix, settings: ClusterSettings) -> n
     return discretize(embedding, random_state=np.random.RandomState(settings.random_state)).astype(np.int64)
 
 
+def clusters_for(requested: int, n: int) -> int:
+    """K for ``n`` points: the ``requested`` K, at most ⌊n/2⌋ (clusters of one sample teach nothing, and the
+    eigensolver cannot give n − 1 or more eigenvectors), at least 1."""
+    return max(1, min(requested, n // 2))
+
+
 def cluster_points(feats: np.ndarray, settings: ClusterSettings) -> dict[str, Any]:
     """Spectral labels of ``feats`` with the solver ``settings`` pick; ``labels``, ``clusterer``, ``solver``,
     ``n_clusters`` (distinct labels actually produced) and the stage times."""
     n = len(feats)
+    k = clusters_for(settings.n_clusters, n)
+    if k != settings.n_clusters:
+        log.warning(
+            "the clustering subset has %d samples, too few for %d clusters of two or more: using K = %d (|S|/2)",
+            n,
+            settings.n_clusters,
+            k,
+        )
+        settings = dataclasses.replace(settings, n_clusters=k)
     solver = resolve_solver(settings, n)
     t0 = time.perf_counter()
     if solver == "fast":

@@ -43,6 +43,7 @@ from .settings import PrepareSettings
 
 TEXT_SOURCE = "text"  # source group of text-only samples
 UNKNOWN_SOURCE = "unknown"  # an image path without a folder to name its source
+INVALID_SOURCE = "invalid"  # a sample that cannot be used: its path names no source (not "..", not a folder outside)
 USABLE = ("ok", "text")  # statuses that can be trained on and selected
 ROLES = ("human", "gpt")
 
@@ -180,7 +181,9 @@ def index_samples(
             {
                 "unique_idx": idx,
                 "id": sample_id(sample, idx),
-                "dataset": derive_source(sample),
+                "dataset": INVALID_SOURCE
+                if status == "invalid" and not sample.get("dataset")
+                else derive_source(sample),
                 "image": image,
                 "image_path": None
                 if image is None or status == "invalid"

@@ -25,6 +25,16 @@ PICK_MODES = ("quota", "global")
 INPUT_FORMATS = ("auto", "llava", "jsonl", "sharegpt", "parquet", "hf-disk", "webdataset")
 
 
+def default_workers(most: int) -> int:
+    """``most`` worker processes, or the CPUs this process may use when fewer (no DataLoader warning
+    about more workers than CPUs on a small machine)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(most, cpus))
+
+
 @dataclass(frozen=True)
 class PrepareSettings:
     """Stage 1: how the samples and their images are checked."""
@@ -107,7 +117,11 @@ class FeatureSettings:
         None, "CLIP precision", flag="--clip-precision", choices=CLIP_PRECISIONS, shown="fp16 on CUDA, else fp32"
     )
     batch_size: int = option(64, "images per CLIP batch", flag="--clip-batch-size")
-    workers: int = option(4, "image-decoding processes")
+    workers: int = option(
+        default_factory=lambda: default_workers(4),
+        help="image-decoding processes",
+        shown="4, or this machine's CPUs when fewer",
+    )
     shard_size: int = option(10000, "samples per saved shard")
     imagereward: str = option(
         "auto",
