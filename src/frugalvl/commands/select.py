@@ -3,7 +3,7 @@
 Stages over one work folder, each resumable: prepare, features, cluster, train, score, pick;
 ``run`` chains them. The options are generated from the stage settings (:mod:`._select_options`);
 every stage's settings are built, and so checked, before it reads, writes or deletes anything.
-The tools beside the stages (``baseline``, ``compare``, ``finetune``, ``report``) register from their
+The tools beside the stages (``baseline``, ``compare``, ``demo``, ``finetune``, ``report``) register from their
 own modules, which never import this one.
 """
 
@@ -13,7 +13,7 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from . import select_baselines, select_finetune
+from . import select_baselines, select_demo, select_finetune
 from ._engine import ENGINE_KEYWORDS, ENGINE_NAMES, add_engine_arguments, engine_options
 from ._select_options import (
     cluster_options,
@@ -36,7 +36,11 @@ from ._select_options import (
 STAGES = ("prepare", "features", "cluster", "train", "score", "pick", "run")
 TRACES = ("why", "verify", "cost")  # reading a work folder's record
 # the stage tools' own modules, each adding its sub-commands to ``select``
-TOOLS = (select_finetune.register_finetune_tools, select_baselines.register_select_tools)
+TOOLS = (
+    select_finetune.register_finetune_tools,
+    select_baselines.register_select_tools,
+    select_demo.register_demo,
+)
 
 __all__ = [
     "STAGES",
