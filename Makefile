@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.frugalvl-installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned (constraints.txt): the build served from this machine's disk (see README)
+	# torch first, at the version pinned in constraints.txt, so that the editable install below keeps it
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)

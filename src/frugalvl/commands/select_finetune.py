@@ -77,7 +77,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="processes (GPUs); above 1 the run is started through --launcher",
     )
-    r.add_argument("--launcher", choices=LAUNCHERS, default="accelerate")
+    r.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="accelerate",
+        help="what starts the processes when --num-processes is above 1 (default accelerate)",
+    )
     r.add_argument("--main-process-port", type=positive_int, help="rendezvous port of the launched processes")
     r.add_argument("--dry-run", action="store_true", help="print the launch command instead of running it")
     r.add_argument("--merge", action="store_true", help="also write OUT/merged: a plain LlavaForConditionalGeneration")

@@ -127,10 +127,34 @@ def check_segearth_ov_weights(
         return
     parts = "; ".join(f"{_setting(name, value)} ({why})" for name, value, why, _ in missing)
     fix = " ".join(_setting(name, f"/path/to/{file}") for name, _, _, file in missing)
+    urls = [u for u in (_clip_url(clip) if n == names[0] else _upsampler_url(upsampler) for n, *_ in missing) if u]
+    where = f" ({', '.join(urls)})" if urls else ""
     what = "weights are" if len(missing) > 1 else "weight is"
     raise UserError(
-        f"{len(missing)} {what} missing: {parts}; download on a connected machine and give the files: {fix}"
+        f"{len(missing)} {what} missing: {parts}; download on a connected machine{where} and give the files: {fix}"
     )
+
+
+def _clip_url(spec: str) -> str | None:
+    """Where the weights ``spec`` names are downloaded from (open_clip's address), for the hint."""
+    if Path(spec).suffix:
+        return None
+    try:
+        found = _open_clip_cfg(spec)
+    except Exception:  # noqa: BLE001 - only a hint
+        return None
+    if not found:
+        return None
+    cfg = found[1]
+    if cfg.get("url"):
+        return str(cfg["url"])
+    return f"https://huggingface.co/{cfg['hf_hub'].rstrip('/')}" if cfg.get("hf_hub") else None
+
+
+def _upsampler_url(spec: str | None) -> str | None:
+    from .upsampler import OFFICIAL_URL
+
+    return OFFICIAL_URL if not spec or spec.lower() == "official" else None
 
 
 def _clip_file_name(spec: str) -> str:

@@ -65,8 +65,8 @@ class SceneSettings:
     stretch: str = option("percentile", "scaling of non-8-bit bands to 0..255", choices=STRETCHES)
     save_probs: bool = option(
         False,
-        "also write class scores: <stem>_probs.npy (float32 C×H×W) for images, "
-        "<stem>_probs.tif (uint8 COG, 255 × score) for tiled scenes",
+        "also write class scores: <stem>_probs.tif (uint8 COG, one band per class, 255 × score) for "
+        "georeferenced inputs and tiled scenes, <stem>_probs.npy (float32 C×H×W) for plain images (PNG, JPEG)",
     )
     vectors: str | None = option(None, "also write class polygons in this format", choices=tuple(VECTOR_FORMATS))
     min_area: float = option(0.0, "drop polygons smaller than this (map units², px without a CRS)")
