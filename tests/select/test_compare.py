@@ -101,3 +101,23 @@ def test_cli_baseline_then_compare(work, tmp_path, capsys):
     assert main(["select", "compare", "-w", str(work), "random", "semdedup", "pick"]) == 0
     text = capsys.readouterr().out
     assert "Jaccard overlap" in text and "compare.png" in text
+
+
+def test_compare_figure_is_readable():
+    """Labels on the dark diagonal of the Jaccard matrix are white, and every histogram says which line is which."""
+    from frugalvl.select.compare import cell_text_colour, figure
+
+    assert cell_text_colour(1.0) == "white" and cell_text_colour(0.2) == "black"
+    sel = {"a": np.array([0, 1, 2]), "b": np.array([2, 3])}
+    result = {
+        "selections": {"a": {"per_source": {"x": 2, "y": 1}}, "b": {"per_source": {"y": 2}}},
+        "jaccard": {"a": {"a": 1.0, "b": 0.25}, "b": {"a": 0.25, "b": 1.0}},
+    }
+    scores = {"clipscore": np.linspace(0, 1, 4), "ce": np.array([0.1, 0.5, np.nan, 0.9])}
+    fig = figure(sel, scores, np.array(["x", "x", "y", "y"]), result)
+    matrix = fig.axes[1]
+    colours = {t.get_text(): t.get_color() for t in matrix.texts}
+    assert colours == {"1.00": "white", "0.25": "black"}
+    for ax in fig.axes[2:]:
+        legend = ax.get_legend()
+        assert legend is not None and [t.get_text() for t in legend.get_texts()] == ["a", "b"]

@@ -134,10 +134,22 @@ def compare(work: str | Path, specs: Sequence[str], out_dir: str | Path | None =
     return result
 
 
+def cell_text_colour(value: float, vmax: float = 1.0) -> str:
+    """Readable text on a cell of the ``Blues`` map: white on the dark half, black on the light one."""
+    return "white" if value > 0.5 * vmax else "black"
+
+
 def plot(
     path: Path, sel: dict[str, np.ndarray], scores: dict[str, np.ndarray], sources: np.ndarray, result: dict[str, Any]
 ) -> None:
     """One PNG: per-source shares (bars), the Jaccard matrix, and one histogram panel per score."""
+    fig = figure(sel, scores, sources, result)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def figure(sel: dict[str, np.ndarray], scores: dict[str, np.ndarray], sources: np.ndarray, result: dict[str, Any]):
+    """The figure of :func:`plot` (a matplotlib ``Figure`` on its own Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg for this figure, not the global backend
     from matplotlib.figure import Figure
 
@@ -160,7 +172,7 @@ def plot(
     axes[1].set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axes[1].set_yticks(range(len(labels)), labels)
     for (i, k), v in np.ndenumerate(mat):
-        axes[1].text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+        axes[1].text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=cell_text_colour(v))
     axes[1].set_title("Jaccard overlap")
     for ax, (name, values) in zip(axes[2:], scores.items()):
         finite = values[np.isfinite(values)]
@@ -169,9 +181,12 @@ def plot(
             v = values[sel[a]]
             ax.hist(v[np.isfinite(v)], bins=bins, histtype="step", density=True, label=a)
         ax.set_title(name)
+        ax.set_xlabel(name)
+        ax.set_ylabel("density")
+        if labels:
+            ax.legend(frameon=False, fontsize=7)  # which selection each line is
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    return fig
 
 
 def format_table(result: dict[str, Any]) -> str:
