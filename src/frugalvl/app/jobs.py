@@ -234,7 +234,9 @@ def execute(run: Run, hub: ModelHub) -> None:
     source = write_area(run.folder / "in", run.image, run.window)
     vectors = "gpkg" if importlib.util.find_spec("geopandas") else None
     if vectors is None:
-        run.notes.append("no vector download: geopandas is missing (pip install geopandas; frugalvl lists it as a core dependency)")
+        run.notes.append(
+            "no vector download: geopandas is missing (pip install geopandas; frugalvl lists it as a core dependency)"
+        )
     settings = SceneSettings(tile=run.tile, save_probs=True, vectors=vectors)
     run.total = sum(
         len(row) for row in plan_tiles(run.window.height, run.window.width, settings.tile, settings.overlap_px)

@@ -162,7 +162,10 @@ class Method:
                 identities[m.name] = m.identity(specs.get(m.name) or m.default)
             except LookupError:
                 return None
-        identity = self.segmenter_class().identity_of(vocabulary, settings, identities)
+        segmenter: Any = self.segmenter_class()
+        if not hasattr(segmenter, "identity_of"):
+            return None
+        identity = segmenter.identity_of(vocabulary, settings, identities)
         return SegmenterRecord.of_identity(identity, vocabulary.names)
 
     def model_identity(self, specs: Mapping[str, str | None]) -> dict[str, Any]:
