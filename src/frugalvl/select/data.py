@@ -233,7 +233,9 @@ def index_items(
             sample = {
                 "unique_idx": idx,
                 "id": sample_id(record, idx),
-                "dataset": derive_source(record),
+                "dataset": INVALID_SOURCE
+                if status == "invalid" and not record.get("dataset")
+                else derive_source(record),
                 "image": image_of(record),
                 "image_path": paths[0] if paths else None,
                 "status": status,
