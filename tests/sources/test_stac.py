@@ -127,7 +127,9 @@ def test_assets_at_10_and_20_m_on_one_grid_with_scale_and_offset(tmp_path):
 @pytest.mark.parametrize(
     "content,fragment",
     [
-        ({"type": "FeatureCollection", "features": []}, "is not a STAC item"),
+        ({"type": "Catalog", "id": "c", "links": []}, "is not a STAC item"),
+        ({"type": "FeatureCollection", "features": []}, "without items"),
+        ({"type": "FeatureCollection", "features": [{"type": "Feature"}]}, "is not a STAC item"),
         ("[1, 2]", "is not a STAC item"),
         ("{not json", "is not JSON"),
     ],
@@ -151,3 +153,34 @@ def test_default_without_visual_is_red_green_blue_and_missing_asset_is_named(tmp
         open_scene(item, SceneSettings(assets=("visual",)))
     with open_scene(item, SceneSettings(assets=("B04",))) as src:
         assert src.count == 1 and src.descriptions == ("red",)
+
+
+def test_an_item_collection_is_a_mosaic_in_its_order(tmp_path):
+    scene = tmp_path / "scene.tif"
+    write_test_scene(scene, 256, 256)
+    with rasterio.open(scene) as src:
+        full, profile = src.read(), src.profile
+    other = full.copy()
+    other[:, :, 96:160] = 255 - other[:, :, 96:160]  # the overlap differs between the two items
+
+    def write(path, data, x0, x1):
+        t = profile["transform"] * rasterio.Affine.translation(x0, 0)
+        with rasterio.open(path, "w", **{**profile, "width": x1 - x0, "transform": t}) as dst:
+            dst.write(data[:, :, x0:x1])
+
+    write(tmp_path / "west.tif", full, 0, 160)
+    write(tmp_path / "east.tif", other, 96, 256)
+    write(tmp_path / "east_on_top.tif", other, 0, 256)
+    with rasterio.open(tmp_path / "east_on_top.tif", "r+") as dst:
+        dst.write(full[:, :, :96], window=rasterio.windows.Window(0, 0, 96, 256))
+    west = item_dict({"visual": {"href": "west.tif"}}, "WEST")
+    east = item_dict({"visual": {"href": "east.tif"}}, "EAST")
+    for order, reference in (((west, east), scene), ((east, west), tmp_path / "east_on_top.tif")):
+        (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": list(order)}))
+        out = tmp_path / f"out_{order[0]['id']}"
+        mosaic = segment_scene(ColourSegmenter.with_classes(), tmp_path / "items.json", out, tile=128)
+        direct = segment_scene(ColourSegmenter.with_classes(), reference, tmp_path / f"ref_{order[0]['id']}", tile=128)
+        assert mosaic.labels.name == "items.tif"
+        got, t, _ = labels_of(mosaic)
+        expected, t_ref, _ = labels_of(direct)
+        assert t == t_ref and np.array_equal(got, expected)

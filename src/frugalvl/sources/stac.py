@@ -1,6 +1,7 @@
 """STAC items as scenes: chosen assets (or bands by common name) on one grid, read by range requests.
 
-* The item is read with ``pystac`` from a local ``.json`` or an ``http(s)`` URL (one request).
+* The item is read with ``pystac`` from a local ``.json`` or an ``http(s)`` URL (one request); an item
+  collection (a ``FeatureCollection`` of items) is a mosaic of its items, the first one on top.
 * Bands: ``assets`` (every band of each), else ``bands`` names matched against the assets'
   ``eo:bands``/``raster:bands``/``bands`` common names and names (or asset keys), else the ``visual``
   asset, else red, green, blue.
@@ -26,6 +27,7 @@ from .grid import GridSource, Layer
 
 HTTP_TIMEOUT_S = 30
 RGB = ("red", "green", "blue")
+ALL = 0  # the band of a Pick that stands for every band of an asset without band metadata
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ def is_remote(name: str) -> bool:
     return name.startswith(("http://", "https://"))
 
 
-def read_item(name: str) -> Any:
-    """The pystac Item of a local file or URL; one line when it is unreachable or not an item."""
+def read_items(name: str) -> list[Any]:
+    """The pystac Items of a local file or URL: one item, or the features of an item collection (in
+    their order); one line when it is unreachable or holds no item."""
     import pystac
 
     try:
@@ -66,15 +69,25 @@ def read_item(name: str) -> Any:
         data = json.loads(text)
     except ValueError:
         raise UserError(f"{name} is not JSON: give a STAC item (.json)") from None
-    if not isinstance(data, dict) or data.get("type") != "Feature" or not isinstance(data.get("assets"), dict):
-        kind = data.get("type") if isinstance(data, dict) else type(data).__name__
-        raise UserError(f"{name} is not a STAC item (its type is {kind!r}, an item is a 'Feature' with assets)")
-    try:
-        item = pystac.Item.from_dict(data, preserve_dict=False)
-    except Exception as exc:  # pystac's validation errors
-        raise UserError(f"{name} is not a valid STAC item ({str(exc)[:100]})") from None
-    item.set_self_href(name if is_remote(name) else str(Path(name).resolve()))
-    return item
+    kind = data.get("type") if isinstance(data, dict) else type(data).__name__
+    features = data.get("features") if kind == "FeatureCollection" else [data]
+    if not isinstance(features, list) or not features:
+        raise UserError(f"{name} is a STAC item collection without items: give items that cover the area")
+    items = []
+    for feature in features:
+        if (
+            not isinstance(feature, dict)
+            or feature.get("type") != "Feature"
+            or not isinstance(feature.get("assets"), dict)
+        ):
+            raise UserError(f"{name} is not a STAC item (its type is {kind!r}, an item is a 'Feature' with assets)")
+        try:
+            item = pystac.Item.from_dict(feature, preserve_dict=False)
+        except Exception as exc:  # pystac's validation errors
+            raise UserError(f"{name} is not a valid STAC item ({str(exc)[:100]})") from None
+        item.set_self_href(name if is_remote(name) else str(Path(name).resolve()))
+        items.append(item)
+    return items
 
 
 def local_item_id(path: Path) -> str | None:
@@ -129,14 +142,16 @@ def choose_bands(item: Any, name: str, assets: Sequence[str] | None, bands: Sequ
         if missing:
             raise UserError(f"{name} has no asset {missing[0]!r} (its assets: {', '.join(item.assets)})")
         return [
-            _pick(k, info[k], b, (info[k][b - 1]["names"] or [k])[0] if b <= len(info[k]) else k)
+            _pick(k, info[k], b, (info[k][b - 1]["names"] or [k])[0]) if info[k] else Pick(k, ALL, k)
             for k in assets
             for b in range(1, max(1, len(info[k])) + 1)
         ]
     names = [b for b in bands or () if isinstance(b, str)]
     if not names:
         if "visual" in item.assets:
-            n = max(1, len(info["visual"]))
+            n = len(info["visual"])
+            if not n:
+                return [Pick("visual", ALL, "visual")]
             return [_pick("visual", info["visual"], b, (RGB + ("alpha",))[min(b - 1, 3)]) for b in range(1, n + 1)]
         names = list(RGB)
     picks = []
@@ -161,6 +176,15 @@ def choose_bands(item: Any, name: str, assets: Sequence[str] | None, bands: Sequ
             )
         picks.append(hit)
     return picks
+
+
+def _expand(pick: Pick, count: int) -> list[Pick]:
+    """A pick of every band of an asset (:data:`ALL`) as one pick per band, named red, green, blue for
+    the first three of a ``visual`` asset."""
+    if pick.band != ALL:
+        return [pick]
+    names = list(RGB) + ["alpha"] if pick.asset == "visual" and count in (3, 4) else []
+    return [Pick(pick.asset, b, names[b - 1] if names else f"{pick.asset}_{b}") for b in range(1, count + 1)]
 
 
 def _open(href: str, name: str) -> Any:
@@ -192,43 +216,57 @@ def _grid(datasets: list[Any], resolution: float | None) -> tuple[Any, Any, int,
     return crs, from_origin(left, top, res, res), cells(top - bottom), cells(right - left)
 
 
-def build(item: Any, name: str, picks: list[Pick], resolution: float | None) -> GridSource:
-    """The picked bands of ``item`` on one grid (opens the assets; closing the source closes them)."""
+def build(items: list[Any], name: str, picks: list[list[Pick]], resolution: float | None) -> GridSource:
+    """The picked bands of ``items`` on one grid, mosaicked in order (closing the source closes the assets)."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
-    opened: dict[str, Any] = {}
+    opened: dict[tuple[int, str], Any] = {}
     owned: list[Any] = []
     try:
-        for p in picks:
-            if p.asset not in opened:
-                opened[p.asset] = _open(item.assets[p.asset].get_absolute_href(), name)
-                owned.append(opened[p.asset])
+        for i, (item, item_picks) in enumerate(zip(items, picks, strict=True)):
+            for p in item_picks:
+                if (i, p.asset) not in opened:
+                    opened[i, p.asset] = _open(item.assets[p.asset].get_absolute_href(), name)
+                    owned.append(opened[i, p.asset])
+            item_picks[:] = [q for p in item_picks for q in _expand(p, opened[i, p.asset].count)]
+            for p in item_picks:
+                if p.band > opened[i, p.asset].count:
+                    raise UserError(f"{name}: asset {p.asset!r} has {opened[i, p.asset].count} band(s), not {p.band}")
+        if len({len(p) for p in picks}) != 1:
+            raise UserError(f"{name}: its items do not have the same number of chosen bands: choose assets by name")
         crs, transform, h, w = _grid(list(opened.values()), resolution)
-        on_grid: dict[str, Any] = {}
+        on_grid: dict[tuple[int, str], Any] = {}
         for key, ds in opened.items():
             if ds.crs == crs and ds.transform.almost_equals(transform) and (ds.height, ds.width) == (h, w):
                 on_grid[key] = ds
             else:
-                vrt = WarpedVRT(ds, crs=crs, transform=transform, height=h, width=w, resampling=Resampling.bilinear)
+                # without a nodata value, an alpha band marks the pixels outside the asset as invalid
+                alpha = ds.nodata is None
+                vrt = WarpedVRT(
+                    ds, crs=crs, transform=transform, height=h, width=w, resampling=Resampling.bilinear, add_alpha=alpha
+                )
                 owned.append(vrt)
                 on_grid[key] = vrt
-        for p in picks:
-            if p.band > opened[p.asset].count:
-                raise UserError(f"{name}: asset {p.asset!r} has {opened[p.asset].count} band(s), not {p.band}")
     except BaseException:
         for ds in reversed(owned):
             ds.close()
         raise
-    layers = [[Layer(on_grid[p.asset], p.band, p.scale, p.offset, p.nodata)] for p in picks]
+    layers = [
+        [
+            Layer(on_grid[i, ps[b].asset], ps[b].band, ps[b].scale, ps[b].offset, ps[b].nodata)
+            for i, ps in enumerate(picks)
+        ]
+        for b in range(len(picks[0]))
+    ]
     return GridSource(
         name=name,
         bands=layers,
         crs=crs,
         full_transform=transform,
         crop=(0, 0, h, w),
-        band_names=[p.name for p in picks],
-        reopen_with=lambda: build(item, name, picks, resolution),
+        band_names=[p.name for p in picks[0]],
+        reopen_with=lambda: build(items, name, picks, resolution),
         owned=owned,
     )
 
@@ -236,6 +274,8 @@ def build(item: Any, name: str, picks: list[Pick], resolution: float | None) -> 
 def open_item(
     name: str, assets: Sequence[str] | None, bands: Sequence[int | str] | None, resolution: float | None
 ) -> GridSource:
-    """A STAC item (local ``.json`` or URL) as a :class:`GridSource` of its chosen bands."""
-    item = read_item(name)
-    return build(item, name, choose_bands(item, name, assets, bands), resolution)
+    """A STAC item or item collection (local ``.json`` or URL) as a :class:`GridSource` of its chosen
+    bands (the items mosaicked in their order: a pixel comes from the first item that has data there)."""
+    items = read_items(name)
+    picks = [choose_bands(item, name, assets, bands) for item in items]
+    return build(items, name, picks, resolution)
