@@ -310,7 +310,7 @@ def finished_summary(
             return None
         summary.add(Counter(found[0]), found[1], found[2])
         summary.skipped.append(path)
-    log.info("every input is done already in %s", outdir)
+    log.debug("every input is done already in %s", outdir)
     return summary
 
 
