@@ -102,6 +102,7 @@ def test_bad_sources_are_one_line_exit_2_and_write_nothing(
         (["--zoom", "30"], "--zoom 30 is out of range"),
         (["--zoom", "3"], "give a bbox"),
         (["--max-requests", "0"], "--max-requests 0 must be at least 1"),
+        (["--aoi", "missing.geojson"], "--aoi missing.geojson does not exist"),
     ],
 )
 def test_tile_service_bad_options_are_one_line_exit_2(tmp_path, capsys, tiny_clip_file, extra, fragment):

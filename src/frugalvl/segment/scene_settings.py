@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..settings import FieldError, option
 from ..sources.aoi import DEFAULT_CRS, parse_bbox
@@ -122,6 +123,8 @@ class SceneSettings:
             raise refuse("resolution", f"{self.resolution} must be a positive pixel size")
         if self.zoom is not None and not 0 <= self.zoom <= MAX_ZOOM:
             raise refuse("zoom", f"{self.zoom} is out of range: give a zoom between 0 and {MAX_ZOOM}")
+        if self.aoi is not None and not Path(self.aoi).is_file():
+            raise refuse("aoi", f"{self.aoi} does not exist: give a vector file (GeoJSON, GeoPackage, shapefile)")
         if self.max_requests < 1:
             raise refuse("max_requests", f"{self.max_requests} must be at least 1")
 
