@@ -77,6 +77,11 @@ class Prototypes:
         lower = {n.lower(): i for i, n in enumerate(vocabulary.names)}
         return [lower[n.lower()] if pos else bg_idx for n, pos in zip(self.names, self.positive)]
 
+    def text_queries(self, vocabulary: Vocabulary) -> list[str]:
+        """The vocabulary's text queries that a segmenter with these prototypes uses (no example-only class)."""
+        skip = set(self.extend(vocabulary)[1])
+        return [q for q, c in zip(vocabulary.queries, vocabulary.query_to_class) if c not in skip]
+
     def check_model(self, model: dict) -> None:
         if model != self.model:
             raise UserError(
@@ -218,6 +223,18 @@ def compute_prototypes(segmenter: SegEarthOV, exemplars: Exemplars, rgb: np.ndar
     )
 
 
-def prototype_queries(prototypes: Prototypes, vocabulary: Vocabulary, bg_idx: int) -> tuple[torch.Tensor, list[int]]:
-    """The prototypes as queries: ``[P, D]`` and the class of each."""
-    return torch.from_numpy(prototypes.vectors), prototypes.query_classes(vocabulary, bg_idx)
+def add_prototype_queries(
+    text: torch.Tensor, vocabulary: Vocabulary, prototypes: Prototypes, bg_idx: int
+) -> tuple[torch.Tensor, list[int]]:
+    """The queries of a segmenter with prototypes: ``text`` ``[Q, D]`` (one row per vocabulary query) less
+    the rows of example-only classes, plus one row per prototype, all ordered by class (the order changes
+    no score: the softmax and the synonym max do not depend on it); and the class of each row."""
+    skip = set(prototypes.extend(vocabulary)[1])
+    keep = [i for i, c in enumerate(vocabulary.query_to_class) if c not in skip]
+    vectors, classes = torch.from_numpy(prototypes.vectors), prototypes.query_classes(vocabulary, bg_idx)
+    if vectors.shape[1] != text.shape[1]:
+        raise UserError(f"the prototypes are {vectors.shape[1]}-d but this CLIP gives {text.shape[1]}-d features")
+    features = torch.cat([text[keep], vectors.to(text)])
+    owners = [vocabulary.query_to_class[i] for i in keep] + classes
+    order = sorted(range(len(owners)), key=lambda i: owners[i])
+    return features[order], [owners[i] for i in order]

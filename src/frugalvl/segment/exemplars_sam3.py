@@ -69,7 +69,7 @@ class ExemplarPrompts:
         out = {}
         one = vision.take(torch.tensor([v], device=device))
         for c, (boxes, labels) in self.view_boxes(view).items():
-            feats, mask = encode_boxes(model, one, boxes[None].to(device, one.maps[-1].dtype), labels[None].to(device))
+            feats, mask = encode_boxes(model, one, boxes[None].to(device), labels[None].to(device))
             out[c] = (feats[0], mask[0])
         if self.reuse_tokens:
             for c, tokens in self.reused.items():

@@ -180,8 +180,12 @@ class SegEarthOV:
         self.prototypes = prototypes
         self.query_features = self.text_classifier()
         self.query_to_class = vocabulary.query_to_class
-        if prototypes is not None:
-            self._add_prototypes(prototypes)
+        if prototypes is not None:  # text of example-only classes dropped, one query per prototype added
+            from .exemplars_clip import add_prototype_queries
+
+            self.query_features, self.query_to_class = add_prototype_queries(
+                self.query_features, vocabulary, prototypes, settings.bg_idx
+            )
         official = tuple(round(m, 4) for m in clip.mean) == tuple(round(m, 4) for m in OPENAI_MEAN)
         mean = OFFICIAL_MEAN if official else tuple(255 * m for m in clip.mean)
         std = OFFICIAL_STD if official else tuple(255 * s for s in clip.std)
@@ -217,7 +221,7 @@ class SegEarthOV:
         upsampler = getattr(self.upsampler, "identity", None) if self.upsampler is not None else None
         ident = self.identity_of(self.vocabulary, self.settings, {"clip": self.clip.identity, "upsampler": upsampler})
         if self.prototypes is not None:
-            ident["queries"] = self._text_queries()
+            ident["queries"] = self.prototypes.text_queries(self.vocabulary)
             ident["prototypes"] = self.prototypes.identity()
         return ident
 
@@ -263,33 +267,6 @@ class SegEarthOV:
             prototypes=prototypes,
         )
 
-    def _example_only(self) -> set[int]:
-        if self.prototypes is None:
-            return set()
-        return set(self.prototypes.extend(self.vocabulary)[1])
-
-    def _text_queries(self) -> list[str]:
-        skip = self._example_only()
-        return [q for q, c in zip(self.vocabulary.queries, self.vocabulary.query_to_class) if c not in skip]
-
-    def _add_prototypes(self, prototypes: Prototypes) -> None:
-        """Text queries of the example-only classes dropped, one query per prototype added, all ordered by
-        class (the order changes no score: softmax and the synonym max do not depend on it)."""
-        from .exemplars_clip import prototype_queries
-
-        skip = self._example_only()
-        keep = [i for i, c in enumerate(self.vocabulary.query_to_class) if c not in skip]
-        vectors, classes = prototype_queries(prototypes, self.vocabulary, self.settings.bg_idx)
-        if vectors.shape[1] != self.query_features.shape[1]:
-            raise UserError(
-                f"the prototypes are {vectors.shape[1]}-d but this CLIP gives {self.query_features.shape[1]}-d features"
-            )
-        features = torch.cat([self.query_features[keep], vectors.to(self.query_features)])
-        owners = [self.vocabulary.query_to_class[i] for i in keep] + classes
-        order = sorted(range(len(owners)), key=lambda i: owners[i])
-        self.query_features = features[order]
-        self.query_to_class = [owners[i] for i in order]
-
     @property
     def prob_thd(self) -> float:
         return self.settings.prob_thd
@@ -307,7 +284,7 @@ class SegEarthOV:
         vocabulary (e.g. one per dataset in an evaluation) do not re-encode; with a ``text_cache``, per
         query instead, and only the queries not in it are encoded.
         """
-        queries = tuple(self.vocabulary.queries)  # example-only classes' rows are dropped by _add_prototypes
+        queries = tuple(self.vocabulary.queries)  # example-only classes' rows: dropped in __init__
         if self.text_cache is None:
             key = ("segearth_ov", queries, self.settings.templates)
             if key not in self.clip.text_cache:
