@@ -231,3 +231,26 @@ def test_exemplar_outside_the_area_of_interest_is_one_line(tmp_path, capsys, tin
     bad = write(tmp_path / "out.gpkg", [inside, outside], crs=crs, **{"class": ["a", "b"]})
     code, _, err = run(capsys, *common, "-o", tmp_path / "o2", "--exemplars", bad)
     assert code == 2 and "exemplar 1 of" in err and "outside" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        (
+            ["--save-prototypes", "p.npz"],
+            "--save-prototypes FILE and --exemplar-tokens-everywhere need --exemplars FILE",
+        ),
+        (
+            ["--exemplars", "{ex}", "--exemplar-tokens-everywhere"],
+            "--exemplar-tokens-everywhere applies to SegEarth-OV3",
+        ),
+        (["--exemplars", "missing.gpkg"], "does not exist"),
+    ],
+)
+def test_exemplar_options_checked_before_the_model_loads(tmp_path, capsys, extra, fragment):
+    img = landsat_file(tmp_path / "in")
+    ex = write(tmp_path / "e.gpkg", [box(1, 1, 9, 9)], **{"class": ["a"]})
+    extra = [a.format(ex=ex) for a in extra]
+    args = ["segment", img, "-o", tmp_path / "o", "--classes", "a;b", "--clip", tmp_path / "no-such-clip.pt"]
+    code, _, err = run(capsys, *args, "--no-progress", *extra)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1

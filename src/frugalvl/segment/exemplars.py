@@ -55,7 +55,7 @@ def check_exemplar_run(kind: str, settings: ExemplarSettings, n_inputs: int) -> 
     ``Method.exemplars``: ``prototypes``, ``boxes`` or empty)."""
     if settings.exemplars is None:
         if settings.save_prototypes is not None or settings.reuse_tokens:
-            raise UserError("save_prototypes and reuse_tokens need exemplars=FILE")
+            raise UserError("save_prototypes=FILE and reuse_tokens=True need exemplars=FILE: give the exemplars")
         return
     path = Path(settings.exemplars)
     if not path.is_file():
@@ -65,9 +65,9 @@ def check_exemplar_run(kind: str, settings: ExemplarSettings, n_inputs: int) -> 
     if path.suffix.lower() == ".npz" and kind != "prototypes":
         raise UserError(f"{path} is a prototype file, which only SegEarth-OV uses: give the exemplar vector file")
     if settings.save_prototypes is not None and kind != "prototypes":
-        raise UserError("save_prototypes applies to SegEarth-OV only: leave it out for this method")
+        raise UserError("save_prototypes=FILE applies to SegEarth-OV only: leave it out for this method")
     if settings.reuse_tokens and kind != "boxes":
-        raise UserError("reuse_tokens applies to SegEarth-OV3 only: leave it out for this method")
+        raise UserError("reuse_tokens=True applies to SegEarth-OV3 only: leave it out for this method")
     if kind == "boxes" and n_inputs != 1:
         raise UserError(
             f"SegEarth-OV3 exemplars prompt the image that holds them: give that one image, not {n_inputs} inputs"
