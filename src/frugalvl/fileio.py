@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -10,7 +11,7 @@ import re
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,49 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     _IN_FLIGHT.add(tmp_path.name)
     try:
-        yield tmp_path
-        if tmp_path.is_file():
-            os.chmod(tmp_path, _plain_open_mode(path))
-        os.replace(tmp_path, path)
+        with disk_full_is_a_user_error(path):
+            yield tmp_path
+            if tmp_path.is_file():
+                os.chmod(tmp_path, _plain_open_mode(path))
+            os.replace(tmp_path, path)
     finally:
         _IN_FLIGHT.discard(tmp_path.name)
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it: GDAL wraps the OS error) says the disk or quota is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def disk_full_error(path: str | os.PathLike) -> UserError:
+    return UserError(
+        f"no space left on the device writing {path}: free some space and run the same command again "
+        "(finished outputs are kept)"
+    )
+
+
+@contextlib.contextmanager
+def disk_full_is_a_user_error(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a full disk (or quota) while writing ``path`` into one line (docs/reliability.md#faults-that-do-not-stick)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path) from None
+        raise
 
 
 def _pid_running(pid: int) -> bool:
@@ -158,3 +194,141 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Who owns an output path (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)
+# ---------------------------------------------------------------------------------------------
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def check_output(
+    path: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike] = (),
+    recorded: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+    field: str = "out",
+    owner: type | None = None,
+) -> Path:
+    """Refuse an output ``path`` that would replace a file this run did not make; return it.
+
+    The one ownership check every command makes before it writes (and before any model loads):
+
+    * ``path`` is one of the ``inputs`` (the same file, through any link), or lies inside an input that
+      is a folder (a work folder): refused always, ``overwrite`` or not;
+    * ``path`` exists and is none of the ``recorded`` files (outputs a frugalvl run wrote down in its
+      record: ``<stem>_run.json``, a stage's ``meta.json``, a checkpoint): refused unless ``overwrite``.
+
+    Messages name the output by its settings ``field`` (a :class:`~frugalvl.settings.FieldError`).
+    """
+    from .settings import FieldError
+
+    path = Path(path).expanduser()
+    for item in inputs:
+        item = Path(item).expanduser()
+        if _same_path(path, item):
+            raise FieldError(
+                field, f"{{{field}}} {path} is an input of this run: write the output to another path", owner
+            )
+        if item.is_dir() and _inside(path, item):
+            raise FieldError(
+                field, f"{{{field}}} {path} lies inside the input folder {item}: write the output elsewhere", owner
+            )
+    if overwrite or not (path.exists() or path.is_symlink()):
+        return path
+    if path.is_dir():
+        raise FieldError(field, f"{{{field}}} {path} is a folder: give the path of a file to write", owner)
+    if any(_same_path(path, Path(r).expanduser()) for r in recorded):
+        return path
+    raise FieldError(
+        (field, "overwrite"),
+        f"{{{field}}} {path} exists and no frugalvl run recorded writing it: give another path, or "
+        "{overwrite} to replace it",
+        owner,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per output folder
+# ---------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".frugalvl.lock"
+_HELD: dict[str, tuple[int, int]] = {}  # lock path -> (fd, depth) held by this process
+_HELD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder``'s writer lock (a ``.frugalvl.lock`` file with this pid) for the ``with`` block.
+
+    A second run into the same folder stops at once with one line naming the pid that writes there. The
+    lock is an ``fcntl`` lock, so the kernel releases it when its process dies: a killed run's lock file is
+    stale and simply taken over. Re-entrant within one process; the file is removed on release.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    key = str(lock.resolve())
+    with _HELD_LOCK:
+        if key in _HELD:
+            fd, depth = _HELD[key]
+            _HELD[key] = (fd, depth + 1)
+            acquired = False
+        else:
+            acquired = True
+    if acquired:
+        fd = _take_lock(lock, fcntl)
+        with _HELD_LOCK:
+            _HELD[key] = (fd, 1)
+    try:
+        yield lock
+    finally:
+        with _HELD_LOCK:
+            fd, depth = _HELD[key]
+            if depth > 1:
+                _HELD[key] = (fd, depth - 1)
+            else:
+                del _HELD[key]
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                os.close(fd)  # releases the lock
+
+
+def _take_lock(lock: Path, fcntl: Any) -> int:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise UserError(
+                f"another run is writing here (pid {pid}): {lock.parent}; wait for it or write elsewhere"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not a file its last holder just removed
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd

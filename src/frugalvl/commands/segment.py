@@ -151,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except UserError as exc:
-        raise UserError(cli_message(str(exc))) from None
+        from ._settings import render_error
+
+        raise UserError(cli_message(render_error(exc))) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -182,17 +184,22 @@ def _finished(args: argparse.Namespace, paths, settings: SegmentRunSettings):
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from ..progress import reporting
     from ..raster import find_images
-    from ..segment.pipeline import check_inputs_and_outputs, check_outdir, segment_files
+    from ..segment.pipeline import writing_outputs
 
     settings = run_settings_from_cli(args)
     reporter = reporter_from_cli(args)
     paths = find_images(args.inputs)
-    check_outdir(args.outdir)  # before any model loads
-    check_inputs_and_outputs(paths, args.outdir)
     exemplars = build_settings(ExemplarSettings, given(args, ExemplarSettings))
     check_exemplar_run(method_module(args.method).entry.exemplars, exemplars, len(paths))
+    with writing_outputs(paths, args.outdir, settings.overwrite):  # checked and locked before any model loads
+        return _segment_locked(args, paths, settings, reporter, exemplars)
+
+
+def _segment_locked(args: argparse.Namespace, paths, settings: SegmentRunSettings, reporter, exemplars) -> int:
+    from ..progress import reporting
+    from ..segment.pipeline import segment_files
+
     # with exemplars the record holds their prototypes: only the segmenter knows it
     summary = None if exemplars.exemplars is not None else _finished(args, paths, settings)
     if summary is not None:

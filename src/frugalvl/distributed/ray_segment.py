@@ -218,7 +218,7 @@ def segment_files_ray(
     """
     outdir = check_outdir(outdir)
     paths = [str(p) for p in paths]
-    check_inputs_and_outputs(paths, outdir)
+    check_inputs_and_outputs(paths, outdir, settings.overwrite)
     scene, overwrite = settings.scene, settings.overwrite
     with ray_session(ray_address) as ray:
         pool = plan_pool(ray, workers, gpus_per_worker, device, restarts)

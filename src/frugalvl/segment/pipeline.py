@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..fileio import check_output, output_lock, remove_stale_temporaries
 from ..progress import Bar, NullReporter, Reporter, as_reporter
 from ..raster import (
     AUTO_SCENE_PIXELS,
@@ -48,9 +49,12 @@ from .records import (
     check_record,
     class_names,
     make_record,
+    output_names,
     record_path,
+    recorded_outputs,
     recorded_result,
     result_of,
+    write_claim,
     write_record,
 )
 from .scene import input_identity, scene_finished, scene_record, segment_scene
@@ -115,19 +119,6 @@ def segment_image(segmenter: Segmenter, image: RasterImage, progress: Progress |
 # ---------------------------------------------------------------------------------------------
 
 
-def output_names(stem: str) -> list[str]:
-    """Every file name a run may write for an input with this stem."""
-    names = [
-        f"{stem}.tif",
-        f"{stem}.png",
-        f"{stem}_overlay.png",
-        f"{stem}_probs.npy",
-        f"{stem}_probs.tif",
-        f"{stem}_run.json",
-    ]
-    return names + [f"{stem}{suffix}" for suffix in VECTOR_FORMATS.values()]
-
-
 def check_outdir(outdir: str | os.PathLike) -> Path:
     """Create ``outdir`` if needed and prove it writable; one line when it is a file or read-only."""
     outdir = Path(outdir)
@@ -145,8 +136,9 @@ def check_outdir(outdir: str | os.PathLike) -> Path:
     return outdir
 
 
-def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike) -> None:
-    """Refuse a run whose outputs would overwrite an input, or whose inputs share an output name.
+def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse a run whose outputs would overwrite an input, or whose inputs share an output name, or
+    whose outputs would replace files no frugalvl run recorded (unless ``overwrite``).
 
     Outputs are never renamed to dodge an input: the run stops before anything is read or written.
     """
@@ -166,6 +158,26 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike) -> None
                     f"input {hit} would be overwritten by the output {name} of {input_name(p)}: "
                     "write the outputs to another folder (outdir)"
                 )
+    for p in paths:
+        stem = input_stem(p)
+        recorded = recorded_outputs(outdir, stem)
+        for name in output_names(stem):
+            check_output(outdir / name, (), recorded, overwrite, "outdir", SegmentRunSettings)
+
+
+@contextlib.contextmanager
+def writing_outputs(paths: Sequence, outdir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Every check on ``outdir`` made before any model loads, and its writer lock for the ``with`` block.
+
+    The folder is created and proven writable, locked against a second run writing into it, checked
+    against the inputs and against files no frugalvl run recorded, and cleared of the temporaries a killed
+    run left (docs/reliability.md).
+    """
+    outdir = check_outdir(outdir)
+    with output_lock(outdir):
+        check_inputs_and_outputs(paths, outdir, overwrite)
+        remove_stale_temporaries(outdir, recursive=True)
+        yield outdir
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,9 +239,18 @@ def segment_files(
     a logged warning), listed in the summary, and the run goes on. ``progress``: terminal bars (True),
     none (False) or a :class:`~frugalvl.progress.Reporter` (e.g. JSON lines, docs/progress.md).
     """
-    reporter = as_reporter(progress)
-    outdir = check_outdir(outdir)
-    check_inputs_and_outputs(paths, outdir)
+    with writing_outputs(paths, outdir, settings.overwrite) as checked:
+        return _segment_files(segmenter, paths, checked, settings, as_reporter(progress), on_failure)
+
+
+def _segment_files(
+    segmenter: Segmenter,
+    paths: Sequence,
+    outdir: Path,
+    settings: SegmentRunSettings,
+    reporter: Reporter,
+    on_failure: FailureHook | None,
+) -> RunSummary:
     scene = settings.scene
     routes = route_inputs(paths, settings)
     todo = inputs_to_run(segmenter, paths, routes, outdir, settings)
@@ -355,7 +376,7 @@ def _run_image(
     with _window_bar(reporter, input_name(path)) as on_window:
         result = segment_image(segmenter, image, on_window)
     reporter.phase("write", image.stem)
-    record_path(outdir, image.stem).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
+    write_claim(outdir, image.stem)  # the outputs being replaced are frugalvl's, and unfinished
     if settings.save_probs and image.georeferenced:
         write_probs_cog(outdir, image, result.scores, names)
     elif settings.save_probs:

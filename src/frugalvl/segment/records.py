@@ -18,8 +18,10 @@ from typing import Any
 
 from ..errors import UserError
 from ..fileio import write_json
+from .scene_settings import VECTOR_FORMATS
 
 RECORD_SUFFIX = "_run.json"
+WRITING = "writing"  # the key of a claim: a record written before the outputs, naming them
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,42 @@ def record_path(outdir: Path, stem: str) -> Path:
     return Path(outdir) / f"{stem}{RECORD_SUFFIX}"
 
 
+def output_names(stem: str) -> list[str]:
+    """Every file name a run may write for an input with this stem."""
+    names = [
+        f"{stem}.tif",
+        f"{stem}.png",
+        f"{stem}_overlay.png",
+        f"{stem}_probs.npy",
+        f"{stem}_probs.tif",
+        f"{stem}{RECORD_SUFFIX}",
+    ]
+    return names + [f"{stem}{suffix}" for suffix in VECTOR_FORMATS.values()]
+
+
+def write_claim(outdir: Path, stem: str) -> None:
+    """Before an input's outputs are (re)written: a record that claims them but marks them unfinished.
+
+    It replaces the old record, so old outputs are no longer claimed as finished, while the files being
+    written stay recorded as frugalvl's own (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make):
+    a killed run's half set of outputs is resumed, not refused as someone else's files.
+    """
+    write_json(record_path(outdir, stem), {WRITING: output_names(stem)})
+
+
+def recorded_outputs(outdir: Path, stem: str) -> list[Path]:
+    """The outputs of ``stem`` in ``outdir`` a frugalvl run recorded (finished or claimed); [] when none."""
+    path = record_path(outdir, stem)
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict) or not ("segmenter" in old or WRITING in old):
+        return []
+    names = old.get(WRITING) or output_names(stem)
+    return [Path(outdir) / n for n in names if isinstance(n, str) and "/" not in n]
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(Path(path).read_text())
@@ -127,7 +165,7 @@ def check_record(path: Path, record: dict[str, Any], what: str) -> bool:
     """True when ``path`` holds ``record``; False when it is absent or unreadable (unfinished work);
     a :class:`UserError` naming every difference when it was made with other settings."""
     old = read_record(path)
-    if old is None:
+    if old is None or WRITING in old:  # absent, unreadable, or a claim: unfinished
         return False
     if isinstance(old, dict):
         old = {k: v for k, v in old.items() if k != RESULT_KEY}

@@ -42,6 +42,7 @@ from .records import (
     make_record,
     record_path,
     result_of,
+    write_claim,
     write_record,
 )
 from .scene_read import SceneReader, gdal_env, open_scene, prefetch, scene_limits
@@ -209,8 +210,6 @@ def plan_scene(
     if not overwrite and check_record(rec_path, record, f"{stem}.tif") and scene_finished(outdir, stem, settings):
         shutil.rmtree(parts, ignore_errors=True)  # left by a run killed after its record was written
         return None
-    if overwrite:
-        rec_path.unlink(missing_ok=True)  # old outputs are no longer claimed by a record
     closer = contextlib.ExitStack()
     try:
         closer.enter_context(gdal_env())
@@ -226,6 +225,7 @@ def plan_scene(
     except BaseException:
         closer.close()
         raise
+    write_claim(outdir, stem)  # the outputs about to be written are frugalvl's, and unfinished
     names = class_names(segmenter)
     return ScenePlan(str(source), outdir, stem, settings, names, record, reader, rows, parts, closer)
 
