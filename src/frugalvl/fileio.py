@@ -228,7 +228,8 @@ def check_output(
     The one ownership check every command makes before it writes (and before any model loads):
 
     * ``path`` is one of the ``inputs`` (the same file, through any link), or lies inside an input that
-      is a folder (a work folder): refused always, ``overwrite`` or not;
+      is a folder (a work folder) where it is an existing file, or in a subfolder: refused always,
+      ``overwrite`` or not (a new file directly in that folder is fine);
     * ``path`` exists and is none of the ``recorded`` files (outputs a frugalvl run wrote down in its
       record: ``<stem>_run.json``, a stage's ``meta.json``, a checkpoint): refused unless ``overwrite``.
 
@@ -237,21 +238,19 @@ def check_output(
     from .settings import FieldError
 
     path = Path(path).expanduser()
+    exists = path.exists() or path.is_symlink()
+    ours = exists and any(_same_path(path, Path(r).expanduser()) for r in recorded)
     for item in inputs:
         item = Path(item).expanduser()
         if _same_path(path, item):
             raise FieldError(
                 field, f"{{{field}}} {path} is an input of this run: write the output to another path", owner
             )
-        if item.is_dir() and _inside(path, item):
+        if item.is_dir() and _inside(path, item) and not ours and (exists or path.parent.resolve() != item.resolve()):
             raise FieldError(
                 field, f"{{{field}}} {path} lies inside the input folder {item}: write the output elsewhere", owner
             )
-    if overwrite or not (path.exists() or path.is_symlink()):
-        return path
-    if path.is_dir():
-        raise FieldError(field, f"{{{field}}} {path} is a folder: give the path of a file to write", owner)
-    if any(_same_path(path, Path(r).expanduser()) for r in recorded):
+    if overwrite or not exists or ours:
         return path
     raise FieldError(
         (field, "overwrite"),

@@ -96,6 +96,11 @@ def pick_options(p: argparse.ArgumentParser, out_required: bool = True) -> None:
         help="the selection in the input's format: a file for JSON inputs, a folder for tables and shards "
         "(several budgets: a folder of them)",
     )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing -o that no selection wrote (never the input or a work-folder file)",
+    )
 
 
 def train_options(p: argparse.ArgumentParser, mllm_required: bool = True, skip: Iterable[str] = ()) -> None:

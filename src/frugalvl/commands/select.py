@@ -208,9 +208,9 @@ def _pick_parser(stages) -> None:
 
         budgets = pick_budget_settings(args)
         if len(budgets) == 1:
-            pipeline.pick(args.work, args.out, budgets[0])
+            pipeline.pick(args.work, args.out, budgets[0], overwrite=args.overwrite)
             return
-        for report in pipeline.pick_budgets(args.work, args.out, budgets):
+        for report in pipeline.pick_budgets(args.work, args.out, budgets, overwrite=args.overwrite):
             print(f"{report['n_selected']} of {report['n_samples']} samples -> {report['out']}")
 
     p.set_defaults(func=in_work(run, pick_budget_settings))
@@ -302,6 +302,7 @@ def _run_parser(stages) -> None:
             score_device=score.device,
             force=args.force,
             score_batch_size=score.batch_size,
+            overwrite=args.overwrite,
         )
 
     p.set_defaults(func=in_work(run, all_settings))

@@ -92,7 +92,7 @@ def _baseline_parser(stages) -> None:
         from ..select.baselines import run_baseline
 
         pick, settings = pick_settings(args), baseline_settings(args.name, args)
-        report = run_baseline(args.name, args.work, args.out, pick, settings)
+        report = run_baseline(args.name, args.work, args.out, pick, settings, overwrite=args.overwrite)
         print(f"{args.name}: {report['n_selected']} of {report['n_samples']} samples -> {report['out']}")
         print(f"per source: {report['selected_per_source']}")
         print(f"ids and report in {Path(args.work) / ('baseline-' + args.name)}")

@@ -65,6 +65,11 @@ def register(subparsers: Any) -> None:
         help="auto (CUDA when present), cpu, cuda or cuda:N (default auto); under accelerate launch or torchrun "
         "each process takes cuda:LOCAL_RANK (or the CPU with --device cpu)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing -o file that this trainer did not write (never an input)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     recipe = p.add_argument_group("recipe (defaults: the official SimFeatUp settings)")
     add_settings_options(recipe, UpsamplerTrainSettings, skip=RUN_FIELDS)
@@ -90,7 +95,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 def run_command(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
-    from ..fileio import check_writable_dir, remove_stale_temporaries
+    from ..fileio import check_output, check_writable_dir, remove_stale_temporaries
     from ..models.clip import load_clip
     from ..train.distributed import init_ranks
     from ..train.images import list_training_images
@@ -104,6 +109,7 @@ def run_command(args: argparse.Namespace) -> int:
     if output.is_dir():
         raise UserError(f"-o {output} is a folder: give the path of the .ckpt file to write")
     check_writable_dir(output.parent or Path("."), option="-o (its folder)")
+    check_output(output, training_inputs(args, images), trained_outputs(output), args.overwrite, "output")
     ranks = init_ranks(args.device)  # one process unless started by accelerate launch / torchrun
     if ranks.is_main:
         remove_stale_temporaries(output.parent)
@@ -123,6 +129,20 @@ def run_command(args: argparse.Namespace) -> int:
     if ranks.is_main:
         print(f"{summary_line(summary)}: use it with frugalvl segment --upsampler {summary.output}")
     return 0
+
+
+def training_inputs(args: argparse.Namespace, images: list[Path]) -> list[Path]:
+    """Every file the training reads: the image files and lists given, the images found, a local CLIP."""
+    given = [Path(s).expanduser() for s in args.images]
+    clip = [Path(args.clip).expanduser(), Path(str(args.clip).split(":", 1)[-1]).expanduser()]
+    return [p for p in [*given, *images, *clip] if p.is_file()]
+
+
+def trained_outputs(output: Path) -> list[Path]:
+    """``[output]`` when it is an upsampler this trainer wrote (then a new training may replace it)."""
+    from ..train.checkpoints import is_trained_upsampler
+
+    return [output] if output.is_file() and is_trained_upsampler(output) else []
 
 
 def _note(message: str) -> None:

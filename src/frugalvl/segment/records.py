@@ -113,7 +113,7 @@ def recorded_outputs(outdir: Path, stem: str) -> list[Path]:
     if not isinstance(old, dict) or not ("segmenter" in old or WRITING in old):
         return []
     names = old.get(WRITING) or output_names(stem)
-    return [Path(outdir) / n for n in names if isinstance(n, str) and "/" not in n]
+    return [path] + [Path(outdir) / n for n in names if isinstance(n, str) and "/" not in n]
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

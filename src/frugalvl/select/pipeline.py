@@ -35,6 +35,7 @@ from .streaming import score_streamed
 from .train_settings import TrainSettings, check_train_settings, result_settings
 from .workdir import (
     begin_stage,
+    check_subset_output,
     checked_input,
     digest,
     load_features,
@@ -323,16 +324,23 @@ def score(
 
 
 def pick(
-    work: str | Path, out: str | Path, settings: PickSettings = PickSettings(), folder: str | Path | None = None
+    work: str | Path,
+    out: str | Path,
+    settings: PickSettings = PickSettings(),
+    folder: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Stage 6: keep the lowest r (per-source quotas or global), write the subset; returns the report.
 
-    Always recomputed (it takes seconds); ``pick/meta.json`` records the settings and the scores used.
-    ``folder`` (default ``WORK/pick``) receives the ids, report and provenance (:mod:`.selections`).
+    Always recomputed (it takes seconds); ``pick/meta.json`` records the settings, the scores used and
+    ``out``. ``folder`` (default ``WORK/pick``) receives the ids, report and provenance (:mod:`.selections`).
+    ``out`` never replaces the input, a file in the work folder or one no selection wrote (``overwrite``
+    allows the last).
     """
     work, out = Path(work), Path(out)
     folder = work / "pick" if folder is None else Path(folder)
     check_pick(settings)
+    check_subset_output(work, out, overwrite, folder=folder)
     samples = load_samples(work)
     r = np.load(need(work / "score" / "r.npy", "score"))
     checked_input(work)  # before anything is computed
@@ -372,11 +380,30 @@ def pick(
     return report
 
 
-def pick_budgets(work: str | Path, out: str | Path, budgets: list[PickSettings]) -> list[dict[str, Any]]:
+def pick_budgets(
+    work: str | Path, out: str | Path, budgets: list[PickSettings], overwrite: bool = False
+) -> list[dict[str, Any]]:
     """Several budgets picked from the same scores, each into ``out/LABEL/`` (:mod:`.selections`)."""
     work, out = Path(work), Path(out)
     name = selections.selection_name(work)
-    return [pick(work, out / selections.label(b) / name, b, folder=out / selections.label(b)) for b in budgets]
+    return [
+        pick(work, out / selections.label(b) / name, b, folder=out / selections.label(b), overwrite=overwrite)
+        for b in budgets
+    ]
+
+
+def _check_count(data: Path, prepare_settings: PrepareSettings, pick_settings: PickSettings) -> None:
+    """A ``count`` above the number of records of a JSON input fails before any stage, not after training."""
+    if pick_settings.count is None:
+        return
+    fmt = formats.detect(data) if prepare_settings.format == "auto" else prepare_settings.format
+    if fmt not in formats.JSON_FORMATS:
+        return
+    n = len(formats.jsonfile.load(data))
+    if pick_settings.count > n:
+        raise FieldError(
+            "count", f"cannot pick {pick_settings.count} samples: {data} holds {n}; lower {{count}}", PickSettings
+        )
 
 
 def _pick_report(work: Path, samples, r, eligible, chosen, quotas, settings, k, out) -> dict[str, Any]:
@@ -431,11 +458,14 @@ def run(
     score_device: str = "cpu",
     force: bool = False,
     score_batch_size: int = 256,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """All stages in order, each skipped when already done (``force``: each recomputed); returns the
-    pick report. Every setting is checked before the first stage runs."""
+    pick report. Every setting and the subset path ``out`` are checked before the first stage runs."""
     work = Path(work)
     check_prepare(Path(data_json), prepare_settings)
+    check_subset_output(work, out, overwrite, data_json)
+    _check_count(Path(data_json), prepare_settings, pick_settings)
     check_feature_settings(feature_settings)
     check_cluster(cluster_settings)
     check_pick(pick_settings)
@@ -452,7 +482,7 @@ def run(
     if train_settings is not None:
         train(work, train_settings, force)
     score(work, score_batch_size, score_device, force)
-    return pick(work, out, pick_settings)
+    return pick(work, out, pick_settings, overwrite=overwrite)
 
 
 prepare = ledger.costed(prepare, "prepare")  # each stage's cost in WORK/ledger.json when it runs

@@ -271,3 +271,50 @@ def _staging(folder: Path, name: str, meta: dict[str, Any], resumable: bool) -> 
     out.mkdir(parents=True)
     write_json(out / META, meta)
     return StageRun(folder, out)
+
+
+# ---------------------------------------------------------------- the subset file a selection writes
+
+
+def recorded_subsets(work: Path, metas: list[Path] | None = None) -> list[Path]:
+    """The selections earlier runs in ``work`` wrote (``out`` in pick's meta.json and in the baselines'
+    report.json, or in the given ``metas``)."""
+    found = []
+    if metas is None:
+        metas = [Path(work) / "pick" / META, *Path(work).glob("baseline-*/report.json")]
+    for meta in metas:
+        try:
+            out = json.loads(meta.read_text()).get("out")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(out, str):
+            found.append(Path(out))
+    return found
+
+
+def check_subset_output(
+    work: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    data_json: str | Path | None = None,
+    folder: str | Path | None = None,
+) -> Path:
+    """Refuse a selection path ``out`` that is the input (given, or the one ``prepare`` indexed), lies
+    inside the work folder, or is a file or folder no selection recorded writing (unless ``overwrite``);
+    ``folder``: a selection folder whose ``meta.json`` may record ``out`` too (several budgets)."""
+    from ..fileio import check_output
+
+    work = Path(work)
+    recorded = recorded_subsets(work)
+    if folder is not None:
+        recorded += recorded_subsets(Path(folder), [Path(folder) / META])
+    inputs: list[Path] = [work]
+    if data_json is not None:
+        inputs.append(Path(data_json))
+    try:
+        indexed = json.loads((work / "prepare" / "report.json").read_text()).get("input")
+    except (OSError, ValueError, AttributeError):
+        indexed = None
+    if isinstance(indexed, str):
+        inputs.append(Path(indexed))
+    return check_output(out, inputs, recorded, overwrite, "out")

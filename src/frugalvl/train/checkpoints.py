@@ -216,3 +216,14 @@ class StopOnInterrupt:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+def is_trained_upsampler(path: str | Path) -> bool:
+    """Whether ``path`` is an upsampler this trainer wrote (its ``frugalvl`` record says so): an output
+    that a new training may replace (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
+    record = ckpt.get("frugalvl") if isinstance(ckpt, dict) else None
+    return isinstance(record, dict) and record.get("kind") == KIND

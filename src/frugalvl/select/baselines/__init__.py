@@ -116,16 +116,24 @@ def _from_score(name: str, inputs: Any, settings: Any, values: Any, mode: str) -
 
 
 def run_baseline(
-    name: str, work: str | Path, out: str | Path, pick: PickSettings = PickSettings(), settings: Any = None
+    name: str,
+    work: str | Path,
+    out: str | Path,
+    pick: PickSettings = PickSettings(),
+    settings: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Select with baseline ``name`` under ``pick``'s budget and quotas; write pick's outputs under
-    ``WORK/baseline-NAME/`` and the subset at ``out``; return the report.
+    ``WORK/baseline-NAME/`` and the subset at ``out`` (never an input or a file no selection wrote,
+    unless ``overwrite``); return the report.
 
     The baseline's score becomes its column of ``WORK/scores.parquet``; a score baseline whose column
     was made with the same settings is selected from it, without its model pass."""
     from .. import scores_table
+    from ..workdir import check_subset_output
     from .common import load_inputs, write_selection
 
+    check_subset_output(work, out, overwrite)
     run, cls = _parts(name)
     settings = cls() if settings is None else settings
     inputs = load_inputs(work, pick)
