@@ -117,6 +117,15 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list:
     return found
 
 
+def valid_pixels(data: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The ``H×W`` valid mask of ``[B, H, W]`` bands: GDAL's masks say some band has data, and for float
+    rasters every band is finite (NaN/inf pixels are nodata, never a value: docs/reliability.md#labels)."""
+    valid = masks.max(0) > 0  # no data only where every band has none
+    if data.dtype.kind in "fc":
+        valid &= np.isfinite(data).all(0)
+    return valid
+
+
 def stretch_limits(bands: np.ndarray, valid: np.ndarray, stretch: str) -> list[tuple[float, float]] | None:
     """Per-band ``(lo, hi)`` of a ``[B, H, W]`` array over its valid pixels; ``None`` for 8-bit data (kept as is).
 
@@ -129,6 +138,7 @@ def stretch_limits(bands: np.ndarray, valid: np.ndarray, stretch: str) -> list[t
     for b in range(bands.shape[0]):
         band = bands[b].astype(np.float64)
         values = band[valid] if valid.any() else band.ravel()
+        values = values[np.isfinite(values)]  # a NaN never poisons the stretch
         if stretch == "percentile":
             lo, hi = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
         elif stretch == "minmax":
@@ -146,7 +156,8 @@ def apply_stretch(bands: np.ndarray, limits: list[tuple[float, float]] | None) -
     out = np.zeros(bands.shape, dtype=np.uint8)
     for b, (lo, hi) in enumerate(limits):
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        out[b] = np.clip(np.rint((bands[b].astype(np.float64) - lo) * scale), 0, 255).astype(np.uint8)
+        band = np.nan_to_num(bands[b].astype(np.float64), nan=lo, posinf=hi, neginf=lo)  # nodata pixels: 0
+        out[b] = np.clip(np.rint((band - lo) * scale), 0, 255).astype(np.uint8)
     return out
 
 
@@ -181,7 +192,7 @@ def _read_tiff(path: Path, bands: Sequence[int] | None, stretch: str) -> RasterI
             masks = src.read_masks(idx)
         except RasterioIOError:
             raise UserError(f"cannot read the pixels of {path}: the file is corrupt or truncated") from None
-        valid = masks.max(0) > 0  # no data only where every band has none
+        valid = valid_pixels(data, masks)
         crs = src.crs
         transform = src.transform if crs is not None else None
         tags = dict(src.tags())
@@ -272,7 +283,8 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None, stre
 # Writing
 # ---------------------------------------------------------------------------------------------
 
-NODATA_LABEL = 255
+NODATA_LABEL = 255  # the nodata value of uint8 label maps (up to 255 classes: 0..254)
+NODATA_LABEL_16 = 65535  # ... and of uint16 ones (256 classes and more), always outside the vocabulary
 
 
 def palette(names: Sequence[str]) -> np.ndarray:
@@ -289,17 +301,27 @@ def label_dtype(n_classes: int) -> np.dtype:
     return np.dtype(np.uint8) if n_classes < NODATA_LABEL else np.dtype(np.uint16)
 
 
+def nodata_label(n_classes: int) -> int:
+    """The label of pixels without data: 255 for uint8 maps, 65535 for uint16 maps (never a class index)."""
+    if n_classes >= NODATA_LABEL_16:
+        raise UserError(f"{n_classes} classes are too many for a label map: use at most {NODATA_LABEL_16 - 1}")
+    return NODATA_LABEL if label_dtype(n_classes) == np.uint8 else NODATA_LABEL_16
+
+
 def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarray, class_names: Sequence[str]) -> Path:
     """Write the label map: ``<stem>.tif`` (GeoTIFF, input CRS/transform) or ``<stem>.png``.
 
     Class names travel with the file (GeoTIFF tag ``CLASS_NAMES`` / PNG text chunk
-    ``class_names``, both JSON lists); pixels where the input had no data get ``255``.
+    ``class_names``, both JSON lists); pixels where the input had no data get :func:`nodata_label`
+    (255, or 65535 for 256 classes and more), which a GeoTIFF declares as its nodata value (a uint16
+    one always, a PNG in its text chunk ``nodata``).
     """
     outdir = Path(outdir)
+    nodata = nodata_label(len(class_names))
     labels = labels.astype(label_dtype(len(class_names)))
     if image.nodata_mask is not None:
         labels = labels.copy()
-        labels[image.nodata_mask] = NODATA_LABEL
+        labels[image.nodata_mask] = nodata
     names = json.dumps(list(class_names))
     if image.georeferenced:
         import rasterio
@@ -316,8 +338,8 @@ def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarr
             compress="deflate",
             tiled=labels.shape[0] >= 256 and labels.shape[1] >= 256,
         )
-        if image.nodata_mask is not None:
-            profile["nodata"] = NODATA_LABEL
+        if image.nodata_mask is not None or nodata != NODATA_LABEL:
+            profile["nodata"] = nodata
         with atomic_path(path) as tmp:
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.write(labels, 1)
@@ -332,6 +354,8 @@ def write_labels(outdir: str | os.PathLike, image: RasterImage, labels: np.ndarr
     path = outdir / f"{image.stem}.png"
     info = PngImagePlugin.PngInfo()
     info.add_text("class_names", names)
+    if nodata != NODATA_LABEL:
+        info.add_text("nodata", str(nodata))
     if labels.dtype == np.uint8:
         from .palette import colour_table
 
@@ -478,3 +502,51 @@ def write_overlay(
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Areas (docs/reliability.md#labels-that-are-never-silently-wrong)
+# ---------------------------------------------------------------------------------------------
+
+
+def row_areas(transform: Any, crs: Any, row0: int, n_rows: int) -> tuple[np.ndarray, str]:
+    """Ground area of one pixel in each of rows ``row0 .. row0 + n_rows`` and its unit.
+
+    m² for every CRS with a known unit: a projected CRS's pixel area times its unit's size in metres,
+    a geographic CRS's (degrees) pixel measured on its ellipsoid (geodesic area, so it shrinks towards
+    the poles); ``px`` (1 per pixel) without a CRS, ``units²`` when the unit is unknown.
+    """
+    if crs is None or transform is None:
+        return np.ones(n_rows), "px"
+    t = transform
+    det = abs(t.a * t.e - t.b * t.d)
+    if crs.is_projected:
+        try:
+            _, factor = crs.linear_units_factor
+        except Exception:  # noqa: BLE001 - a CRS without linear units
+            return np.full(n_rows, det), "units²"
+        return np.full(n_rows, det * factor * factor), "m²"
+    try:
+        from pyproj import CRS as ProjCRS
+
+        geod = ProjCRS.from_user_input(crs.to_wkt()).get_geod()
+    except Exception:  # noqa: BLE001 - no ellipsoid known
+        geod = None
+    if geod is None:
+        return np.full(n_rows, det), "units²"
+    rows = np.arange(row0, row0 + n_rows, dtype=np.float64)
+    corners = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]  # one pixel of each row (column 0)
+    lons = np.stack([t.a * c + t.b * (rows + r) + t.c for c, r in corners], axis=1)
+    lats = np.stack([t.d * c + t.e * (rows + r) + t.f for c, r in corners], axis=1)
+    lats = np.clip(lats, -90.0, 90.0)
+    areas = np.array([abs(geod.polygon_area_perimeter(lo, la)[0]) for lo, la in zip(lons, lats)])
+    return areas, "m²"
+
+
+def class_areas(labels: np.ndarray, valid: np.ndarray | None, n_classes: int, per_row: np.ndarray) -> dict[int, float]:
+    """Area of each class in a block of label rows whose pixel areas are ``per_row`` (:func:`row_areas`);
+    labels outside the vocabulary (nodata) and pixels not ``valid`` are left out."""
+    weights = np.broadcast_to(per_row[:, None], labels.shape)
+    keep = (labels < n_classes) if valid is None else valid & (labels < n_classes)
+    sums = np.bincount(labels[keep].ravel().astype(np.int64), weights=weights[keep].ravel(), minlength=n_classes)
+    return {i: float(a) for i, a in enumerate(sums[:n_classes]) if a}

@@ -1,7 +1,7 @@
 """Class polygons from a label raster, in bounded bands of rows (docs/scenes.md).
 
 Per band of rows, each class's 4-connected components are polygonised with
-:func:`rasterio.features.shapes` (nodata 255 left out), in pixel coordinates so that shared edges are
+:func:`rasterio.features.shapes` (the raster's nodata value left out: 255, 65535 for uint16 maps), in pixel coordinates so that shared edges are
 exact integers. Components that continue across a band border are linked with a union-find and a region's
 pieces are unioned once (:func:`shapely.union_all`) when the region ends, so a region crossing tile or
 band borders is one feature, never cut by a seam. Finished polygons are then moved to map coordinates,
@@ -21,16 +21,17 @@ import numpy as np
 
 from .errors import UserError
 from .fileio import atomic_path
+from .raster import nodata_label
 from .settings import FieldError
 
 log = logging.getLogger(__name__)
 
-NODATA_LABEL = 255
+NODATA_LABEL = 255  # the label of nodata pixels when the raster does not declare one
 BAND_ROWS = 512  # rows polygonised at once (one COG block row)
 WRITE_BATCH = 20000  # features per append
 
 
-def _band_components(labels: np.ndarray, first_id: int) -> tuple[np.ndarray, np.ndarray]:
+def _band_components(labels: np.ndarray, first_id: int, nodata: int = NODATA_LABEL) -> tuple[np.ndarray, np.ndarray]:
     """4-connected components of each class in a band: ``ids`` (0 = nodata, else ``>= first_id``) and
     ``classes`` (class of id ``first_id + i``)."""
     import cv2
@@ -39,7 +40,7 @@ def _band_components(labels: np.ndarray, first_id: int) -> tuple[np.ndarray, np.
     classes: list[np.ndarray] = []
     next_id = first_id
     for cls in np.unique(labels):
-        if cls == NODATA_LABEL:
+        if cls == nodata:
             continue
         n, comp = cv2.connectedComponents((labels == cls).astype(np.uint8), connectivity=4, ltype=cv2.CV_32S)
         inside = comp > 0
@@ -67,7 +68,7 @@ def _emit(pieces: list) -> list:
     return list(shapely.get_parts(shapely.union_all(pieces)))
 
 
-def polygonize(src, band_rows: int | None = None) -> Iterable[tuple[int, Any]]:
+def polygonize(src, band_rows: int | None = None, nodata: int | None = None) -> Iterable[tuple[int, Any]]:
     """``(class index, polygon in pixel coordinates)`` of a label raster, merged across bands.
 
     Each band's connected components (per class, 4-connectivity) are polygonised; components that
@@ -80,6 +81,8 @@ def polygonize(src, band_rows: int | None = None) -> Iterable[tuple[int, Any]]:
     from rasterio.windows import Window
 
     band_rows = band_rows or BAND_ROWS
+    if nodata is None:
+        nodata = int(src.nodata) if src.nodata is not None else NODATA_LABEL
     height, width = src.height, src.width
     parent: dict[int, int] = {}
     groups: dict[int, tuple[int, list]] = {}  # root id -> (class, pieces) of regions still open
@@ -88,7 +91,7 @@ def polygonize(src, band_rows: int | None = None) -> Iterable[tuple[int, Any]]:
     for row0 in range(0, height, band_rows):
         row1 = min(row0 + band_rows, height)
         labels = src.read(1, window=Window(0, row0, width, row1 - row0))
-        ids, classes = _band_components(labels, next_id)
+        ids, classes = _band_components(labels, next_id, nodata)
         first, next_id = next_id, next_id + len(classes)
         mask = ids > 0
         if mask.any():
@@ -96,7 +99,7 @@ def polygonize(src, band_rows: int | None = None) -> Iterable[tuple[int, Any]]:
                 i = int(value)
                 groups[i] = (int(classes[i - first]), [shapely.geometry.shape(geom)])
         if prev_ids is not None:  # link regions that continue across the border
-            same = (prev_labels == labels[0]) & (labels[0] != NODATA_LABEL)
+            same = (prev_labels == labels[0]) & (labels[0] != nodata)
             for a, b in set(zip(prev_ids[same].tolist(), ids[0][same].tolist())):
                 ra, rb = _find(parent, a), _find(parent, b)
                 if ra != rb:
@@ -144,7 +147,8 @@ def write_vectors(
             gpkg.unlink()
             batch: list[tuple[int, Any]] = []
             written = 0
-            for cls, geom in polygonize(src):
+            nodata = int(src.nodata) if src.nodata is not None else nodata_label(len(class_names))
+            for cls, geom in polygonize(src, nodata=nodata):
                 if matrix is not None:
                     geom = shapely.affinity.affine_transform(geom, matrix)
                 if min_area and geom.area < min_area:

@@ -326,7 +326,7 @@ def _collect_assemblies(ray, scenes: dict, paths, summary: RunSummary) -> None:
         if result is None:
             summary.skipped.append(scene.path)
         else:
-            summary.add(result.pixels, result.pixel_area, result.area_unit)
+            summary.add(result.pixels, result.pixel_area, result.area_unit, result.areas)
             summary.done.append(scene.path)
 
 

@@ -32,11 +32,13 @@ from ..raster import (
     SCENE_ONLY_SUFFIXES,
     RasterImage,
     check_size,
+    class_areas,
     input_name,
     input_stem,
     is_url,
     raster_shape,
     read_image,
+    row_areas,
     write_labels,
     write_overlay,
     write_probs,
@@ -84,9 +86,10 @@ class RunSummary:
     skipped: list = field(default_factory=list)
     failed: list = field(default_factory=list)
 
-    def add(self, pixels: Counter, pixel_area: float, unit: str) -> None:
+    def add(self, pixels: Counter, pixel_area: float, unit: str, areas: dict[int, float] | None = None) -> None:
+        """Count an input's class pixels and areas (``areas`` per class, else pixels × ``pixel_area``)."""
         self.pixels.update(pixels)
-        self.area.update({c: n * pixel_area for c, n in pixels.items()})
+        self.area.update(areas if areas is not None else {c: n * pixel_area for c, n in pixels.items()})
         self.area_units.add(unit)
 
     def table(self) -> str:
@@ -342,7 +345,7 @@ def _run_scene(
     if result is None:  # finished meanwhile (another process)
         summary.skipped.append(path)
         return
-    summary.add(result.pixels, result.pixel_area, result.area_unit)
+    summary.add(result.pixels, result.pixel_area, result.area_unit, result.areas)
     summary.done.append(path)
 
 
@@ -397,12 +400,11 @@ def _run_image(
     valid = result.labels if image.nodata_mask is None else result.labels[~image.nodata_mask]
     counts = np.bincount(valid.ravel(), minlength=len(names))
     pixels = Counter({i: int(c) for i, c in enumerate(counts) if c})
-    if image.georeferenced:
-        t = image.transform
-        area, unit = abs(t.a * t.e - t.b * t.d), ("m²" if image.crs.is_projected else "units²")
-    else:
-        area, unit = 1.0, "px"
+    valid_mask = None if image.nodata_mask is None else ~image.nodata_mask
+    per_row, unit = row_areas(image.transform, image.crs, 0, result.labels.shape[0])
+    areas = class_areas(result.labels, valid_mask, len(names), per_row)
+    area = sum(areas.values()) / sum(pixels.values()) if pixels else float(per_row.mean())  # mean, for the record
     record = {**_image_record(segmenter, path, settings), RESULT_KEY: result_of(pixels, area, unit)}
     write_record(record_path(outdir, image.stem), record)  # last: marks it done
-    summary.add(pixels, area, unit)
+    summary.add(pixels, area, unit, areas)
     summary.done.append(path)

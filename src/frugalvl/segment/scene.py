@@ -89,14 +89,15 @@ class SceneResult:
 
     labels: Path
     pixels: Counter  # class index -> pixel count (valid pixels only)
-    pixel_area: float  # map units² per output pixel (1 without a CRS)
-    area_unit: str  # "m²" for a metric CRS, "px" without one, else "units²"
+    pixel_area: float  # mean ground area of an output pixel (m² for any CRS, 1 without one)
+    area_unit: str  # "m²" with a CRS (geodesic for geographic ones), "px" without one, "units²" if unknown
     probs: Path | None = None
     overlay: Path | None = None
     vectors: Path | None = None
     tiles_run: int = 0  # tiles segmented by this call (0 when everything was resumed)
     tiles_skipped_nodata: int = 0
     outputs: list[Path] = field(default_factory=list)
+    areas: dict[int, float] = field(default_factory=dict)  # class index -> ground area in ``area_unit``
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,12 +266,12 @@ def assemble_scene(
         )
     s, outdir, stem, names = plan.settings, plan.outdir, plan.stem, plan.names
     reporter.phase("assemble", stem)
-    label_path, probs_path, pixels = write_rasters(
+    label_path, probs_path, pixels, areas = write_rasters(
         plan.reader, plan.tiles, plan.parts, names, outdir, stem, s.save_probs
     )
     reporter.phase("overlay", stem)
     overlay = write_scene_overlay(plan.reader, label_path, names, outdir / f"{stem}_overlay.png")
-    area, unit = pixel_area(plan.reader)
+    mean_area, unit = pixel_area(plan.reader)
     vec_path = None
     if s.vectors:
         from ..vectors import write_vectors
@@ -279,11 +280,14 @@ def assemble_scene(
         vec_path = write_vectors(
             label_path, outdir / f"{stem}{VECTOR_FORMATS[s.vectors]}", names, min_area=s.min_area, simplify=s.simplify
         )
+    area = sum(areas.values()) / sum(pixels.values()) if pixels else mean_area
     finished = {**plan.record, RESULT_KEY: result_of(pixels, area, unit)}  # a rerun's table reads it
     write_record(record_path(outdir, stem), finished)  # last: marks the scene done
     shutil.rmtree(plan.parts, ignore_errors=True)
     outputs = [p for p in (label_path, probs_path, overlay, vec_path) if p is not None]
-    return SceneResult(label_path, pixels, area, unit, probs_path, overlay, vec_path, tiles_run, tiles_skipped, outputs)
+    result = SceneResult(label_path, pixels, area, unit, probs_path, overlay, vec_path, tiles_run, tiles_skipped)
+    result.outputs, result.areas = outputs, areas
+    return result
 
 
 def segment_scene(

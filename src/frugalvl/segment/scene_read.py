@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UserError
-from ..raster import apply_stretch, input_name, is_url, stretch_limits
+from ..raster import apply_stretch, input_name, is_url, stretch_limits, valid_pixels
 from ..windows import Window
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class SceneReader:
                 f"cannot read the pixels of {input_name(self.src.name)}: corrupt, truncated or "
                 f"unreachable ({str(exc).splitlines()[0][:120]})"
             ) from None
-        return data, masks.max(0) > 0
+        return data, valid_pixels(data, masks)
 
     def rgb(self, data: np.ndarray) -> np.ndarray:
         data = apply_stretch(data, self.limits)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_path, write_json
-from ..raster import NODATA_LABEL, label_dtype
+from ..raster import label_dtype, nodata_label
 from ..windows import Window, core_spans, spans
 from .base import Segmenter, labels_from_scores, scores_in_window
 from .records import first_difference, read_record
@@ -60,7 +60,7 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[list[Ti
 def segment_tile(
     segmenter: Segmenter, reader: SceneReader, tile: Tile, pixels: tuple[np.ndarray, np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """Core labels (nodata 255), core float32 scores (None for an all-nodata tile) and whether the tile ran.
+    """Core labels (nodata :func:`~frugalvl.raster.nodata_label`), core float32 scores (None for an all-nodata tile) and whether the tile ran.
 
     ``pixels``: the tile's ``(data, valid)`` already read (by the prefetching thread), else read here.
     """
@@ -69,12 +69,12 @@ def segment_tile(
         slice(tile.core.y0 - tile.read.y0, tile.core.y1 - tile.read.y0),
         slice(tile.core.x0 - tile.read.x0, tile.core.x1 - tile.read.x0),
     )
-    dtype = label_dtype(len(segmenter.vocabulary.names))
+    dtype, nodata = label_dtype(len(segmenter.vocabulary.names)), nodata_label(len(segmenter.vocabulary.names))
     if not valid[core].any():
-        return np.full((tile.core.height, tile.core.width), NODATA_LABEL, dtype=dtype), None, False
+        return np.full((tile.core.height, tile.core.width), nodata, dtype=dtype), None, False
     scores = scores_in_window(segmenter, reader.rgb(data), tile.read)
     labels = labels_from_scores(scores, segmenter.prob_thd, segmenter.bg_idx).numpy().astype(dtype)
-    labels[~valid] = NODATA_LABEL
+    labels[~valid] = nodata
     return labels[core], scores.float().numpy()[:, core[0], core[1]], True
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..fileio import atomic_path
 from ..palette import colour_table
-from ..raster import COG_BLOCK, NODATA_LABEL, label_dtype, overlay_image, to_cog
+from ..raster import COG_BLOCK, class_areas, label_dtype, nodata_label, overlay_image, row_areas, to_cog
 from ..windows import Window
 from .scene_read import SceneReader
 from .scene_tiles import Tile, load_part, part_path
@@ -54,18 +54,22 @@ def write_rasters(
     outdir: Path,
     stem: str,
     save_probs: bool,
-) -> tuple[Path, Path | None, Counter]:
-    """Part files -> label COG (and score COG), one tile at a time; returns them and the class pixel counts."""
+) -> tuple[Path, Path | None, Counter, Counter]:
+    """Part files -> label COG (and score COG), one tile at a time; returns them, the class pixel counts
+    and the class areas (in :func:`pixel_area`'s unit)."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
     from rasterio.windows import Window as RioWindow
 
-    dtype = label_dtype(len(names))
+    dtype, nodata = label_dtype(len(names)), nodata_label(len(names))
     pixels: Counter = Counter()
+    areas: Counter = Counter()  # class -> ground area (:func:`frugalvl.raster.row_areas`)
+    crs = reader.src.crs
+    per_row, _ = row_areas(reader.transform if crs is not None else None, crs, 0, reader.shape[0])
     lab_tmp, prob_tmp = parts / "labels.tif", parts / "probs.tif"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        lab = rasterio.open(lab_tmp, "w", **gtiff_profile(reader, 1, dtype.name, NODATA_LABEL))
+        lab = rasterio.open(lab_tmp, "w", **gtiff_profile(reader, 1, dtype.name, nodata))
         prob = rasterio.open(prob_tmp, "w", **gtiff_profile(reader, len(names), "uint8", None)) if save_probs else None
         try:
             for tile in tiles:
@@ -73,8 +77,9 @@ def write_rasters(
                 win = RioWindow(tile.core.x0, tile.core.y0, tile.core.width, tile.core.height)
                 labels = part["labels"]
                 lab.write(labels, 1, window=win)
-                counts = np.bincount(labels[labels != NODATA_LABEL].ravel().astype(np.int64), minlength=len(names))
+                counts = np.bincount(labels[labels != nodata].ravel().astype(np.int64), minlength=len(names))
                 pixels.update({i: int(n) for i, n in enumerate(counts[: len(names)]) if n})
+                areas.update(class_areas(labels, None, len(names), per_row[tile.core.y0 : tile.core.y1]))
                 if prob is not None:
                     probs = part["probs"]
                     if probs.shape[0] == 0:
@@ -96,7 +101,7 @@ def write_rasters(
         if probs_path is not None:
             to_cog(prob_tmp, probs_path, "AVERAGE")
         to_cog(lab_tmp, label_path, "MODE")
-    return label_path, probs_path, pixels
+    return label_path, probs_path, pixels, areas
 
 
 def write_scene_overlay(
@@ -111,7 +116,7 @@ def write_scene_overlay(
     data, valid = reader.read(Window(0, h, 0, w), out_shape=None if shape == (h, w) else shape)
     with rasterio.open(label_path) as src:
         labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
-    nodata = ~valid | (labels == NODATA_LABEL)
+    nodata = ~valid | (labels == nodata_label(len(names)))
     img = overlay_image(reader.rgb(data), labels.astype(np.int64), names, nodata_mask=nodata if nodata.any() else None)
     with atomic_path(out) as tmp:
         img.save(tmp, format="PNG")
@@ -119,12 +124,9 @@ def write_scene_overlay(
 
 
 def pixel_area(reader: SceneReader) -> tuple[float, str]:
-    """Area of one output pixel and its unit (m² for a metric projected CRS, px without a CRS)."""
+    """Mean ground area of one output pixel and its unit (:func:`frugalvl.raster.row_areas`: m² for
+    every CRS with a known unit, geodesic for geographic ones; px without a CRS)."""
+    h, _ = reader.shape
     crs = reader.src.crs
-    if crs is None:
-        return 1.0, "px"
-    t = reader.transform
-    area = abs(t.a * t.e - t.b * t.d)
-    if crs.is_projected and (crs.linear_units or "").lower() in ("metre", "meter", "m"):
-        return area, "m²"
-    return area, "units²"
+    per_row, unit = row_areas(reader.transform if crs is not None else None, crs, 0, h)
+    return float(per_row.mean()), unit
