@@ -99,6 +99,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"frugalvl: error: {render_error(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from .fileio import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        print(
+            "frugalvl: error: no space left on the device: free some space and run the same command again "
+            "(finished outputs are kept)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("frugalvl: interrupted; finished outputs are kept and a rerun resumes", file=sys.stderr)
         return 130

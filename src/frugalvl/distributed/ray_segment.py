@@ -189,8 +189,9 @@ def _plan_scene(
 def _assemble_scene(
     record: SegmenterRecord, path: str, outdir: str, settings: SceneSettings, overwrite: bool
 ) -> SceneResult | None:
-    """A Ray task: every tile has its part file; phase 1 again (it resumes the part folder), then phase 4."""
-    plan = plan_scene(record, path, outdir, settings, overwrite)
+    """A Ray task: every tile has its part file; phase 1 again (it resumes the part folder, which the
+    driver's phase 1 already started afresh when ``overwrite``), then phase 4."""
+    plan = plan_scene(record, path, outdir, settings, overwrite=False)
     if plan is None:
         return None
     with plan:

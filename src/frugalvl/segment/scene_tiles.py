@@ -104,9 +104,27 @@ def part_path(parts: Path, tile: Tile) -> Path:
     return Path(parts) / f"{tile.name}.npz"
 
 
+def part_reads_back(path: Path, tile: Tile) -> bool:
+    """Whether a part file holds its tile's core labels (a full disk or a crash can leave one that does not)."""
+    try:
+        part = load_part(path)
+    except FileNotFoundError:
+        return False
+    except Exception:  # noqa: BLE001 - any unreadable part is recomputed, never trusted
+        log.info("part %s does not read back: its tile is segmented again", path.name)
+        path.unlink(missing_ok=True)
+        return False
+    labels = part.get("labels")
+    if labels is None or labels.shape != (tile.core.height, tile.core.width):
+        log.info("part %s does not hold its tile: its tile is segmented again", path.name)
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def pending_tiles(parts: Path, tiles: list[Tile]) -> list[Tile]:
-    """The tiles without a part file (in grid order)."""
-    return [t for t in tiles if not part_path(parts, t).exists()]
+    """The tiles without a part file that reads back (in grid order; broken parts are removed)."""
+    return [t for t in tiles if not part_reads_back(part_path(parts, t), t)]
 
 
 def prepare_parts(parts: Path, record: dict[str, Any], overwrite: bool, stem: str) -> None:
@@ -115,7 +133,7 @@ def prepare_parts(parts: Path, record: dict[str, Any], overwrite: bool, stem: st
     if parts.exists():
         old = read_record(rec)
         diff = None if old is None else first_difference(old, record)
-        if old is not None and diff is None:
+        if old is not None and diff is None and not overwrite:
             n = len(list(parts.glob("r*_c*.npz")))
             log.info("%s: resuming, %d tile(s) already done", stem, n)
             return
