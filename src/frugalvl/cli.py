@@ -36,7 +36,7 @@ def _chosen(argv: Sequence[str]) -> str | None:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the subcommand named in ``argv`` gets its full options (all of them when None)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="frugalvl",
         description="Open-vocabulary segmentation of remote-sensing "
         "images (SegEarth-OV, SegEarth-OV3) and data selection for visual instruction "
@@ -60,6 +60,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     return parser
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line naming the option (no usage text), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _StderrHandler(logging.StreamHandler):

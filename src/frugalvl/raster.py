@@ -246,6 +246,34 @@ def raster_shape(path: str | os.PathLike) -> tuple[int, int] | None:
         Image.MAX_IMAGE_PIXELS = limit
 
 
+def check_bands(path: str | os.PathLike, bands: Sequence[int] | None, whole_image: bool) -> None:
+    """Refuse ``bands`` an input cannot give (from its header; no pixels read): a band it does not have,
+    or any band choice for a non-TIFF read whole (``whole_image``). URLs and unreadable files pass (their
+    reader reports them)."""
+    if not bands or is_url(path):
+        return
+    path = Path(path)
+    if whole_image and path.suffix.lower() not in _TIFF:
+        raise FieldError("bands", f"{{bands}} applies to TIFF/GeoTIFF inputs only, not {path.name}")
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                count = src.count
+    except (RasterioIOError, OSError):
+        return
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise FieldError(
+            "bands", f"{path.name} has {count} band(s); {{bands}} {bad} do not exist: pick bands between 1 and {count}"
+        )
+
+
 def check_size(path: str | os.PathLike, shape: tuple[int, int] | None) -> None:
     """Refuse rasters above :data:`MAX_SCENE_PIXELS` (a bogus header or an unworkable scene) with one line."""
     if shape is not None and shape[0] * shape[1] > MAX_SCENE_PIXELS:

@@ -185,13 +185,15 @@ def _finished(args: argparse.Namespace, paths, settings: SegmentRunSettings):
 
 def _segment(args: argparse.Namespace) -> int:
     from ..raster import find_images
-    from ..segment.pipeline import writing_outputs
+    from ..segment.pipeline import check_inputs, writing_outputs
 
     settings = run_settings_from_cli(args)
     reporter = reporter_from_cli(args)
     paths = find_images(args.inputs)
     exemplars = build_settings(ExemplarSettings, given(args, ExemplarSettings))
     check_exemplar_run(method_module(args.method).entry.exemplars, exemplars, len(paths))
+    method_module(args.method).recipe_from_cli(args)  # settings against the vocabulary, before any model loads
+    check_inputs(paths, settings)
     with writing_outputs(paths, args.outdir, settings.overwrite):  # checked and locked before any model loads
         return _segment_locked(args, paths, settings, reporter, exemplars)
 

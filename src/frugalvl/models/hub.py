@@ -50,3 +50,22 @@ def quiet_root_logger() -> Iterator[None]:
         root.removeFilter(drop_own)
         if added:
             root.removeHandler(guard)
+
+
+@contextlib.contextmanager
+def folder_load_errors(what: str, folder: os.PathLike | str, fix: str) -> Iterator[None]:
+    """Any failure to load a local model folder becomes one line naming it and ``fix``.
+
+    A folder can hold anything: weights pickled in ``pytorch_model.bin`` (refused when read weights-only),
+    a truncated ``model.safetensors``, files of another model. Whatever the library raises for them
+    (``OSError``, ``ValueError``, ``UnpicklingError``, a ``SafetensorError``, ...) is the user's to fix.
+    """
+    from ..errors import UserError
+
+    try:
+        yield
+    except (UserError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above: a bad folder, whatever the library says
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"cannot load {what} from {folder} ({type(exc).__name__}: {reason}): {fix}") from None

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import UserError
 from ..settings import FieldError
+from .hub import folder_load_errors
 
 IMAGE_TOKEN = "<image>"
 PROJECTOR_KEYS = {  # LLaVA's mlp2x_gelu = Sequential(Linear, GELU, Linear)
@@ -110,7 +111,9 @@ def _from_folder(folder: Path, dtype: torch.dtype | None) -> Llava:
             f"{folder} holds {what}, not LLaVA: give a llava-hf folder, or for Vicuna + the "
             "pretrain projector use lm=VICUNA_DIR,projector=mm_projector.bin,vision=CLIP_DIR"
         )
-    return _load(str(folder), dtype, f"folder:{folder.resolve()}")
+    fix = "the folder needs the weights (safetensors), tokenizer and image processor written by save_pretrained"
+    with folder_load_errors("LLaVA", folder, fix):
+        return _load(str(folder), dtype, f"folder:{folder.resolve()}")
 
 
 def _from_hub(repo: str, dtype: torch.dtype | None) -> Llava:

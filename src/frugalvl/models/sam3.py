@@ -35,6 +35,7 @@ from ..identity import path_identity
 from ..progress import announce
 from ..settings import FieldError
 from .defaults import DEFAULT_SAM3
+from .hub import folder_load_errors
 
 # A sam3_video checkpoint carries the image detector as ``detector_config``; Sam3Model accepts it.
 _SAM3_MODEL_TYPES = ("sam3", "sam3_video")
@@ -146,14 +147,9 @@ def load_sam3(
     if _looks_like_path(source):
         folder = Path(source).expanduser()
         _check_folder(folder)
-        try:
+        fix = "the folder needs the weights (safetensors) and the processor files written by save_pretrained"
+        with folder_load_errors("SAM 3", folder, fix):
             model, processor = _from_pretrained(str(folder), dtype)
-        except (OSError, ValueError) as exc:
-            reason = (str(exc).splitlines() or [""])[0][:160]
-            raise UserError(
-                f"cannot load SAM 3 from {folder} ({exc.__class__.__name__}: {reason}): "
-                "the folder needs the weights and the processor files written by save_pretrained"
-            ) from None
     else:
         try:  # a cached copy needs no network (and no 20 s of retries when offline)
             model, processor = _from_pretrained(source, dtype, local_files_only=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..models.defaults import DEFAULT_CLIP, DEFAULT_SAM3
+from ..settings import FieldError
 from ..vocab import Strip, Vocabulary
 
 Loader = Callable[[str | None, str], Any]  # (spec or None, device) -> the loaded model
@@ -262,6 +263,17 @@ class SegmenterRecipe:
     settings: Any
     models: Mapping[str, str | None] = field(default_factory=dict)
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        """What can be checked without a model is checked here: the background index is a class."""
+        bg_idx = getattr(self.settings, "bg_idx", None)
+        if bg_idx is not None and not 0 <= bg_idx < len(self.vocabulary):
+            raise FieldError(
+                "bg_idx",
+                f"{{bg_idx}} {bg_idx} is not a class index: the vocabulary has {len(self.vocabulary)} classes "
+                f"(0 to {len(self.vocabulary) - 1})",
+                type(self.settings),
+            )
 
     def __call__(self) -> Any:
         entry = method(self.method)

@@ -31,6 +31,7 @@ from ..raster import (
     AUTO_SCENE_PIXELS,
     SCENE_ONLY_SUFFIXES,
     RasterImage,
+    check_bands,
     check_size,
     class_areas,
     input_name,
@@ -166,6 +167,13 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike, overwri
         recorded = recorded_outputs(outdir, stem)
         for name in output_names(stem):
             check_output(outdir / name, (), recorded, overwrite, "outdir", SegmentRunSettings)
+
+
+def check_inputs(paths: Sequence, settings: SegmentRunSettings) -> None:
+    """What the inputs' headers can tell before any model loads: ``bands`` each input can give."""
+    routes = route_inputs(paths, settings)
+    for i, path in enumerate(paths):
+        check_bands(path, settings.scene.bands, whole_image=not routes[i])
 
 
 @contextlib.contextmanager

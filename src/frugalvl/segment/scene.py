@@ -286,7 +286,7 @@ def assemble_scene(
     shutil.rmtree(plan.parts, ignore_errors=True)
     outputs = [p for p in (label_path, probs_path, overlay, vec_path) if p is not None]
     result = SceneResult(label_path, pixels, area, unit, probs_path, overlay, vec_path, tiles_run, tiles_skipped)
-    result.outputs, result.areas = outputs, areas
+    result.outputs, result.areas = outputs, dict(areas)
     return result
 
 

@@ -316,7 +316,7 @@ class SegEarthOV:
         h, w = rgb.shape[:2]
         if self.settings.long_side is not None:
             scale = self.settings.long_side / max(h, w)
-            size = (int(w * scale + 0.5), int(h * scale + 0.5))  # mmcv's rounding
+            size = (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5)))  # mmcv's rounding, >= 1 px
             if size != (w, h):
                 import cv2
 

@@ -96,9 +96,12 @@ def sample_id(sample: dict[str, Any], unique_idx: int) -> str:
     return str(sample["id"]) if sample.get("id") is not None else str(unique_idx)
 
 
-def sample_problem(sample: dict[str, Any], allow_absolute_images: bool = False) -> str | None:
+def sample_problem(
+    sample: dict[str, Any], allow_absolute_images: bool = False, image_root: Path | None = None
+) -> str | None:
     """Why a sample cannot be used (one short phrase), or None: its conversation, and an image path
-    that would lead outside the image root."""
+    that would lead outside the image root (by its text, or, given ``image_root``, through a symbolic
+    link inside the root that points out of it)."""
     turns = sample.get("conversations")
     if not turns:
         return "empty conversations"
@@ -120,7 +123,19 @@ def sample_problem(sample: dict[str, Any], allow_absolute_images: bool = False) 
     for i in images:
         if i and not allow_absolute_images and outside_root(i):
             return f"image path {i!r} leads outside the image root (absolute or '..')"
+        if i and not allow_absolute_images and image_root is not None and links_outside(i, image_root):
+            return f"image path {i!r} leads outside the image root through a symbolic link"
     return None
+
+
+def links_outside(image: str, image_root: Path) -> bool:
+    """Whether a relative image path, followed through its symbolic links, ends outside ``image_root``
+    (links that stay inside the root keep working)."""
+    root = Path(image_root).resolve()
+    try:
+        return not (root / image).resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a link loop
+        return True
 
 
 def outside_root(image: str) -> bool:
@@ -223,7 +238,10 @@ def index_items(
     pending: list[Item] = []
 
     def flush(pool: ThreadPoolExecutor) -> None:
-        why = [it.problem or sample_problem(it.record, settings.allow_absolute_images or it.embedded) for it in pending]
+        why = [
+            it.problem or sample_problem(it.record, settings.allow_absolute_images or it.embedded, image_root)
+            for it in pending
+        ]
         statuses = pool.map(lambda a: item_status(a[0], a[1], image_root, settings.verify_images), zip(pending, why))
         for item, problem, status in zip(pending, why, statuses):
             idx = len(samples)
