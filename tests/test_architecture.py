@@ -31,6 +31,7 @@ LAYERS = {
     "pointcloud": 3,
     "models": 2,
     "raster": 2,
+    "areas": 2,
     "fileio": 2,
     "vocab": 2,
     "windows": 2,

@@ -118,12 +118,9 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list:
 
 
 def valid_pixels(data: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """The ``H×W`` valid mask of ``[B, H, W]`` bands: GDAL's masks say some band has data, and for float
-    rasters every band is finite (NaN/inf pixels are nodata, never a value: docs/reliability.md#labels)."""
-    valid = masks.max(0) > 0  # no data only where every band has none
-    if data.dtype.kind in "fc":
-        valid &= np.isfinite(data).all(0)
-    return valid
+    """``H×W``: some band has data (GDAL's masks) and, in float rasters, every band is finite (NaN is nodata)."""
+    valid = masks.max(0) > 0
+    return valid & np.isfinite(data).all(0) if data.dtype.kind in "fc" else valid
 
 
 def stretch_limits(bands: np.ndarray, valid: np.ndarray, stretch: str) -> list[tuple[float, float]] | None:
@@ -246,34 +243,6 @@ def raster_shape(path: str | os.PathLike) -> tuple[int, int] | None:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def check_bands(path: str | os.PathLike, bands: Sequence[int] | None, whole_image: bool) -> None:
-    """Refuse ``bands`` an input cannot give (from its header; no pixels read): a band it does not have,
-    or any band choice for a non-TIFF read whole (``whole_image``). URLs and unreadable files pass (their
-    reader reports them)."""
-    if not bands or is_url(path):
-        return
-    path = Path(path)
-    if whole_image and path.suffix.lower() not in _TIFF:
-        raise FieldError("bands", f"{{bands}} applies to TIFF/GeoTIFF inputs only, not {path.name}")
-    import warnings
-
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                count = src.count
-    except (RasterioIOError, OSError):
-        return
-    bad = [b for b in bands if not 1 <= b <= count]
-    if bad:
-        raise FieldError(
-            "bands", f"{path.name} has {count} band(s); {{bands}} {bad} do not exist: pick bands between 1 and {count}"
-        )
-
-
 def check_size(path: str | os.PathLike, shape: tuple[int, int] | None) -> None:
     """Refuse rasters above :data:`MAX_SCENE_PIXELS` (a bogus header or an unworkable scene) with one line."""
     if shape is not None and shape[0] * shape[1] > MAX_SCENE_PIXELS:
@@ -331,8 +300,6 @@ def label_dtype(n_classes: int) -> np.dtype:
 
 def nodata_label(n_classes: int) -> int:
     """The label of pixels without data: 255 for uint8 maps, 65535 for uint16 maps (never a class index)."""
-    if n_classes >= NODATA_LABEL_16:
-        raise UserError(f"{n_classes} classes are too many for a label map: use at most {NODATA_LABEL_16 - 1}")
     return NODATA_LABEL if label_dtype(n_classes) == np.uint8 else NODATA_LABEL_16
 
 
@@ -530,51 +497,3 @@ def write_overlay(
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Areas (docs/reliability.md#labels-that-are-never-silently-wrong)
-# ---------------------------------------------------------------------------------------------
-
-
-def row_areas(transform: Any, crs: Any, row0: int, n_rows: int) -> tuple[np.ndarray, str]:
-    """Ground area of one pixel in each of rows ``row0 .. row0 + n_rows`` and its unit.
-
-    m² for every CRS with a known unit: a projected CRS's pixel area times its unit's size in metres,
-    a geographic CRS's (degrees) pixel measured on its ellipsoid (geodesic area, so it shrinks towards
-    the poles); ``px`` (1 per pixel) without a CRS, ``units²`` when the unit is unknown.
-    """
-    if crs is None or transform is None:
-        return np.ones(n_rows), "px"
-    t = transform
-    det = abs(t.a * t.e - t.b * t.d)
-    if crs.is_projected:
-        try:
-            _, factor = crs.linear_units_factor
-        except Exception:  # noqa: BLE001 - a CRS without linear units
-            return np.full(n_rows, det), "units²"
-        return np.full(n_rows, det * factor * factor), "m²"
-    try:
-        from pyproj import CRS as ProjCRS
-
-        geod = ProjCRS.from_user_input(crs.to_wkt()).get_geod()
-    except Exception:  # noqa: BLE001 - no ellipsoid known
-        geod = None
-    if geod is None:
-        return np.full(n_rows, det), "units²"
-    rows = np.arange(row0, row0 + n_rows, dtype=np.float64)
-    corners = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]  # one pixel of each row (column 0)
-    lons = np.stack([t.a * c + t.b * (rows + r) + t.c for c, r in corners], axis=1)
-    lats = np.stack([t.d * c + t.e * (rows + r) + t.f for c, r in corners], axis=1)
-    lats = np.clip(lats, -90.0, 90.0)
-    areas = np.array([abs(geod.polygon_area_perimeter(lo, la)[0]) for lo, la in zip(lons, lats)])
-    return areas, "m²"
-
-
-def class_areas(labels: np.ndarray, valid: np.ndarray | None, n_classes: int, per_row: np.ndarray) -> dict[int, float]:
-    """Area of each class in a block of label rows whose pixel areas are ``per_row`` (:func:`row_areas`);
-    labels outside the vocabulary (nodata) and pixels not ``valid`` are left out."""
-    weights = np.broadcast_to(per_row[:, None], labels.shape)
-    keep = (labels < n_classes) if valid is None else valid & (labels < n_classes)
-    sums = np.bincount(labels[keep].ravel().astype(np.int64), weights=weights[keep].ravel(), minlength=n_classes)
-    return {i: float(a) for i, a in enumerate(sums[:n_classes]) if a}

@@ -15,8 +15,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from frugalvl.areas import class_areas, row_areas
 from frugalvl.cli import main
-from frugalvl.raster import RasterImage, class_areas, nodata_label, read_image, row_areas, write_labels
+from frugalvl.raster import RasterImage, nodata_label, read_image, write_labels
 from frugalvl.vectors import write_vectors
 
 

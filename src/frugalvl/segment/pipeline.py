@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..areas import class_areas, row_areas
 from ..errors import UserError
 from ..fileio import check_output, output_lock, remove_stale_temporaries
 from ..progress import Bar, NullReporter, Reporter, as_reporter
@@ -31,20 +32,18 @@ from ..raster import (
     AUTO_SCENE_PIXELS,
     SCENE_ONLY_SUFFIXES,
     RasterImage,
-    check_bands,
     check_size,
-    class_areas,
     input_name,
     input_stem,
     is_url,
     raster_shape,
     read_image,
-    row_areas,
     write_labels,
     write_overlay,
     write_probs,
     write_probs_cog,
 )
+from ..settings import FieldError
 from .base import Progress, Segmenter, labels_from_scores, scores_of
 from .records import (
     RESULT_KEY,
@@ -167,6 +166,34 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike, overwri
         recorded = recorded_outputs(outdir, stem)
         for name in output_names(stem):
             check_output(outdir / name, (), recorded, overwrite, "outdir", SegmentRunSettings)
+
+
+def check_bands(path: str | os.PathLike, bands: Sequence[int] | None, whole_image: bool) -> None:
+    """Refuse ``bands`` an input cannot give (from its header; no pixels read): a band it does not have,
+    or any band choice for a non-TIFF read whole (``whole_image``). URLs and unreadable files pass (their
+    reader reports them)."""
+    if not bands or is_url(path):
+        return
+    path = Path(path)
+    if whole_image and path.suffix.lower() not in (".tif", ".tiff"):
+        raise FieldError("bands", f"{{bands}} applies to TIFF/GeoTIFF inputs only, not {path.name}")
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                count = src.count
+    except (RasterioIOError, OSError):
+        return
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise FieldError(
+            "bands", f"{path.name} has {count} band(s); {{bands}} {bad} do not exist: pick bands between 1 and {count}"
+        )
 
 
 def check_inputs(paths: Sequence, settings: SegmentRunSettings) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from ..areas import class_areas, row_areas
 from ..fileio import atomic_path
 from ..palette import colour_table
-from ..raster import COG_BLOCK, class_areas, label_dtype, nodata_label, overlay_image, row_areas, to_cog
+from ..raster import COG_BLOCK, label_dtype, nodata_label, overlay_image, to_cog
 from ..windows import Window
 from .scene_read import SceneReader
 from .scene_tiles import Tile, load_part, part_path
