@@ -32,6 +32,7 @@ LAYERS = {
     "models": 2,
     "raster": 2,
     "areas": 2,
+    "stretch": 2,
     "fileio": 2,
     "vocab": 2,
     "windows": 2,

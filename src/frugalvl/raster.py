@@ -29,6 +29,7 @@ from .errors import UserError
 from .fileio import atomic_path
 from .settings import FieldError
 from .sources.stems import source_stem
+from .stretch import apply_stretch, stretch_limits, valid_pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".jp2", ".vrt")
 _TIFF = (".tif", ".tiff")
@@ -115,47 +116,6 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list:
         else:
             raise UserError(f"input {p} does not exist: give image files or folders of them")
     return found
-
-
-def valid_pixels(data: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """``H×W``: some band has data (GDAL's masks) and, in float rasters, every band is finite (NaN is nodata)."""
-    valid = masks.max(0) > 0
-    return valid & np.isfinite(data).all(0) if data.dtype.kind in "fc" else valid
-
-
-def stretch_limits(bands: np.ndarray, valid: np.ndarray, stretch: str) -> list[tuple[float, float]] | None:
-    """Per-band ``(lo, hi)`` of a ``[B, H, W]`` array over its valid pixels; ``None`` for 8-bit data (kept as is).
-
-    The scene path computes them once per scene from a decimated read (:mod:`.segment.scene`), so every
-    tile is stretched alike; for an image no larger than that read they equal the whole-image ones.
-    """
-    if bands.dtype == np.uint8:
-        return None
-    limits = []
-    for b in range(bands.shape[0]):
-        band = bands[b].astype(np.float64)
-        values = band[valid] if valid.any() else band.ravel()
-        values = values[np.isfinite(values)]  # a NaN never poisons the stretch
-        if stretch == "percentile":
-            lo, hi = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
-        elif stretch == "minmax":
-            lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
-        else:
-            raise UserError(f"unknown stretch {stretch!r}: choose percentile or minmax")
-        limits.append((float(lo), float(hi)))
-    return limits
-
-
-def apply_stretch(bands: np.ndarray, limits: list[tuple[float, float]] | None) -> np.ndarray:
-    """Scale ``[B, H, W]`` to uint8 with per-band ``(lo, hi)`` from :func:`stretch_limits`."""
-    if limits is None:
-        return bands.astype(np.uint8, copy=False)
-    out = np.zeros(bands.shape, dtype=np.uint8)
-    for b, (lo, hi) in enumerate(limits):
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        band = np.nan_to_num(bands[b].astype(np.float64), nan=lo, posinf=hi, neginf=lo)  # nodata pixels: 0
-        out[b] = np.clip(np.rint((band - lo) * scale), 0, 255).astype(np.uint8)
-    return out
 
 
 def _to_uint8(bands: np.ndarray, valid: np.ndarray, stretch: str) -> np.ndarray:
