@@ -168,11 +168,11 @@ def check_inputs_and_outputs(paths: Sequence, outdir: str | os.PathLike, overwri
             check_output(outdir / name, (), recorded, overwrite, "outdir", SegmentRunSettings)
 
 
-def check_bands(path: str | os.PathLike, bands: Sequence[int] | None, whole_image: bool) -> None:
-    """Refuse ``bands`` an input cannot give (from its header; no pixels read): a band it does not have,
-    or any band choice for a non-TIFF read whole (``whole_image``). URLs and unreadable files pass (their
-    reader reports them)."""
-    if not bands or is_url(path):
+def check_bands(path: str | os.PathLike, bands: Sequence[int | str] | None, whole_image: bool) -> None:
+    """Refuse ``bands`` an input cannot give (from its header; no pixels read): a band number it does not
+    have, or any band choice for a non-TIFF read whole (``whole_image``). URLs, other sources, band names
+    and unreadable files pass (their reader reports them)."""
+    if not bands or is_url(path) or not Path(path).is_file():
         return
     path = Path(path)
     if whole_image and path.suffix.lower() not in (".tif", ".tiff"):
@@ -189,7 +189,7 @@ def check_bands(path: str | os.PathLike, bands: Sequence[int] | None, whole_imag
                 count = src.count
     except (RasterioIOError, OSError):
         return
-    bad = [b for b in bands if not 1 <= b <= count]
+    bad = [b for b in bands if isinstance(b, int) and not 1 <= b <= count]
     if bad:
         raise FieldError(
             "bands", f"{path.name} has {count} band(s); {{bands}} {bad} do not exist: pick bands between 1 and {count}"
