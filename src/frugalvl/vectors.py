@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 NODATA_LABEL = 255  # the label of nodata pixels when the raster does not declare one
 BAND_ROWS = 512  # rows polygonised at once (one COG block row)
 WRITE_BATCH = 20000  # features per append
+FIXED_DATE = "2000-01-01T00:00:00.000Z"  # the GeoPackage's last_change timestamps, so reruns write equal bytes
 
 
 def _band_components(labels: np.ndarray, first_id: int, nodata: int = NODATA_LABEL) -> tuple[np.ndarray, np.ndarray]:
@@ -189,15 +190,20 @@ def _append(path: Path, layer: str, batch, class_names, crs, simplify, append: b
 
     if not batch and not force:
         return 0
-    pyogrio.write_dataframe(
-        _frame(batch, class_names, crs, simplify),
-        path,
-        layer=layer,
-        driver="GPKG",
-        append=append,
-        promote_to_multi=False,
-        geometry_type="Polygon",
-    )
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": FIXED_DATE})  # same bytes on every run (a resumed one too)
+    try:
+        pyogrio.write_dataframe(
+            _frame(batch, class_names, crs, simplify),
+            path,
+            layer=layer,
+            driver="GPKG",
+            append=append,
+            promote_to_multi=False,
+            geometry_type="Polygon",
+        )
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
     return len(batch)
 
 

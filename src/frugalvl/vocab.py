@@ -106,7 +106,7 @@ class Vocabulary:
         if not path.is_file():
             raise UserError(f"class file {path} does not exist: give a text file with one class per line")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not a class
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(
                 f"class file {path} cannot be read as UTF-8 text ({exc.__class__.__name__}): save it as plain text, one class per line"

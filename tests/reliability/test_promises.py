@@ -1,0 +1,38 @@
+"""Round 3, class 11: the docs' promises hold: vector files rewritten (a resumed run) are byte-identical,
+and a byte-order mark is not part of the first class of a class file."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from frugalvl.vectors import write_vectors
+from frugalvl.vocab import Vocabulary
+
+
+def test_a_geopackage_written_twice_is_byte_identical(tmp_path):
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:30, 5:40] = 1
+    labels[40:60, 30:60] = 2
+    src = tmp_path / "l.tif"
+    profile = dict(driver="GTiff", height=64, width=64, count=1, dtype="uint8", crs="EPSG:32633")
+    with rasterio.open(src, "w", transform=from_origin(500000, 4000000, 1, 1), **profile) as dst:
+        dst.write(labels, 1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_vectors(src, tmp_path / "a" / "scene.gpkg", ["x", "y", "z"]).read_bytes()
+    time.sleep(1.1)  # GeoPackages carry a last-change timestamp (seconds and more)
+    second = write_vectors(src, tmp_path / "b" / "scene.gpkg", ["x", "y", "z"]).read_bytes()
+    assert first == second
+
+
+@pytest.mark.parametrize("bom", [b"\xef\xbb\xbf", b""])
+def test_a_byte_order_mark_is_stripped_from_a_class_file(tmp_path, bom):
+    path = tmp_path / "classes.txt"
+    path.write_bytes(bom + "water,river\nbuilding\n".encode())
+    vocab = Vocabulary.from_file(path)
+    assert vocab.names == ["water", "building"]
