@@ -33,6 +33,6 @@ def test_a_geopackage_written_twice_is_byte_identical(tmp_path):
 @pytest.mark.parametrize("bom", [b"\xef\xbb\xbf", b""])
 def test_a_byte_order_mark_is_stripped_from_a_class_file(tmp_path, bom):
     path = tmp_path / "classes.txt"
-    path.write_bytes(bom + "water,river\nbuilding\n".encode())
+    path.write_bytes(bom + b"water,river\nbuilding\n")
     vocab = Vocabulary.from_file(path)
     assert vocab.names == ["water", "building"]
