@@ -115,6 +115,11 @@ def test_saved_prototypes_reload_to_the_same_scores(tiny_clip_model, tmp_path):
         SegEarthOV(tiny_clip_model, VOCAB, settings=SegEarthOVSettings(long_side=224)).with_prototypes(
             Prototypes.load(path)
         )
+    # a later run that names the class in its vocabulary keeps its text as well
+    named = Vocabulary.parse("background;building;road;solar panel", strip="newline")
+    with_text = SegEarthOV(tiny_clip_model, named).with_prototypes(Prototypes.load(path))
+    assert with_text.vocabulary == named and with_text.identity()["queries"] == named.queries
+    assert with_text.query_to_class == [0, 1, 2, 2, 3, 3]
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(UserError, match="not a prototype file"):
         Prototypes.load(tmp_path / "bad.npz")

@@ -16,6 +16,7 @@ settings reproduce the official code (likyoo/SegEarth-OV):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -252,6 +253,10 @@ class SegEarthOV:
         from .exemplars_clip import model_identity
 
         prototypes.check_model(model_identity(self))
+        # a class this vocabulary names has its text: only the others stay example-only
+        names = {n.lower() for n in self.vocabulary.names}
+        only = tuple(n for n in prototypes.example_only if n.lower() not in names)
+        prototypes = dataclasses.replace(prototypes, example_only=only)
         if self.prototypes is not None:
             from .exemplars_clip import Prototypes as P
 
