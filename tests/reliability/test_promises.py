@@ -3,6 +3,7 @@ and a byte-order mark is not part of the first class of a class file."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -36,3 +37,32 @@ def test_a_byte_order_mark_is_stripped_from_a_class_file(tmp_path, bom):
     path.write_bytes(bom + b"water,river\nbuilding\n")
     vocab = Vocabulary.from_file(path)
     assert vocab.names == ["water", "building"]
+
+
+def test_a_changed_remote_input_is_not_reused(tmp_path):
+    """Round 3, class 7: a URL input is identified by content; a changed file at the same address is
+    recognised like a changed local file (the run stops and names the difference, overwrite redoes it)."""
+    from frugalvl.errors import UserError
+    from frugalvl.segment.scene import remote_identity, segment_scene
+    from frugalvl.testing.http import serve_folder
+    from frugalvl.testing.segmenters import ColourSegmenter, write_test_scene
+
+    web = tmp_path / "web"
+    web.mkdir()
+    scene = web / "scene.tif"
+    write_test_scene(scene, 200, 200)
+    out = tmp_path / "out"
+    with serve_folder(web) as base:
+        url = f"{base}/scene.tif"
+        first = remote_identity(url)
+        assert first["size"] == scene.stat().st_size and len(first["head_sha256"]) == 64
+        assert segment_scene(ColourSegmenter.with_classes(), url, out, tile=128) is not None
+        assert segment_scene(ColourSegmenter.with_classes(), url, out, tile=128) is None  # unchanged: done
+        write_test_scene(scene, 200, 200, nodata_box=(0, 50, 0, 50))  # same address, other content
+        assert remote_identity(url)["head_sha256"] != first["head_sha256"]
+        with pytest.raises(UserError, match="made with other settings"):
+            segment_scene(ColourSegmenter.with_classes(), url, out, tile=128)
+        changed = remote_identity(url)
+        assert segment_scene(ColourSegmenter.with_classes(), url, out, tile=128, overwrite=True) is not None
+    record = json.loads((out / "scene_run.json").read_text())
+    assert record["settings"]["input"] == changed

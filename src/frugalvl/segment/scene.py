@@ -106,12 +106,45 @@ class SceneResult:
 
 
 def input_identity(source: str | os.PathLike) -> dict[str, Any]:
-    """A URL, or a local file's name, size and modification time (a replaced input is not reused)."""
+    """A local file's name, size and modification time; a URL with what its server says of its content
+    (:func:`remote_identity`), so a replaced input is never reused, remote or local."""
     name = str(source)
     if is_url(name):
-        return {"url": name}
+        return remote_identity(name)
     st = os.stat(name)
     return {"name": Path(name).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+HEAD_BYTES = 65536  # the first bytes of a remote input, hashed: its header (and more) identifies its content
+
+
+def remote_identity(url: str) -> dict[str, Any]:
+    """An http(s) input's address plus its ``ETag``, ``Last-Modified``, size and a hash of its first
+    :data:`HEAD_BYTES` bytes (one range request), so a changed file at the same address is recognised like
+    a changed local file (docs/reliability.md#resume-never-reuse-stale-results). Other schemes, and a
+    server that does not answer (its reader reports that), give the address only."""
+    import hashlib
+    import urllib.request
+
+    ident: dict[str, Any] = {"url": url}
+    if not url.lower().startswith(("http://", "https://")):
+        return ident
+    request = urllib.request.Request(url, headers={"Range": f"bytes=0-{HEAD_BYTES - 1}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - http(s) only, checked above
+            head = answer.read(HEAD_BYTES)
+            headers = answer.headers
+    except (OSError, ValueError):
+        return ident
+    total = (headers.get("Content-Range") or "").rpartition("/")[2]
+    size = total if total.isdigit() else headers.get("Content-Length")
+    ident.update(
+        etag=headers.get("ETag"),
+        last_modified=headers.get("Last-Modified"),
+        size=int(size) if size and str(size).isdigit() else None,
+        head_sha256=hashlib.sha256(head).hexdigest(),
+    )
+    return ident
 
 
 def scene_record(
