@@ -96,6 +96,14 @@ def sample_id(sample: dict[str, Any], unique_idx: int) -> str:
     return str(sample["id"]) if sample.get("id") is not None else str(unique_idx)
 
 
+def duplicate_ids(samples: Sequence[dict[str, Any]]) -> list[str]:
+    """The ids that name more than one sample (reports and selections name samples by id), in order."""
+    seen: dict[str, int] = {}
+    for sample in samples:
+        seen[sample["id"]] = seen.get(sample["id"], 0) + 1
+    return [i for i, n in seen.items() if n > 1]
+
+
 def sample_problem(
     sample: dict[str, Any], allow_absolute_images: bool = False, image_root: Path | None = None
 ) -> str | None:

@@ -134,6 +134,9 @@ def prepare(
             bad,
             folder / "report.json",
         )
+    if dups := data_mod.duplicate_ids(samples):
+        shown = ", ".join(repr(i) for i in dups[:5]) + (", ..." if len(dups) > 5 else "")
+        log.warning("prepare: %d id(s) name more than one sample (%s): make the ids unique", len(dups), shown)
     for sample_id, why in list(report["invalid"].items())[:5]:
         log.warning("prepare: sample %s excluded: %s", sample_id, why)
     if len(report["invalid"]) > 5:
