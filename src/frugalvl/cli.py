@@ -63,10 +63,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose mistakes are one line naming the option (no usage text), exit 2."""
+    """An argument parser whose mistakes are one line naming the option (no usage text; ``-h`` shows it), exit 2."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -86,9 +86,7 @@ def test_a_bad_number_is_one_line_without_the_usage(tmp_path, capsys, argv):
         main(["segment", "a.png", "-o", str(tmp_path), "--classes", "a", *argv])
     assert exit_.value.code == 2
     (line,) = _err(capsys)
-    assert line.startswith("frugalvl segment: error: argument " + argv[0]) and line.endswith(
-        "(see frugalvl segment --help)"
-    )
+    assert line.startswith("frugalvl segment: error: argument " + argv[0])
 
 
 def test_a_symlink_leading_out_of_the_image_root_is_refused(tmp_path):
