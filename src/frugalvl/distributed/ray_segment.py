@@ -121,7 +121,7 @@ class SegmentWorker:
         return {"result": out}
 
     def _file(self, row: _FileRow) -> _Result:
-        summary = segment_files(self.segmenter, [row.path], self.outdir, self.settings, progress=False)
+        summary = segment_files(self.segmenter, [row.path], self.outdir, self.settings, progress=False, lock=False)
         return _Result(row.index, row.path, "file", summary=summary)
 
     def _tile(self, row: _TileRow) -> _Result:

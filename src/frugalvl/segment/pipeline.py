@@ -204,7 +204,9 @@ def check_inputs(paths: Sequence, settings: SegmentRunSettings) -> None:
 
 
 @contextlib.contextmanager
-def writing_outputs(paths: Sequence, outdir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def writing_outputs(
+    paths: Sequence, outdir: str | os.PathLike, overwrite: bool = False, lock: bool = True
+) -> Iterator[Path]:
     """Every check on ``outdir`` made before any model loads, and its writer lock for the ``with`` block.
 
     The folder is created and proven writable, locked against a second run writing into it, checked
@@ -212,7 +214,7 @@ def writing_outputs(paths: Sequence, outdir: str | os.PathLike, overwrite: bool 
     run left (docs/reliability.md).
     """
     outdir = check_outdir(outdir)
-    with output_lock(outdir):
+    with output_lock(outdir) if lock else contextlib.nullcontext(outdir):  # Ray workers: the driver holds it
         check_inputs_and_outputs(paths, outdir, overwrite)
         remove_stale_temporaries(outdir, recursive=True)
         yield outdir
@@ -268,16 +270,18 @@ def segment_files(
     settings: SegmentRunSettings = SegmentRunSettings(),
     progress: bool | Reporter = True,
     on_failure: FailureHook | None = None,
+    lock: bool = True,
 ) -> RunSummary:
     """Segment image files (or scenes) and write their outputs under ``outdir``.
 
     ``settings.scene`` reads and writes every input (and tiles the scenes); ``settings.tile_all`` sends
     every input through the tiled scene path, else only large, remote and VRT/JPEG2000 inputs go there.
     An input that fails with a :class:`UserError` is reported to ``on_failure(input, reason)`` (default:
-    a logged warning), listed in the summary, and the run goes on. ``progress``: terminal bars (True),
+    a logged warning), listed in the summary, and the run goes on. ``lock``: hold the folder's writer lock (a Ray
+    worker does not: its driver holds it). ``progress``: terminal bars (True),
     none (False) or a :class:`~frugalvl.progress.Reporter` (e.g. JSON lines, docs/progress.md).
     """
-    with writing_outputs(paths, outdir, settings.overwrite) as checked:
+    with writing_outputs(paths, outdir, settings.overwrite, lock) as checked:
         return _segment_files(segmenter, paths, checked, settings, as_reporter(progress), on_failure)
 
 
