@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import threading
 import typing
 from collections import OrderedDict
@@ -34,7 +35,7 @@ from ..errors import UserError
 from ..segment.methods import DEFAULT_METHOD, METHODS, ModelOption, method, model_options
 from ..vocab import Vocabulary
 from .config import AppConfig
-from .safety import page_model_spec
+from .safety import model_spec_path, page_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -210,14 +211,28 @@ class ModelHub:
             raise UserError(str(exc)) from None
         return vocabulary, settings
 
-    def segmenter(self, options: RunOptions):
-        """A segmenter for the page's options; models load on first use and stay loaded."""
+    def model_specs(self, options: RunOptions) -> dict[str, str | None]:
+        """The models a run of ``options`` loads: hub names as given, local files resolved under the
+        model-root folder. A refused name, or a file missing from that folder, is a UserError now, when
+        the page asks, so a bad model field never replaces the run in progress."""
         entry = method(options.method)
-        vocabulary, settings = self.settings(options)
         specs = {
             m.name: self._checked_spec(m.name, options.models.get(m.name), self.config.model_spec(m.name))
             for m in entry.models
         }
+        for name, spec in specs.items():
+            given = (options.models.get(name) or "").strip()
+            from_page = bool(spec) and bool(given) and given != (self.config.model_spec(name) or "")
+            local = model_spec_path(spec) if spec and from_page else None  # the operator's own are trusted
+            if local is not None and not os.path.lexists(local[1]):
+                raise UserError(f"{name} {given[:120]!r}: no such file in the server's model-root folder")
+        return specs
+
+    def segmenter(self, options: RunOptions):
+        """A segmenter for the page's options; models load on first use and stay loaded."""
+        entry = method(options.method)
+        vocabulary, settings = self.settings(options)
+        specs = self.model_specs(options)
         models = entry.load_models(specs, self.config.device, load=self._load)
         return entry.build(models, vocabulary, settings, text_cache=self.query_cache, token_cache=self.token_cache)
 

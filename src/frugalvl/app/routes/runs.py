@@ -59,6 +59,7 @@ def start_run(body: RunRequest, request: Request) -> dict:  # type: ignore[valid
     image = image_of(request, body.image)  # type: ignore[attr-defined]
     options = RunOptions.from_fields(body.model_dump())  # type: ignore[attr-defined]
     hub_of(request).settings(options)  # an unknown method, a bad vocabulary or setting fail now, in the page
+    hub_of(request).model_specs(options)  # and a refused or missing model file: the run in progress stays
     window = run_window(image, body.area, body.bounds)  # type: ignore[attr-defined]
     if window.height * window.width > config.max_run_pixels:
         raise UserError(
