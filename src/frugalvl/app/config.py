@@ -26,19 +26,31 @@ def parse_hosts(text: str) -> tuple[str, ...]:
     return hosts
 
 
+def minutes(text: str) -> float:
+    """A duration given in minutes, as seconds."""
+    return float(text) * 60
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """Server-wide settings; the page may choose models, but server paths must lie under ``data_roots``
     and local model files under ``model_root``."""
 
     data_roots: tuple[Path, ...] = ()  # folders whose files the page may open by path
-    max_upload_mb: float = 512.0  # largest accepted upload
+    max_upload_mb: float = option(512.0, "largest accepted upload in MB")
     models: Mapping[str, str | None] = field(default_factory=dict)  # default model specs by option name
-    device: str = "cpu"
-    session_ttl_s: float = 2 * 3600.0  # an idle session's files are deleted after this
+    device: str = option("cpu", "cpu, cuda, cuda:N or auto")
+    session_ttl_s: float = option(
+        2 * 3600.0,
+        "minutes before an idle session's files are deleted",
+        flag="--session-ttl",
+        parse=minutes,
+        metavar="MINUTES",
+        shown="120",
+    )
     max_pixels: int = 64_000_000  # largest image the app opens (bigger: `frugalvl segment --tile`)
     max_run_pixels: int = 16_000_000  # largest area one run segments (the visible area helps)
-    tile: int = 1024  # the app segments big areas tile by tile, with overlap tile/4
+    tile: int = option(1024, "areas larger than this are segmented in tiles (overlap tile/4)")
     workdir: Path | None = None  # where sessions keep files (default: a fresh temp folder)
     samples: tuple[Path, ...] = field(default_factory=tuple)  # extra bundled samples (tests)
     host: str = option("127.0.0.1", "address to bind (127.0.0.1: this machine only)", metavar="ADDRESS")
@@ -71,7 +83,8 @@ class AppConfig:
 
     def __post_init__(self) -> None:
         check_at_least(self, ("max_sessions", "max_images"), 1)
-        check_at_least(self, ("max_session_mb", "max_upload_mb"), 1e-3)
+        check_at_least(self, ("max_session_mb", "max_upload_mb", "session_ttl_s"), 1e-3)
+        check_at_least(self, ("tile",), 64)
         if not 0 <= self.port <= 65535:
             raise FieldError("port", f"{self.port} is not a TCP port: give 0 to 65535", type(self))
         if self.model_root is not None and not Path(self.model_root).is_dir():

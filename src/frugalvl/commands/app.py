@@ -34,15 +34,7 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="a folder whose images the page may open by path (repeatable; default: none, uploads only)",
     )
-    p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload in MB (default 512)")
     add_model_defaults(p)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument(
-        "--tile", type=int, default=1024, help="areas larger than this are segmented in tiles (default 1024)"
-    )
-    p.add_argument(
-        "--session-ttl", type=float, default=120.0, help="minutes before an idle session's files are deleted"
-    )
     p.set_defaults(func=run)
 
 
@@ -70,20 +62,12 @@ def config_from_args(args: argparse.Namespace):
         if not path.is_dir():
             raise UserError(f"--data-root {d} is not a folder: give an existing folder")
         roots.append(path)
-    if args.max_upload_mb <= 0:
-        raise UserError("--max-upload-mb must be positive")
-    if args.tile < 64:
-        raise UserError("--tile must be at least 64 pixels")
     return build_settings(
         AppConfig,
         {
             **given(args, AppConfig),
             "data_roots": tuple(roots),
-            "max_upload_mb": args.max_upload_mb,
             "models": {name: absolute_model_spec(getattr(args, name)) for name in model_options()},
-            "device": args.device,
-            "tile": args.tile,
-            "session_ttl_s": args.session_ttl * 60,
         },
     )
 
@@ -111,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"the app needs {exc.name}: pip install 'frugalvl[app]'") from None
     from ..devices import resolve_device
 
-    resolve_device(args.device)  # a bad --device fails now, not at the first run
     config = config_from_args(args)
+    resolve_device(config.device)  # a bad --device fails now, not at the first run
     if config.host not in LOCAL_HOSTS:
         print(
             f"frugalvl: warning: serving on {config.host}: anyone who can reach this address can use the app and "
