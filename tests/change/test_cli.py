@@ -120,3 +120,23 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(sam3_dir, tmp_path, cap
     )
     assert "--tile must be at least 16" in bad([a, a, "-o", out, "--tile", "8"], capsys)
     assert not out.exists()
+
+
+def test_progress_json_reports_the_pair_its_tiles_and_the_assembly(sam3_dir, tmp_path, capsys):
+    """``change --progress json``: the events of docs/progress.md on stderr (the QGIS plugin reads them);
+    the same outputs as a run without progress."""
+    before, after = pair(64)
+    a, b = geotiff(tmp_path / "a.tif", before[:32]), geotiff(tmp_path / "b.tif", after[:32])
+    common = [a, b, "--sam3", sam3_dir, "--classes", "background;building", "--tile", "16"]
+    assert main(["change", *map(str, common), "-o", str(tmp_path / "json"), "--progress", "json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    pairs = [(e["event"], e["done"], e["total"]) for e in events if e.get("level") == 0]
+    assert pairs[0] == ("start", 0, 1) and pairs[-1] == ("close", 1, 1)
+    tiles = [(e["event"], e["done"]) for e in events if e.get("level") == 1]
+    assert tiles == [("start", 0), *[("advance", n) for n in range(1, 9)], ("close", 8)]  # 32×64 in 16² tiles
+    assert all(e["unit"] == "tile" and e["total"] == 8 for e in events if e.get("level") == 1)
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert phases[-1] == "assemble" and "load" in phases  # the model load, then the assembly after the tiles
+    assert change(*common, "-o", tmp_path / "plain") == 0
+    with rasterio.open(tmp_path / "json" / "a_change.tif") as x, rasterio.open(tmp_path / "plain" / "a_change.tif") as y:
+        assert np.array_equal(x.read(), y.read())

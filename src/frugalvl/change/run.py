@@ -13,7 +13,6 @@ also resumes inside a scene.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..progress import Reporter, as_reporter
 from ..raster import AUTO_SCENE_PIXELS, SCENE_ONLY_SUFFIXES, raster_shape
 from ..segment.records import check_record, make_record, record_path, write_record
 from ..segment.scene import input_identity
@@ -116,29 +116,29 @@ def detect_files(
     overwrite: bool = False,
     bands: Sequence[int] | None = None,
     stretch: str = "percentile",
-    progress: bool = True,
+    progress: bool | Reporter = True,
     settings: ChangeOutputSettings = ChangeOutputSettings(),
 ) -> ChangeSummary:
-    """Compare every pair and write its outputs under ``outdir``."""
-    from tqdm.auto import tqdm
-
+    """Compare every pair and write its outputs under ``outdir``; ``progress``: a reporter, or True/False for
+    the terminal bars or none (:func:`frugalvl.progress.as_reporter`)."""
+    reporter = as_reporter(progress)
     outdir = Path(outdir)
     bands_t = list(bands) if bands else None
     todo = pairs_to_run(detector, pairs, outdir, bands_t, stretch, settings, overwrite)
     summary = ChangeSummary()
-    bar = tqdm(total=len(pairs), desc="change", unit="pair", disable=not progress)
+    bar = reporter.start("pair", len(pairs), "change")
     for pair, needed in zip(pairs, todo, strict=True):
-        bar.set_postfix_str(pair.names[0], refresh=False)
+        bar.current(pair.names[0])
         if not needed:
             summary.skipped.append(pair)
-            bar.update(1)
+            bar.advance()
             continue
         try:
-            _run_pair(detector, pair, outdir, bands_t, stretch, settings, summary, progress)
+            _run_pair(detector, pair, outdir, bands_t, stretch, settings, summary, reporter)
         except UserError as exc:
             summary.failed.append((pair, str(exc)))
-            bar.write(f"frugalvl: skipped: {exc}", file=sys.stderr)
-        bar.update(1)
+            reporter.message(f"frugalvl: skipped: {exc}")
+        bar.advance()
     bar.close()
     return summary
 
@@ -151,7 +151,7 @@ def _run_pair(
     stretch: str,
     settings: ChangeOutputSettings,
     summary: ChangeSummary,
-    progress: bool,
+    reporter: Reporter,
 ) -> None:
     names = detector.vocabulary.names
     record = pair_record(detector, pair, bands, stretch, settings)
@@ -176,8 +176,9 @@ def _run_pair(
         with open_scene(pair, bands, stretch) as reader:
             windows = plan_tiles(reader.height, reader.width, tile)
             parts = Parts.prepare(outdir, pair.stem, record)
-            computed = detect_tiles(detector, reader, windows, parts, progress)
+            computed = detect_tiles(detector, reader, windows, parts, reporter)
             log.info("%s: %d of %d tiles computed", pair.names[0], computed, len(windows))
+            reporter.phase("assemble", pair.names[0])
             grid = assemble_scene(outdir, pair, reader, windows, parts, names, settings, record)
     count_outputs(outdir, pair, grid, summary)
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import atomic_path, write_json
+from ..progress import Reporter, as_reporter
 from ..raster import apply_stretch, select_bands, stretch_limits
 from ..windows import Window
 from .detector import ChangeDetector
@@ -186,12 +187,19 @@ def detect_tile(detector: ChangeDetector, reader: SceneReader, w: Window) -> Til
 
 
 def detect_tiles(
-    detector: ChangeDetector, reader: SceneReader, tiles: Sequence[Window], parts: Parts, progress: bool
+    detector: ChangeDetector,
+    reader: SceneReader,
+    tiles: Sequence[Window],
+    parts: Parts,
+    progress: bool | Reporter,
 ) -> int:
     """Compute and save every tile not yet saved; returns how many were computed."""
-    from tqdm.auto import tqdm
-
     todo = [w for w in tiles if not parts.done(w)]
-    for w in tqdm(todo, desc="tiles", unit="tile", leave=False, disable=not progress):
-        parts.save(w, detect_tile(detector, reader, w))
+    bar = as_reporter(progress).start("tile", len(todo), "tiles", level=1)
+    try:
+        for w in todo:
+            parts.save(w, detect_tile(detector, reader, w))
+            bar.advance()
+    finally:
+        bar.close()
     return len(todo)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import UserError
 from ._engine import add_engine_arguments, engine_options
+from ._progress import add_progress_arguments, reporter_from_cli
 from ._settings import add_settings_options, build_settings, given
 from .vocabulary import add_override_arguments, vocabulary_from_cli
 
@@ -55,7 +56,7 @@ def register(subparsers) -> None:
         "--stretch", default="percentile", choices=["percentile", "minmax"], help="scaling of non-8-bit bands"
     )
     io.add_argument("--overwrite", action="store_true", help="redo pairs whose outputs already exist")
-    io.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arguments(io)
     add_engine_arguments(p)
     p.set_defaults(func=run)
 
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from ..change.run import check_pairs, detect_files
     from ..change.settings import ChangeOutputSettings
     from ..fileio import check_writable_dir
+    from ..progress import NullReporter, reporting
     from .segment import parse_bands
 
     pairs = find_pairs(args.before, args.after)
@@ -122,20 +124,20 @@ def run(args: argparse.Namespace) -> int:
         from ..change.semantic import check_classes
 
         check_classes(len(settings_from_cli(args)[0]))
+    reporter = reporter_from_cli(args)
     check_pairs(pairs)
     check_writable_dir(args.outdir, option="-o")  # before any model loads
-    show = not args.no_progress
     if getattr(args, "engine", "local") == "ray":
         from ..distributed.ray_change import detect_files_ray
 
         summary = detect_files_ray(
             DetectorFactory(args), pairs, args.outdir, args.overwrite, bands, args.stretch, output,
-            progress=show, **engine_options(args),
+            progress=not isinstance(reporter, NullReporter), **engine_options(args),
         )  # fmt: skip
     else:
-        summary = detect_files(
-            detector_from_cli(args), pairs, args.outdir, args.overwrite, bands, args.stretch, show, output
-        )
+        with reporting(reporter):  # "loading SAM 3 ...": no silent minutes
+            detector = detector_from_cli(args)
+        summary = detect_files(detector, pairs, args.outdir, args.overwrite, bands, args.stretch, reporter, output)
     print(summary.table())
     if summary.failed:
         for _pair, why in summary.failed:
