@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shlex
-import shutil
 from pathlib import Path
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputFolder,
@@ -25,13 +21,14 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from . import process, settings, styling
+from . import settings, styling
+from .base import FrugalvlAlgorithm, copy_raster, copy_vectors, file_key, output_stem, prepare_input, safe, work_key
 
 METHODS = ["segearth-ov", "segearth-ov3"]
 METHOD_LABELS = ["SegEarth-OV (CLIP)", "SegEarth-OV3 (SAM 3)"]
 
 
-class SegmentAlgorithm(QgsProcessingAlgorithm):
+class SegmentAlgorithm(FrugalvlAlgorithm):
     INPUT, EXTENT, MASK, CLASSES, PRESET, METHOD = "INPUT", "EXTENT", "MASK", "CLASSES", "PRESET", "METHOD"
     CLIP, UPSAMPLER, SAM3, DEVICE = "CLIP", "UPSAMPLER", "SAM3", "DEVICE"
     TILE, OVERLAP, SCALE, MIN_AREA, SIMPLIFY, EXTRA = "TILE", "OVERLAP", "SCALE", "MIN_AREA", "SIMPLIFY", "EXTRA"
@@ -137,19 +134,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
 
     # --- running --------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        exe = settings.executable()
-        if not exe:
-            raise QgsProcessingException(
-                "no frugalvl executable: set it in Settings > Options > frugalvl (or put frugalvl on PATH)"
-            )
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise QgsProcessingException("the input layer cannot be read as a raster")
-        if layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"layer {layer.name()} comes from the {layer.providerType()} provider, not a file GDAL reads: "
-                "save it as a GeoTIFF first (Export > Save As)"
-            )
+        exe = self.executable()
+        layer = self.gdal_layer(parameters, self.INPUT, context)
         label_dest = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         scores_dest = (
             self.parameterAsOutputLayer(parameters, self.SCORES, context)
@@ -173,34 +159,26 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                 parameters, self.MASK, context, ["gpkg", "shp"], "gpkg", feedback
             )
         key_source = {"input": layer.source(), "extent": None if extent is None else extent.toString(12),
-                      "mask": mask and _file_key(mask), "options": options}  # fmt: skip
-        key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:16]
-        work = settings.work_folder() / f"{_safe(layer.name())}-{key}"
+                      "mask": mask and file_key(mask), "options": options}  # fmt: skip
+        work = settings.work_folder() / f"{safe(layer.name())}-{work_key(key_source)}"
         out = work / "out"
         source = prepare_input(
-            layer.source(), extent, mask, work / "input", _safe(Path(layer.source()).stem or layer.name())
+            layer.source(), extent, mask, work / "input", safe(Path(layer.source()).stem or layer.name())
         )
-        feedback.pushInfo(f"work folder: {work}")
-        argv = [exe, "segment", source, "-o", str(out), "--progress", "json", *options]
-        try:
-            process.run(argv, feedback)
-        except process.Cancelled as exc:
-            raise QgsProcessingException(f"{exc} (work folder {work})") from None
-        except process.Failed as exc:
-            raise QgsProcessingException(str(exc)) from None
-        stem = _output_stem(source)
+        self.run_frugalvl([exe, "segment", source, "-o", str(out), "--progress", "json", *options], feedback, work)
+        stem = output_stem(source)
         label = out / f"{stem}.tif"
         if not label.exists():
             raise QgsProcessingException(f"frugalvl finished without writing {label}")
         classes = styling.legend(label)
         results = {self.RECORD: str(out / f"{stem}_run.json"), self.WORK: str(work)}
-        results[self.OUTPUT] = _copy_raster(label, label_dest)
+        results[self.OUTPUT] = copy_raster(label, label_dest)
         self._style(context, label_dest, styling.style_labels(label_dest, classes), f"{layer.name()} classes")
         if scores_dest:
-            results[self.SCORES] = _copy_raster(out / f"{stem}_probs.tif", scores_dest)
+            results[self.SCORES] = copy_raster(out / f"{stem}_probs.tif", scores_dest)
             self._style(context, scores_dest, None, f"{layer.name()} scores")
         if vectors_dest:
-            results[self.VECTORS] = _copy_vectors(out / f"{stem}.gpkg", vectors_dest)
+            results[self.VECTORS] = copy_vectors(out / f"{stem}.gpkg", vectors_dest)
             self._style(context, vectors_dest, styling.style_vectors(vectors_dest, classes), f"{layer.name()} polygons")
         feedback.setProgress(100)
         return results
@@ -240,94 +218,3 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         if extra:
             opts += shlex.split(extra)
         return opts
-
-    @staticmethod
-    def _given(parameters, name) -> bool:
-        value = parameters.get(name)
-        return value is not None and str(value) != ""
-
-    @staticmethod
-    def _style(context, dest: str, qml: Path | None, name: str) -> None:
-        if context.willLoadLayerOnCompletion(dest):
-            details = context.layerToLoadOnCompletionDetails(dest)
-            details.name = name
-            details.setPostProcessor(styling.ApplyStyle.create(qml, name))
-
-
-def prepare_input(source: str, extent, mask: str | None, folder: Path, stem: str) -> str:
-    """The raster frugalvl reads: the layer's own source, or a VRT cut to the extent and the mask polygons.
-
-    The VRT is rewritten only when its content changes (frugalvl's records note the input's size and
-    modification time: an unchanged VRT keeps a cancelled run resumable).
-    """
-    if extent is None and mask is None:
-        return source
-    from osgeo import gdal
-
-    gdal.UseExceptions()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{stem}.vrt"
-    tmp = folder / f".{stem}.tmp.vrt"
-    src = source
-    if extent is not None:
-        cut = folder / f".{stem}.extent.vrt"
-        gdal.Translate(str(cut), src, format="VRT",
-                       projWin=[extent.xMinimum(), extent.yMaximum(), extent.xMaximum(), extent.yMinimum()])  # fmt: skip
-        src = str(cut)
-    if mask is not None:
-        ds = gdal.Open(src)
-        gt, w, h = ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize
-        bounds = (gt[0], gt[3] + h * gt[5], gt[0] + w * gt[1], gt[3])  # the same pixel grid
-        gdal.Warp(str(tmp), src, format="VRT", cutlineDSName=mask, dstAlpha=True, outputBounds=bounds,
-                  width=w, height=h)  # fmt: skip
-        ds = None
-    else:
-        shutil.copyfile(src, tmp)
-    if target.exists() and target.read_bytes() == tmp.read_bytes():
-        tmp.unlink()
-    else:
-        tmp.replace(target)
-    return str(target)
-
-
-def _output_stem(source: str) -> str:
-    """The stem frugalvl gives an input's outputs (its file name without the extension)."""
-    name = source.rstrip("/").split("/")[-1].split("?")[0]
-    return Path(name).stem
-
-
-def _copy_raster(src: Path, dest: str) -> str:
-    Path(dest).parent.mkdir(parents=True, exist_ok=True)
-    if Path(dest).suffix.lower() in (".tif", ".tiff"):
-        shutil.copyfile(src, dest)
-    else:
-        from osgeo import gdal
-
-        gdal.UseExceptions()
-        gdal.Translate(dest, str(src))
-    return dest
-
-
-def _copy_vectors(src: Path, dest: str) -> str:
-    Path(dest).parent.mkdir(parents=True, exist_ok=True)
-    if Path(dest).suffix.lower() == ".gpkg":
-        shutil.copyfile(src, dest)
-    else:
-        from osgeo import gdal
-
-        gdal.UseExceptions()
-        gdal.VectorTranslate(dest, str(src))
-    return dest
-
-
-def _file_key(path: str) -> str:
-    p = Path(path.split("|")[0])
-    try:
-        st = p.stat()
-        return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    except OSError:
-        return path
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "layer"

@@ -1,4 +1,5 @@
-"""Run ``frugalvl segment --progress json`` as a subprocess and relay it to a Processing feedback.
+"""Run a ``frugalvl`` command (``segment``, ``change``) with ``--progress json`` as a subprocess and relay
+it to a Processing feedback.
 
 JSON lines on stderr (docs/progress.md) move the progress bar; every other line goes to the Processing
 log verbatim (``frugalvl: error: ...`` as an error). Cancel sends an interrupt (then terminates), and the

@@ -9,6 +9,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from . import settings
 from .algorithm import SegmentAlgorithm
+from .change_algorithm import ChangeAlgorithm
 
 ICON = Path(__file__).with_name("icon.svg")
 
@@ -21,7 +22,7 @@ class FrugalvlProvider(QgsProcessingProvider):
         return "frugalvl"
 
     def longName(self):  # noqa: N802
-        return "frugalvl: open-vocabulary segmentation"
+        return "frugalvl: open-vocabulary segmentation and change detection"
 
     def icon(self):
         return QIcon(str(ICON))
@@ -33,3 +34,4 @@ class FrugalvlProvider(QgsProcessingProvider):
         # the preset list comes from the configured frugalvl (no torch import: a fraction of a second)
         presets = sorted(settings.info().get("presets", {}))
         self.addAlgorithm(SegmentAlgorithm(presets))
+        self.addAlgorithm(ChangeAlgorithm(presets))

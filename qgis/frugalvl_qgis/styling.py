@@ -71,6 +71,48 @@ def style_vectors(vector_path: str | Path, classes: list[tuple[int, str, QColor]
     return qml
 
 
+CHANGE_STYLE = [(0, "no change", QColor(0, 0, 0, 0)), (1, "change", QColor(255, 40, 40))]  # no colour table
+
+
+def change_legend(change_path: str | Path) -> list[tuple[int, str, QColor]]:
+    """The change map's two classes: 0 transparent (no change), 1 in the colour of the map's own colour table
+    (names from its ``CLASS_NAMES`` tag); a fixed red where it has no colour table."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(change_path))
+    if ds is None:
+        raise OSError(f"{change_path} cannot be opened")
+    table = ds.GetRasterBand(1).GetColorTable()
+    if table is None or table.GetCount() < 2:
+        return list(CHANGE_STYLE)
+    names = json.loads(ds.GetMetadataItem("CLASS_NAMES") or "[]") or [n for _, n, _ in CHANGE_STYLE]
+    r, g, b, a = table.GetColorEntry(1)
+    return [(0, str(names[0]), QColor(0, 0, 0, 0)), (1, str(names[1]), QColor(r, g, b, a))]
+
+
+def style_transitions(vector_path: str | Path, classes: list[tuple[int, str, QColor]]) -> Path:
+    """Write ``<vectors>.qml``: change polygons categorised by their from→to transition (the expression
+    ``"from_class" || ' → ' || "to_class"``), each in the colour of its *to* class."""
+    layer = QgsVectorLayer(str(vector_path), "transitions", "ogr")
+    colours = {name: colour for _value, name, colour in classes}
+    pairs = sorted({(f["from_index"], f["from_class"], f["to_index"], f["to_class"]) for f in layer.getFeatures()})
+    categories = []
+    for _a, source, _b, target in pairs:
+        colour = colours.get(target, QColor(128, 128, 128))
+        symbol = QgsFillSymbol.createSimple(
+            {"color": colour.name(), "outline_color": colour.darker(150).name(), "outline_width": "0.2"}
+        )
+        label = f"{source} → {target}"
+        categories.append(QgsRendererCategory(label, symbol, label))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(TRANSITION_EXPRESSION, categories))
+    qml = Path(vector_path).with_suffix(".qml")
+    _save(layer, qml)
+    return qml
+
+
+TRANSITION_EXPRESSION = '"from_class" || \' → \' || "to_class"'
+
+
 def _save(layer, qml: Path) -> None:
     message, ok = layer.saveNamedStyle(str(qml))
     if not ok:

@@ -102,7 +102,7 @@ def run_algorithm(call: dict, project: QgsProject) -> dict:
     result: dict = {"ok": False}
     try:
         outputs = processing.runAndLoadResults(
-            "frugalvl:segment", dict(call["params"]), feedback=feedback, context=context
+            call.get("algorithm", "frugalvl:segment"), dict(call["params"]), feedback=feedback, context=context
         )
         result["ok"] = outputs is not None
         result["outputs"] = {k: v for k, v in (outputs or {}).items() if isinstance(v, str | int | float) or v is None}
@@ -133,7 +133,7 @@ def describe(layer) -> dict:
         out["fields"] = [f.name() for f in layer.fields()]
         out["features"] = layer.featureCount()
         out["areas"] = {}
-        for f in layer.getFeatures():
+        for f in layer.getFeatures() if "class" in out["fields"] else []:
             out["areas"][f["class"]] = out["areas"].get(f["class"], 0.0) + float(f["area"])
     return out
 

@@ -24,6 +24,7 @@ from tests.conftest import EXAMPLES, REPO
 QGIS_PYTHON = os.environ.get("FRUGALVL_QGIS_PYTHON", "/usr/bin/python3")
 RUNNER = Path(__file__).with_name("qgis_runner.py")
 CLASSES = "water;land;cloud"
+CHANGE_CLASSES = "background;building;road"
 
 
 def _qgis_missing() -> str | None:
@@ -71,14 +72,55 @@ def work(tmp_path_factory, qgis_ready, tiny_clip_file) -> dict:
     exe.parent.mkdir()
     exe.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO / "src"}" exec "{sys.executable}" -m frugalvl "$@"\n')
     exe.chmod(0o755)
+    pair = _change_pair(root, scene)
     zip_path = subprocess.run(
         [sys.executable, str(REPO / "qgis" / "build_plugin.py"), str(root / "dist")],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     return {
         "root": root, "scene": scene, "exe": exe, "clip": tiny_clip_file, "zip": Path(zip_path),
-        "extent": "{},{},{},{} [{}]".format(*extent, profile["crs"].to_string()), "mask": mask,
+        "extent": "{},{},{},{} [{}]".format(*extent, profile["crs"].to_string()), "mask": mask, **pair,
     }  # fmt: skip
+
+
+def _change_pair(root: Path, scene: Path) -> dict:
+    """Two 64×48 crops of the scene, the second with a block painted over (inverted), and the tiny SAM 3."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from tests.segment.test_segearth_ov3 import informative_sam3
+
+    paths = {"before": root / "before.tif", "after": root / "after.tif"}
+    with rasterio.open(scene) as src:
+        window = Window(0, 0, 64, 48)
+        rgb = src.read(window=window)
+        profile = src.profile
+        profile.update(width=64, height=48, transform=src.window_transform(window))
+    changed = rgb.copy()
+    changed[:, 10:40, 20:60] = 255 - changed[:, 10:40, 20:60]
+    for name, data in (("before", rgb), ("after", changed)):
+        with rasterio.open(paths[name], "w", **profile) as dst:
+            dst.write(data)
+    bundle = informative_sam3()
+    sam3 = root / "sam3-tiny"
+    bundle.model.save_pretrained(sam3)
+    bundle.processor.save_pretrained(sam3)
+    return {**paths, "sam3": sam3}
+
+
+def _change_params(work: dict, out: Path, **extra) -> dict:
+    return {
+        "BEFORE": str(work["before"]),
+        "AFTER": str(work["after"]),
+        "CLASSES": CHANGE_CLASSES,
+        "SAM3": str(work["sam3"]),
+        "TILE": 32,
+        "SEMANTIC": True,
+        "INSTANCE_IOU": 0.5,
+        "OUTPUT": str(out / "change.tif"),
+        "VECTORS": str(out / "transitions.gpkg"),
+        **extra,
+    }
 
 
 def _environment(work: dict, profile: Path) -> dict[str, str]:
@@ -144,6 +186,8 @@ def session(work) -> dict:
             {"params": _params(work, bad, CLASSES="water;land;Water")},
             {"params": _params(work, bad, CLIP=str(work["root"] / "missing.pt"))},
             {"params": _params(work, work["root"] / "cut", EXTENT=work["extent"], MASK=str(work["mask"]), SCORES="")},
+            {"algorithm": "frugalvl:change", "params": _change_params(work, work["root"] / "change")},
+            {"algorithm": "frugalvl:change", "params": _change_params(work, bad, SAM3=str(work["root"] / "nope"))},
         ],
         "renders": [
             {"layers": [str(out / "labels.tif")], "png": str(work["root"] / "labels.png"), "size": [300, 300]},
@@ -163,7 +207,13 @@ def session(work) -> dict:
          "--tile", "224", "--save-probs", "--vectors", "gpkg", "--progress", "none"]
     )  # fmt: skip
     assert code == 0
-    return {"report": report, "out": out, "direct": direct}
+    code = main(
+        ["change", str(work["before"]), str(work["after"]), "-o", str(work["root"] / "change-direct"), "--classes",
+         CHANGE_CLASSES, "--sam3", str(work["sam3"]), "--tile", "32", "--semantic", "--instance-iou-threshold",
+         "0.5", "--progress", "none"]
+    )  # fmt: skip
+    assert code == 0
+    return {"report": report, "out": out, "direct": direct, "change_direct": work["root"] / "change-direct"}
 
 
 def _lines(run: dict, kind: str | None = None) -> list[str]:
@@ -173,7 +223,11 @@ def _lines(run: dict, kind: str | None = None) -> list[str]:
 def test_the_plugin_loads_from_the_zip_without_importing_frugalvl(session, work):
     report = session["report"]
     plugin = report["plugin"]
-    assert plugin["started"] and plugin["provider"] and plugin["algorithms"] == ["frugalvl:segment"]
+    assert (
+        plugin["started"]
+        and plugin["provider"]
+        and sorted(plugin["algorithms"]) == ["frugalvl:change", "frugalvl:segment"]
+    )
     from frugalvl import __version__
 
     assert plugin["metadata"]["version"] == __version__ and plugin["metadata"]["hasprocessingprovider"] == "yes"
@@ -295,6 +349,48 @@ def test_extent_and_mask_cut_the_input_on_its_own_grid(session, work):
     assert (labels[:, 100:] == 255).all()  # outside the mask polygon: nodata
     inside = labels[:, :100][valid[:, :100]]
     assert inside.size > 0.5 * 150 * 100 and (inside != 255).all()
+
+
+def test_change_outputs_are_styled_and_equal_a_direct_run(session, work):
+    import pyogrio
+    import rasterio
+
+    run = session["report"]["runs"][5]
+    assert run["ok"], run.get("message")
+    command = [t for t in _lines(run, "command")]
+    assert len(command) == 1 and " change " in command[0] and "--progress json" in command[0]
+    assert any(": 4/4 tiles" in t for t in run["progress_texts"])  # 64×48 in 32² tiles: 2×2
+    ours = run["progress"][: run["progress"].index(100) + 1]
+    assert ours == sorted(ours)
+    out, direct = work["root"] / "change", session["change_direct"]
+    with rasterio.open(out / "change.tif") as got, rasterio.open(direct / "before_change.tif") as want:
+        change = want.read(1)
+        np.testing.assert_array_equal(got.read(1), change)
+        white = "#{:02x}{:02x}{:02x}".format(*want.colormap(1)[1][:3])  # the map's own colour of "change"
+    assert (change == 1).any() and (change == 0).any()  # the painted block changed, not everything
+    layers = {layer["name"]: layer for layer in run["layers"]}
+    assert set(layers) == {"before → after change", "before → after transitions"}
+    raster = layers["before → after change"]
+    assert raster["renderer"] == "paletted"
+    assert raster["classes"] == [[0, "#000000", "no change"], [1, white, "change"]]
+    assert "<paletteEntry" in (out / "change.qml").read_text() and 'alpha="0"' in (out / "change.qml").read_text()
+    polygons = layers["before → after transitions"]
+    theirs = pyogrio.read_dataframe(direct / "before_change.gpkg")
+    assert polygons["renderer"] == "categorizedSymbol" and "from_class" in polygons["field"]
+    with rasterio.open(direct / "before_after_labels.tif") as src:
+        names = json.loads(src.tags()["CLASS_NAMES"])
+        colours = {n: "#{:02x}{:02x}{:02x}".format(*src.colormap(1)[i][:3]) for i, n in enumerate(names)}
+    pairs = sorted(set(zip(theirs["from_index"], theirs["from_class"], theirs["to_index"], theirs["to_class"])))
+    assert polygons["classes"] == [[f"{a} → {b}", colours[b], f"{a} → {b}"] for _i, a, _j, b in pairs]
+    assert polygons["features"] == len(theirs) > 0
+
+
+def test_change_with_a_missing_model_is_frugalvls_error_line(session):
+    run = session["report"]["runs"][6]
+    errors = [t for t in _lines(run, "error") if t.startswith("frugalvl: error:")]
+    assert not run["ok"] and len(errors) == 1 and "nope" in errors[0], _lines(run)
+    assert run["message"] == errors[0] and run["exception"] == "QgsProcessingException"
+    assert "Traceback" not in "\n".join(_lines(run)) and not run["layers"]
 
 
 def _qgis_process() -> str:
