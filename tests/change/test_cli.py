@@ -138,5 +138,8 @@ def test_progress_json_reports_the_pair_its_tiles_and_the_assembly(sam3_dir, tmp
     phases = [e["phase"] for e in events if e["event"] == "phase"]
     assert phases[-1] == "assemble" and "load" in phases  # the model load, then the assembly after the tiles
     assert change(*common, "-o", tmp_path / "plain") == 0
-    with rasterio.open(tmp_path / "json" / "a_change.tif") as x, rasterio.open(tmp_path / "plain" / "a_change.tif") as y:
+    with (
+        rasterio.open(tmp_path / "json" / "a_change.tif") as x,
+        rasterio.open(tmp_path / "plain" / "a_change.tif") as y,
+    ):
         assert np.array_equal(x.read(), y.read())

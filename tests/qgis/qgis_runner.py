@@ -188,6 +188,13 @@ def main(spec_path: str) -> int:
             report["check"] = [list(settings.check(exe)) for exe in spec["check"]]
         if spec.get("options_page"):
             report["options_page"] = options_page(spec["options_page"])
+        if spec.get("change_legend"):
+            from frugalvl_qgis import styling
+
+            report["change_legend"] = [
+                [[v, name, c.name(), c.alpha()] for v, name, c in styling.change_legend(path)]
+                for path in spec["change_legend"]
+            ]
         project = QgsProject.instance()
         report["runs"] = [run_algorithm(call, project) for call in spec.get("runs", [])]
         for r in spec.get("renders", []):

@@ -180,6 +180,7 @@ def session(work) -> dict:
     spec = {
         "check": [str(work["exe"]), str(work["root"] / "missing" / "frugalvl")],
         "options_page": str(work["exe"]),
+        "change_legend": [str(work["before"])],  # a raster without a colour table: the fixed style
         "runs": [
             {"params": _params(work, out), "cancel_after": 1},
             {"params": _params(work, out)},
@@ -383,6 +384,11 @@ def test_change_outputs_are_styled_and_equal_a_direct_run(session, work):
     pairs = sorted(set(zip(theirs["from_index"], theirs["from_class"], theirs["to_index"], theirs["to_class"])))
     assert polygons["classes"] == [[f"{a} → {b}", colours[b], f"{a} → {b}"] for _i, a, _j, b in pairs]
     assert polygons["features"] == len(theirs) > 0
+
+
+def test_a_change_map_without_a_colour_table_gets_the_fixed_style(session):
+    (legend,) = session["report"]["change_legend"]
+    assert legend == [[0, "no change", "#000000", 0], [1, "change", "#ff2828", 255]]
 
 
 def test_change_with_a_missing_model_is_frugalvls_error_line(session):
