@@ -143,10 +143,12 @@ def load_sam3(
     the same by default, so ``dtype`` stays fp32 unless memory is short.
     """
     source = str(source)
+    local = _looks_like_path(source)
+    if local:
+        _check_folder(Path(source).expanduser())  # a wrong path is one line, before "loading ..."
     announce("load", f"SAM 3 {source} on {device}")
-    if _looks_like_path(source):
+    if local:
         folder = Path(source).expanduser()
-        _check_folder(folder)
         fix = "the folder needs the weights (safetensors) and the processor files written by save_pretrained"
         with folder_load_errors("SAM 3", folder, fix):
             model, processor = _from_pretrained(str(folder), dtype)
