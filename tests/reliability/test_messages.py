@@ -94,7 +94,9 @@ def test_demo_check_passes_with_local_files(tmp_path, tiny_clip_file, capsys):
     up.write_bytes(b"x")
     assert demo_check.main(["--clip", str(tiny_clip_file), "--upsampler", str(up)]) == 0
     with pytest.raises(UserError, match=r"^1 weight is missing: --upsampler .*missing\.ckpt"):
-        weights.check_segearth_ov_weights(str(tiny_clip_file), str(tmp_path / "missing.ckpt"))
+        weights.check_segearth_ov_weights(
+            str(tiny_clip_file), str(tmp_path / "missing.ckpt"), ("--clip", "--upsampler")
+        )
 
 
 def test_open_clip_name_not_in_cache_is_reported_offline(tmp_path, monkeypatch):

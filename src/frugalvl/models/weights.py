@@ -111,12 +111,11 @@ def upsampler_problem(spec: str | None) -> str | None:
     return None
 
 
-def check_segearth_ov_weights(
-    clip: str, upsampler: str | None, names: tuple[str, str] = ("--clip", "--upsampler")
-) -> None:
+def check_segearth_ov_weights(clip: str, upsampler: str | None, names: tuple[str, str] = ("clip", "upsampler")) -> None:
     """Raise one :class:`UserError` naming every missing weight; ``names`` say how the user sets each.
 
-    ``names`` are the options (``--clip``) or, for ``make demo``, the variables (``FRUGALVL_CLIP=``).
+    ``names`` are the fields (``clip``) by default; the command line passes its options, and ``make demo``
+    its variables (``FRUGALVL_CLIP=``).
     """
     problems = [
         (names[0], clip, clip_problem(clip), _clip_file_name(clip)),

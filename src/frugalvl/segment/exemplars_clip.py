@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +34,6 @@ from ..fileio import atomic_path
 from ..vocab import Vocabulary
 from ..windows import plan_windows
 from .exemplars import Exemplars
-
-if TYPE_CHECKING:
-    from .segearth_ov import SegEarthOV
 
 FORMAT = "frugalvl-prototypes-1"
 
@@ -141,7 +138,7 @@ class Prototypes:
         )
 
 
-def model_identity(segmenter: SegEarthOV) -> dict:
+def model_identity(segmenter: Any) -> dict:
     """What the prototypes' features depend on: the CLIP, the upsampler and the feature settings."""
     ident = segmenter.identity()
     s = segmenter.settings
@@ -165,7 +162,7 @@ def _adjoint(op, weights: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def region_means(segmenter: SegEarthOV, rgb: np.ndarray, masks: torch.Tensor) -> torch.Tensor:
+def region_means(segmenter: Any, rgb: np.ndarray, masks: torch.Tensor) -> torch.Tensor:
     """``[M, D]``: the mean over each of ``masks`` ``[M, H, W]`` (bool, image size) of the pixel features
     the logits are computed from (module docstring), float32 on the CPU."""
     s = segmenter.settings
@@ -204,7 +201,7 @@ def region_means(segmenter: SegEarthOV, rgb: np.ndarray, masks: torch.Tensor) ->
     return out.cpu()
 
 
-def compute_prototypes(segmenter: SegEarthOV, exemplars: Exemplars, rgb: np.ndarray) -> Prototypes:
+def compute_prototypes(segmenter: Any, exemplars: Exemplars, rgb: np.ndarray) -> Prototypes:
     """One prototype per exemplar of ``rgb`` (its pixel frame): region means, L2-normalised."""
     if rgb.shape[:2] != (exemplars.height, exemplars.width):
         raise ValueError(f"exemplars are for a {exemplars.height}×{exemplars.width} image, got {rgb.shape[:2]}")

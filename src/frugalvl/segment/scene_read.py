@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,7 +23,16 @@ from ..windows import Window
 
 if TYPE_CHECKING:
     from .scene_settings import SceneSettings
-    from .scene_tiles import Tile
+
+
+class ReadsAWindow(Protocol):
+    """What :func:`prefetch` needs of a tile (:class:`~.scene_tiles.Tile` is one): the window it reads."""
+
+    @property
+    def read(self) -> Window: ...
+
+
+T = TypeVar("T", bound=ReadsAWindow)
 
 STATS_LONG_SIDE = 2048  # scene-wide stretch limits come from a read at most this long (full read below)
 PREFETCH_TILES = 2  # tiles read ahead of the model by a background thread
@@ -216,7 +225,7 @@ def scene_limits(reader: SceneReader) -> list[tuple[float, float]] | None:
     return stretch_limits(data, valid, reader.stretch)
 
 
-def prefetch(reader: SceneReader, tiles: Sequence[Tile], depth: int = PREFETCH_TILES) -> Iterator[tuple[Tile, Any]]:
+def prefetch(reader: SceneReader, tiles: Sequence[T], depth: int = PREFETCH_TILES) -> Iterator[tuple[T, Any]]:
     """Tiles with their pixels, read ahead by a background thread with its own dataset handle.
 
     Reading and decoding (GDAL releases the GIL) overlap the model; at most ``depth`` tiles wait in
