@@ -157,7 +157,11 @@ class RunWorker:
                 continue
             start = time.perf_counter()
             try:
-                execute(run, self.hub)
+                own = getattr(run, "execute", None)  # a run of another kind (a change run) executes itself
+                if own is not None:
+                    own(self.hub)
+                else:
+                    execute(run, self.hub)
                 run.state = "done"
             except RunCancelled:
                 run.state = "cancelled"

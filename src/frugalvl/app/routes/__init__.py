@@ -4,10 +4,11 @@ a request, the objects of the server, and responses."""
 
 from __future__ import annotations
 
+from .change import router as change
 from .images import router as images
 from .page import router as page
 from .runs import router as runs
 
-ROUTERS = (page, images, runs)
+ROUTERS = (page, images, runs, change)
 
 __all__ = ["ROUTERS"]

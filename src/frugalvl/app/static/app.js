@@ -115,6 +115,7 @@ async function openImage(request) {
   const size = `${info.width}×${info.height} px`;
   $("image-info").textContent = `${info.name}: ${size}` + (info.crs ? `, ${info.crs}` : ", not georeferenced");
   document.body.dataset.image = info.id;
+  document.dispatchEvent(new CustomEvent("frugalvl:image", { detail: info }));  // other panels (change.js) listen
 }
 
 function clearResult() {
