@@ -1,6 +1,5 @@
 """Change runs: two opened images (any way the page opens one) compared with SegEarth-OV3 change detection;
-their status, cancel, the change and from→to map layers and the downloads (docs/app.md, "Change between
-two dates")."""
+their status, cancel, the change and from→to map layers and the downloads (docs/app.md#change-between-two-dates)."""
 
 from __future__ import annotations
 
@@ -110,7 +109,10 @@ def start_change(body: ChangeRequest, request: Request) -> dict:  # type: ignore
             )
     folder = session.subfolder("runs")
     try:  # both dates as the library reads them, checked to line up before anything runs
-        inputs = (write_area(folder / "before", before, whole(before)), write_area(folder / "after", after, whole(after)))
+        inputs = (
+            write_area(folder / "before", before, whole(before)),
+            write_area(folder / "after", after, whole(after)),
+        )
         try:
             check_pairs([Pair(*inputs)])
         except UserError as exc:

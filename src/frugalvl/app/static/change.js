@@ -1,4 +1,4 @@
-// frugalvl app: change between two dates (docs/app.md, "Change between two dates"). Loaded after app.js,
+// frugalvl app: change between two dates (docs/app.md#change-between-two-dates). Loaded after app.js,
 // whose helpers it uses ($, api, postJSON, showMessage, seconds, newMap, clearResult, state); it adds its own
 // panel, the swipe between the two dates and the change layer. No framework, Leaflet only.
 "use strict";
@@ -168,7 +168,9 @@ function setChangeLayer(name) {
   delete document.body.dataset.changeLayer;
   const first = change.images.get(run.image);
   const opacity = +$("change-opacity").value;
-  change.layer = first.georeferenced ? L.tileLayer(changeUrl(run, name), { maxZoom: 22, noWrap: true, opacity })
+  // above both dates, whatever the swipe (the second date's pane lies over the tile pane)
+  change.layer = first.georeferenced ? L.tileLayer(changeUrl(run, name), { maxZoom: 22, noWrap: true, opacity,
+                                                                        pane: "overlayPane" })
                                      : L.imageOverlay(changeUrl(run, name), pixelBounds(first), { opacity });
   change.layer.once("load", () => { document.body.dataset.changeLayer = name; });
   change.layer.addTo(state.map);
