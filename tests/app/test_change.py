@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import threading
 import time
 
@@ -53,8 +54,6 @@ def dates(tmp_path_factory):
 @pytest.fixture
 def client_with_dates(make_client, sam3_bundle, dates):
     """A client whose server has the tiny SAM 3 as its --sam3 model and both dates under its data root."""
-    import shutil
-
     client = make_client(models={"sam3": SAM3})
     client.app.state.hub._models[("sam3", SAM3)] = sam3_bundle  # as if loaded from --sam3
     for path in dates:
@@ -219,6 +218,29 @@ def test_plain_images_compare_in_pixel_coordinates(client_with_dates, small_png)
     assert preview.shape == (80, 96, 4)
     np.testing.assert_array_equal(preview[..., 3] > 0, change == 1)
     assert client.get(f"/api/change/{run['id']}/tiles/3/1/1.png").status_code == 404  # no map tiles without a CRS
+
+
+def test_a_second_date_on_another_grid_is_read_onto_the_first(client_with_dates, sam3_bundle, dates, tmp_path):
+    import rasterio
+    from affine import Affine
+    from rasterio.enums import Resampling
+
+    client, first, _ = client_with_dates
+    coarse = tmp_path / "after_coarse.tif"  # the second date at half the resolution: another grid, same place
+    with rasterio.open(dates[1]) as src:
+        data = src.read(out_shape=(3, 64, 64), resampling=Resampling.average)
+        profile = dict(src.profile, height=64, width=64, transform=src.transform * Affine.scale(2))
+    with rasterio.open(coarse, "w", **profile) as dst:
+        dst.write(data)
+    shutil.copy(coarse, client.app.state.config.data_roots[0] / coarse.name)
+    second = open_path(client, coarse.name)
+    assert (second["width"], second["height"]) == (64, 64)
+    run = change_done(client, before=first["id"], after=second["id"], vocabulary=VOCAB, semantic=True)
+    change, crs, transform = read_raster(client.get(f"/api/change/{run['id']}/download/change").content)
+    expected = library_outputs(sam3_bundle, (dates[0], coarse), tmp_path / "cli")
+    want, want_crs, want_transform = read_raster((expected / "before_change.tif").read_bytes())
+    assert change.shape == (128, 128) and (crs, transform) == (want_crs, want_transform)
+    np.testing.assert_array_equal(change, want)
 
 
 def nothing_written(client) -> bool:
