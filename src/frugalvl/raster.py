@@ -47,7 +47,8 @@ GDAL_DRIVERS = {
     ".jp2": "JP2OpenJPEG",
     ".vrt": "VRT",
 }
-_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi", "xyz+")  # xyz+: a tile service
+_SOURCE_PREFIXES = ("xyz+", "wmts+", "stac-items:")  # tile services, several STAC items (frugalvl.sources)
+_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "/vsi", *_SOURCE_PREFIXES)
 
 # Whole-image reads (the paper's protocol) above this many pixels go to the tiled scene path instead
 # (docs/scenes.md): 4096² px keeps the C×H×W float32 scores of a whole image under ~0.5 GB for 8 classes.
@@ -83,7 +84,7 @@ def is_url(item: str | os.PathLike) -> bool:
 
 def input_name(item: str | os.PathLike) -> str:
     """The file name of a local path or of a URL (query string dropped)."""
-    if str(item).startswith("xyz+"):  # a tile service: its URL template
+    if str(item).startswith(_SOURCE_PREFIXES):  # a tile service, several items: the source as given
         return str(item)
     return str(item).split("?")[0].rstrip("/").rsplit("/", 1)[-1] if is_url(item) else Path(item).name
 

@@ -55,9 +55,16 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "inputs",
-        nargs="+",
+        nargs="*",
         help="PNG, JPEG, TIFF/GeoTIFF/COG, JPEG2000 or VRT files, folders of them, URLs (https://, s3://), "
         "STAC items (.json files or URLs) or tile services (xyz+https://host/{z}/{x}/{y}.png, with a bbox)",
+    )
+    p.add_argument(
+        "--stac-items",
+        nargs="+",
+        metavar="ITEM",
+        help="several STAC items (files or URLs) segmented as one mosaic: where they overlap, a pixel comes "
+        "from the first item that has data there (one input; a list file or an item collection does the same)",
     )
     p.add_argument("-o", "--outdir", required=True, help="output folder")
     add_vocabulary_arguments(p)
@@ -183,13 +190,25 @@ def _finished(args: argparse.Namespace, paths, settings: SegmentRunSettings):
     return None if record is None else finished_summary(record, paths, args.outdir, settings)
 
 
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """The positional inputs, and ``--stac-items`` as one more input (a mosaic of the items)."""
+    inputs = list(args.inputs)
+    if getattr(args, "stac_items", None):
+        from ..sources.stac import items_source
+
+        inputs.append(items_source(args.stac_items))
+    if not inputs:
+        raise UserError("give inputs: images, folders, URLs, STAC items or tile services (or --stac-items)")
+    return inputs
+
+
 def _segment(args: argparse.Namespace) -> int:
     from ..raster import find_images
     from ..segment.pipeline import check_inputs, writing_outputs
 
     settings = run_settings_from_cli(args)
     reporter = reporter_from_cli(args)
-    paths = find_images(args.inputs)
+    paths = find_images(_inputs(args))
     exemplars = build_settings(ExemplarSettings, given(args, ExemplarSettings))
     check_exemplar_run(method_module(args.method).entry.exemplars, exemplars, len(paths))
     method_module(args.method).recipe_from_cli(args)  # settings against the vocabulary, before any model loads

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ..errors import UserError
 from ..progress import Bar, Reporter, as_reporter
 from ..raster import check_size, input_name, input_stem, is_url, select_bands
 from ..sources.bands import resolve_bands
+from ..sources.stac import items_source, mosaic_members
 from .base import Segmenter
 from .records import (
     RESULT_KEY,
@@ -109,6 +111,12 @@ def input_identity(source: str | os.PathLike) -> dict[str, Any]:
     """A local file's name, size and modification time; a URL with what its server says of its content
     (:func:`remote_identity`), so a replaced input is never reused, remote or local."""
     name = str(source)
+    members = mosaic_members(name)
+    if members is not None:  # several STAC items: each one's identity
+        missing = [m for m in members if not is_url(m) and not Path(m).is_file()]
+        if missing:
+            raise UserError(f"STAC item {missing[0]} does not exist: check the path")
+        return {"stac_items": [input_identity(m) for m in members]}
     if is_url(name):
         return remote_identity(name)
     st = os.stat(name)
@@ -325,7 +333,7 @@ def assemble_scene(
 
 def segment_scene(
     segmenter: Segmenter,
-    source: str | os.PathLike,
+    source: str | os.PathLike | Sequence[str | os.PathLike],
     outdir: str | os.PathLike,
     settings: SceneSettings = SceneSettings(),
     overwrite: bool = False,
@@ -335,11 +343,14 @@ def segment_scene(
     """Segment one scene tile by tile and write its outputs under ``outdir``: the phases in a loop.
 
     ``overrides`` are :class:`SceneSettings` fields (``tile=1024, vectors="gpkg"``). Returns None when
-    the outputs exist already with the same record (nothing to do). A run killed at any point resumes at
+    the outputs exist already with the same record (nothing to do). ``source``: a file, a URL, a STAC
+    item, a tile service (``xyz+…``, ``wmts+…``) or a list of STAC items (one mosaic, the first on top). A run killed at any point resumes at
     the first unfinished tile and writes the same bytes as an uninterrupted one.
     """
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
+    if isinstance(source, list | tuple):  # several STAC items: one mosaic, the first on top
+        source = items_source(source)
     reporter = as_reporter(progress)
     reporter.phase("plan", input_stem(source))
     plan = plan_scene(segmenter, source, outdir, settings, overwrite)

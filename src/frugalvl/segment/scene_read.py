@@ -63,8 +63,7 @@ def open_scene(source: str | os.PathLike, settings: SceneSettings | None = None,
     """
     if settings is None:
         return _open_raster(source)
-    from ..sources.open import apply_aoi, is_stac
-    from ..sources.xyz import is_xyz
+    from ..sources.open import apply_aoi, is_service, is_stac
 
     name = str(source)
     if is_stac(name):
@@ -72,13 +71,13 @@ def open_scene(source: str | os.PathLike, settings: SceneSettings | None = None,
 
         src = open_item(name, settings.assets, settings.bands, settings.resolution)
         reopen = src.reopen_with
-    elif is_xyz(name):
+    elif is_service(name):
         src, reopen = _open_tiles(name, settings, work)
     else:
         src = _open_raster(source)
         reopen = None if not settings.has_aoi else (lambda: _open_raster(source))
     try:
-        aligned = settings.scale == 1.0 and not is_xyz(name)  # on the whole scene's tile grid
+        aligned = settings.scale == 1.0 and not is_service(name)  # on the whole scene's tile grid
         out = apply_aoi(
             src,
             input_name(name),
@@ -99,7 +98,7 @@ def _open_tiles(name: str, settings: SceneSettings, work: Path | None):
     """A tile service at the settings' zoom, and how to open it again (its tiles cached under ``work``)."""
     import tempfile
 
-    from ..sources.xyz import open_xyz
+    from ..sources.open import open_service
 
     if settings.bbox is None and settings.aoi is None:
         raise UserError(f"{name} is a tile service: give a bbox (W,S,E,N) of the area to read")
@@ -112,7 +111,7 @@ def _open_tiles(name: str, settings: SceneSettings, work: Path | None):
     cache = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="frugalvl-tiles-"))
 
     def make():
-        return open_xyz(name, settings.zoom, settings.resolution, lat, cache, settings.max_requests)
+        return open_service(name, settings.zoom, settings.resolution, lat, cache, settings.max_requests)
 
     return make(), make
 

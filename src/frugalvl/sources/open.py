@@ -10,8 +10,27 @@ from .grid import GridSource, Layer
 
 
 def is_stac(name: str) -> bool:
-    """Whether an input names a STAC item (a ``.json`` file or URL)."""
-    return str(name).split("?")[0].lower().endswith(".json")
+    """Whether an input names a STAC item (a ``.json`` file or URL), or several (``stac-items:[…]``)."""
+    return str(name).startswith("stac-items:") or str(name).split("?")[0].lower().endswith(".json")
+
+
+def is_service(name: str) -> bool:
+    """Whether an input names a tile service (``xyz+…`` or ``wmts+…``)."""
+    return str(name).startswith(("xyz+", "wmts+"))
+
+
+def open_service(
+    name: str, zoom: int | None, resolution: float | None, latitude: float, cache: Any, max_requests: int
+) -> Any:
+    """A tile service (XYZ or WMTS) at a zoom (or the one nearest ``resolution`` metres; XYZ: at
+    ``latitude``), its tiles cached under ``cache``."""
+    if str(name).startswith("wmts+"):
+        from .wmts import open_wmts
+
+        return open_wmts(name, zoom, resolution, cache, max_requests)
+    from .xyz import open_xyz
+
+    return open_xyz(name, zoom, resolution, latitude, cache, max_requests)
 
 
 def as_grid(src: Any) -> GridSource:

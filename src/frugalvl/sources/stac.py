@@ -1,7 +1,9 @@
 """STAC items as scenes: chosen assets (or bands by common name) on one grid, read by range requests.
 
-* The item is read with ``pystac`` from a local ``.json`` or an ``http(s)`` URL (one request); an item
-  collection (a ``FeatureCollection`` of items) is a mosaic of its items, the first one on top.
+* The item is read with ``pystac`` from a local ``.json`` or an ``http(s)`` URL (one request). Several
+  items are one mosaic, the first one on top: an item collection (a ``FeatureCollection``), a list
+  file (a ``.json`` array of item paths, relative to it, or URLs), or ``stac-items:["a.json", "b.json"]``
+  (:func:`items_source`: what ``--stac-items`` and a Python list of items become).
 * Bands: ``assets`` (every band of each), else ``bands`` names matched against the assets'
   ``eo:bands``/``raster:bands``/``bands`` common names and names (or asset keys), else the ``visual``
   asset, else red, green, blue.
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -42,21 +45,51 @@ class Pick:
     nodata: float | None = None
 
 
+MOSAIC = "stac-items:"
+MAX_ITEM_BYTES = 32 << 20
+
+
 def is_remote(name: str) -> bool:
     return name.startswith(("http://", "https://"))
 
 
+def items_source(names: Sequence[Any]) -> str:
+    """Several STAC items (paths or URLs) as one source string, mosaicked in this order."""
+    names = [str(n) for n in names]
+    if not names:
+        raise UserError("no STAC items given: give one or more item files or URLs")
+    return MOSAIC + json.dumps(names)
+
+
+def mosaic_members(name: str) -> list[str] | None:
+    """The items of a ``stac-items:[…]`` source, None for any other input."""
+    if not str(name).startswith(MOSAIC):
+        return None
+    try:
+        members = json.loads(str(name)[len(MOSAIC) :])
+    except ValueError:
+        members = None
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise UserError(f'{str(name)[:120]} is not a list of STAC items: write stac-items:["a.json", "b.json"]')
+    return members
+
+
 def read_items(name: str) -> list[Any]:
-    """The pystac Items of a local file or URL: one item, or the features of an item collection (in
-    their order); one line when it is unreachable or holds no item."""
+    """The pystac Items of a local file or URL: one item, the features of an item collection or the
+    items of a list file (in their order); one line when it is unreachable or holds no item."""
     import pystac
 
+    members = mosaic_members(name)
+    if members is not None:
+        return [item for m in members for item in read_items(m)]
     try:
         if is_remote(name):
             import urllib.request
 
             with urllib.request.urlopen(name, timeout=HTTP_TIMEOUT_S) as r:  # noqa: S310 (http(s) only)
-                text = r.read()
+                text = r.read(MAX_ITEM_BYTES + 1)
+            if len(text) > MAX_ITEM_BYTES:
+                raise UserError(f"STAC item {name} is over {MAX_ITEM_BYTES >> 20} MB: give an item, not a catalogue")
         else:
             if not Path(name).is_file():
                 raise UserError(f"STAC item {name} does not exist: check the path")
@@ -69,6 +102,8 @@ def read_items(name: str) -> list[Any]:
         data = json.loads(text)
     except ValueError:
         raise UserError(f"{name} is not JSON: give a STAC item (.json)") from None
+    if isinstance(data, list) and data and all(isinstance(m, str) for m in data):  # a list file
+        return [item for m in data for item in read_items(_relative(m, name))]
     kind = data.get("type") if isinstance(data, dict) else type(data).__name__
     features = data.get("features") if kind == "FeatureCollection" else [data]
     if not isinstance(features, list) or not features:
@@ -90,12 +125,42 @@ def read_items(name: str) -> list[Any]:
     return items
 
 
+def _relative(member: str, name: str) -> str:
+    """An item named in a list file: a URL, an absolute path, or a path relative to the list."""
+    if "://" in member or Path(member).is_absolute():
+        return member
+    if is_remote(name):
+        from urllib.parse import urljoin
+
+        return urljoin(name, member)
+    return str(Path(name).parent / member)
+
+
 def local_item_id(path: Path) -> str | None:
     """The id of a local STAC item file as a safe file stem (None when it is not one)."""
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+    return item_stem(data)
+
+
+@functools.lru_cache(maxsize=64)
+def remote_item_id(url: str) -> str | None:
+    """The id of a STAC item at ``url`` as a safe file stem (one request, remembered); None when it is
+    not an item or does not answer (its reader then says why)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:  # noqa: S310 (http(s) only)
+            data = json.loads(r.read(MAX_ITEM_BYTES))
+    except Exception:  # noqa: BLE001 - unreachable or not JSON: the file name stays the stem
+        return None
+    return item_stem(data)
+
+
+def item_stem(data: Any) -> str | None:
+    """A STAC item's id (a dict read from JSON) as a safe file stem; None when it is not an item."""
     ident = data.get("id") if isinstance(data, dict) and data.get("type") == "Feature" else None
     if not isinstance(ident, str) or not ident.strip():
         return None
