@@ -56,9 +56,12 @@ class TileDataset:
         max_requests: int = 8,
         timeout: float | None = None,
         limits: tuple[int, int, int, int] | None = None,
+        keep: dict[Path, bytes] | None = None,
     ):
         """``grid``: tile width, tile height, matrix columns, matrix rows; ``cache``: this matrix's tile
-        folder; ``limits``: the first and last column and row the service serves (inclusive)."""
+        folder; ``limits``: the first and last column and row the service serves (inclusive); ``keep``:
+        files written beside the tiles with the first one (a service's description, for a resumed run)."""
+        self.keep = dict(keep or {})
         self.name, self.url_of, self.crs, self.transform = name, url_of, crs, transform
         self.tile_w, self.tile_h, self.cols, self.rows = grid
         self.width, self.height = self.tile_w * self.cols, self.tile_h * self.rows
@@ -103,6 +106,11 @@ class TileDataset:
             refused.write_text(why + "\n")
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
+        for kept, data in list(self.keep.items()):
+            if not kept.exists():
+                with atomic_path(kept) as tmp:
+                    Path(tmp).write_bytes(data)
+            self.keep.pop(kept, None)
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(body)  # type: ignore[arg-type]
         return tile

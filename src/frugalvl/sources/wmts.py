@@ -3,7 +3,8 @@
 The capabilities document (OGC WMTS 1.0, parsed with the standard library) gives the layer's tile
 matrix set; one of its tile matrices is the scene, a :class:`~frugalvl.sources.tiles.TileDataset` in
 the set's CRS (fetched ``max_requests`` at a time, cached under the run's work folder, refused tiles
-nodata with one line). The capabilities are cached there too, so a resumed run asks for nothing again.
+nodata with one line). The capabilities are saved there with the first tile, so a resumed run asks
+for nothing again.
 
 * ``layer``, ``tilematrixset`` and ``style`` are query parameters of the source (removed from the
   capabilities URL); each may be left out when the document has one choice (a style: its default).
@@ -26,7 +27,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
 from ..errors import UserError
-from ..fileio import atomic_path
 from .tiles import TileDataset
 from .xyz import safe_stem
 
@@ -90,11 +90,18 @@ class Matrix:
     size: tuple[int, int]  # matrix width, height (tiles)
 
 
+_FETCHED: dict[tuple[str, str], bytes] = {}  # (cache folder, URL) -> capabilities fetched by this process
+
+
 def fetch_capabilities(url: str, cache: Path, timeout: float = 30.0) -> bytes:
-    """The capabilities document, from ``cache`` when a run fetched it before."""
+    """The capabilities document: from ``cache`` when a run saved it there (with its first tile), from
+    this process's memory when it fetched it before, else from the server."""
     path = cache / CAPABILITIES
     if path.is_file():
         return path.read_bytes()
+    key = (str(cache), url)
+    if key in _FETCHED:
+        return _FETCHED[key]
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (http(s) only: split_source)
             body = r.read(MAX_CAPABILITIES_BYTES + 1)
@@ -102,9 +109,9 @@ def fetch_capabilities(url: str, cache: Path, timeout: float = 30.0) -> bytes:
         raise UserError(f"cannot fetch the WMTS capabilities {url}: {str(exc)[:100]} (check the URL)") from None
     if len(body) > MAX_CAPABILITIES_BYTES:
         raise UserError(f"the WMTS capabilities {url} are over {MAX_CAPABILITIES_BYTES >> 20} MB: check the URL")
-    cache.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(body)  # type: ignore[arg-type]
+    while len(_FETCHED) >= 16:
+        _FETCHED.pop(next(iter(_FETCHED)))
+    _FETCHED[key] = body
     return body
 
 
@@ -214,7 +221,8 @@ def open_wmts(
     from rasterio.crs import epsg_treats_as_latlong, epsg_treats_as_northingeasting
 
     url, options = split_source(name)
-    root = parse_capabilities(fetch_capabilities(url, Path(cache)), name)
+    body = fetch_capabilities(url, Path(cache))
+    root = parse_capabilities(body, name)
     contents = _children(root, "Contents")[0]
     layers = {_text(lay, "Identifier") or "": lay for lay in _children(contents, "Layer")}
     layer = _choose("layer", layers, options.get("layer"), name)
@@ -261,7 +269,7 @@ def open_wmts(
     a, b = matrix.corner
     if epsg_treats_as_latlong(crs) or epsg_treats_as_northingeasting(crs):
         a, b = b, a  # the corner is written in the CRS's axis order: northing first
-    size = matrix.scale * PIXEL_M / mpu
+    size = float(f"{matrix.scale * PIXEL_M / mpu:.12g}")  # 1785.714… × 0.28 mm is 0.5 m, not 0.49999…
     log.info("%s: tile matrix %s of %s (%g m pixels)", name, matrix.ident, tms_id, matrix.scale * PIXEL_M)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in matrix.ident) or "matrix"
     return TileDataset(
@@ -274,6 +282,7 @@ def open_wmts(
         max_requests,
         timeout,
         limits=_limits(link, matrix.ident),
+        keep={Path(cache) / CAPABILITIES: body},
     )
 
 
