@@ -252,14 +252,23 @@ def _expand(pick: Pick, count: int) -> list[Pick]:
     return [Pick(pick.asset, b, names[b - 1] if names else f"{pick.asset}_{b}") for b in range(1, count + 1)]
 
 
-def _open(href: str, name: str) -> Any:
+def _open(href: str, name: str, drivers: Sequence[str] | None = None) -> Any:
+    """An asset opened by GDAL (with one of ``drivers`` only, when given)."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    try:
-        return rasterio.open(href)
-    except RasterioIOError as exc:
-        raise UserError(f"cannot open an asset of {name} ({href}): {str(exc).splitlines()[0][:100]}") from None
+    why = "no allowed driver reads it"
+    for driver in drivers or [None]:
+        try:
+            src = rasterio.open(href, driver=driver)
+        except RasterioIOError as exc:
+            why = str(exc).splitlines()[0][:100]
+            continue
+        if driver is None or src.driver == driver:
+            return src
+        src.close()
+    allowed = f" as {', '.join(drivers)}" if drivers else ""
+    raise UserError(f"cannot open an asset of {name}{allowed} ({href}): {why}") from None
 
 
 def _grid(datasets: list[Any], resolution: float | None) -> tuple[Any, Any, int, int]:
@@ -281,8 +290,15 @@ def _grid(datasets: list[Any], resolution: float | None) -> tuple[Any, Any, int,
     return crs, from_origin(left, top, res, res), cells(top - bottom), cells(right - left)
 
 
-def build(items: list[Any], name: str, picks: list[list[Pick]], resolution: float | None) -> GridSource:
-    """The picked bands of ``items`` on one grid, mosaicked in order (closing the source closes the assets)."""
+def build(
+    items: list[Any],
+    name: str,
+    picks: list[list[Pick]],
+    resolution: float | None,
+    drivers: Sequence[str] | None = None,
+) -> GridSource:
+    """The picked bands of ``items`` on one grid, mosaicked in order (closing the source closes the assets);
+    ``drivers``: the GDAL drivers the assets may be opened with (any, when None)."""
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
@@ -292,7 +308,7 @@ def build(items: list[Any], name: str, picks: list[list[Pick]], resolution: floa
         for i, (item, item_picks) in enumerate(zip(items, picks, strict=True)):
             for p in item_picks:
                 if (i, p.asset) not in opened:
-                    opened[i, p.asset] = _open(item.assets[p.asset].get_absolute_href(), name)
+                    opened[i, p.asset] = _open(item.assets[p.asset].get_absolute_href(), name, drivers)
                     owned.append(opened[i, p.asset])
             item_picks[:] = [q for p in item_picks for q in _expand(p, opened[i, p.asset].count)]
             for p in item_picks:
@@ -331,16 +347,21 @@ def build(items: list[Any], name: str, picks: list[list[Pick]], resolution: floa
         full_transform=transform,
         crop=(0, 0, h, w),
         band_names=[p.name for p in picks[0]],
-        reopen_with=lambda: build(items, name, picks, resolution),
+        reopen_with=lambda: build(items, name, picks, resolution, drivers),
         owned=owned,
     )
 
 
 def open_item(
-    name: str, assets: Sequence[str] | None, bands: Sequence[int | str] | None, resolution: float | None
+    name: str,
+    assets: Sequence[str] | None,
+    bands: Sequence[int | str] | None,
+    resolution: float | None,
+    drivers: Sequence[str] | None = None,
 ) -> GridSource:
     """A STAC item or item collection (local ``.json`` or URL) as a :class:`GridSource` of its chosen
-    bands (the items mosaicked in their order: a pixel comes from the first item that has data there)."""
+    bands (the items mosaicked in their order: a pixel comes from the first item that has data there);
+    ``drivers``: the only GDAL drivers its assets may be opened with."""
     items = read_items(name)
     picks = [choose_bands(item, name, assets, bands) for item in items]
-    return build(items, name, picks, resolution)
+    return build(items, name, picks, resolution, drivers)

@@ -1,6 +1,7 @@
 """The app's HTTP routes, one router per resource: the page and its configuration (:mod:`.page`),
-images (:mod:`.images`) and runs (:mod:`.runs`). :mod:`.common` holds what they share: the session of
-a request, the objects of the server, and responses."""
+images (:mod:`.images`), runs (:mod:`.runs`), change between two dates (:mod:`.change`) and remote
+sources read into images (:mod:`.sources`).
+:mod:`.common` holds what they share: the session of a request, the objects of the server, and responses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from .change import router as change
 from .images import router as images
 from .page import router as page
 from .runs import router as runs
+from .sources import router as sources
 
-ROUTERS = (page, images, runs, change)
+ROUTERS = (page, images, runs, change, sources)
 
 __all__ = ["ROUTERS"]
