@@ -71,6 +71,7 @@ function newMap(geo) {
   state.map.setView([0, 0], geo ? 2 : 0);
   state.map.on("click", pixelScores);
   state.base = state.layer = null;
+  document.dispatchEvent(new CustomEvent("frugalvl:map", { detail: state.map }));  // hook: static/sources.js
   if (geo) {
     L.control.scale({ imperial: false }).addTo(state.map);
     const basemap = state.config && state.config.basemap;
