@@ -349,11 +349,12 @@ def segment_scene(
     """
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
-    if isinstance(source, list | tuple):  # several STAC items: one mosaic, the first on top
-        source = items_source(source)
+    # several STAC items: one mosaic, the first on top
+    name = items_source(source) if isinstance(source, list | tuple) else source
+    assert isinstance(name, str | os.PathLike)
     reporter = as_reporter(progress)
-    reporter.phase("plan", input_stem(source))
-    plan = plan_scene(segmenter, source, outdir, settings, overwrite)
+    reporter.phase("plan", input_stem(name))
+    plan = plan_scene(segmenter, name, outdir, settings, overwrite)
     if plan is None:
         return None
     with plan:

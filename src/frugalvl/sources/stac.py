@@ -258,7 +258,8 @@ def _open(href: str, name: str, drivers: Sequence[str] | None = None) -> Any:
     from rasterio.errors import RasterioIOError
 
     why = "no allowed driver reads it"
-    for driver in drivers or [None]:
+    tries: list[str | None] = list(drivers) if drivers else [None]
+    for driver in tries:
         try:
             src = rasterio.open(href, driver=driver)
         except RasterioIOError as exc:
