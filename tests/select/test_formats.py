@@ -86,6 +86,28 @@ def test_every_format_selects_the_same_ids_and_writes_its_own_format(records, se
         if name in ("llava", "jsonl"):
             by_id = {r["id"]: r for r in recs}
             assert [r for r in back] == [by_id[i] for i in ids]  # records unchanged
+        _verify_catches_changes(tmp_path / name / "work" / "pick", out, name)
+
+
+def _verify_catches_changes(folder: Path, out: Path, name: str) -> None:
+    """`select verify` on a selection in each format: intact, then a changed file, then (Parquet and
+    WebDataset folders, read whole) a file added beside the selected ones."""
+    import shutil
+
+    from frugalvl.select import provenance
+
+    assert provenance.verify(folder) == [], name
+    files = [out] if out.is_file() else sorted(f for f in out.rglob("*") if f.is_file())
+    original = files[0].read_bytes()
+    files[0].write_bytes(original + b"\0")
+    assert provenance.verify(folder) == [f"{files[0].resolve()} changed"], name
+    files[0].write_bytes(original)
+    if name in ("parquet", "webdataset"):
+        extra = files[0].with_name("zz-extra" + files[0].suffix)
+        shutil.copyfile(files[0], extra)
+        assert provenance.verify(folder) == [f"{extra.resolve()} was added"], name
+        extra.unlink()
+    assert provenance.verify(folder) == [], name
 
 
 def test_embedded_images_decode_from_memory_to_the_same_pixels(records, tmp_path):

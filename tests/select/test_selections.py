@@ -125,6 +125,23 @@ def test_why_gives_each_reason(work, tmp_path):
         np.save(w / "features" / "image_ok.npy", saved)
 
 
+def test_why_gives_the_overall_rank_in_global_mode(work, tmp_path):
+    w, _, _ = work
+    report = pipeline.pick(w, tmp_path / "g.json", PickSettings(count=5, mode="global"))
+    chosen = (w / "pick" / "selected_ids.txt").read_text().split()
+    r = np.load(w / "score" / "r.npy")
+    samples = pipeline.load_samples(w)
+    usable = pipeline.usable_mask(w, samples)
+    ids = [s["id"] for s in samples]
+    cut = max(r[ids.index(i)] for i in chosen)  # the 5 lowest r overall: the cut is the largest kept
+    line = explain(w, chosen[0])[0]
+    assert report["mode"] == "global" and len(chosen) == 5
+    assert ": in: r = " in line and "overall, within K = 5" in line and f"(cut at r = {cut:.6g})" in line
+    out_id = next(s["id"] for i, s in enumerate(samples) if usable[i] and s["id"] not in chosen)
+    out_line = explain(w, out_id)[0]
+    assert "out: r = " in out_line and "overall, beyond K = 5" in out_line and r[ids.index(out_id)] >= cut
+
+
 def test_why_names_the_semdedup_duplicate(work, tmp_path):
     from frugalvl.select.baselines import run_baseline
 

@@ -1,4 +1,4 @@
-"""``frugalvl select finetune SUBSET.json`` (LoRA fine-tuning, docs/methods/coido_finetune.md) and ``frugalvl select report WORK``
+"""``frugalvl select finetune SUBSET`` (LoRA fine-tuning, docs/methods/coido_finetune.md) and ``frugalvl select report WORK``
 (one HTML page about a selection): CLI glue over :mod:`frugalvl.train.finetune` and
 :mod:`frugalvl.select.report`.
 
@@ -63,7 +63,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     from ..train.finetune.merge import MERGE_DTYPES
     from ..train.finetune.settings import FinetuneSettings
 
-    p.add_argument("data", type=Path, help="the selected subset, a LLaVA-format JSON (`frugalvl select pick -o`)")
+    p.add_argument(
+        "data",
+        type=Path,
+        help="the selected subset as `frugalvl select pick -o` wrote it: LLaVA JSON, JSON lines, ShareGPT, "
+        "a Parquet or save_to_disk folder, or WebDataset shards",
+    )
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder: checkpoints, adapter/, merged/")
     p.add_argument("--mllm", required=True, help=_field("mllm").metadata["help"])
     add_settings_options(p, FinetuneSettings, skip=("mllm", *RECIPE_FIELDS, *RUN_FIELDS))  # --image-root
@@ -124,7 +129,7 @@ def _finetune_parser(stages) -> None:
     p = stages.add_parser(
         "finetune",
         help="LoRA fine-tuning of LLaVA-1.5 on a selected subset (LLaVA-1.5 recipe)",
-        description="LLaVA-1.5's LoRA recipe on a subset JSON: one device, or several through "
+        description="LLaVA-1.5's LoRA recipe on a selected subset (any format pick writes): one device, or several through "
         "accelerate launch (--num-processes), optionally with DeepSpeed ZeRO-2/3. "
         "Resumes from OUT's newest checkpoint.",
     )

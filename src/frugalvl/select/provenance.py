@@ -3,13 +3,15 @@
 Every selection folder (``WORK/pick``, ``WORK/baseline-NAME``, each budget of a multi-budget pick)
 holds ``provenance.json``: the input and its SHA-256, the input format, the settings, the versions of
 the libraries that shaped the result, the SHA-256 of the selected id list (one id per line, in the
-written order) and of each file written. :func:`verify` recomputes every digest and names what changed.
+written order) and of each file written. :func:`verify` recomputes every digest and names what changed,
+and what was added to a Parquet or WebDataset selection folder (its readers take every file in it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -88,4 +90,22 @@ def verify(folder: str | Path) -> list[str]:
             problems.append(f"{f} is gone")
         elif input_digest(f) != digest:
             problems.append(f"{f} changed")
+    problems += [f"{f} was added" for f in _added(record)]
     return problems
+
+
+# Formats whose selection is a folder read whole (every file with this suffix, at any depth).
+READ_WHOLE = {"parquet": ".parquet", "webdataset": ".tar"}
+
+
+def _added(record: dict[str, Any]) -> list[Path]:
+    """Data files in a Parquet or WebDataset selection folder that the record does not name: a reader
+    of the folder would take them in."""
+    suffix = READ_WHOLE.get(record.get("format", "llava"))
+    recorded = [Path(n) for n in record["files_sha256"] if Path(n).is_absolute() and Path(n).suffix == suffix]
+    if suffix is None or not recorded:
+        return []
+    top = Path(os.path.commonpath(recorded)) if len(recorded) > 1 else recorded[0].parent
+    top = top if top.is_dir() else top.parent
+    known = set(recorded)
+    return sorted(f for f in top.rglob(f"*{suffix}") if f.is_file() and f.resolve() not in known and f not in known)

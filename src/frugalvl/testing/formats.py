@@ -101,3 +101,51 @@ def write_webdataset(records: Sequence[dict[str, Any]], root: Path, folder: Path
                     ext = Path(i).suffix.lstrip(".") or "png"
                     _add(tar, f"{key}.{ext}" if len(images) == 1 else f"{key}.{k}.{ext}", (root / i).read_bytes())
     return folder
+
+
+GENERATED_TURNS = [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]
+
+
+def write_generated(
+    folder: Path, fmt: str, n: int, images: Sequence[bytes], files: int = 4, row_group: int = 1000
+) -> Path:
+    """A large input for memory tests: ``n`` one-turn samples (ids ``0`` … ``n-1``), sample i holding
+    ``images[i % len(images)]``, as ``files`` Parquet files (row groups of ``row_group`` rows) or tar
+    shards (``fmt``: "parquet" or "webdataset")."""
+    folder.mkdir(parents=True, exist_ok=True)
+    per_file = -(-n // files)
+    meta = json.dumps({"conversations": GENERATED_TURNS}).encode()
+    for f in range(files):
+        rows = range(f * per_file, min(n, (f + 1) * per_file))
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.table(
+                {
+                    "id": [str(i) for i in rows],
+                    "image": [images[i % len(images)] for i in rows],
+                    "conversations": [GENERATED_TURNS] * len(rows),
+                }
+            )
+            pq.write_table(table, folder / f"part-{f}.parquet", row_group_size=row_group)
+            continue
+        with tarfile.open(folder / f"shard-{f}.tar", "w") as tar:
+            for i in rows:
+                _add(tar, f"{i:06d}.json", meta)
+                _add(tar, f"{i:06d}.png", images[i % len(images)])
+    return folder
+
+
+def random_pngs(count: int, side: int = 32) -> list[bytes]:
+    """``count`` PNGs of random pixels (about 3 KB each at 32 px): incompressible image bytes."""
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for seed in range(count):
+        pixels = np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out

@@ -15,7 +15,7 @@ module              part
 :mod:`.settings`    :class:`FinetuneSettings` (the recipe's numbers, their ranges), the result key,
                     accumulation steps; no torch
 :mod:`.deepspeed`   DeepSpeed configs with their ``auto`` values filled; the launcher line
-:mod:`.data`        the subset JSON as samples, global batches per epoch, where the optimiser steps
+:mod:`.data`        the subset (any format) as samples, global batches per epoch, where the optimiser steps
 :mod:`.model`       frozen base + LoRA + projector, optimiser groups, schedule
 :mod:`.loop`        :func:`finetune`: the run, its checkpoints (:mod:`frugalvl.select.accelerate_state`)
 :mod:`.merge`       adapter folded into the base: a plain llava-hf folder with a chat template

@@ -1,14 +1,23 @@
 """The subset to fine-tune on: records, global batches per epoch, and where the optimiser steps.
 
+The subset is read in whatever format ``frugalvl select pick`` wrote it (the input's: LLaVA JSON, JSON
+lines, ShareGPT, Parquet, ``save_to_disk``, WebDataset; :mod:`frugalvl.select.formats`), streamed one
+row group or shard run at a time. Images held inside the subset (Parquet or Arrow cells, tar members)
+are named by references and decoded from memory when a micro-batch needs them; their bytes are checked
+here and dropped, so memory holds the conversations, never the images. A multi-image sample keeps every
+image, in order.
+
 The samples go through CoIDO's LLaVA data pipeline (``frugalvl.select.prompting`` and
 ``frugalvl.select.batching``): Vicuna v1 prompts, labels only on the answers, images padded to a
 square, micro-batches of one modality planned from the seed and the epoch only (so a resumed run
-sees the same batches).
+sees the same batches). The same records in the same order give the same run in every format.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,47 +26,109 @@ import numpy as np
 from ...errors import UserError
 from .settings import FinetuneSettings
 
+PICK_HINT = "give the selection written by `frugalvl select pick -o`"
 
-def read_records(data: Path, image_root: str | None) -> list[dict[str, Any]]:
-    """The subset JSON as samples for the batching: ``image_path`` resolved, ``status`` ok / text."""
-    from ...select.data import read_llava_json
 
-    data = Path(data)
-    if not data.is_file():
-        raise UserError(f"subset file {data} does not exist: give the JSON written by `frugalvl select pick -o`")
-    records = read_llava_json(data)
-    root = Path(image_root) if image_root else data.parent
-    samples, missing = [], []
-    for k, rec in enumerate(records):
-        image = rec.get("image")
-        path = (root / image) if image else None
-        if path is not None and not path.is_file():
-            missing.append(str(path))
-        samples.append(
-            {
-                "unique_idx": k,
-                "id": str(rec.get("id", k)),
-                "image": image,
-                "image_path": str(path) if path is not None else None,
-                "status": "ok" if image else "text",
-                "conversations": rec.get("conversations", []),
-            }
-        )
-    if missing:
+@dataclass
+class _Problems:
+    """Unusable samples met while reading, by kind: (count, first sample id, first detail)."""
+
+    found: dict[str, list[Any]] = field(default_factory=dict)
+
+    def add(self, kind: str, sample: str, detail: str) -> None:
+        entry = self.found.setdefault(kind, [0, sample, detail])
+        entry[0] += 1
+
+
+def _is_image(data: bytes | None) -> bool:
+    """Whether bytes held in the subset open as an image (the header only: cheap)."""
+    from PIL import Image
+
+    if not data:
+        return False
+    try:
+        with Image.open(io.BytesIO(data)):
+            return True
+    except Exception:  # noqa: BLE001 - any decoder refusal means the bytes are not an image
+        return False
+
+
+def _sample(k: int, item: Any, root: Path, problems: _Problems) -> dict[str, Any]:
+    """One subset item as a work-folder-like sample (``image_path``, ``image_paths``, ``status``)."""
+    rec = item.record
+    sample_id = str(rec.get("id", k))
+    sources = list(item.images) if item.embedded else [str(root / image) for image in item.images]
+    if item.problem:
+        problems.add("invalid", sample_id, item.problem)
+    elif item.embedded:
+        for source, data in zip(sources, item.payload or [None] * len(sources)):
+            if not _is_image(data):
+                problems.add("not an image", sample_id, source)
+    else:
+        for source in sources:
+            if not Path(source).is_file():
+                problems.add("missing", sample_id, source)
+    sample = {
+        "unique_idx": k,
+        "id": sample_id,
+        "image": rec.get("image"),
+        "image_path": sources[0] if sources else None,
+        "status": "ok" if sources else "text",
+        "conversations": rec.get("conversations", []),
+    }
+    if len(sources) > 1:
+        sample["image_paths"] = sources  # every image is fed (select.batching)
+    return sample
+
+
+def _refuse(data: Path, problems: _Problems) -> None:
+    """One line for the first kind of unusable sample found: invalid samples, missing image files,
+    image bytes that are empty or not an image."""
+    found = problems.found
+    if "invalid" in found:
+        n, sample, why = found["invalid"]
         raise UserError(
-            f"{len(missing)} images of {data} are missing (e.g. {missing[0]}): set image_root, the "
+            f"{data}: {n} samples cannot be used (e.g. sample {sample}: {why}): "
+            "fix or remove them, or select again from a prepared input"
+        )
+    if "missing" in found:
+        n, sample, source = found["missing"]
+        raise UserError(
+            f"{n} images of {data} are missing (e.g. {source}, sample {sample}): set image_root, the "
             "folder their 'image' paths are relative to"
         )
+    if "not an image" in found:
+        n, sample, source = found["not an image"]
+        raise UserError(
+            f"{data}: {n} images are empty or not images (e.g. sample {sample}, {source}): "
+            "fix or remove those samples, or select again from a prepared input"
+        )
+
+
+def read_records(data: Path, image_root: str | None) -> list[dict[str, Any]]:
+    """The subset as samples for the batching: ``image_path`` (a file, or a reference to bytes inside
+    the subset), ``image_paths`` for a multi-image sample, ``status`` ok / text; in subset order."""
+    from ...select import formats
+
+    data = Path(data)
+    if not data.exists():
+        raise UserError(f"subset {data} does not exist: {PICK_HINT} (a file or a folder)")
+    fmt = formats.detect(data)
+    root = Path(image_root) if image_root else data.parent
+    problems = _Problems()
+    samples = [_sample(k, item, root, problems) for k, item in enumerate(formats.iter_items(data, fmt))]
+    _refuse(data, problems)
     if not samples:
-        raise UserError(f"{data} holds no samples: give a non-empty LLaVA JSON")
+        raise UserError(f"{data} holds no samples: {PICK_HINT}, with at least one sample")
     return samples
 
 
 def data_digest(path: Path) -> str:
-    """The subset file's identity (part of the result key: another subset is another result)."""
-    from ...identity import file_digest
+    """The subset's identity (part of the result key: another subset is another result): the file's
+    SHA-256, or a folder's files' (names and contents)."""
+    from ...select.formats import input_digest
 
-    return file_digest(path)
+    return input_digest(path)
 
 
 def as_subset(samples: list[dict[str, Any]]) -> Any:

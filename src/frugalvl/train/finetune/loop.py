@@ -1,4 +1,5 @@
-"""The fine-tuning run: :func:`finetune`, from the subset JSON to ``OUT/adapter`` (and ``OUT/merged``).
+"""The fine-tuning run: :func:`finetune`, from the selected subset (any format pick writes) to
+``OUT/adapter`` (and ``OUT/merged``).
 
 The loss is the mean token cross-entropy of a micro-batch, divided by the accumulation steps, as
 LLaVA's (transformers 4.37) Trainer; like that Trainer, a last accumulation group that is not full
@@ -112,8 +113,8 @@ def finetune(
     force: bool = False,
     merge_dtype: str = "auto",
 ) -> Path:
-    """Fine-tune ``settings.mllm`` with LoRA on the subset JSON ``data``; returns ``OUT/adapter``
-    (and writes ``OUT/merged`` with ``merge``)."""
+    """Fine-tune ``settings.mllm`` with LoRA on the subset ``data`` (a file or a folder, in any format
+    pick writes); returns ``OUT/adapter`` (and writes ``OUT/merged`` with ``merge``)."""
     out, data = Path(out), Path(data)
     check_settings(settings)
     samples = read_records(data, settings.image_root)

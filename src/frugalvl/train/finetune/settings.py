@@ -30,7 +30,11 @@ class FinetuneSettings:
         "(the paper's start)",
         cli=False,  # a required option, added by the command itself
     )
-    image_root: str | None = option(None, "folder the records' 'image' paths are relative to; none: the JSON's folder")
+    image_root: str | None = option(
+        None,
+        "folder the records' 'image' paths are relative to (images inside Parquet, Arrow or tar need none); "
+        "none: the folder holding the subset",
+    )
     lora_r: int = option(128, "LoRA rank")
     lora_alpha: int = option(256, "LoRA scale α")
     lora_dropout: float = option(0.05, "dropout on the LoRA input, from 0 to below 1")
