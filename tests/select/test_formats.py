@@ -180,6 +180,18 @@ def test_multi_image_sample_feeds_every_image_to_the_training(records, tmp_path)
     assert int((batch.input_ids == llava.image_token_id).sum()) == 32
 
 
+def test_webdataset_images_keep_their_numbered_order(records, tmp_path):
+    recs, root = records
+    images = list(dict.fromkeys(r["image"] for r in recs if "image" in r))[:12]  # KEY.0.png ... KEY.11.png
+    record = {"id": "many", "image": images, "conversations": _two_image_record(recs)["conversations"]}
+    folder = tf.write_webdataset([record], root, tmp_path / "wds")
+    (item,) = formats.iter_items(folder, "webdataset")
+    assert item.record["image"] == [f"000000.{k}.png" for k in range(12)]
+    for ref, name in zip(item.images, images, strict=True):
+        with open_image(ref) as a, open_image(str(root / name)) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_parquet_without_conversations_is_one_line(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

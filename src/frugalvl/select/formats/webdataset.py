@@ -2,7 +2,8 @@
 images), read as a stream, one sample at a time.
 
 A sample is the run of members sharing a key (the name up to the first dot of its base name); shards
-are taken in sorted name order. Images stay in the shard: a reference holds the member's offset and
+are taken in sorted name order, and a sample's numbered images (``KEY.0.png``, ``KEY.1.png``, …) in the
+order of their numbers. Images stay in the shard: a reference holds the member's offset and
 size (:mod:`.images`), so shards must be uncompressed ``.tar``. A key with images and no JSON is an
 invalid sample; its id is the key.
 
@@ -64,12 +65,18 @@ def _members(shard: Path) -> Iterator[tuple[str, list[tuple[tarfile.TarInfo, byt
         yield key, group
 
 
+def _image_order(name: str) -> tuple[int, str]:
+    """``KEY.2.png`` before ``KEY.10.png``: a numbered member by its number, the others by name."""
+    number = split_name(name)[1].rpartition(".")[0]
+    return (int(number), name) if number.isdigit() else (-1, name)
+
+
 def _item(shard: Path, key: str, group: list[tuple[tarfile.TarInfo, bytes]]) -> Item:
     record: dict[str, Any] | None = None
     sources: list[str] = []
     payload: list[bytes | None] = []
     names: list[str] = []
-    for member, data in sorted(group, key=lambda m: m[0].name):
+    for member, data in sorted(group, key=lambda m: _image_order(m[0].name)):
         ext = split_name(member.name)[1]
         if ext == "json":
             try:
