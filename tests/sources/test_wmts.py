@@ -217,3 +217,53 @@ def test_bad_wmts_sources_are_one_line(tmp_path, wmts):
     with pytest.raises(UserError, match="DOCTYPE"):
         segment_scene(seg, f"wmts+{base}/bomb.xml?layer=ortho", tmp_path / "out", **kw)
     assert not (tmp_path / "out").exists()
+
+
+GEOGRAPHIC = """<Capabilities xmlns="http://www.opengis.net/wmts/1.0" xmlns:ows="http://www.opengis.net/ows/1.1">
+ <Contents>
+  <Layer><ows:Identifier>world</ows:Identifier><Format>image/jpeg</Format>
+   <TileMatrixSetLink><TileMatrixSet>{set}</TileMatrixSet><TileMatrixSetLimits>
+    <TileMatrixLimits><TileMatrix>{set}:1</TileMatrix><MinTileRow>0</MinTileRow><MaxTileRow>0</MaxTileRow>
+     <MinTileCol>1</MinTileCol><MaxTileCol>2</MaxTileCol></TileMatrixLimits></TileMatrixSetLimits></TileMatrixSetLink>
+   <ResourceURL format="image/jpeg" resourceType="tile" template="http://127.0.0.1:9/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.jpg"/>
+  </Layer>
+  <TileMatrixSet><ows:Identifier>{set}</ows:Identifier><ows:SupportedCRS>{crs}</ows:SupportedCRS>
+   <TileMatrix><ows:Identifier>{set}:0</ows:Identifier><ScaleDenominator>279541132.0143589</ScaleDenominator>
+    <TopLeftCorner>{corner}</TopLeftCorner><TileWidth>256</TileWidth><TileHeight>256</TileHeight>
+    <MatrixWidth>2</MatrixWidth><MatrixHeight>1</MatrixHeight></TileMatrix>
+   <TileMatrix><ows:Identifier>{set}:1</ows:Identifier><ScaleDenominator>139770566.00717944</ScaleDenominator>
+    <TopLeftCorner>{corner}</TopLeftCorner><TileWidth>256</TileWidth><TileHeight>256</TileHeight>
+    <MatrixWidth>4</MatrixWidth><MatrixHeight>2</MatrixHeight></TileMatrix>
+  </TileMatrixSet>
+ </Contents>
+</Capabilities>"""
+
+
+@pytest.mark.parametrize(
+    "crs,corner",
+    [("urn:ogc:def:crs:EPSG::4326", "90 -180"), ("urn:ogc:def:crs:OGC:1.3:CRS84", "-180 90")],
+)
+def test_geographic_sets_read_the_corner_in_axis_order_and_limits_ask_for_nothing(tmp_path, crs, corner):
+    """EPSG:4326 writes the corner latitude first, CRS84 longitude first: both are the world's top-left.
+    Tiles outside the layer's limits are nodata and never asked for (the server at port 9 would fail)."""
+    from rasterio.windows import Window
+
+    from frugalvl.sources.wmts import open_wmts
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "capabilities.xml").write_text(GEOGRAPHIC.format(set="WGS", crs=crs, corner=corner))
+    url = "wmts+http://127.0.0.1:9/caps.xml?layer=world"
+    ds = open_wmts(url, 1, None, cache, 2)
+    deg = 139770566.00717944 * 0.28e-3 / (2 * np.pi * 6378137.0 / 360)  # 0.3515625° per pixel
+    assert ds.crs.to_string() in ("EPSG:4326", "OGC:CRS84") and (ds.width, ds.height) == (1024, 512)
+    assert ds.transform.c == -180 and ds.transform.f == 90 and abs(ds.transform.a - deg) < 1e-12
+    assert abs(ds.transform.a * 1024 - 360) < 1e-9  # four 256-px tiles span the world
+    outside = ds.read([1, 2, 3], window=Window(0, 256, 256, 256))  # row 1: beyond MaxTileRow 0
+    assert not outside.any() and not ds.read_masks(1, window=Window(0, 256, 256, 256)).any()
+    assert ds.requests == 0
+    assert open_wmts(url, 0, None, cache, 2).width == 512  # zoom 0: the matrix "WGS:0"
+    # pixels of 78.27 km ("WGS:0") and 39.14 km ("WGS:1"): the nearest on a log scale
+    assert (
+        open_wmts(url, None, 50_000.0, cache, 2).width == 1024 and open_wmts(url, None, 60_000.0, cache, 2).width == 512
+    )

@@ -57,7 +57,8 @@ def register(subparsers) -> None:
         "inputs",
         nargs="*",
         help="PNG, JPEG, TIFF/GeoTIFF/COG, JPEG2000 or VRT files, folders of them, URLs (https://, s3://), "
-        "STAC items (.json files or URLs) or tile services (xyz+https://host/{z}/{x}/{y}.png, with a bbox)",
+        "STAC items (.json files or URLs) or tile services (xyz+https://host/{z}/{x}/{y}.png or "
+        "wmts+https://host/WMTSCapabilities.xml?layer=NAME&tilematrixset=SET, with a bbox)",
     )
     p.add_argument(
         "--stac-items",

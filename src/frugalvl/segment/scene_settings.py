@@ -97,7 +97,12 @@ class SceneSettings:
         metavar="SIZE",
         parse=parse_positive,
     )
-    zoom: int | None = option(None, f"tile services (xyz+URL): the zoom level, 0 to {MAX_ZOOM}", parse=int)
+    zoom: int | None = option(
+        None,
+        f"tile services: the zoom level, 0 to {MAX_ZOOM} (xyz+URL; wmts+URL: the tile matrix of that identifier, "
+        "else of that position in the set)",
+        parse=int,
+    )
     max_requests: int = option(8, "tile services: at most N tile requests in flight", metavar="N")
 
     def __post_init__(self) -> None:
