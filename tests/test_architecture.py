@@ -47,6 +47,7 @@ LAYERS = {
     "identity": 1,
     "lazy": 1,
     "progress": 1,
+    "urlfetch": 1,
     "__init__": 1,
 }
 TESTING = "testing"

@@ -144,3 +144,39 @@ def test_a_vrt_asset_naming_a_server_file_is_not_opened(make_client, web, small_
 def test_sources_outside_the_url_rules_are_refused(make_client, source):
     response = post(make_client(), source=source, bbox=[0.0, 0.0, 1.0, 1.0], zoom=3)
     assert response.status_code == 400 and "\n" not in response.json()["error"]
+
+
+def test_addresses_of_the_server_network_need_private_sources_when_listening_beyond_it(make_client, web, tiles):  # noqa: F811
+    """Bound to 127.0.0.1 the page may read local servers (the tests' own); bound to all interfaces it may
+    not, unless private_sources is on; a link-local address (a cloud's metadata service) never."""
+    _, base = web
+    url, _ = tiles
+    w, n = lonlat(10.5, 10.5)
+    e, s = lonlat(300.5, 300.5)
+    area = dict(bbox=[w, s, e, n], zoom=Z)
+    exposed = make_client(host="0.0.0.0")
+    for body in (dict(source=f"{base}/item.json"), dict(source=url, **area)):
+        refused = post(exposed, **body)
+        assert refused.status_code == 400, refused.text
+        assert "local network" in refused.json()["error"] and "\n" not in refused.json()["error"]
+    assert not any(exposed.app.state.sessions.root.glob("*/sources/*/*.tif"))
+    allowed = make_client(host="0.0.0.0", private_sources=True)
+    assert post(allowed, source=f"{base}/item.json").status_code == 200
+    for client in (make_client(), allowed):
+        metadata = post(client, source="http://169.254.169.254/latest/item.json")
+        assert metadata.status_code == 400 and "never read" in metadata.json()["error"]
+
+
+def test_an_asset_on_the_server_network_is_refused_when_listening_beyond_it(make_client, tmp_path):
+    """The item is public-looking but its asset points at the server's own network."""
+    folder = tmp_path / "items"
+    folder.mkdir()
+    (folder / "item.json").write_text(json.dumps(item({"visual": {"href": "http://10.0.0.5/scene.tif"}})))
+    with serve_folder(folder) as base:
+        response = post(make_client(host="0.0.0.0", private_sources=False), source=f"{base}/item.json")
+    # the item itself is on 127.0.0.1 here, so the first refusal is the item's own address
+    assert response.status_code == 400 and "local network" in response.json()["error"]
+    with serve_folder(folder) as base:
+        response = post(make_client(private_sources=False), source=f"{base}/item.json")
+    # bound to 127.0.0.1: the asset on 10.0.0.5 is a private address, allowed, and fails to be read
+    assert response.status_code == 400 and "local network" not in response.json()["error"]

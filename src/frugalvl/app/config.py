@@ -70,6 +70,11 @@ class AppConfig:
         metavar="HOST[,HOST]",
         shown="none",
     )
+    private_sources: bool = option(
+        False,
+        "let remote sources (STAC items, tile services) be read from loopback or private-network addresses "
+        "when the app listens beyond this machine (bound to 127.0.0.1 they always may; link-local never)",
+    )
     max_sessions: int = option(32, "most browser sessions kept at once (more: answered 429)")
     max_images: int = option(8, "most images one session keeps (the oldest is closed first)")
     max_session_mb: float = option(2048.0, "most memory one session's images and results hold, in MB")
@@ -98,6 +103,16 @@ class AppConfig:
         from ..segment.methods import model_options
 
         return model_options()[name].default
+
+    def address_policy(self):  # -> frugalvl.urlfetch.Policy
+        """What remote addresses this app may read (docs/app.md, "Remote sources"): never link-local or
+        reserved ones; loopback and private ones when it listens on this machine only, or when
+        ``private_sources`` is on."""
+        from ..urlfetch import public_only
+
+        bound = self.host.strip().lower().strip("[]")
+        local = bound == "localhost" or (_is_ip(bound) and _is_loopback(bound))
+        return public_only(allow_private=local or self.private_sources)
 
     @property
     def model_roots(self) -> tuple[Path, ...]:

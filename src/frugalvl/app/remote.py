@@ -13,6 +13,10 @@ What a browser may name here, and what the server then reads:
 * assets are opened by GDAL with only the drivers of :data:`REMOTE_DRIVERS` (GeoTIFF/COG, JPEG 2000,
   PNG, JPEG: never a VRT, which could name files of this server); tiles are fetched by urllib and
   decoded by OpenCV (PNG, JPEG, WebP) without GDAL;
+* every address (the item, its assets, the tile service, each redirect urllib follows) is shown to the
+  app's address policy (:meth:`frugalvl.app.config.AppConfig.address_policy`, through
+  :mod:`frugalvl.urlfetch`): link-local and reserved addresses (a cloud's metadata service) are never
+  read, loopback and private ones only when the app listens on this machine or ``private_sources`` is on;
 * the area (the bbox at the chosen zoom or resolution, or the whole item) is at most the app's
   ``max_pixels``, checked before any pixel is read (413 otherwise).
 
@@ -27,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -36,6 +39,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..raster import GDAL_DRIVERS
+from ..urlfetch import check_address, urlopen
 from .sessions import TooLarge
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ def check_url(url: str, what: str) -> str:
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise UserError(f"{what} {shown!r} is not an http(s) URL: the app reads only http(s) addresses")
+    check_address(url)  # the request's address policy (frugalvl.urlfetch): never link-local, …
     return url
 
 
@@ -77,8 +82,10 @@ def source_kind(text: str) -> str:
 def checked_item(url: str, folder: Path) -> Path:
     """The STAC item at ``url`` with every asset link checked and made absolute, saved under ``folder``."""
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as answer:  # noqa: S310 (checked: http(s))
+        with urlopen(url, timeout=HTTP_TIMEOUT_S) as answer:
             body = answer.read(MAX_ITEM_BYTES + 1)
+    except UserError:
+        raise
     except Exception as exc:  # urllib's HTTPError/URLError, timeouts
         raise UserError(f"cannot fetch the STAC item {url[:120]}: {str(exc)[:100]} (check the URL)") from None
     if len(body) > MAX_ITEM_BYTES:

@@ -84,9 +84,9 @@ def read_items(name: str) -> list[Any]:
         return [item for m in members for item in read_items(m)]
     try:
         if is_remote(name):
-            import urllib.request
+            from ..urlfetch import urlopen
 
-            with urllib.request.urlopen(name, timeout=HTTP_TIMEOUT_S) as r:  # noqa: S310 (http(s) only)
+            with urlopen(name, timeout=HTTP_TIMEOUT_S) as r:
                 text = r.read(MAX_ITEM_BYTES + 1)
             if len(text) > MAX_ITEM_BYTES:
                 raise UserError(f"STAC item {name} is over {MAX_ITEM_BYTES >> 20} MB: give an item, not a catalogue")
@@ -149,10 +149,10 @@ def local_item_id(path: Path) -> str | None:
 def remote_item_id(url: str) -> str | None:
     """The id of a STAC item at ``url`` as a safe file stem (one request, remembered); None when it is
     not an item or does not answer (its reader then says why)."""
-    import urllib.request
+    from ..urlfetch import urlopen
 
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:  # noqa: S310 (http(s) only)
+        with urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
             data = json.loads(r.read(MAX_ITEM_BYTES))
     except Exception:  # noqa: BLE001 - unreachable or not JSON: the file name stays the stem
         return None

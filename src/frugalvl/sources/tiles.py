@@ -15,11 +15,11 @@ origin and pixel size in ``crs``) as a 3-band uint8 raster. The scene path cuts 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
 import urllib.error
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_path
+from ..urlfetch import urlopen
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class TileDataset:
         with self._lock:
             self.requests += 1
         try:
-            with urllib.request.urlopen(self.url_of(x, y), timeout=self.timeout) as r:  # noqa: S310 (http(s))
+            with urlopen(self.url_of(x, y), timeout=self.timeout) as r:
                 return r.read(), None
         except urllib.error.HTTPError as exc:
             return None, f"HTTP {exc.code}"
@@ -136,8 +137,10 @@ class TileDataset:
         todo = [k for k in keys if k not in out]
         if todo:
             with ThreadPoolExecutor(min(self.max_requests, len(todo))) as pool:
-                for k, tile in zip(todo, pool.map(lambda k: self._fetch(*k), todo), strict=True):
-                    out[k] = tile
+                # each fetch in a copy of the caller's context: the address policy follows it
+                jobs = [pool.submit(contextvars.copy_context().run, self._fetch, k[0], k[1]) for k in todo]  # type: ignore[arg-type]
+                for k, job in zip(todo, jobs, strict=True):
+                    out[k] = job.result()
         for k in keys:
             self._tiles[k] = out[k]
             self._tiles.move_to_end(k)

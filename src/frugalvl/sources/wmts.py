@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
 from ..errors import UserError
+from ..urlfetch import urlopen
 from .tiles import TileDataset
 from .xyz import safe_stem
 
@@ -103,8 +103,10 @@ def fetch_capabilities(url: str, cache: Path, timeout: float = 30.0) -> bytes:
     if key in _FETCHED:
         return _FETCHED[key]
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (http(s) only: split_source)
+        with urlopen(url, timeout=timeout) as r:
             body = r.read(MAX_CAPABILITIES_BYTES + 1)
+    except UserError:
+        raise
     except Exception as exc:  # urllib's HTTPError/URLError, timeouts
         raise UserError(f"cannot fetch the WMTS capabilities {url}: {str(exc)[:100]} (check the URL)") from None
     if len(body) > MAX_CAPABILITIES_BYTES:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, field_validator
 
 from ...sources.xyz import MAX_ZOOM
+from ...urlfetch import address_policy
 from ..remote import MAX_URL_CHARS, read_area
 from .common import config_of, session_of
 from .images import register_image
@@ -41,7 +42,8 @@ def open_source(body: SourceRequest, request: Request) -> dict:
     config, session = config_of(request), session_of(request)
     folder = session.subfolder("sources")
     try:
-        path, name = read_area(body.source, body.bbox, body.zoom, body.resolution, config.max_pixels, folder)
+        with address_policy(config.address_policy()):
+            path, name = read_area(body.source, body.bbox, body.zoom, body.resolution, config.max_pixels, folder)
         shutil.rmtree(folder / "tiles", ignore_errors=True)  # the image holds the pixels now
         info = register_image(config, session, path, name, folder)
     except BaseException:
