@@ -180,3 +180,30 @@ def test_an_asset_on_the_server_network_is_refused_when_listening_beyond_it(make
         response = post(make_client(private_sources=False), source=f"{base}/item.json")
     # bound to 127.0.0.1: the asset on 10.0.0.5 is a private address, allowed, and fails to be read
     assert response.status_code == 400 and "local network" not in response.json()["error"]
+
+
+def test_an_image_url_opens_like_the_file_and_a_disguised_vrt_does_not(
+    make_client, wait, tiny_clip_file, web, small_geotiff
+):
+    """A plain COG URL (e.g. a date for change detection) is read window by window as a one-asset item."""
+    folder, base = web
+    scene = folder / "scene.tif"
+    client = make_client()
+    response = post(client, source=f"{base}/scene.tif")
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert info["name"] == "scene.tif" and info["crs"] == "EPSG:32618"
+    run = run_done(client, wait, image=info["id"], vocabulary=VOCAB)
+    _, expected, _ = library_result(tiny_clip_file, scene, VOCAB)
+    labels = client.get(f"/api/runs/{run['id']}/download/labels")
+    with rasterio.MemoryFile(labels.content) as mem, mem.open() as out:
+        np.testing.assert_array_equal(out.read(1), expected)
+    (folder / "fake.tif").write_text(
+        f'<VRTDataset rasterXSize="10" rasterYSize="10"><VRTRasterBand dataType="Byte" band="1"><SimpleSource>'
+        f"<SourceFilename>{small_geotiff}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>"
+        "</VRTRasterBand></VRTDataset>"
+    )
+    fake = post(client, source=f"{base}/fake.tif")
+    assert fake.status_code == 400 and "as GTiff, JP2OpenJPEG, PNG, JPEG" in fake.json()["error"]
+    exposed = post(make_client(host="0.0.0.0"), source=f"{base}/scene.tif")
+    assert exposed.status_code == 400 and "local network" in exposed.json()["error"]

@@ -51,7 +51,7 @@ REMOTE_DRIVERS = tuple(GDAL_DRIVERS[s] for s in (".tif", ".jp2", ".png", ".jpg")
 ROWS_PER_READ = 512
 _UNSAFE = re.compile(r"[\x00-\x20\x7f\\]|/vsi", re.IGNORECASE)
 
-KINDS = "a STAC item URL (https://…/item.json), xyz+https://…/{z}/{x}/{y}.png or wmts+https://… (capabilities)"
+KINDS = "an image URL (https://…/scene.tif), a STAC item URL (https://…/item.json), xyz+https://…/{z}/{x}/{y}.png or wmts+https://… (capabilities)"
 
 
 def check_url(url: str, what: str) -> str:
@@ -66,14 +66,21 @@ def check_url(url: str, what: str) -> str:
     return url
 
 
+IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2", ".png", ".jpg", ".jpeg")
+
+
 def source_kind(text: str) -> str:
-    """``stac``, ``xyz`` or ``wmts`` for a source the app may read; else one line saying what it takes."""
+    """``image`` (an http(s) URL of a GeoTIFF/COG, JPEG 2000, PNG or JPEG file), ``stac`` (any other
+    http(s) URL), ``xyz`` or ``wmts`` for a source the app may read; else one line saying what it takes."""
     text = text.strip()
     for prefix in ("xyz+", "wmts+"):
         if text.lower().startswith(prefix):
             check_url(text[len(prefix) :], f"the {prefix[:-1].upper()} address")
             return prefix[:-1]
     if text.lower().startswith(("http://", "https://")):
+        if urlsplit(text).path.lower().endswith(IMAGE_SUFFIXES):
+            check_url(text, "the image")
+            return "image"
         check_url(text, "the STAC item")
         return "stac"
     raise UserError(f"{text[:120]!r}: the app opens {KINDS}; open local files by path or upload")
@@ -118,6 +125,26 @@ def checked_item(url: str, folder: Path) -> Path:
     return path
 
 
+def image_item(url: str, folder: Path) -> Path:
+    """A STAC item whose one asset, ``visual``, is the remote image at ``url`` (checked), under ``folder``."""
+    from ..sources.xyz import safe_stem
+
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    stem = safe_stem("", name.rsplit(".", 1)[0]).strip("_") or "image"
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": stem,
+        "geometry": None,
+        "properties": {"datetime": "1970-01-01T00:00:00Z"},  # pystac needs one; nothing reads it
+        "links": [],
+        "assets": {"visual": {"href": check_url(url, "the image")}},
+    }
+    path = folder / "item.json"
+    path.write_text(json.dumps(item))
+    return path
+
+
 def read_area(
     source: str,
     bbox: tuple[float, float, float, float] | None,
@@ -134,11 +161,12 @@ def read_area(
 
     kind = source_kind(source)
     source = source.strip()
-    if kind != "stac" and bbox is None:
+    if kind in ("xyz", "wmts") and bbox is None:
         raise UserError(f"{source[:120]} is a tile service: draw or type the area to read (W,S,E,N)")
     with gdal_env():
-        if kind == "stac":
-            item = checked_item(source, folder)
+        if kind in ("stac", "image"):
+            # a remote image is read as a one-asset item: the same checks, drivers, grid and window reads
+            item = checked_item(source, folder) if kind == "stac" else image_item(source, folder)
             stem = input_stem(item)
             src: Any = open_item(str(item), None, None, resolution, drivers=REMOTE_DRIVERS)
         else:
@@ -185,4 +213,4 @@ def _write_area(src: Any, bands: list[int], out: Path) -> None:
             dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=rio_win)
 
 
-__all__ = ["REMOTE_DRIVERS", "check_url", "checked_item", "read_area", "source_kind"]
+__all__ = ["REMOTE_DRIVERS", "check_url", "checked_item", "image_item", "read_area", "source_kind"]

@@ -1,4 +1,4 @@
-// frugalvl app: remote sources (a STAC item URL, an XYZ or WMTS address) read over an area into the
+// frugalvl app: remote sources (an image URL, a STAC item URL, an XYZ or WMTS address) read over an area into the
 // session by POST /api/sources, then shown and segmented like any opened image (openImage in app.js).
 "use strict";
 
@@ -6,7 +6,7 @@
   const box = document.getElementById("sources-box");
   if (!box) return;
   box.innerHTML = `
-    <label>Remote source <small>STAC item URL, <code>xyz+https://…/{z}/{x}/{y}.png</code> or <code>wmts+https://…?layer=…</code></small>
+    <label>Remote source <small>an image URL (COG), a STAC item URL, <code>xyz+https://…/{z}/{x}/{y}.png</code> or <code>wmts+https://…?layer=…</code></small>
       <input id="source-url" type="text" placeholder="https://…/item.json"></label>
     <label>Area W,S,E,N <small>(degrees; shift-drag a box on the map, or use the map view)</small>
       <span class="row"><input id="source-bbox" type="text" placeholder="2.29,48.85,2.30,48.86">
