@@ -326,17 +326,17 @@ def test_url_that_does_not_answer_is_one_line(tmp_path, capsys, tiny_clip_file):
 
 
 def test_large_raster_goes_to_the_scene_path_with_a_moving_tile_bar(tmp_path, capsys, monkeypatch):
-    from frugalvl.segment import pipeline
+    from frugalvl.segment import pipeline, routing
     from frugalvl.testing.segmenters import ColourSegmenter, write_test_scene
 
     write_test_scene(tmp_path / "big.tif", 300, 300)
-    monkeypatch.setattr(pipeline, "AUTO_SCENE_PIXELS", 200 * 200)
+    monkeypatch.setattr(routing, "AUTO_SCENE_PIXELS", 200 * 200)  # routing: which inputs are tiled
     seg = ColourSegmenter.with_classes()
     summary = pipeline.segment_files(seg, [tmp_path / "big.tif"], tmp_path / "o", progress=True)
     err = capsys.readouterr().err
     assert summary.done and len(seg.calls) == 1 and seg.calls[0] == (300, 300)  # default tile 512: one tile
     assert "tile" in err  # the per-scene tile bar
-    monkeypatch.setattr(pipeline, "AUTO_SCENE_PIXELS", 10**9)
+    monkeypatch.setattr(routing, "AUTO_SCENE_PIXELS", 10**9)
     assert not pipeline.uses_scene_path(tmp_path / "big.tif", None)
 
 

@@ -182,32 +182,55 @@ def rasterio_open(path):
     return rasterio.open(path)
 
 
-def test_cli_refuses_prototype_files_and_several_inputs(sam3_folder, tmp_path, capsys):
+def test_cli_refuses_prototype_files(sam3_folder, tmp_path, capsys):
     import geopandas as gpd
     from PIL import Image
 
     from frugalvl.cli import main
 
-    for name in ("a.png", "b.png"):
-        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / name)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
     gpd.GeoDataFrame({"class": ["pond"]}, geometry=[box(4, 4, 30, 30)]).to_file(tmp_path / "ex.gpkg")
     (tmp_path / "p.npz").write_bytes(b"x")
-    common = [
-        "--method",
-        "segearth-ov3",
-        "--sam3",
-        sam3_folder,
-        "--classes",
-        "a;b",
-        "--no-progress",
-        "-o",
-        tmp_path / "o",
-    ]
+    common = ["--method", "segearth-ov3", "--sam3", sam3_folder, "--classes", "a;b", "--no-progress"]
     capsys.readouterr()
-    for args, fragment in [
-        ([tmp_path / "a.png", tmp_path / "b.png", "--exemplars", tmp_path / "ex.gpkg"], "one image"),
-        ([tmp_path / "a.png", "--exemplars", tmp_path / "p.npz"], "only SegEarth-OV"),
-    ]:
-        assert main([str(a) for a in ["segment", *args, *common]]) == 2
-        err = capsys.readouterr().err
-        assert fragment in err and len(err.strip().splitlines()) == 1
+    args = [tmp_path / "a.png", "--exemplars", tmp_path / "p.npz", *common, "-o", tmp_path / "o"]
+    assert main([str(a) for a in ["segment", *args]]) == 2
+    err = capsys.readouterr().err
+    assert "only SegEarth-OV" in err and len(err.strip().splitlines()) == 1
+
+
+def test_several_inputs_each_prompted_with_its_own_boxes(sam3_folder, tmp_path, capsys):
+    """Two PNGs of different sizes, one box (pixel coordinates) lying in the larger only: that input's
+    outputs equal a one-input run on it alone; the other input is the text-only run (the example-only
+    class scores 0 there) unless the box tokens are reused (the documented extension), which changes it."""
+    import geopandas as gpd
+    from PIL import Image
+
+    from frugalvl.cli import main
+
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 256, size=(80, 96, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    gpd.GeoDataFrame({"class": ["pond"]}, geometry=[box(60, 50, 90, 75)]).to_file(tmp_path / "ex.gpkg")
+    common = ["--method", "segearth-ov3", "--sam3", sam3_folder, "--classes", "background;car", "--no-progress"]
+    common += ["--save-probs", "--confidence-threshold", "0"]
+
+    def run(out, *inputs, extra=()):
+        args = ["segment", *[tmp_path / i for i in inputs], *common, "-o", tmp_path / out, *extra]
+        assert main([str(a) for a in args]) == 0, capsys.readouterr().err
+        return {i: np.load(tmp_path / out / f"{i[:-4]}_probs.npy") for i in inputs}
+
+    ex = ("--exemplars", tmp_path / "ex.gpkg")
+    both = run("both", "a.png", "b.png", extra=ex)
+    alone = run("alone", "b.png", extra=ex)
+    plain = run("plain", "a.png")
+    np.testing.assert_array_equal(both["b.png"], alone["b.png"])
+    assert both["b.png"][2].max() > 0
+    assert both["a.png"].shape == (3, 40, 48) and both["a.png"][2].max() == 0
+    np.testing.assert_allclose(both["a.png"][:2], plain["a.png"], atol=1e-6)
+    reused = run("reused", "a.png", "b.png", extra=(*ex, "--exemplar-tokens-everywhere"))
+    assert reused["a.png"][2].max() > 0
+    import json
+
+    record = json.loads((tmp_path / "reused" / "a_run.json").read_text())["segmenter"]["exemplars"]
+    assert record["reuse_tokens"] is True and record["exemplars"]["examples"] == []

@@ -233,17 +233,6 @@ def _segment_locked(args: argparse.Namespace, paths, settings: SegmentRunSetting
     else:
         with reporting(reporter):  # "loading CLIP ...", "encoding N text prompts ...": no silent minutes
             segmenter = method_module(args.method).segmenter_from_cli(args)
-        if exemplars.exemplars is not None:
-            from ..segment.exemplars_run import attach_exemplars
-
-            segmenter = attach_exemplars(
-                segmenter,
-                exemplars.exemplars,
-                paths,
-                settings,
-                reuse_tokens=exemplars.reuse_tokens,
-                save_prototypes=exemplars.save_prototypes,
-            )
         summary = segment_files(
             segmenter,
             paths,
@@ -251,6 +240,7 @@ def _segment_locked(args: argparse.Namespace, paths, settings: SegmentRunSetting
             settings,
             progress=reporter,
             on_failure=_report_failure,
+            exemplars=exemplars if exemplars.exemplars is not None else None,
         )
     print(summary.table())
     if summary.failed:

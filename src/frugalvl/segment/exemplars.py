@@ -68,10 +68,6 @@ def check_exemplar_run(kind: str, settings: ExemplarSettings, n_inputs: int) -> 
         raise UserError("save_prototypes=FILE applies to SegEarth-OV only: leave it out for this method")
     if settings.reuse_tokens and kind != "boxes":
         raise UserError("reuse_tokens=True applies to SegEarth-OV3 only: leave it out for this method")
-    if kind == "boxes" and n_inputs != 1:
-        raise UserError(
-            f"SegEarth-OV3 exemplars prompt the image that holds them: give that one image, not {n_inputs} inputs"
-        )
 
 
 _TRUE = {"1", "true", "yes", "y", "t"}

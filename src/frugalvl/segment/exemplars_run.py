@@ -1,9 +1,10 @@
-"""Exemplars on a run of inputs: one call turns a segmenter into one that uses them (docs/methods/exemplars.md).
+"""Exemplars on a run of inputs: the segmenter that uses them, input by input (docs/methods/exemplars.md).
 
-:func:`attach_exemplars` is what the command line, the app and library users call before
-:func:`~frugalvl.segment.pipeline.segment_files`: it reads the exemplar file once, places it on every input
-(map coordinates for georeferenced inputs, pixel coordinates otherwise), and hands the result to the
-segmenter's ``with_exemplars`` (or ``with_prototypes`` for a prototype file saved by an earlier run). Inputs
+:func:`plan_exemplars` reads the exemplar file once and places it on every input (map coordinates for
+georeferenced inputs, pixel coordinates otherwise); its :class:`ExemplarPlan` gives the segmenter for each
+input through the segmenter's ``with_exemplars`` (or ``with_prototypes``, also for a prototype file saved by
+an earlier run). :func:`~frugalvl.segment.pipeline.segment_files` takes ``exemplars=`` and does this itself;
+:func:`attach_exemplars` is the one-input shortcut (the app, one image in memory). Inputs
 that go through the tiled scene path are read only where the exemplars are: the tile holding each one, as
 the segmenter will see it.
 """
@@ -25,7 +26,7 @@ from ..raster import input_name, read_image, select_bands
 from ..sources.bands import resolve_bands
 from .exemplars import ExemplarFile, Exemplars, load_exemplar_file
 from .exemplars_clip import Prototypes
-from .pipeline import route_inputs
+from .routing import route_inputs
 from .scene_read import SceneReader, gdal_env, open_scene, scene_limits
 from .scene_settings import SceneSettings, SegmentRunSettings
 from .scene_tiles import Tile, plan_tiles
@@ -38,6 +39,31 @@ class _Placed:
     source: str
     full: Exemplars
     parts: list[tuple[Exemplars, np.ndarray]] = field(default_factory=list)
+    index: int = 0
+
+
+@dataclass
+class ExemplarPlan:
+    """What a run's exemplars make of a segmenter, input by input, without a model: SegEarth-OV's
+    prototypes (the same for every input), or SegEarth-OV3's exemplars per input with every exemplar
+    of the run (their classes extend every input's vocabulary alike) and, with ``reuse_tokens``, the
+    box tokens encoded on the exemplars' tiles (on the CPU). It pickles, so the Ray engine computes it
+    once and hands it to its workers."""
+
+    prototypes: Prototypes | None = None
+    inputs: dict[int, Exemplars] = field(default_factory=dict)
+    run: Exemplars | None = None
+    reuse_tokens: bool = False
+    reused: dict[int, Any] = field(default_factory=dict)
+
+    def apply(self, segmenter: Any, index: int = 0) -> Any:
+        """``segmenter`` using the exemplars for input ``index`` of the run."""
+        if self.prototypes is not None:
+            return segmenter.with_prototypes(self.prototypes)
+        assert self.run is not None
+        own = self.inputs.get(index, Exemplars((), 0, 0, self.run.source))  # none here: text (and reused tokens)
+        reused = self.reused if self.reuse_tokens else None
+        return segmenter.with_exemplars(own, reuse_tokens=self.reuse_tokens, run=self.run, reused=reused)
 
 
 def attach_exemplars(
@@ -48,14 +74,38 @@ def attach_exemplars(
     reuse_tokens: bool = False,
     save_prototypes: str | os.PathLike | None = None,
 ) -> Any:
-    """``segmenter`` using the exemplars of the file ``exemplars`` (or a prototype ``.npz``) on ``paths``."""
+    """``segmenter`` using the exemplars of the file ``exemplars`` (or a prototype ``.npz``) on ``paths[0]``
+    (:func:`plan_exemplars`; a run of several inputs takes one segmenter per input:
+    ``segment_files(..., exemplars=...)``)."""
+    plan = plan_exemplars(segmenter, exemplars, paths, settings, reuse_tokens, save_prototypes)
+    if plan.prototypes is None and len(paths) != 1:
+        raise UserError(
+            f"SegEarth-OV3 exemplars prompt each input with its own boxes: attach them to one input, not {len(paths)} "
+            "(segment_files takes exemplars= for several)"
+        )
+    return plan.apply(segmenter, 0)
+
+
+def plan_exemplars(
+    segmenter: Any,
+    exemplars: str | os.PathLike,
+    paths: Sequence[str | os.PathLike],
+    settings: SegmentRunSettings = SegmentRunSettings(),
+    reuse_tokens: bool = False,
+    save_prototypes: str | os.PathLike | None = None,
+) -> ExemplarPlan:
+    """Read the exemplar file (or prototype ``.npz``) once and place it on every input: SegEarth-OV's
+    prototypes come from every tile holding exemplars, once for the run; SegEarth-OV3 prompts each input
+    with its own boxes (and, with ``reuse_tokens``, the tokens encoded on the exemplars' tiles elsewhere)."""
     path = Path(exemplars)
     if path.suffix.lower() == ".npz":
         if not hasattr(segmenter, "with_prototypes"):
             raise UserError(f"{path} is a prototype file, which only SegEarth-OV uses: give the exemplar vector file")
-        return segmenter.with_prototypes(Prototypes.load(path))
+        return ExemplarPlan(prototypes=Prototypes.load(path))
     if not hasattr(segmenter, "with_exemplars"):
         raise UserError("this segmentation method takes no exemplars")
+    if save_prototypes is not None and not hasattr(segmenter, "with_prototypes"):
+        raise UserError("save_prototypes applies to SegEarth-OV only: leave it out for this method")
     file = load_exemplar_file(path)
     placed = place(file, paths, settings)
     if hasattr(segmenter, "with_prototypes"):  # SegEarth-OV: prototypes from every tile holding exemplars
@@ -65,21 +115,20 @@ def attach_exemplars(
         prototypes = Prototypes.concat(parts)
         if save_prototypes is not None:
             prototypes.save(save_prototypes)
-        return segmenter.with_prototypes(prototypes)
-    if save_prototypes is not None:
-        raise UserError("save_prototypes applies to SegEarth-OV only: leave it out for this method")
-    if len(paths) != 1:
-        raise UserError(
-            f"SegEarth-OV3 exemplars prompt the image that holds them: give that one image, not {len(paths)} inputs"
-        )
-    one = placed[0]
-    with_boxes = segmenter.with_exemplars(one.full)
-    if reuse_tokens:
-        ex, rgb = one.parts[0]
-        tile = segmenter.with_exemplars(ex, rgb, reuse_tokens=True)
-        with_boxes.exemplars.reuse_tokens = True
-        with_boxes.exemplars.reused = tile.exemplars.reused
-    return with_boxes
+        return ExemplarPlan(prototypes=prototypes)
+    items = tuple(e for p in placed for e in p.full.items)
+    plan = ExemplarPlan(
+        inputs={p.index: p.full for p in placed},
+        run=Exemplars(items, 0, 0, placed[0].full.source),
+        reuse_tokens=reuse_tokens,
+    )
+    if reuse_tokens:  # each class's tokens from the first tile holding a positive exemplar of it
+        for p in placed:
+            for ex, rgb in p.parts:
+                tile = segmenter.with_exemplars(ex, rgb, reuse_tokens=True, run=plan.run)
+                for c, (tokens, mask) in tile.exemplars.reused.items():
+                    plan.reused.setdefault(c, (tokens.cpu(), mask.cpu()))
+    return plan
 
 
 def place(file: ExemplarFile, paths: Sequence[str | os.PathLike], settings: SegmentRunSettings) -> list[_Placed]:
@@ -91,6 +140,7 @@ def place(file: ExemplarFile, paths: Sequence[str | os.PathLike], settings: Segm
         if one is not None:
             seen |= {e for e in range(len(file.names))} - set(one[1])
             if len(one[0].full):
+                one[0].index = i
                 placed.append(one[0])
     missing = [r for r in range(len(file.names)) if r not in seen]
     if missing:

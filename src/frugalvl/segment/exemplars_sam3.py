@@ -43,10 +43,13 @@ class ExemplarPrompts:
 
     @classmethod
     def build(
-        cls, exemplars: Exemplars, vocabulary: Vocabulary, reuse_tokens: bool
+        cls, exemplars: Exemplars, vocabulary: Vocabulary, reuse_tokens: bool, run: Exemplars | None = None
     ) -> tuple[ExemplarPrompts, Vocabulary]:
-        extended, example_only = exemplars.extend(vocabulary)
-        classes = {n: exemplars.class_index(extended, n) for n in exemplars.names}
+        """The prompts of ``exemplars`` and the extended vocabulary; ``run``: every exemplar of the run
+        (several inputs), whose classes extend the vocabulary, so every input has the same classes."""
+        run = exemplars if run is None else run
+        extended, example_only = run.extend(vocabulary)
+        classes = {n: run.class_index(extended, n) for n in run.names}
         return cls(exemplars, classes, example_only, reuse_tokens), extended
 
     def view_boxes(self, view: Window) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:

@@ -29,8 +29,6 @@ from ..errors import UserError
 from ..fileio import check_output, output_lock, remove_stale_temporaries
 from ..progress import Bar, NullReporter, Reporter, as_reporter
 from ..raster import (
-    AUTO_SCENE_PIXELS,
-    SCENE_ONLY_SUFFIXES,
     RasterImage,
     check_size,
     input_name,
@@ -45,6 +43,7 @@ from ..raster import (
 )
 from ..settings import FieldError
 from .base import Progress, Segmenter, labels_from_scores, scores_of
+from .exemplars import ExemplarSettings
 from .records import (
     RESULT_KEY,
     SegmenterRecord,
@@ -59,6 +58,7 @@ from .records import (
     write_claim,
     write_record,
 )
+from .routing import route_inputs, uses_scene_path  # noqa: F401 - also the pipeline's public names
 from .scene import input_identity, scene_finished, scene_record, segment_scene
 from .scene_settings import VECTOR_FORMATS, SceneSettings, SegmentRunSettings
 
@@ -225,21 +225,6 @@ def writing_outputs(
 # ---------------------------------------------------------------------------------------------
 
 
-def uses_scene_path(path, tile_all: bool) -> bool:
-    """Tiled when ``tile_all``, for URLs, VRT/JPEG2000, and above :data:`AUTO_SCENE_PIXELS`."""
-    suffix = Path(str(path)).suffix.lower()
-    if tile_all or is_url(path) or suffix in SCENE_ONLY_SUFFIXES or suffix == ".json":  # .json: a STAC item
-        return True
-    shape = raster_shape(path)
-    return shape is not None and shape[0] * shape[1] > AUTO_SCENE_PIXELS
-
-
-def route_inputs(paths: Sequence, settings: SegmentRunSettings) -> dict[int, bool]:
-    """Input index -> whether it goes through the tiled scene path."""
-    tile_all = settings.tile_all or settings.scene.needs_scene_path  # an AOI, band names, STAC options
-    return {i: uses_scene_path(p, tile_all) for i, p in enumerate(paths)}
-
-
 def _image_record(segmenter, path, settings: SceneSettings) -> dict:
     extra = {} if settings.vectors is None else {"min_area": settings.min_area, "simplify": settings.simplify}
     read = {"bands": None if settings.bands is None else list(settings.bands), "stretch": settings.stretch}
@@ -271,6 +256,7 @@ def segment_files(
     progress: bool | Reporter = True,
     on_failure: FailureHook | None = None,
     lock: bool = True,
+    exemplars: str | os.PathLike | ExemplarSettings | None = None,
 ) -> RunSummary:
     """Segment image files (or scenes) and write their outputs under ``outdir``.
 
@@ -280,9 +266,37 @@ def segment_files(
     a logged warning), listed in the summary, and the run goes on. ``lock``: hold the folder's writer lock (a Ray
     worker does not: its driver holds it). ``progress``: terminal bars (True),
     none (False) or a :class:`~frugalvl.progress.Reporter` (e.g. JSON lines, docs/progress.md).
+    ``exemplars``: an exemplar file (or SegEarth-OV prototype ``.npz``), or :class:`ExemplarSettings` with
+    it, read once for the run (docs/methods/exemplars.md): SegEarth-OV's prototypes are computed once and
+    apply to every input; SegEarth-OV3 prompts each input with its own boxes.
     """
     with writing_outputs(paths, outdir, settings.overwrite, lock) as checked:
-        return _segment_files(segmenter, paths, checked, settings, as_reporter(progress), on_failure)
+        segmenters = None
+        if exemplars is not None:
+            segmenters = _with_exemplars(segmenter, paths, settings, exemplars)
+            segmenter = segmenters[0]
+        return _segment_files(segmenter, paths, checked, settings, as_reporter(progress), on_failure, segmenters)
+
+
+def _with_exemplars(segmenter: Segmenter, paths: Sequence, settings: SegmentRunSettings, exemplars) -> list:
+    """One segmenter per input, using the run's exemplars (:mod:`.exemplars_run`)."""
+    from .exemplars import check_exemplar_run
+    from .exemplars_run import plan_exemplars
+
+    given = exemplars if isinstance(exemplars, ExemplarSettings) else ExemplarSettings(exemplars=str(exemplars))
+    kind = (
+        "prototypes"
+        if hasattr(segmenter, "with_prototypes")
+        else "boxes"
+        if hasattr(segmenter, "with_exemplars")
+        else ""
+    )
+    check_exemplar_run(kind, given, len(paths))
+    assert given.exemplars is not None
+    plan = plan_exemplars(segmenter, given.exemplars, paths, settings, given.reuse_tokens, given.save_prototypes)
+    if plan.prototypes is not None:  # the same queries everywhere: one segmenter
+        return [plan.apply(segmenter)] * len(paths)
+    return [plan.apply(segmenter, i) for i in range(len(paths))]
 
 
 def _segment_files(
@@ -292,10 +306,11 @@ def _segment_files(
     settings: SegmentRunSettings,
     reporter: Reporter,
     on_failure: FailureHook | None,
+    segmenters: Sequence[Segmenter] | None = None,
 ) -> RunSummary:
     scene = settings.scene
     routes = route_inputs(paths, settings)
-    todo = inputs_to_run(segmenter, paths, routes, outdir, settings)
+    todo = inputs_to_run(segmenters or segmenter, paths, routes, outdir, settings)
     summary = RunSummary(class_names(segmenter))
     report = on_failure or _log_failure
     bar = _files_bar(len(paths), reporter)
@@ -305,11 +320,12 @@ def _segment_files(
             summary.skipped.append(path)
             bar.advance()
             continue
+        one = segmenter if segmenters is None else segmenters[i]
         try:
             if routes[i]:
-                _run_scene(segmenter, path, outdir, scene, reporter, summary, settings.overwrite)
+                _run_scene(one, path, outdir, scene, reporter, summary, settings.overwrite)
             else:
-                _run_image(segmenter, path, outdir, scene, summary, reporter)
+                _run_image(one, path, outdir, scene, summary, reporter)
         except UserError as exc:
             summary.failed.append((path, str(exc)))
             report(str(path), str(exc))
@@ -321,26 +337,29 @@ def _segment_files(
 
 
 def inputs_to_run(
-    segmenter: Segmenter | SegmenterRecord,
+    segmenter: Segmenter | SegmenterRecord | Sequence[Segmenter | SegmenterRecord],
     paths: Sequence,
     routes: dict[int, bool],
     outdir: Path,
     settings: SegmentRunSettings,
 ) -> set[int]:
-    """Indices of inputs to run; a :class:`UserError` before any work when old outputs differ in settings."""
+    """Indices of inputs to run; a :class:`UserError` before any work when old outputs differ in settings.
+    ``segmenter``: one for every input, or one per input (exemplars prompt each input its own way)."""
     todo = set()
     scene = settings.scene
+    per_input = isinstance(segmenter, list | tuple)
     for i, path in enumerate(paths):
+        one = segmenter[i] if per_input else segmenter  # type: ignore[index]
         stem = input_stem(path)
         if settings.overwrite:
             todo.add(i)
             continue
         try:
             if routes[i]:
-                record = scene_record(segmenter, path, scene)
+                record = scene_record(one, path, scene)
                 done = scene_finished(outdir, stem, scene)
             else:
-                record = _image_record(segmenter, path, scene)
+                record = _image_record(one, path, scene)
                 done = _image_finished(outdir, stem, scene.save_probs, scene.vectors)
         except OSError:
             todo.add(i)  # missing input: reported when it is read

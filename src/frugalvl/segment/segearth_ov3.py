@@ -269,16 +269,25 @@ class SegEarthOV3:
         }
 
     def with_exemplars(
-        self, exemplars: Exemplars, rgb: np.ndarray | None = None, reuse_tokens: bool = False
+        self,
+        exemplars: Exemplars,
+        rgb: np.ndarray | None = None,
+        reuse_tokens: bool = False,
+        *,
+        run: Exemplars | None = None,
+        reused: dict | None = None,
     ) -> SegEarthOV3:
         """This segmenter prompting each class with its text and its exemplar boxes in the views that hold
         them (:mod:`frugalvl.segment.exemplars_sam3`); ``exemplars`` are in the pixel frame of the images
-        it will segment. ``reuse_tokens`` (needs ``rgb``, the exemplars' image): the box tokens also in
-        the other views (frugalvl's extension, off by default)."""
+        it will segment. ``reuse_tokens`` (needs ``rgb``, the exemplars' image, or ``reused``, tokens
+        encoded earlier): the box tokens also in the other views (frugalvl's extension, off by default).
+        ``run``: every exemplar of a run of several inputs (their classes extend the vocabulary)."""
         from .exemplars_sam3 import ExemplarPrompts
 
-        prompts, vocabulary = ExemplarPrompts.build(exemplars, self.vocabulary, reuse_tokens)
-        if reuse_tokens:
+        prompts, vocabulary = ExemplarPrompts.build(exemplars, self.vocabulary, reuse_tokens, run)
+        if reuse_tokens and reused is not None:
+            prompts.reused = {c: (t.to(self.device), m.to(self.device)) for c, (t, m) in reused.items()}
+        elif reuse_tokens:
             if rgb is None:
                 raise ValueError("reuse_tokens needs the exemplars' image")
             with torch.no_grad(), autocast(self.device, self.settings.precision):
