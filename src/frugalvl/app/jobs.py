@@ -54,6 +54,7 @@ class Run:
     scores_path: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     areas: list[dict] = field(default_factory=list)
+    exemplars: Path | None = None  # the drawn exemplars in the area's frame (app/exemplars.py)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def cancel(self) -> None:
@@ -213,6 +214,11 @@ class ObservedSegmenter:
         self._run.done = min(self._run.done + 1, self._run.total)
         return scores
 
+    def in_window(self, window: Window) -> ObservedSegmenter:
+        """The segmenter for one scene tile (exemplars move to its frame), still observed."""
+        at = getattr(self._segmenter, "in_window", None)
+        return self if at is None else ObservedSegmenter(at(window), self._run)
+
     def __getattr__(self, name: str):
         return getattr(self._segmenter, name)
 
@@ -242,6 +248,13 @@ def execute(run: Run, hub: ModelHub) -> None:
             "no vector download: geopandas is missing (pip install geopandas; frugalvl lists it as a core dependency)"
         )
     settings = SceneSettings(tile=run.tile, save_probs=True, vectors=vectors)
+    if run.exemplars is not None:  # drawn exemplars: the library's exemplar API, as `segment --exemplars`
+        from ..segment.exemplars_run import attach_exemplars
+        from ..segment.scene_settings import SegmentRunSettings
+
+        run.phase = "placing the exemplars …"
+        segmenter = attach_exemplars(segmenter, run.exemplars, [source], SegmentRunSettings(settings, tile_all=True))
+        run.phase = ""
     run.total = sum(
         len(row) for row in plan_tiles(run.window.height, run.window.width, settings.tile, settings.overlap_px)
     )

@@ -55,6 +55,7 @@ class Session:
     max_images: int = 8
     max_bytes: int = 2 << 30
     folders: dict[str, Path] = field(default_factory=dict, repr=False)  # image id -> its upload folder
+    extras: dict[str, Any] = field(default_factory=dict, repr=False)  # a feature's own state (exemplars)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def subfolder(self, kind: str) -> Path:

@@ -13,6 +13,7 @@ from pydantic import Field, create_model
 from ...errors import UserError
 from ...windows import Window
 from ..engine import RunOptions, run_request_fields
+from ..exemplars import exemplars_for_run, write_run_exemplars
 from ..images import OpenedImage
 from ..jobs import Run
 from ..sessions import new_id
@@ -58,9 +59,10 @@ def start_run(body: RunRequest, request: Request) -> dict:  # type: ignore[valid
     session, config = session_of(request), config_of(request)
     image = image_of(request, body.image)  # type: ignore[attr-defined]
     options = RunOptions.from_fields(body.model_dump())  # type: ignore[attr-defined]
-    hub_of(request).settings(options)  # an unknown method, a bad vocabulary or setting fail now, in the page
+    vocabulary, _ = hub_of(request).settings(options)  # an unknown method, a bad vocabulary or setting fail now
     hub_of(request).model_specs(options)  # and a refused or missing model file: the run in progress stays
     window = run_window(image, body.area, body.bounds)  # type: ignore[attr-defined]
+    drawn, notes = exemplars_for_run(session, image, window, vocabulary)  # the exemplars drawn on it (checked)
     if window.height * window.width > config.max_run_pixels:
         raise UserError(
             f"the area is {window.height * window.width / 1e6:.1f} Mpx, more than one run segments "
@@ -69,6 +71,8 @@ def start_run(body: RunRequest, request: Request) -> dict:  # type: ignore[valid
     for old in list(session.runs.values()):
         old.cancel()  # one run per session at a time: a new run replaces the old
     run = Run(new_id(), image, options, window, session.subfolder("runs"), tile=config.tile)
+    run.notes += notes
+    run.exemplars = write_run_exemplars(image, drawn, window, run.folder / "exemplars") if drawn else None
     session.add_run(run)
     worker_of(request).submit(run)
     return run_status(request, run)
