@@ -128,7 +128,7 @@ def test_a_run_uses_the_exemplars_as_the_library_does_with_the_downloaded_file(
     assert not np.array_equal(labels, without)
 
 
-def test_georeferenced_download_is_in_map_coordinates(make_client, small_geotiff, tmp_path):
+def test_georeferenced_download_is_in_map_coordinates(make_client, small_geotiff, tiny_clip_file, tmp_path):
     import geopandas as gpd
     import rasterio
 
@@ -151,6 +151,12 @@ def test_georeferenced_download_is_in_map_coordinates(make_client, small_geotiff
     np.testing.assert_allclose(corners[[0, 2]], [(20, 30), (60, 50)], atol=1e-3)
     assert 0.9 < e.polygon.area / (40 * 20) < 1.1  # about the drawn area
     assert add(client, info["id"], far, cls="cloud").status_code == 400
+    # the download feeds the command line as it is
+    from frugalvl.cli import main
+
+    args = ["segment", small_geotiff, "-o", tmp_path / "out", "--classes", "water;land", "--exemplars", path]
+    assert main([str(a) for a in [*args, "--clip", tiny_clip_file, "--no-progress"]]) == 0
+    assert json.loads((tmp_path / "out" / "landsat_small_run.json").read_text())["segmenter"]["prototypes"]
 
 
 def test_visible_area_runs_leave_out_exemplars_outside_it(make_client, wait):

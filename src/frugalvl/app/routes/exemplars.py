@@ -34,12 +34,23 @@ class ExemplarRequest(BaseModel):
 
 
 def listing(image: OpenedImage, items: list[DrawnExemplar]) -> dict:
+    from ...raster import palette
+
+    classes = list(dict.fromkeys(e.name for e in items))
+    colours = {n: "#" + bytes(int(v) for v in c).hex() for n, c in zip(classes, palette(classes))} if items else {}
     return {
         "image": image.id,
         "exemplars": [
-            {"id": e.id, "class": e.name, "positive": e.positive, "rings": to_map(image, e.polygon)} for e in items
+            {
+                "id": e.id,
+                "class": e.name,
+                "positive": e.positive,
+                "colour": colours[e.name],
+                "rings": to_map(image, e.polygon),
+            }
+            for e in items
         ],
-        "classes": list(dict.fromkeys(e.name for e in items)),
+        "classes": classes,
         "download": f"/api/images/{image.id}/exemplars.geojson",
     }
 

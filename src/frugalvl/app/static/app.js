@@ -54,6 +54,7 @@ async function init() {
   $("cancel").onclick = cancelRun;
   $("opacity").oninput = () => state.layer && state.layer.setOpacity(+$("opacity").value);
   newMap(false);
+  document.dispatchEvent(new CustomEvent("frugalvl:ready"));  // hook: exemplars.js
 }
 
 function applyPreset() {
@@ -116,7 +117,7 @@ async function openImage(request) {
   const size = `${info.width}×${info.height} px`;
   $("image-info").textContent = `${info.name}: ${size}` + (info.crs ? `, ${info.crs}` : ", not georeferenced");
   document.body.dataset.image = info.id;
-  document.dispatchEvent(new CustomEvent("frugalvl:image", { detail: info }));  // other panels (change.js) listen
+  document.dispatchEvent(new CustomEvent("frugalvl:image", { detail: info }));  // other panels (change.js, exemplars.js) listen
 }
 
 function clearResult() {
@@ -228,7 +229,7 @@ function toggleClass(index, on, row) {
 }
 
 async function pixelScores(e) {
-  if (!state.run || !state.layer) return;
+  if (!state.run || !state.layer || state.drawing) return;  // drawing: exemplars.js has the clicks
   let r;
   try { r = await api(`/api/runs/${state.run.id}/scores?lat=${e.latlng.lat}&lng=${e.latlng.lng}`); }
   catch (err) { showMessage(err.message); return; }
