@@ -141,7 +141,7 @@ def _report_failure(path: str, why: str) -> None:
     tqdm.write(f"frugalvl: skipped: {cli_message(why)}", file=sys.stderr)  # above the progress bars
 
 
-def _segment_on_ray(args: argparse.Namespace, paths, settings: SegmentRunSettings, reporter):
+def _segment_on_ray(args: argparse.Namespace, paths, settings: SegmentRunSettings, reporter, exemplars=None):
     """``--engine ray``: the same run on a Ray actor pool (frugalvl.distributed, docs/ray.md)."""
     from ..distributed.ray_segment import segment_files_ray
 
@@ -151,6 +151,7 @@ def _segment_on_ray(args: argparse.Namespace, paths, settings: SegmentRunSetting
         args.outdir,
         settings,
         progress=reporter,
+        exemplars=exemplars if exemplars is not None and exemplars.exemplars is not None else None,
         **engine_options(args),
     )
 
@@ -227,9 +228,7 @@ def _segment_locked(args: argparse.Namespace, paths, settings: SegmentRunSetting
     if summary is not None:
         print("every input is done already (give --overwrite to redo them): the finished run's table", file=sys.stderr)
     elif getattr(args, "engine", "local") == "ray":
-        if exemplars.exemplars is not None:
-            raise UserError("--exemplars runs on the local engine only for now: leave out --engine ray")
-        summary = _segment_on_ray(args, paths, settings, reporter)
+        summary = _segment_on_ray(args, paths, settings, reporter, exemplars)
     else:
         with reporting(reporter):  # "loading CLIP ...", "encoding N text prompts ...": no silent minutes
             segmenter = method_module(args.method).segmenter_from_cli(args)

@@ -20,15 +20,17 @@ part file, a CPU task plans the scene again and runs :func:`~frugalvl.segment.sc
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..progress import Bar, Reporter, as_reporter
 from ..raster import input_name
+from ..segment.exemplars import ExemplarSettings
 from ..segment.pipeline import (
     RunSummary,
     check_inputs_and_outputs,
@@ -43,6 +45,9 @@ from ..segment.scene_read import gdal_env
 from ..segment.scene_settings import SceneSettings, SegmentRunSettings
 from ..segment.scene_tiles import part_path, save_part, segment_tile
 from .cluster import get_or_raise, map_with_pool, plan_pool, ray_session, remote_call
+
+if TYPE_CHECKING:
+    from ..segment.exemplars_run import ExemplarPlan
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,23 @@ def record_of(make_segmenter: Callable[[], Any]) -> SegmenterRecord:
     return SegmenterRecord.of(make_segmenter())
 
 
+def exemplar_plan_of(
+    make_segmenter: Callable[[], Any], exemplars: ExemplarSettings, paths: list[str], settings: SegmentRunSettings
+) -> tuple[ExemplarPlan, list[SegmenterRecord]]:
+    """A Ray task: the run's exemplars read and placed once (SegEarth-OV's prototypes computed once), and
+    the record of each input's segmenter; the plan goes to every worker."""
+    from ..segment.exemplars_run import plan_exemplars
+
+    segmenter = make_segmenter()
+    assert exemplars.exemplars is not None
+    plan = plan_exemplars(
+        segmenter, exemplars.exemplars, paths, settings, exemplars.reuse_tokens, exemplars.save_prototypes
+    )
+    if plan.prototypes is not None:
+        return plan, [SegmenterRecord.of(plan.apply(segmenter))] * len(paths)
+    return plan, [SegmenterRecord.of(plan.apply(segmenter, i)) for i in range(len(paths))]
+
+
 # ---------------------------------------------------------------------------------------------
 # The worker
 # ---------------------------------------------------------------------------------------------
@@ -94,11 +116,16 @@ def record_of(make_segmenter: Callable[[], Any]) -> SegmenterRecord:
 class SegmentWorker:
     """A Ray Data actor: one segmenter, many rows (``batch_size=1``)."""
 
-    def __init__(self, make_segmenter: Callable[[], Any], outdir: str, settings: SegmentRunSettings) -> None:
-        import os
-
+    def __init__(
+        self,
+        make_segmenter: Callable[[], Any],
+        outdir: str,
+        settings: SegmentRunSettings,
+        plan: ExemplarPlan | None = None,
+    ) -> None:
         self.segmenter = make_segmenter()
-        self.outdir, self.settings = outdir, settings
+        self.outdir, self.settings, self.plan = outdir, settings, plan
+        self.with_exemplars: dict[int, Any] = {}  # input index -> its segmenter with the run's exemplars
         self.readers: dict[str, SceneReader] = {}
         self.pid = os.getpid()
 
@@ -120,15 +147,25 @@ class SegmentWorker:
             out.append(pickle.dumps(result))
         return {"result": out}
 
+    def _segmenter(self, index: int) -> Any:
+        """The segmenter for input ``index``: with the run's exemplars when it has some (a plan)."""
+        if self.plan is None:
+            return self.segmenter
+        key = 0 if self.plan.prototypes is not None else index  # prototypes: the same for every input
+        if key not in self.with_exemplars:
+            self.with_exemplars[key] = self.plan.apply(self.segmenter, index)
+        return self.with_exemplars[key]
+
     def _file(self, row: _FileRow) -> _Result:
-        summary = segment_files(self.segmenter, [row.path], self.outdir, self.settings, progress=False, lock=False)
+        segmenter = self._segmenter(row.index)
+        summary = segment_files(segmenter, [row.path], self.outdir, self.settings, progress=False, lock=False)
         return _Result(row.index, row.path, "file", summary=summary)
 
     def _tile(self, row: _TileRow) -> _Result:
         part = part_path(Path(row.parts), row.tile)
         if not part.exists():  # a retried row whose part was written before its worker died
             with gdal_env():
-                labels, scores, _ = segment_tile(self.segmenter, self._reader(row), row.tile)
+                labels, scores, _ = segment_tile(self._segmenter(row.index), self._reader(row), row.tile)
             save_part(part, labels, scores, self.settings.scene.save_probs)
         return _Result(row.index, row.path, "tile")
 
@@ -211,11 +248,14 @@ def segment_files_ray(
     progress: bool | Reporter = True,
     min_tiles: int = TILE_LEVEL_MIN_TILES,
     restarts: int = 3,
+    exemplars: str | os.PathLike | ExemplarSettings | None = None,
 ) -> RunSummary:
     """:func:`frugalvl.segment.pipeline.segment_files` on Ray: same settings, outputs and resume rules.
 
     ``make_segmenter``: a picklable callable that builds the segmenter (called once per actor);
-    ``restarts``: how often a dead worker is restarted and its row retried before the run stops.
+    ``restarts``: how often a dead worker is restarted and its row retried before the run stops;
+    ``exemplars``: as for ``segment_files``, read and placed once by one Ray task (SegEarth-OV's prototypes
+    computed once), then applied by every worker to the inputs it segments.
     """
     outdir = check_outdir(outdir)
     paths = [str(p) for p in paths]
@@ -223,18 +263,24 @@ def segment_files_ray(
     scene, overwrite = settings.scene, settings.overwrite
     with ray_session(ray_address) as ray:
         pool = plan_pool(ray, workers, gpus_per_worker, device, restarts)
-        record = remote_call(ray, record_of, make_segmenter, num_gpus=pool.gpus_per_worker)
+        plan = None
+        if exemplars is None:
+            records = [remote_call(ray, record_of, make_segmenter, num_gpus=pool.gpus_per_worker)] * len(paths)
+        else:
+            given = exemplars if isinstance(exemplars, ExemplarSettings) else ExemplarSettings(str(exemplars))
+            args = (make_segmenter, given, paths, settings)
+            plan, records = remote_call(ray, exemplar_plan_of, *args, num_gpus=pool.gpus_per_worker)
         routes = route_inputs(paths, settings)
-        todo = inputs_to_run(record, paths, routes, outdir, settings)
-        summary = RunSummary(list(record.names))
+        todo = inputs_to_run(records, paths, routes, outdir, settings)
+        summary = RunSummary(list(records[0].names))
         summary.skipped += [p for i, p in enumerate(paths) if i not in todo]
-        scenes, rows = _plan(record, paths, todo, routes, outdir, scene, overwrite, min_tiles, summary)
+        scenes, rows = _plan(records, paths, todo, routes, outdir, scene, overwrite, min_tiles, summary)
         for planned in scenes.values():
             if planned.pending == 0:
-                _submit_assembly(ray, planned, record, outdir, scene, overwrite)
+                _submit_assembly(ray, planned, records, outdir, scene, overwrite)
         items = [{"row": pickle.dumps(r)} for r in rows]
-        results = map_with_pool(ray, items, SegmentWorker, (make_segmenter, str(outdir), settings), pool)
-        _stream(ray, results, len(rows), scenes, record, outdir, scene, overwrite, summary, progress)
+        results = map_with_pool(ray, items, SegmentWorker, (make_segmenter, str(outdir), settings, plan), pool)
+        _stream(ray, results, len(rows), scenes, records, outdir, scene, overwrite, summary, progress)
         _collect_assemblies(ray, scenes, paths, summary)
     order = {p: i for i, p in enumerate(paths)}
     for name in ("done", "skipped"):
@@ -243,14 +289,14 @@ def segment_files_ray(
     return summary
 
 
-def _plan(record, paths, todo, routes, outdir, settings, overwrite, min_tiles, summary) -> tuple[dict, list]:
+def _plan(records, paths, todo, routes, outdir, settings, overwrite, min_tiles, summary) -> tuple[dict, list]:
     scenes: dict[int, _Scene] = {}
     rows: list = []
     for i in sorted(todo):
         scene = None
         if routes[i]:
             try:
-                scene = _plan_scene(record, i, paths[i], outdir, settings, overwrite, min_tiles)
+                scene = _plan_scene(records[i], i, paths[i], outdir, settings, overwrite, min_tiles)
             except UserError as exc:
                 summary.failed.append((paths[i], str(exc)))
                 continue
@@ -262,7 +308,7 @@ def _plan(record, paths, todo, routes, outdir, settings, overwrite, min_tiles, s
     return scenes, rows
 
 
-def _stream(ray, results, total: int, scenes: dict, record, outdir, settings, overwrite, summary, progress) -> None:
+def _stream(ray, results, total: int, scenes: dict, records, outdir, settings, overwrite, summary, progress) -> None:
     """Merge the rows' results as they finish; start a scene's assembly once its last tile is in."""
     bar = _rows_bar(total, progress)
     try:
@@ -276,7 +322,7 @@ def _stream(ray, results, total: int, scenes: dict, record, outdir, settings, ov
             scene.pending -= 1
             scene.error = scene.error or r.error
             if scene.pending == 0:
-                _submit_assembly(ray, scene, record, outdir, settings, overwrite)
+                _submit_assembly(ray, scene, records, outdir, settings, overwrite)
     except ray.exceptions.RayError as exc:
         raise UserError(
             f"the Ray job stopped ({str(exc).splitlines()[0][:160]}): finished files and tiles are kept; "
@@ -305,10 +351,11 @@ def _merge(summary: RunSummary, r: _Result) -> None:
     summary.failed += s.failed
 
 
-def _submit_assembly(ray, scene: _Scene, record, outdir, settings, overwrite) -> None:
+def _submit_assembly(ray, scene: _Scene, records, outdir, settings, overwrite) -> None:
+    """The scene's assembly task, with the record of its input's segmenter (``records``: one per input)."""
     if scene.error is None:
         task = ray.remote(num_cpus=1, max_retries=1)(_assemble_scene)
-        scene.finish = task.remote(record, scene.path, str(outdir), settings, overwrite)
+        scene.finish = task.remote(records[scene.index], scene.path, str(outdir), settings, overwrite)
 
 
 def _collect_assemblies(ray, scenes: dict, paths, summary: RunSummary) -> None:
@@ -331,4 +378,4 @@ def _collect_assemblies(ray, scenes: dict, paths, summary: RunSummary) -> None:
             summary.done.append(scene.path)
 
 
-__all__ = ["SegmentWorker", "record_of", "segment_files_ray", "TILE_LEVEL_MIN_TILES"]
+__all__ = ["SegmentWorker", "exemplar_plan_of", "record_of", "segment_files_ray", "TILE_LEVEL_MIN_TILES"]
