@@ -349,7 +349,7 @@ def inputs_to_run(
     scene = settings.scene
     per_input = isinstance(segmenter, list | tuple)
     for i, path in enumerate(paths):
-        one = segmenter[i] if per_input else segmenter  # type: ignore[index]
+        one: Segmenter | SegmenterRecord = segmenter[i] if per_input else segmenter  # type: ignore[index,assignment]
         stem = input_stem(path)
         if settings.overwrite:
             todo.add(i)
