@@ -53,16 +53,31 @@ def test_draw_a_box_assign_a_class_rerun_and_download(served_app, tmp_path):  # 
             assert page.locator("#map path.leaflet-interactive").count() >= 1  # drawn on the map
             assert page.get_attribute("body", "data-drawing") == ""
 
+            # a negative polygon of a known class: three clicks and a double-click on the last corner
+            page.fill("#ex-class", "water")
+            page.check("#ex-negative")
+            page.click("#ex-polygon")
+            page.wait_for_selector("body[data-drawing=polygon]", state="attached")
+            for x, y in [(600, 500), (680, 520)]:
+                page.mouse.click(x, y)
+            page.mouse.dblclick(640, 580)
+            page.wait_for_selector("#ex-list li:nth-child(2)", state="attached")
+            assert page.locator("#ex-list .name").all_inner_texts() == ["cloud", "water (not this)"]
+            page.uncheck("#ex-negative")
+
             page.click("#run")
             page.wait_for_selector("body[data-layer=ready]", state="attached", timeout=90_000)
             assert page.locator("#legend .name").all_inner_texts() == ["background", "water", "forest", "cloud"]
             shot = os.environ.get("FRUGALVL_APP_SCREENSHOT")
             if shot:
+                page.set_viewport_size({"width": 1280, "height": 1020})
                 page.fill("#opacity", "0.45")
                 page.dispatch_event("#opacity", "input")
-                page.wait_for_timeout(500)
+                page.evaluate("document.getElementById('exemplars').scrollIntoView({block: 'start'})")
+                page.wait_for_timeout(800)
                 page.screenshot(path=shot)
                 small_png(Path(shot))
+                page.set_viewport_size({"width": 1280, "height": 800})
 
             with page.expect_download() as download:
                 page.click("#ex-download")
@@ -70,12 +85,15 @@ def test_draw_a_box_assign_a_class_rerun_and_download(served_app, tmp_path):  # 
             download.value.save_as(saved)
             assert saved.name == "landsat_rgb_byte_exemplars.geojson"
             file = load_exemplar_file(saved)  # the CLI's reader
-            assert file.names == ("cloud",) and file.positive == (True,) and file.frame.crs.to_epsg() == 32618
+            assert file.names == ("cloud", "water") and file.positive == (True, False)
+            assert file.frame.crs.to_epsg() == 32618 and file.frame.geometry[1].geom_type == "Polygon"
 
             # a reload: the session still holds the image and its exemplar
             page.reload()
-            page.wait_for_selector("#ex-list li", state="attached")
-            assert page.locator("#ex-list .name").all_inner_texts() == ["cloud"]
+            page.wait_for_selector("#ex-list li:nth-child(2)", state="attached")
+            assert page.locator("#ex-list .name").all_inner_texts() == ["cloud", "water (not this)"]
+            page.click("#ex-list li:nth-child(2) button")
+            page.wait_for_selector("#ex-list li:nth-child(2)", state="detached")
             page.click("#ex-list li button")
             page.wait_for_selector("#ex-list li", state="detached")
             assert page.locator("#ex-download").is_hidden()
