@@ -131,7 +131,7 @@ def image_item(url: str, folder: Path) -> Path:
 
     name = urlsplit(url).path.rsplit("/", 1)[-1]
     stem = safe_stem("", name.rsplit(".", 1)[0]).strip("_") or "image"
-    item = {
+    item: dict[str, Any] = {
         "type": "Feature",
         "stac_version": "1.0.0",
         "id": stem,
