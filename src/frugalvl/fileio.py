@@ -260,6 +260,106 @@ def check_output(
     )
 
 
+LEDGER_NAME = ".frugalvl-outputs.json"  # a folder's files that frugalvl runs claimed, for commands without a record
+
+
+def claimed_outputs(folder: str | os.PathLike) -> list[Path]:
+    """The files in ``folder`` that a frugalvl run claimed in its ledger (:func:`claim_outputs`); [] when none."""
+    folder = Path(folder)
+    try:
+        names = json.loads((folder / LEDGER_NAME).read_text()).get("written", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [folder / n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")]
+
+
+def claim_outputs(paths: Iterable[str | os.PathLike]) -> None:
+    """Record ``paths`` as frugalvl's own in their folders' ledgers, *before* writing them, so a killed run's
+    half-written outputs are resumed or replaced by the next run instead of refused as someone else's."""
+    by_folder: dict[Path, list[str]] = {}
+    for path in paths:
+        path = Path(path).expanduser().absolute()
+        by_folder.setdefault(path.parent, []).append(path.name)
+    for folder, names in by_folder.items():
+        old = [p.name for p in claimed_outputs(folder)]
+        new = sorted(set(old) | set(names))
+        if new != sorted(old):
+            write_json(folder / LEDGER_NAME, {"written": new})
+
+
+def check_outputs(
+    paths: Iterable[str | os.PathLike],
+    inputs: Iterable[str | os.PathLike] = (),
+    recorded: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+    field: str = "outdir",
+    owner: type | None = None,
+    claim: bool = True,
+) -> list[Path]:
+    """:func:`check_output` on every path (a file claimed in its folder's ledger counts as recorded), then,
+    with ``claim``, every path claimed (:func:`claim_outputs`) before anything is written. Returns the paths."""
+    inputs, recorded = list(inputs), list(recorded)
+    checked = []
+    for path in paths:
+        path = Path(path).expanduser()
+        checked.append(check_output(path, inputs, [*recorded, *claimed_outputs(path.parent)], overwrite, field, owner))
+    if claim:
+        claim_outputs(checked)
+    return checked
+
+
+def check_folder_output(
+    folder: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike] = (),
+    recorded: Iterable[str | os.PathLike] = (),
+    overwrite: bool = False,
+    field: str = "out",
+    owner: type | None = None,
+    can_overwrite: bool = True,
+) -> Path:
+    """An output *folder* a command fills with files of its own: refused when it is, holds or lies inside an
+    input, and when it holds anything (hidden temporaries and the lock aside) while none of ``recorded``
+    exists in it (no frugalvl run of this command wrote there), unless ``overwrite`` (the remedy the
+    message names when ``can_overwrite``)."""
+    from .settings import FieldError
+
+    folder = Path(folder).expanduser()
+    for item in inputs:
+        item = Path(item).expanduser()
+        if _same_path(folder, item) or _inside(folder, item) or (folder.exists() and _inside(item, folder)):
+            raise FieldError(
+                field,
+                f"{{{field}}} {folder} is, holds or lies inside the input {item}: write the output elsewhere",
+                owner,
+            )
+    if overwrite or not folder.is_dir() or any(Path(r).exists() for r in recorded):
+        return folder
+    mine = {LOCK_NAME, LEDGER_NAME}
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in mine and not _TEMP_NAME.match(p.name))
+    if not foreign:
+        return folder
+    remedy = ", or {overwrite} to write into it" if can_overwrite else ""
+    raise FieldError(
+        (field, "overwrite") if can_overwrite else field,
+        f"{{{field}}} {folder} holds files no frugalvl run recorded writing ({foreign[0]}, ...): give a new or "
+        f"empty folder{remedy}",
+        owner,
+    )
+
+
+@contextlib.contextmanager
+def writing_into(
+    folder: str | os.PathLike, option: str = "-o", recursive: bool = True, create: bool = True
+) -> Iterator[Path]:
+    """What every command writing into a folder does first, for the ``with`` block: the folder proven writable
+    (:func:`check_writable_dir`), its writer lock held (:func:`output_lock`), and the temporaries of killed
+    runs removed (:func:`remove_stale_temporaries`)."""
+    folder = check_writable_dir(folder, option=option, create=create)
+    with output_lock(folder):
+        remove_stale_temporaries(folder, recursive=recursive)
+        yield folder
+
+
 # ---------------------------------------------------------------------------------------------
 # One writer per output folder
 # ---------------------------------------------------------------------------------------------

@@ -163,19 +163,30 @@ def _read_tiff(path: Path, bands: Sequence[int] | None, stretch: str) -> RasterI
 
 
 def _read_other(path: Path, stretch: str) -> RasterImage:
+    """A photo as OpenCV's ``IMREAD_COLOR`` shows it (EXIF orientation applied: :mod:`.orientation`, the same
+    rule as the tiled path), alpha 0 as nodata."""
     import cv2
 
+    from .orientation import PHOTO_SUFFIXES, alpha_nodata, exif_orientation, orient
+
     buf = np.fromfile(path, dtype=np.uint8)
+    ours = path.suffix.lower() in PHOTO_SUFFIXES  # orientation applied here, by the tiled path's rule
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | (cv2.IMREAD_IGNORE_ORIENTATION if ours else 0)
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if buf.size else None
+        img = cv2.imdecode(buf, flags) if buf.size else None
     except cv2.error:  # e.g. a header above OpenCV's own pixel limit
         img = None
     if img is None:
         raise UserError(f"cannot read {path}: not a valid image file (corrupt, empty or an unsupported format)")
+    orientation = exif_orientation(path) if ours else 1
+    img = orient(img, orientation)
+    nodata = alpha_nodata(path, orientation) if ours else None
+    if nodata is not None and nodata.shape != img.shape[:2]:
+        nodata = None
     bands = img[..., ::-1].transpose(2, 0, 1)  # BGR -> RGB
-    valid = np.ones(img.shape[:2], dtype=bool)
+    valid = np.ones(img.shape[:2], dtype=bool) if nodata is None else ~nodata
     rgb = np.ascontiguousarray(_to_uint8(np.ascontiguousarray(bands), valid, stretch).transpose(1, 2, 0))
-    return RasterImage(rgb=rgb, path=path)
+    return RasterImage(rgb=rgb, path=path, nodata_mask=nodata)
 
 
 def raster_shape(path: str | os.PathLike) -> tuple[int, int] | None:

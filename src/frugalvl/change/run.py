@@ -12,8 +12,9 @@ also resumes inside a scene.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..fileio import check_outputs, writing_into
 from ..progress import Reporter, as_reporter
 from ..raster import AUTO_SCENE_PIXELS, SCENE_ONLY_SUFFIXES, raster_shape
-from ..segment.records import check_record, make_record, record_path, write_record
+from ..segment.records import check_record, make_record, read_record, record_path, write_record
 from ..segment.scene import input_identity
 from . import outputs as out
 from .detector import ChangeDetector
@@ -109,6 +111,34 @@ def pairs_to_run(
     return todo
 
 
+def check_change_outputs(
+    pairs: Sequence[Pair], outdir: Path, settings: ChangeOutputSettings, overwrite: bool = False
+) -> None:
+    """Refuse outputs that are an input, or existing files no frugalvl run recorded (unless ``overwrite``);
+    then claim them (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
+    inputs = [p for pair in pairs for p in (pair.before, pair.after) if not pair.remote]
+    paths: list[Path] = []
+    recorded: list[Path] = []
+    for pair in pairs:
+        files = [*out.output_paths(outdir, pair.stem, settings.semantic), record_path(outdir, _stem(pair))]
+        paths += files
+        old = read_record(record_path(outdir, _stem(pair)))
+        if isinstance(old, dict) and "segmenter" in old:  # a finished change map, written before claims
+            recorded += [*out.output_paths(outdir, pair.stem, True), record_path(outdir, _stem(pair))]
+    check_outputs(paths, inputs, recorded, overwrite, "outdir")
+
+
+@contextlib.contextmanager
+def writing_changes(
+    pairs: Sequence[Pair], outdir: str | Path, settings: ChangeOutputSettings, overwrite: bool = False
+) -> Iterator[Path]:
+    """``outdir`` proven writable, locked for this run, cleared of killed runs' temporaries, and its outputs
+    checked and claimed (:func:`check_change_outputs`), for the ``with`` block."""
+    with writing_into(outdir, option="outdir") as folder:
+        check_change_outputs(pairs, folder, settings, overwrite)
+        yield folder
+
+
 def detect_files(
     detector: ChangeDetector,
     pairs: Sequence[Pair],
@@ -118,11 +148,27 @@ def detect_files(
     stretch: str = "percentile",
     progress: bool | Reporter = True,
     settings: ChangeOutputSettings = ChangeOutputSettings(),
+    lock: bool = True,
 ) -> ChangeSummary:
     """Compare every pair and write its outputs under ``outdir``; ``progress``: a reporter, or True/False for
-    the terminal bars or none (:func:`frugalvl.progress.as_reporter`)."""
-    reporter = as_reporter(progress)
-    outdir = Path(outdir)
+    the terminal bars or none (:func:`frugalvl.progress.as_reporter`). ``lock``: check, claim and lock
+    ``outdir`` for the run (:func:`writing_changes`; a Ray worker's driver holds the lock instead)."""
+    if not lock:
+        return _detect_files(detector, pairs, Path(outdir), overwrite, bands, stretch, as_reporter(progress), settings)
+    with writing_changes(pairs, outdir, settings, overwrite) as checked:
+        return _detect_files(detector, pairs, checked, overwrite, bands, stretch, as_reporter(progress), settings)
+
+
+def _detect_files(
+    detector: ChangeDetector,
+    pairs: Sequence[Pair],
+    outdir: Path,
+    overwrite: bool,
+    bands: Sequence[int] | None,
+    stretch: str,
+    reporter: Reporter,
+    settings: ChangeOutputSettings,
+) -> ChangeSummary:
     bands_t = list(bands) if bands else None
     todo = pairs_to_run(detector, pairs, outdir, bands_t, stretch, settings, overwrite)
     summary = ChangeSummary()

@@ -9,6 +9,7 @@ stage's prefix (``features_batch_size``), because ``run`` gathers the options of
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -29,17 +30,27 @@ PREPARE, FEATURES, ENDPOINT, CLUSTER, SCORE, PICK, TRAIN = (
 
 def in_work(run: Callable[[argparse.Namespace], Any], settings: Callable[[argparse.Namespace], Any] | None = None):
     """Wrap a stage: its settings are built first (a bad value ends here, before anything is touched),
-    then its work folder is checked writable (before any model loads) and cleared of the temporaries a
-    killed run left, then the stage runs."""
+    then its work folder is checked writable (before any model loads), locked for the run (one writer per
+    work folder) and cleared of the temporaries a killed run left, then the stage runs. A run refused
+    before it wrote anything removes the work folder it had just created."""
 
     def checked(args: argparse.Namespace):
-        from ..fileio import check_writable_dir, remove_stale_temporaries
+        from ..errors import UserError
+        from ..fileio import check_writable_dir, output_lock, remove_stale_temporaries
 
         if settings is not None:
             settings(args)
         check_writable_dir(args.work, option="-w", create=False)
-        remove_stale_temporaries(args.work, recursive=True)
-        return run(args)
+        created = not Path(args.work).exists()
+        try:
+            with output_lock(args.work):
+                remove_stale_temporaries(args.work, recursive=True)
+                return run(args)
+        except UserError:
+            if created:
+                with contextlib.suppress(OSError):
+                    Path(args.work).rmdir()  # only when empty: the run wrote nothing
+            raise
 
     return checked
 

@@ -110,10 +110,9 @@ class DetectorFactory:
 
 def run(args: argparse.Namespace) -> int:
     from ..change.pairs import find_pairs
-    from ..change.run import check_pairs, detect_files
+    from ..change.run import check_pairs, writing_changes
     from ..change.settings import ChangeOutputSettings
     from ..fileio import check_writable_dir
-    from ..progress import NullReporter, reporting
     from .segment import parse_bands
 
     pairs = find_pairs(args.before, args.after)
@@ -127,6 +126,22 @@ def run(args: argparse.Namespace) -> int:
     reporter = reporter_from_cli(args)
     check_pairs(pairs)
     check_writable_dir(args.outdir, option="-o")  # before any model loads
+    with writing_changes(pairs, args.outdir, output, args.overwrite):  # checked and locked before any model loads
+        summary = _detect(args, pairs, bands, output, reporter)
+    print(summary.table())
+    if summary.failed:
+        for _pair, why in summary.failed:
+            print(f"frugalvl: failed: {why}")
+        return 2
+    if not pairs:
+        raise UserError("no image pairs to compare")
+    return 0
+
+
+def _detect(args: argparse.Namespace, pairs: Any, bands: Any, output: Any, reporter: Any) -> Any:
+    from ..change.run import detect_files
+    from ..progress import NullReporter, reporting
+
     if getattr(args, "engine", "local") == "ray":
         from ..distributed.ray_change import detect_files_ray
 
@@ -138,14 +153,7 @@ def run(args: argparse.Namespace) -> int:
         with reporting(reporter):  # "loading SAM 3 ...": no silent minutes
             detector = detector_from_cli(args)
         summary = detect_files(detector, pairs, args.outdir, args.overwrite, bands, args.stretch, reporter, output)
-    print(summary.table())
-    if summary.failed:
-        for _pair, why in summary.failed:
-            print(f"frugalvl: failed: {why}")
-        return 2
-    if not pairs:
-        raise UserError("no image pairs to compare")
-    return 0
+    return summary
 
 
 def evaluation_predictor(args: argparse.Namespace, spec: Any, root: Any) -> tuple[Any, dict[str, Any]]:

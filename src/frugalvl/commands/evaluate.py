@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     out.add_argument("-o", "--outdir", default="eval_results", help="output folder (default eval_results)")
     out.add_argument("--no-cache", action="store_true", help="do not keep per-image results (no resuming)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument(
+        "--overwrite", action="store_true", help="replace result files in -o that no evaluation recorded writing"
+    )
     add_points_arguments(what)
     add_override_arguments(p.add_argument_group("overrides of the preset's settings (default: the official ones)"))
     add_model_arguments(p)
@@ -56,9 +59,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate.datasets import dataset_present, dataset_spec, list_datasets
-    from ..evaluate.tables import paper_tables
-
     if args.points:
         from .evaluate_points import run_points
 
@@ -68,16 +68,23 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit}: give a positive number of images")
-    from ..fileio import check_writable_dir, remove_stale_temporaries
+    from ..fileio import writing_into
 
-    check_writable_dir(args.outdir, option="-o")  # before any model loads
-    remove_stale_temporaries(args.outdir, recursive=True)
     root = Path(args.data_root)
     if not root.is_dir():
         raise UserError(
             f"--data-root {root} is not a folder: give the folder holding the datasets (the official configs' data/)"
         )
+    with writing_into(args.outdir, option="-o"):  # writable, locked, killed runs' temporaries gone: before any model
+        return _run_locked(args, root)
+
+
+def _run_locked(args: argparse.Namespace, root: Path) -> int:
+    from ..evaluate.datasets import dataset_present, dataset_spec, list_datasets
+    from ..evaluate.tables import paper_tables
+
     if args.dataset:
+        _check_outputs(args, [(dataset_spec(args.dataset), args.predictions)], root, None)
         result = _evaluate_one(args, dataset_spec(args.dataset), root, pred_dir=args.predictions)
         print(_report(result))
         _print_outputs(result)
@@ -92,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"not found under {root} (skipped): {', '.join(missing)}")
     label = args.method if not args.predictions else f"predictions-{Path(args.predictions).resolve().name}"
+    planned = [(s, Path(args.predictions) / s.name if args.predictions else None) for s in present]
+    _check_outputs(args, [(s, p) for s, p in planned if p is None or p.is_dir()], root, label)
     results, failed = [], []
     make_segmenter = None if args.predictions else _shared_model_segmenters(args)
     for spec in present:
@@ -123,6 +132,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"frugalvl: {len(failed)} dataset(s) failed, see the errors above", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, planned: list, root: Path, label: str | None) -> None:
+    """Every result file this run will write, checked before any model loads: never in a dataset's or the
+    predictions' folder, never a file no evaluation recorded writing unless --overwrite."""
+    from ..evaluate.runner import check_run_outputs, check_summary_outputs, dataset_inputs
+
+    inputs = [args.predictions] if args.predictions else []
+    for spec, pred_dir in planned:
+        run = label or (args.method if pred_dir is None else f"predictions-{Path(pred_dir).resolve().name}")
+        check_run_outputs(Path(args.outdir) / spec.name / run, [*dataset_inputs(spec, root), *inputs], args.overwrite)
+    if label is not None:
+        check_summary_outputs(args.outdir, label, inputs, args.overwrite)
 
 
 def _has_settings(dataset: str, method: str) -> bool:
@@ -183,9 +205,11 @@ def _evaluate_one(
         settings = cache_identity(args.method, method_args)
         cache = not args.no_cache
     run_dir = Path(args.outdir) / spec.name / predictor.label
+    inputs = [pred_dir] if pred_dir is not None else []
     result = evaluate_dataset(
-        spec, root, predictor, run_dir, settings=settings, limit=args.limit, cache=cache, progress=not args.no_progress
-    )
+        spec, root, predictor, run_dir, settings=settings, limit=args.limit, cache=cache,
+        progress=not args.no_progress, overwrite=args.overwrite, inputs=inputs,
+    )  # fmt: skip
     if spec.change:
         from ..evaluate.change import change_metrics_json
         from ..fileio import write_json

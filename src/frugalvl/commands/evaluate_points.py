@@ -15,14 +15,22 @@ def add_points_arguments(group: Any) -> None:
 
 
 def run_points(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from ..evaluate.points import evaluate_points
-    from ..fileio import check_writable_dir, write_json
+    from ..fileio import check_outputs, write_json, writing_into
 
     result = evaluate_points(args.points, truth_property=args.truth_property)
     print(result.report())
-    out = check_writable_dir(Path(args.outdir) / "points", option="-o")
-    write_json(out / f"{result.cloud.stem}.json", result.as_json())
-    print(f"\nresults: {out / (result.cloud.stem + '.json')}")
+    out = Path(args.outdir) / "points"
+    path = out / f"{result.cloud.stem}.json"
+    with writing_into(out, option="-o"):
+        try:
+            ours = {"cloud", "points", "mIoU"} <= set(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        check_outputs([path], [args.points], [path] if ours else [], args.overwrite)
+        write_json(path, result.as_json())
+    print(f"\nresults: {path}")
     return 0

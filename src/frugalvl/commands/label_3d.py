@@ -71,8 +71,10 @@ def apply_preset(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..fileio import check_writable_dir
-    from ..pointcloud.pipeline import check_cloud_and_block, label_cloud
+    from ..pointcloud.pipeline import check_cloud_and_block, label_cloud, writing_labels
 
     cls = _settings_class()
     values = apply_preset(args)
@@ -82,20 +84,23 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "no classes given: use --classes 'ground;tree;building', --classes-file FILE or --preset stpls3d"
         )
-    check_cloud_and_block(args.cameras, args.cloud, settings)  # before any model loads
+    cameras, cloud = check_cloud_and_block(args.cameras, args.cloud, settings)  # before any model loads
     check_writable_dir(args.outdir, option="-o")
-    segmenter = method_module(args.method).segmenter_from_cli(args)
-    result = label_cloud(
-        segmenter,
-        args.photos,
-        args.cameras,
-        args.cloud,
-        args.outdir,
-        settings,
-        colours=args.colours,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    if not Path(args.photos).is_dir():
+        raise UserError(f"photo folder {args.photos} is not a folder: give the folder holding the block's photos")
+    with writing_labels(cameras, cloud, args.photos, args.cameras, args.outdir, settings, args.overwrite):
+        segmenter = method_module(args.method).segmenter_from_cli(args)  # after every check on the outputs
+        result = label_cloud(
+            segmenter,
+            args.photos,
+            args.cameras,
+            args.cloud,
+            args.outdir,
+            settings,
+            colours=args.colours,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     print(result.table())
     print(f"labelled cloud: {result.output}")
     return 0

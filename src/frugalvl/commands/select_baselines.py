@@ -89,10 +89,16 @@ def _baseline_parser(stages) -> None:
     _baseline_options(p)
 
     def run(args):
+        import contextlib
+
+        from ..fileio import output_lock, remove_stale_temporaries
         from ..select.baselines import run_baseline
 
         pick, settings = pick_settings(args), baseline_settings(args.name, args)
-        report = run_baseline(args.name, args.work, args.out, pick, settings, overwrite=args.overwrite)
+        held = output_lock(args.work) if Path(args.work).is_dir() else contextlib.nullcontext()  # one writer
+        with held:
+            remove_stale_temporaries(args.work, recursive=True)
+            report = run_baseline(args.name, args.work, args.out, pick, settings, overwrite=args.overwrite)
         print(f"{args.name}: {report['n_selected']} of {report['n_samples']} samples -> {report['out']}")
         print(f"per source: {report['selected_per_source']}")
         print(f"ids and report in {Path(args.work) / ('baseline-' + args.name)}")
@@ -115,11 +121,12 @@ def _compare_parser(stages) -> None:
     )
     p.add_argument("-w", "--work", required=True, type=Path, help="work folder the selections were made from")
     p.add_argument("--out-dir", type=Path, help="where compare.json and compare.png go (default WORK/compare)")
+    p.add_argument("--overwrite", action="store_true", help="replace files in --out-dir that no comparison wrote")
 
     def run(args):
         from ..select.compare import compare, format_table
 
-        result = compare(args.work, args.selections, args.out_dir)
+        result = compare(args.work, args.selections, args.out_dir, overwrite=args.overwrite)
         print(format_table(result))
         print("\nwritten: " + ", ".join(result["written"]))
 

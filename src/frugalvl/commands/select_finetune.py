@@ -189,6 +189,7 @@ def _report_parser(stages) -> None:
         "--selection", type=Path, help="selected_ids.npy or selected_ids.txt (default WORK/pick/selected_ids.npy)"
     )
     add_settings_options(p, ReportSettings)  # --gallery, --title
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o that no report wrote")
     p.set_defaults(func=run_report)
 
 
@@ -198,6 +199,7 @@ def run_report(args: argparse.Namespace) -> int:
     work = args.work or args.work_opt
     if work is None:
         raise UserError("no work folder: give it as `frugalvl select report WORK`")
-    out = write_report(work, args.out, args.selection, build_settings(ReportSettings, given(args, ReportSettings)))
+    settings = build_settings(ReportSettings, given(args, ReportSettings))
+    out = write_report(work, args.out, args.selection, settings, overwrite=args.overwrite)
     print(out)
     return 0

@@ -94,12 +94,12 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from ..devices import resolve_device
-    from ..fileio import check_output, check_writable_dir, remove_stale_temporaries
-    from ..models.clip import load_clip
+    import contextlib
+
+    from ..fileio import check_output, check_writable_dir, output_lock, remove_stale_temporaries
+    from ..train.checkpoints import default_checkpoint_dir
     from ..train.distributed import init_ranks
     from ..train.images import list_training_images
-    from ..train.loop import summary_line, train_upsampler
     from ..train.settings import check_settings
 
     settings = settings_from_args(args)
@@ -111,8 +111,20 @@ def run_command(args: argparse.Namespace) -> int:
     check_writable_dir(output.parent or Path("."), option="-o (its folder)")
     check_output(output, training_inputs(args, images), trained_outputs(output), args.overwrite, "output")
     ranks = init_ranks(args.device)  # one process unless started by accelerate launch / torchrun
-    if ranks.is_main:
-        remove_stale_temporaries(output.parent)
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir is not None else default_checkpoint_dir(output)
+    with contextlib.ExitStack() as held:
+        if ranks.is_main:  # one writer per folder: the output's and the checkpoints' (the other ranks are this run)
+            for locked in dict.fromkeys([output.parent.absolute(), folder.absolute()]):
+                held.enter_context(output_lock(locked))
+                remove_stale_temporaries(locked)
+        return _train(args, ranks, settings, images, output)
+
+
+def _train(args: argparse.Namespace, ranks: Any, settings: Any, images: list[Path], output: Path) -> int:
+    from ..devices import resolve_device
+    from ..models.clip import load_clip
+    from ..train.loop import summary_line, train_upsampler
+
     device = ranks.device if ranks.world > 1 else resolve_device(args.device)
     clip = load_clip(args.clip, device=device)
     summary = train_upsampler(

@@ -33,6 +33,7 @@ from ..change.run import (
     pair_record,
     pairs_to_run,
     tile_size,
+    writing_changes,
 )
 from ..change.scene import Parts, SceneReader, detect_tile, open_scene, plan_tiles
 from ..change.settings import ChangeOutputSettings
@@ -110,8 +111,8 @@ class ChangeWorker:
     def _pair(self, row: _Row) -> _Result:
         o = self.options
         summary = detect_files(
-            self.detector, [row.pair], o.outdir, o.overwrite, o.bands, o.stretch, progress=False, settings=o.settings
-        )
+            self.detector, [row.pair], o.outdir, o.overwrite, o.bands, o.stretch, False, o.settings, lock=False
+        )  # the driver checked, claimed and locked the folder
         return _Result(row.index, False, summary=summary)
 
     def _tile(self, row: _Row) -> _Result:
@@ -145,10 +146,18 @@ def detect_files_ray(
 ) -> ChangeSummary:
     """:func:`frugalvl.change.run.detect_files` on Ray: the same outputs and resume rules; small pairs one
     row each, scenes one row per tile. ``make_detector``: a picklable callable (called once per actor)."""
+    pool_options = (ray_address, workers, gpus_per_worker, device, restarts)
+    check_pairs(pairs)
+    with writing_changes(pairs, outdir, settings, overwrite) as checked:  # one writer: this driver
+        return _detect_locked(
+            make_detector, pairs, checked, overwrite, bands, stretch, settings, progress, pool_options
+        )
+
+
+def _detect_locked(make_detector, pairs, outdir: Path, overwrite, bands, stretch, settings, progress, pool_options):
     from tqdm.auto import tqdm
 
-    check_pairs(pairs)
-    outdir = Path(outdir)
+    ray_address, workers, gpus_per_worker, device, restarts = pool_options
     bands_l = list(bands) if bands else None
     options = _Options(str(outdir), overwrite, bands_l, stretch, settings)
     summary = ChangeSummary()

@@ -33,11 +33,10 @@ from ..raster import input_name
 from ..segment.exemplars import ExemplarSettings
 from ..segment.pipeline import (
     RunSummary,
-    check_inputs_and_outputs,
-    check_outdir,
     inputs_to_run,
     route_inputs,
     segment_files,
+    writing_outputs,
 )
 from ..segment.records import SegmenterRecord
 from ..segment.scene import SceneReader, SceneResult, Tile, assemble_scene, open_scene, plan_scene
@@ -257,9 +256,14 @@ def segment_files_ray(
     ``exemplars``: as for ``segment_files``, read and placed once by one Ray task (SegEarth-OV's prototypes
     computed once), then applied by every worker to the inputs it segments.
     """
-    outdir = check_outdir(outdir)
+    pool_options = (ray_address, workers, gpus_per_worker, device, restarts)
     paths = [str(p) for p in paths]
-    check_inputs_and_outputs(paths, outdir, settings.overwrite)
+    with writing_outputs(paths, outdir, settings.overwrite) as checked:  # one writer: this driver holds the lock
+        return _segment_locked(make_segmenter, paths, checked, settings, progress, min_tiles, pool_options)
+
+
+def _segment_locked(make_segmenter, paths, outdir: Path, settings, progress, min_tiles, pool_options) -> RunSummary:
+    ray_address, workers, gpus_per_worker, device, restarts = pool_options
     scene, overwrite = settings.scene, settings.overwrite
     with ray_session(ray_address) as ray:
         pool = plan_pool(ray, workers, gpus_per_worker, device, restarts)

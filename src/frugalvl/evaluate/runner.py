@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import write_json, write_text
+from ..fileio import check_outputs, output_lock, write_json, write_text
 from .datasets import DatasetSpec, Sample, find_prediction, find_samples, read_label, read_prediction
 from .metrics import ConfusionAccumulator, Scores
 from .tables import PAPER_LABELS, comparison_table, per_class_table, published
@@ -194,6 +194,41 @@ def _score_sample(spec: DatasetSpec, predictor: Predictor, sample: Sample, acc: 
     return acc.add(labels, preds, spec.encoding.ignore_index)
 
 
+RUN_FILES = ("results.json", "per_class.csv", "change_metrics.json")  # what an evaluation writes in its run dir
+
+
+def _is_results(path: Path, keys: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a JSON file an evaluation wrote (an object, or a list of rows, with ``keys``)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    rows = data if isinstance(data, list) else [data]
+    return bool(rows) and all(isinstance(r, dict) and all(k in r for k in keys) for r in rows)
+
+
+def dataset_inputs(spec: DatasetSpec, data_root: str | Path) -> list[Path]:
+    """The folders an evaluation reads: the dataset's images (both dates) and labels."""
+    return [Path(data_root) / d for d in (spec.img_dir, spec.ann_dir, spec.img2_dir) if d]
+
+
+def check_run_outputs(run_dir: Path, inputs: Sequence[str | Path] = (), overwrite: bool = False) -> None:
+    """Refuse a run dir whose result files are an input or files no evaluation recorded (unless
+    ``overwrite``), then claim them (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
+    ours = _is_results(run_dir / "results.json", ("dataset", "confusion_matrix"))
+    recorded = [run_dir / n for n in RUN_FILES] if ours else []
+    check_outputs([run_dir / n for n in RUN_FILES], inputs, recorded, overwrite, "outdir")
+
+
+def check_summary_outputs(
+    outdir: str | Path, label: str, inputs: Sequence[str | Path] = (), overwrite: bool = False
+) -> None:
+    """:func:`check_run_outputs` for :func:`write_summary`'s two files."""
+    json_path, csv_path = Path(outdir) / f"summary-{label}.json", Path(outdir) / f"summary-{label}.csv"
+    recorded = [json_path, csv_path] if _is_results(json_path, ("dataset", "headline")) else []
+    check_outputs([json_path, csv_path], inputs, recorded, overwrite, "outdir")
+
+
 def evaluate_dataset(
     spec: DatasetSpec,
     data_root: str | Path,
@@ -203,11 +238,31 @@ def evaluate_dataset(
     limit: int | None = None,
     cache: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
 ) -> DatasetResult:
-    """Score ``predictor`` on a dataset; write ``results.json`` and ``per_class.csv`` to ``run_dir``."""
+    """Score ``predictor`` on a dataset; write ``results.json`` and ``per_class.csv`` to ``run_dir``.
+
+    ``run_dir`` is locked for the call, and its result files are checked first: never one of the dataset's
+    folders or ``inputs``, never a file no evaluation recorded writing unless ``overwrite``."""
+    run_dir = Path(run_dir)
+    with output_lock(run_dir):
+        check_run_outputs(run_dir, [*dataset_inputs(spec, data_root), *inputs], overwrite)
+        return _evaluate(spec, data_root, predictor, run_dir, settings, limit, cache, progress)
+
+
+def _evaluate(
+    spec: DatasetSpec,
+    data_root: str | Path,
+    predictor: Predictor,
+    run_dir: Path,
+    settings: Mapping[str, Any] | None,
+    limit: int | None,
+    cache: bool,
+    progress: bool,
+) -> DatasetResult:
     from tqdm.auto import tqdm
 
-    run_dir = Path(run_dir)
     samples = find_samples(spec, data_root)
     chosen = samples[:limit] if limit is not None else samples
     settings = json.loads(json.dumps(dict(settings or {}), sort_keys=True, default=str))  # JSON-safe, as cached

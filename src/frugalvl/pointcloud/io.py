@@ -123,10 +123,13 @@ def _open_las(path: Path) -> Cloud:
     return Cloud(path, "las", count, ["x", "y", "z", *names], None)
 
 
+SCRATCH_PREFIX = ".label-3d-"  # the coordinate scratch folders; a killed run's are removed by the next
+
+
 @contextlib.contextmanager
 def xyz_scratch(cloud: Cloud, folder: str | os.PathLike, size: int) -> Iterator[np.ndarray]:
     """The cloud's coordinates as a float64 ``N×3`` array backed by a temporary file in ``folder``."""
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".label-3d-") as tmp:
+    with tempfile.TemporaryDirectory(dir=folder, prefix=SCRATCH_PREFIX) as tmp:
         xyz = np.lib.format.open_memmap(Path(tmp) / "xyz.npy", mode="w+", dtype=np.float64, shape=(cloud.count, 3))
         for start, chunk in cloud.xyz_chunks(size):
             xyz[start : start + len(chunk)] = chunk

@@ -11,8 +11,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path, check_writable_dir, write_json
+from ..fileio import atomic_path, check_outputs, write_json, writing_into
 from ..settings import settings_identity
 from .cameras import Camera, read_block, select_cameras
-from .io import Cloud, open_cloud, output_path, write_labelled, xyz_scratch
+from .io import SCRATCH_PREFIX, Cloud, open_cloud, output_path, write_labelled, xyz_scratch
 from .projection import project
 from .settings import Label3DSettings
 from .votes import DepthBuffer, Votes
@@ -195,6 +198,50 @@ def check_cloud_and_block(
     return cameras, cloud
 
 
+def check_label_outputs(
+    cameras: list[Camera],
+    cloud: Cloud,
+    photos_dir: str | os.PathLike,
+    cameras_path: str | os.PathLike,
+    outdir: str | os.PathLike,
+    settings: Label3DSettings,
+    overwrite: bool = False,
+) -> None:
+    """Refuse outputs that are an input or existing files no frugalvl run recorded (unless ``overwrite``),
+    then claim them: the labelled cloud, its table and record, each photo's label map
+    (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
+    from ..segment.records import output_names, read_record, recorded_outputs
+
+    outdir, masks = Path(outdir), Path(outdir) / MASKS
+    inputs = [Path(photos_dir), Path(cameras_path), cloud.path]
+    out = output_path(cloud, outdir, settings.output_format)
+    own = [out, out.with_name(f"{out.stem}.csv"), out.with_name(f"{out.stem}_run.json")]
+    old = read_record(own[2])
+    check_outputs(own, inputs, own if isinstance(old, dict) and "segmenter" in old else [], overwrite, "outdir")
+    stems = sorted({Path(cam.name).stem for cam in cameras})
+    recorded = [p for stem in stems for p in recorded_outputs(masks, stem)]
+    check_outputs([masks / n for stem in stems for n in output_names(stem)], inputs, recorded, overwrite, "outdir")
+
+
+@contextlib.contextmanager
+def writing_labels(
+    cameras: list[Camera],
+    cloud: Cloud,
+    photos_dir: str | os.PathLike,
+    cameras_path: str | os.PathLike,
+    outdir: str | os.PathLike,
+    settings: Label3DSettings,
+    overwrite: bool = False,
+) -> Iterator[Path]:
+    """``outdir`` proven writable and locked for the ``with`` block, cleared of what killed runs left (their
+    temporaries, their coordinate scratch folders), its outputs checked and claimed."""
+    with writing_into(outdir, option="outdir") as folder:
+        for scratch in folder.glob(f"{SCRATCH_PREFIX}*"):  # the lock is ours: no other run is using them
+            shutil.rmtree(scratch, ignore_errors=True)
+        check_label_outputs(cameras, cloud, photos_dir, cameras_path, folder, settings, overwrite)
+        yield folder
+
+
 def label_cloud(
     segmenter: Any,
     photos_dir: str | os.PathLike,
@@ -206,22 +253,28 @@ def label_cloud(
     overwrite: bool = False,
     progress: bool = False,
 ) -> Label3DResult:
-    """The whole transfer; ``colours`` ``[C, 3]`` uint8 per class (default: :func:`frugalvl.raster.palette`)."""
-    from ..raster import palette
-    from ..segment.scene import input_identity
-
+    """The whole transfer; ``colours`` ``[C, 3]`` uint8 per class (default: :func:`frugalvl.raster.palette`).
+    ``outdir`` is locked for the call, and its outputs checked (:func:`writing_labels`)."""
     names = list(segmenter.vocabulary.names)
     if settings.class_weights is not None and len(settings.class_weights) != len(names):
         raise UserError(
             f"class_weights has {len(settings.class_weights)} values for {len(names)} classes: give one per class"
         )
     cameras, cloud = check_cloud_and_block(cameras_path, cloud_path, settings)
-    outdir = check_writable_dir(outdir, option="output folder")
     chosen, skipped = find_photos(cameras, Path(photos_dir))
     if not chosen:
         raise UserError(
             f"none of the block's {len(cameras)} chosen photos is usable in {photos_dir}: see the lines above"
         )
+    with writing_labels(cameras, cloud, photos_dir, cameras_path, outdir, settings, overwrite) as checked:
+        return _label(segmenter, chosen, skipped, cloud, cameras_path, checked, settings, colours, overwrite, progress)
+
+
+def _label(segmenter, chosen, skipped, cloud, cameras_path, outdir: Path, settings, colours, overwrite, progress):
+    from ..raster import palette
+    from ..segment.scene import input_identity
+
+    names = list(segmenter.vocabulary.names)
     masks = outdir / MASKS
     masks.mkdir(exist_ok=True)
     segmented = segment_photos(segmenter, [p for _, p in chosen], masks, settings.votes == "score", overwrite, progress)

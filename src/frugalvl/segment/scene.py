@@ -34,6 +34,7 @@ from ..errors import UserError
 from ..progress import Bar, Reporter, as_reporter
 from ..raster import check_size, input_name, input_stem, is_url, select_bands
 from ..sources.bands import resolve_bands
+from ..sources.remote import remote_identity
 from ..sources.stac import items_source, mosaic_members
 from .base import Segmenter
 from .records import (
@@ -107,9 +108,10 @@ class SceneResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def input_identity(source: str | os.PathLike) -> dict[str, Any]:
-    """A local file's name, size and modification time; a URL with what its server says of its content
-    (:func:`remote_identity`), so a replaced input is never reused, remote or local."""
+def input_identity(source: str | os.PathLike, settings: SceneSettings | None = None) -> dict[str, Any]:
+    """A local file's name, size and modification time; a remote input with what identifies its content
+    (:func:`frugalvl.sources.remote.remote_identity`; a tile service read with ``settings``: its probe tile),
+    so a replaced input is never reused, remote or local."""
     name = str(source)
     members = mosaic_members(name)
     if members is not None:  # several STAC items: each one's identity
@@ -118,41 +120,37 @@ def input_identity(source: str | os.PathLike) -> dict[str, Any]:
             raise UserError(f"STAC item {missing[0]} does not exist: check the path")
         return {"stac_items": [input_identity(m) for m in members]}
     if is_url(name):
+        from ..sources.xyz import is_xyz
+
+        if is_xyz(name) and settings is not None:
+            return _tiles_identity(name, settings)
         return remote_identity(name)
     st = os.stat(name)
     return {"name": Path(name).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-HEAD_BYTES = 65536  # the first bytes of a remote input, hashed: its header (and more) identifies its content
+def _tiles_identity(name: str, settings: SceneSettings) -> dict[str, Any]:
+    """A tile service's identity at the zoom the scene reads, probed under the centre of its bbox."""
+    from ..sources.remote import xyz_identity
+    from ..sources.xyz import zoom_for_resolution
 
+    lon = lat = 0.0
+    if settings.bbox is not None:
+        from rasterio.warp import transform_bounds
 
-def remote_identity(url: str) -> dict[str, Any]:
-    """An http(s) input's address plus its ``ETag``, ``Last-Modified``, size and a hash of its first
-    :data:`HEAD_BYTES` bytes (one range request), so a changed file at the same address is recognised like
-    a changed local file (docs/reliability.md#resume-never-reuse-stale-results). Other schemes, and a
-    server that does not answer (its reader reports that), give the address only."""
-    import hashlib
-    import urllib.request
+        w, s, e, n = transform_bounds(settings.bbox_crs, "EPSG:4326", *settings.bbox)
+        lon, lat = (w + e) / 2, (s + n) / 2
+    elif settings.aoi is not None and Path(settings.aoi).is_file():
+        from ..sources.aoi import read_aoi
 
-    ident: dict[str, Any] = {"url": url}
-    if not url.lower().startswith(("http://", "https://")):
-        return ident
-    request = urllib.request.Request(url, headers={"Range": f"bytes=0-{HEAD_BYTES - 1}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - http(s) only, checked above
-            head = answer.read(HEAD_BYTES)
-            headers = answer.headers
-    except (OSError, ValueError):
-        return ident
-    total = (headers.get("Content-Range") or "").rpartition("/")[2]
-    size = total if total.isdigit() else headers.get("Content-Length")
-    ident.update(
-        etag=headers.get("ETag"),
-        last_modified=headers.get("Last-Modified"),
-        size=int(size) if size and str(size).isdigit() else None,
-        head_sha256=hashlib.sha256(head).hexdigest(),
-    )
-    return ident
+        w, s, e, n = read_aoi(settings.aoi, "EPSG:4326").bounds
+        lon, lat = (w + e) / 2, (s + n) / 2
+    zoom = settings.zoom
+    if zoom is None:
+        if settings.resolution is None:
+            return remote_identity(name)  # the reader refuses it with one line
+        zoom = zoom_for_resolution(settings.resolution, lat if settings.bbox is not None else 0.0)  # as the reader
+    return xyz_identity(name, zoom, lon, lat)
 
 
 def scene_record(
@@ -172,7 +170,7 @@ def scene_record(
         s["aoi"] = input_identity(settings.aoi)
     if not parts:
         s.pop("save_probs")
-    return make_record(segmenter, input=input_identity(source), scene=s)
+    return make_record(segmenter, input=input_identity(source, settings), scene=s)
 
 
 def scene_finished(outdir: Path, stem: str, settings: SceneSettings) -> bool:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from ..errors import UserError
+from ..orientation import exif_orientation, oriented_dataset
 from ..raster import apply_stretch, input_name, is_url, stretch_limits, valid_pixels
 from ..windows import Window
 
@@ -126,7 +127,9 @@ def _open_raster(source: str | os.PathLike):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(name)
+            src = rasterio.open(name)
+            orientation = 1 if is_url(name) else exif_orientation(name)
+            return src if orientation == 1 else oriented_dataset(src, orientation)  # as the whole-image path
     except RasterioIOError as exc:
         if is_url(name):
             raise UserError(

@@ -164,6 +164,10 @@ def resume(
     checkpoint was made from, its frozen weights loaded from the same source (the checkpoint holds
     only the trainable ones).
     """
+    if accelerator.is_main_process:  # saves a killed run cut short: never resumed, removed here
+        for cut in [*(Path(folder) / CHECKPOINTS).glob(".step-*.tmp"), *Path(folder).glob(".*.tmp")]:
+            if cut.is_dir():
+                shutil.rmtree(cut, ignore_errors=True)
     found = checkpoint_dirs(folder, state_file)
     if not found:
         return None

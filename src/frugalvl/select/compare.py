@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_path, check_outputs, output_lock, write_json
 from .ranking import count_by
 from .workdir import load_features, load_samples
 
@@ -93,11 +93,26 @@ def summary(values: np.ndarray) -> dict[str, float]:
     return {"n": int(len(v)), "mean": float(v.mean()), **quantiles}
 
 
-def compare(work: str | Path, specs: Sequence[str], out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Compare selections ``specs`` of ``work``; write ``compare.json`` and ``compare.png``; return the result."""
+def compare(
+    work: str | Path, specs: Sequence[str], out_dir: str | Path | None = None, overwrite: bool = False
+) -> dict[str, Any]:
+    """Compare selections ``specs`` of ``work``; write ``compare.json`` and ``compare.png``; return the result.
+    Neither replaces a file no comparison recorded writing (unless ``overwrite``); ``out_dir`` is locked."""
     work = Path(work)
     if len(specs) < 2:
         raise UserError("compare needs two or more selections, e.g. `frugalvl select compare -w WORK pick random`")
+    folder = Path(out_dir) if out_dir else work / "compare"
+    files = [folder / "compare.json", folder / "compare.png"]
+    try:
+        ours = "jaccard" in json.loads(files[0].read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    with output_lock(folder):
+        check_outputs(files, [work / "prepare", work / "features"], files if ours else [], overwrite, "out_dir")
+        return _compare(work, specs, folder)
+
+
+def _compare(work: Path, specs: Sequence[str], folder: Path) -> dict[str, Any]:
     samples = load_samples(work)
     sources = np.asarray([s["dataset"] for s in samples], dtype=object)
     sel: dict[str, np.ndarray] = {}
@@ -126,8 +141,6 @@ def compare(work: str | Path, specs: Sequence[str], out_dir: str | Path | None =
         }
         result["jaccard"][a] = {b: jaccard(ids, sel[b]) for b in labels}
     result["all_samples_scores"] = {name: summary(v) for name, v in scores.items()}
-    folder = Path(out_dir) if out_dir else work / "compare"
-    folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "compare.json", result)
     plot(folder / "compare.png", sel, scores, sources, result)
     result["written"] = [str(folder / "compare.json"), str(folder / "compare.png")]

@@ -259,15 +259,22 @@ def tour_settings(clip: Path, mllm: Path) -> dict[str, Any]:
 def run_tour(folder: str | Path, n_images: int | None = None) -> TourFiles:
     """Write the inputs, run every stage into ``folder/work``, pick into ``folder/selected.json`` and
     write ``folder/work/report.html``; a second call reuses what is done."""
+    from ..fileio import check_folder_output, output_lock
     from .pipeline import run
     from .report import write_report
 
     folder = Path(folder)
-    data, root, clip, mllm = write_tour_inputs(folder, n_images)
-    settings = tour_settings(clip, mllm)
-    prepare = settings["prepare_settings"]
-    settings["prepare_settings"] = type(prepare)(image_root=str(root))
-    work, selection = folder / "work", folder / "selected.json"
-    run(data, work, selection, **settings)
-    report = write_report(work)
+    own = [folder / "data" / "easyvqa_llava.json", folder / "models" / "tiny-clip.pt", folder / "work"]
+    try:
+        check_folder_output(folder, (), own, field="folder", can_overwrite=False)  # never someone else's folder
+    except UserError as exc:
+        raise UserError(str(exc)) from None  # "folder ...": the argument's name, in Python and on the command line
+    with output_lock(folder):
+        data, root, clip, mllm = write_tour_inputs(folder, n_images)
+        settings = tour_settings(clip, mllm)
+        prepare = settings["prepare_settings"]
+        settings["prepare_settings"] = type(prepare)(image_root=str(root))
+        work, selection = folder / "work", folder / "selected.json"
+        run(data, work, selection, **settings)
+        report = write_report(work)
     return TourFiles(data, root, clip, mllm, work, selection, report)

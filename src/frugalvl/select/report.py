@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_outputs
 from ..settings import FieldError, check_at_least, option
 from .formats.images import open_image
 
@@ -315,6 +315,12 @@ def _card(k: int, data: ReportData, settings: ReportSettings) -> str:
     )
 
 
+_OPENING = (
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+)
+
+
 def render_html(data: ReportData, settings: ReportSettings = ReportSettings()) -> str:
     """The whole page as one string."""
     has_sel = data.selection_path is not None
@@ -371,11 +377,21 @@ def render_html(data: ReportData, settings: ReportSettings = ReportSettings()) -
             "</div>",
         ]
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<title>{html.escape(settings.title)}</title><link rel="icon" href="data:,">'
-        f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+        _OPENING
+        + f'<title>{html.escape(settings.title)}</title><link rel="icon" href="data:,">'
+        + f"<style>{CSS}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
     )
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a page :func:`write_report` wrote (its opening and its two galleries)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return text.startswith(_OPENING) and 'id="lowest"' in text and 'id="highest"' in text
 
 
 def write_report(
@@ -383,10 +399,14 @@ def write_report(
     out: str | Path | None = None,
     selection: str | Path | None = None,
     settings: ReportSettings = ReportSettings(),
+    overwrite: bool = False,
 ) -> Path:
-    """Write the page (default ``WORK/report.html``) atomically; returns its path."""
+    """Write the page (default ``WORK/report.html``) atomically; returns its path. ``out`` is never an input,
+    a file inside the work folder's stages, nor a file no report recorded writing (unless ``overwrite``)."""
     work = Path(work)
     out = Path(out) if out is not None else work / "report.html"
+    inputs = [work, *([Path(selection)] if selection is not None else [])]
+    check_outputs([out], inputs, [out] if _is_report(out) else [], overwrite, "out")
     page = render_html(load_report_data(work, selection), settings)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")

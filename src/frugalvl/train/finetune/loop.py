@@ -11,6 +11,7 @@ restored; docs/methods/coido_finetune.md#checkpoints-and-resume).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from ...fileio import write_json
+from ...fileio import check_folder_output, output_lock, write_json
 from ...select import accelerate_state as state
 from .data import as_subset, data_digest, plans_for, read_records, step_ends
 from .deepspeed import run_deepspeed_config
@@ -117,15 +118,37 @@ def finetune(
     pick writes); returns ``OUT/adapter`` (and writes ``OUT/merged`` with ``merge``)."""
     out, data = Path(out), Path(data)
     check_settings(settings)
+    check_finetune_output(out, data, settings)
     samples = read_records(data, settings.image_root)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accum = grad_accum(settings, world)
     key = {**result_key(settings, world), "data": data_digest(data)}
-    adapter = out / "adapter"
     precision = state.mixed_precision(settings)
     accelerator = state.make_accelerator(settings, accum, run_deepspeed_config(settings, accum, precision))
-    if force and accelerator.is_main_process:
-        shutil.rmtree(out, ignore_errors=True)
+    with output_lock(out) if accelerator.is_main_process else contextlib.nullcontext(out):  # one writer per folder
+        return _finetune(accelerator, data, out, samples, settings, accum, key, merge, force, merge_dtype)
+
+
+OWN = ("checkpoints", "adapter", "merged", "finetune.json")  # what a fine-tune writes in its output folder
+
+
+def check_finetune_output(out: Path, data: Path, settings: FinetuneSettings) -> None:
+    """Refuse an output folder that is, holds or lies in an input (the subset JSON, the image root, a local
+    base model), or that holds files while no fine-tune recorded writing there (its ``finetune.json`` or a
+    checkpoint): ``force`` starts a fine-tune over, never someone else's folder."""
+    inputs = [data, *(Path(p) for p in (settings.image_root, settings.mllm) if p and Path(p).is_dir())]
+    recorded = [out / "finetune.json", *checkpoint_dirs(out)]
+    check_folder_output(out, inputs, recorded, field="out", can_overwrite=False)
+
+
+def _finetune(accelerator, data, out, samples, settings, accum, key, merge, force, merge_dtype) -> Path:
+    adapter = out / "adapter"
+    if force and accelerator.is_main_process:  # only what a fine-tune wrote: checked above to be this folder
+        for path in (out / name for name in OWN):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
     if _finished(out, key):
         log.info("finetune: done already (%s); skipping training", adapter)
