@@ -294,10 +294,11 @@ def check_outputs(
     overwrite: bool = False,
     field: str = "outdir",
     owner: type | None = None,
-    claim: bool = True,
+    claim: bool = False,
 ) -> list[Path]:
     """:func:`check_output` on every path (a file claimed in its folder's ledger counts as recorded), then,
-    with ``claim``, every path claimed (:func:`claim_outputs`) before anything is written. Returns the paths."""
+    with ``claim``, every path claimed (:func:`claim_outputs`). Returns the paths. Commands check early
+    (before any model loads) and claim right before they write, so a refused run leaves no ledger behind."""
     inputs, recorded = list(inputs), list(recorded)
     checked = []
     for path in paths:

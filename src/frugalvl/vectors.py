@@ -11,9 +11,10 @@ simplification, per polygon) and appended to a GeoPackage; GeoJSON and GeoParque
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +191,7 @@ def _append(path: Path, layer: str, batch, class_names, crs, simplify, append: b
 
     if not batch and not force:
         return 0
-    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
-    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": FIXED_DATE})  # same bytes on every run (a resumed one too)
-    try:
+    with fixed_gpkg_date():  # same bytes on every run (a resumed one too)
         pyogrio.write_dataframe(
             _frame(batch, class_names, crs, simplify),
             path,
@@ -202,9 +201,20 @@ def _append(path: Path, layer: str, batch, class_names, crs, simplify, append: b
             promote_to_multi=False,
             geometry_type="Polygon",
         )
+    return len(batch)
+
+
+@contextlib.contextmanager
+def fixed_gpkg_date() -> Iterator[None]:
+    """GeoPackages written in the block carry :data:`FIXED_DATE` as their last change: equal bytes on reruns."""
+    import pyogrio
+
+    old = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": FIXED_DATE})
+    try:
+        yield
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": old})
-    return len(batch)
 
 
 def _convert(gpkg: Path, out: Path, layer: str) -> None:

@@ -88,7 +88,8 @@ def _label_3d(tmp: Path) -> Case:
     base = ["label-3d", str(tmp / "photos"), "--cameras", str(block), "--cloud", str(cloud)]
     model = ["--classes", "ground;box", "--method", "segearth-ov", "--clip", NOT_A_MODEL, "--no-progress"]
     as_input = [*base, "-o", str(tmp / "photos"), *model, "--overwrite"]  # label maps among the photos
-    return Case([*base, "-o", str(out), *model], out / "masks" / "photo_1.png", ("--outdir", "photo_1.png"), as_input)
+    planted = out / "masks" / "photo_1.png"
+    return Case([*base, "-o", str(out), *model], planted, ("--outdir", "photo_1.png"), as_input, locked=out)
 
 
 def _report(tmp: Path) -> Case:
@@ -170,6 +171,8 @@ def test_claimed_outputs_are_resumed_not_refused(tmp_path):
     half.write_bytes(b"half written")
     assert claimed_outputs(out) == [half]
     assert check_outputs([half, out / "new.png"]) == [half, out / "new.png"]
+    assert claimed_outputs(out) == [half]  # checking claims nothing: commands claim right before writing
+    check_outputs([half, out / "new.png"], claim=True)
     assert sorted(p.name for p in claimed_outputs(out)) == ["new.png", "scene_change.tif"]
     theirs = out / "theirs.png"
     theirs.write_bytes(b"x")
@@ -205,11 +208,20 @@ def _train_upsampler(tmp: Path) -> tuple[list[str], Path]:
     return ["train-upsampler", "--images", str(tmp / "imgs"), "--clip", NOT_A_MODEL, "-o", str(tmp / "up" / "u.ckpt")], tmp / "up"  # fmt: skip
 
 
+def _locked_case(make: Callable[[Path], Case]) -> Callable[[Path], tuple[list[str], Path]]:
+    def build(tmp: Path) -> tuple[list[str], Path]:
+        case = make(tmp)
+        assert case.locked is not None
+        return case.argv, case.locked
+
+    return build
+
+
 LOCKED: dict[str, Callable[[Path], tuple[list[str], Path]]] = {
-    "change": lambda t: ((c := _change(t)).argv, c.locked),  # type: ignore[misc]
-    "evaluate": lambda t: ((c := _evaluate(t)).argv, c.locked),  # type: ignore[misc]
-    "label-3d": lambda t: ((c := _label_3d(t)).argv, t / "out3d"),  # type: ignore[misc]
-    "select compare": lambda t: ((c := _compare(t)).argv, c.locked),  # type: ignore[misc]
+    "change": _locked_case(_change),
+    "evaluate": _locked_case(_evaluate),
+    "label-3d": _locked_case(_label_3d),
+    "select compare": _locked_case(_compare),
     "select prepare": _select_prepare,
     "train-upsampler": _train_upsampler,
 }

@@ -1,4 +1,5 @@
-"""Round 3, class 11: the docs' promises hold: vector files rewritten (a resumed run) are byte-identical,
+"""Round 3, class 11: the docs' promises hold: vector files rewritten (a resumed run) are byte-identical (segment's
+and change's),
 and a byte-order mark is not part of the first class of a class file."""
 
 from __future__ import annotations
@@ -28,6 +29,25 @@ def test_a_geopackage_written_twice_is_byte_identical(tmp_path):
     first = write_vectors(src, tmp_path / "a" / "scene.gpkg", ["x", "y", "z"]).read_bytes()
     time.sleep(1.1)  # GeoPackages carry a last-change timestamp (seconds and more)
     second = write_vectors(src, tmp_path / "b" / "scene.gpkg", ["x", "y", "z"]).read_bytes()
+    assert first == second
+
+
+def test_the_change_polygons_written_twice_are_byte_identical(tmp_path):
+    """`frugalvl change --semantic`'s GeoPackage too (a resumed pair rewrites it)."""
+    from frugalvl.change.semantic import write_polygons
+
+    codes = np.zeros((64, 64), np.uint16)
+    codes[10:30, 5:40] = 1 * 3 + 2  # from class 1 to class 2
+    codes[40:60, 30:60] = 2 * 3 + 0
+    src = tmp_path / "fromto.tif"
+    profile = dict(driver="GTiff", height=64, width=64, count=1, dtype="uint16", crs="EPSG:32633")
+    with rasterio.open(src, "w", transform=from_origin(500000, 4000000, 1, 1), **profile) as dst:
+        dst.write(codes, 1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_polygons(src, tmp_path / "a" / "s_change.gpkg", ["x", "y", "z"]).read_bytes()
+    time.sleep(1.1)
+    second = write_polygons(src, tmp_path / "b" / "s_change.gpkg", ["x", "y", "z"]).read_bytes()
     assert first == second
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import check_outputs, writing_into
+from ..fileio import check_outputs, claim_outputs, writing_into
 from ..progress import Reporter, as_reporter
 from ..raster import AUTO_SCENE_PIXELS, SCENE_ONLY_SUFFIXES, raster_shape
 from ..segment.records import check_record, make_record, read_record, record_path, write_record
@@ -114,8 +114,8 @@ def pairs_to_run(
 def check_change_outputs(
     pairs: Sequence[Pair], outdir: Path, settings: ChangeOutputSettings, overwrite: bool = False
 ) -> None:
-    """Refuse outputs that are an input, or existing files no frugalvl run recorded (unless ``overwrite``);
-    then claim them (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
+    """Refuse outputs that are an input, or existing files no frugalvl run recorded (unless ``overwrite``)
+    (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make); each pair claims its own before writing."""
     inputs = [p for pair in pairs for p in (pair.before, pair.after) if not pair.remote]
     paths: list[Path] = []
     recorded: list[Path] = []
@@ -128,12 +128,17 @@ def check_change_outputs(
     check_outputs(paths, inputs, recorded, overwrite, "outdir")
 
 
+def _claim(outdir: Path, pair: Pair, settings: ChangeOutputSettings) -> None:
+    """Claim a pair's outputs as frugalvl's before (re)writing them: a killed run's are resumed, not refused."""
+    claim_outputs([*out.output_paths(outdir, pair.stem, settings.semantic), record_path(outdir, _stem(pair))])
+
+
 @contextlib.contextmanager
 def writing_changes(
     pairs: Sequence[Pair], outdir: str | Path, settings: ChangeOutputSettings, overwrite: bool = False
 ) -> Iterator[Path]:
     """``outdir`` proven writable, locked for this run, cleared of killed runs' temporaries, and its outputs
-    checked and claimed (:func:`check_change_outputs`), for the ``with`` block."""
+    checked (:func:`check_change_outputs`), for the ``with`` block."""
     with writing_into(outdir, option="outdir") as folder:
         check_change_outputs(pairs, folder, settings, overwrite)
         yield folder
@@ -209,6 +214,7 @@ def _run_pair(
         nodata = np.logical_or.reduce(masks) if masks else None
         change = result.change if nodata is None else np.where(nodata, 0, result.change).astype(np.uint8)
         grid = out.Grid(change.shape[0], change.shape[1], before.crs, before.transform)
+        _claim(outdir, pair, settings)
         record_path(outdir, _stem(pair)).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
         tiles = [out.Tile(0, 0, change, result.labels_before, result.labels_after, nodata)]
         out.write_rasters(outdir, pair.stem, grid, tiles, names, settings.semantic)
@@ -241,6 +247,7 @@ def assemble_scene(
 ) -> out.Grid:
     """A scene's outputs from its parts (every tile done), then its record, then the parts removed."""
     grid = out.Grid(reader.height, reader.width, reader.crs, reader.transform)
+    _claim(outdir, pair, settings)
     record_path(outdir, _stem(pair)).unlink(missing_ok=True)  # outputs being replaced are claimed by no record
     out.write_rasters(outdir, pair.stem, grid, (parts.load(w) for w in windows), names, settings.semantic)
     first, second, _ = reader.overview()

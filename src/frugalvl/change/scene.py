@@ -159,7 +159,20 @@ class Parts:
         return self.folder / f"{w.y0}_{w.x0}.npy"
 
     def done(self, w: Window) -> bool:
-        return self.path(w).exists()
+        """Whether the tile's part is there and reads back (one that does not, from a crash or a full disk,
+        is removed: its tile is detected again)."""
+        path = self.path(w)
+        if not path.exists():
+            return False
+        try:
+            stack = np.load(path, mmap_mode="r")
+            readable = stack.shape == (4, w.height, w.width)
+        except (OSError, ValueError, EOFError):
+            readable = False
+        if not readable:
+            log.warning("part %s does not read back: its tile is detected again", path.name)
+            path.unlink(missing_ok=True)
+        return readable
 
     def save(self, w: Window, tile: Tile) -> None:
         nodata = tile.nodata if tile.nodata is not None else np.zeros(tile.change.shape, bool)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fileio import atomic_path, write_text
+from ..vectors import fixed_gpkg_date
 
 NODATA = 255
 MAX_CLASSES = 15  # 1 + C² values must stay below the nodata value of a uint8 raster
@@ -148,7 +149,7 @@ def write_polygons(fromto_path: Path, out: Path, class_names: Sequence[str]) -> 
         geometry=gpd.GeoSeries(geoms, crs=crs),
         crs=crs,
     )
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, fixed_gpkg_date():  # a resumed run writes the same bytes
         tmp.unlink(missing_ok=True)
         pyogrio.write_dataframe(
             frame, tmp, layer=out.stem, driver="GPKG", promote_to_multi=False, geometry_type="Polygon"

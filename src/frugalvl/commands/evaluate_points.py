@@ -30,7 +30,7 @@ def run_points(args: argparse.Namespace) -> int:
             ours = {"cloud", "points", "mIoU"} <= set(json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             ours = False
-        check_outputs([path], [args.points], [path] if ours else [], args.overwrite)
+        check_outputs([path], [args.points], [path] if ours else [], args.overwrite, claim=True)
         write_json(path, result.as_json())
     print(f"\nresults: {path}")
     return 0

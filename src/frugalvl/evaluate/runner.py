@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import check_outputs, output_lock, write_json, write_text
+from ..fileio import check_outputs, claim_outputs, output_lock, write_json, write_text
 from .datasets import DatasetSpec, Sample, find_prediction, find_samples, read_label, read_prediction
 from .metrics import ConfusionAccumulator, Scores
 from .tables import PAPER_LABELS, comparison_table, per_class_table, published
@@ -214,7 +214,8 @@ def dataset_inputs(spec: DatasetSpec, data_root: str | Path) -> list[Path]:
 
 def check_run_outputs(run_dir: Path, inputs: Sequence[str | Path] = (), overwrite: bool = False) -> None:
     """Refuse a run dir whose result files are an input or files no evaluation recorded (unless
-    ``overwrite``), then claim them (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
+    ``overwrite``); they are claimed right before they are written
+    (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
     ours = _is_results(run_dir / "results.json", ("dataset", "confusion_matrix"))
     recorded = [run_dir / n for n in RUN_FILES] if ours else []
     check_outputs([run_dir / n for n in RUN_FILES], inputs, recorded, overwrite, "outdir")
@@ -292,6 +293,7 @@ def _evaluate(
         dict(settings),
         run_dir,
     )
+    claim_outputs([run_dir / n for n in RUN_FILES])
     write_json(run_dir / "results.json", result.to_json())
     write_text(run_dir / "per_class.csv", result.per_class_csv())
     return result
@@ -319,6 +321,7 @@ def write_summary(results: Sequence[DatasetResult], outdir: str | Path, label: s
             row[f"paper_{method}"] = p.value if p else None
         rows.append(row)
     json_path, csv_path = outdir / f"summary-{label}.json", outdir / f"summary-{label}.csv"
+    claim_outputs([json_path, csv_path])
     write_json(json_path, rows)
     buf = io.StringIO()
     if rows:

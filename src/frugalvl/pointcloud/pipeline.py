@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path, check_outputs, write_json, writing_into
+from ..fileio import atomic_path, check_outputs, claim_outputs, write_json, writing_into
 from ..settings import settings_identity
 from .cameras import Camera, read_block, select_cameras
 from .io import SCRATCH_PREFIX, Cloud, open_cloud, output_path, write_labelled, xyz_scratch
@@ -107,7 +107,7 @@ def segment_photos(
 
     from ..raster import input_name, read_image, write_labels, write_probs
     from ..segment.pipeline import segment_image
-    from ..segment.records import check_record, make_record, record_path, write_record
+    from ..segment.records import check_record, make_record, output_names, record_path, write_record
     from ..segment.scene import input_identity
 
     done = 0
@@ -125,6 +125,7 @@ def segment_photos(
             continue
         image = read_image(path)
         result = segment_image(segmenter, image)
+        claim_outputs([masks / n for n in output_names(stem)])  # frugalvl's from here: a killed run's are resumed
         record_path(masks, stem).unlink(missing_ok=True)
         if save_probs:
             write_probs(masks, stem, result.scores)
@@ -207,8 +208,8 @@ def check_label_outputs(
     settings: Label3DSettings,
     overwrite: bool = False,
 ) -> None:
-    """Refuse outputs that are an input or existing files no frugalvl run recorded (unless ``overwrite``),
-    then claim them: the labelled cloud, its table and record, each photo's label map
+    """Refuse outputs that are an input or existing files no frugalvl run recorded (unless ``overwrite``): the
+    labelled cloud, its table and record, each photo's label map; each is claimed right before it is written
     (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
     from ..segment.records import output_names, read_record, recorded_outputs
 
@@ -234,7 +235,7 @@ def writing_labels(
     overwrite: bool = False,
 ) -> Iterator[Path]:
     """``outdir`` proven writable and locked for the ``with`` block, cleared of what killed runs left (their
-    temporaries, their coordinate scratch folders), its outputs checked and claimed."""
+    temporaries, their coordinate scratch folders), its outputs checked."""
     with writing_into(outdir, option="outdir") as folder:
         for scratch in folder.glob(f"{SCRATCH_PREFIX}*"):  # the lock is ours: no other run is using them
             shutil.rmtree(scratch, ignore_errors=True)
@@ -284,6 +285,7 @@ def _label(segmenter, chosen, skipped, cloud, cameras_path, outdir: Path, settin
     del votes
     out = output_path(cloud, outdir, settings.output_format)
     table = palette(names) if colours is None else np.asarray(colours, dtype=np.uint8)
+    claim_outputs([out, out.with_name(f"{out.stem}.csv"), out.with_name(f"{out.stem}_run.json")])
     write_labelled(cloud, out, labels, table, settings.input_colours, names, settings.chunk_points)
     values, counts = np.unique(labels, return_counts=True)
     result = Label3DResult(out, names, {int(v): int(c) for v, c in zip(values, counts)}, used, skipped, segmented)

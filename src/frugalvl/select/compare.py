@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path, check_outputs, output_lock, write_json
+from ..fileio import atomic_path, check_outputs, claim_outputs, output_lock, write_json
 from .ranking import count_by
 from .workdir import load_features, load_samples
 
@@ -141,6 +141,7 @@ def _compare(work: Path, specs: Sequence[str], folder: Path) -> dict[str, Any]:
         }
         result["jaccard"][a] = {b: jaccard(ids, sel[b]) for b in labels}
     result["all_samples_scores"] = {name: summary(v) for name, v in scores.items()}
+    claim_outputs([folder / "compare.json", folder / "compare.png"])
     write_json(folder / "compare.json", result)
     plot(folder / "compare.png", sel, scores, sources, result)
     result["written"] = [str(folder / "compare.json"), str(folder / "compare.png")]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path, check_outputs
+from ..fileio import atomic_path, check_outputs, claim_outputs
 from ..settings import FieldError, check_at_least, option
 from .formats.images import open_image
 
@@ -408,6 +408,7 @@ def write_report(
     inputs = [work, *([Path(selection)] if selection is not None else [])]
     check_outputs([out], inputs, [out] if _is_report(out) else [], overwrite, "out")
     page = render_html(load_report_data(work, selection), settings)
+    claim_outputs([out])
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     log.info("report: %s (%.1f kB)", out, len(page) / 1024)
