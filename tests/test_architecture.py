@@ -39,6 +39,7 @@ LAYERS = {
     "presets": 2,
     "vectors": 2,
     "palette": 2,
+    "orientation": 2,
     "sources": 2,
     "errors": 1,
     "settings": 1,

@@ -43,3 +43,22 @@ def test_a_killed_checkpoint_save_is_removed_on_resume(tmp_path):
     (root / "step-3" / "note.txt").write_text(json.dumps({}))  # no state file: not a checkpoint, kept
     resume(Main(), tmp_path, "state.json", "key", {"a": 1}, "fix")
     assert (root / "step-3" / "note.txt").exists()
+
+
+def test_a_stage_never_clears_a_folder_it_did_not_write(tmp_path):
+    """`select ... --force` recomputes a stage by clearing its folder: never a folder of someone else's."""
+    import pytest
+
+    from frugalvl.errors import UserError
+    from frugalvl.select.workdir import begin_stage
+
+    folder = tmp_path / "work" / "train"
+    folder.mkdir(parents=True)
+    (folder / "my_notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="my_notes.txt, which no train stage wrote"):
+        begin_stage(folder, "train", {}, {}, [folder / "scorer.pt"], force=True)
+    assert (folder / "my_notes.txt").read_text() == "mine"
+    (folder / "my_notes.txt").unlink()
+    (folder / "scorer.pt").write_bytes(b"an older run's, without its meta.json")
+    run = begin_stage(folder, "train", {}, {}, [folder / "scorer.pt"], force=True)  # its own outputs: recomputed
+    assert run is not None and (run.out / "meta.json").is_file()  # staged beside it until complete

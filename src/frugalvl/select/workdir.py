@@ -223,6 +223,8 @@ def begin_stage(
     meta = {"stage": name, "settings": settings, "upstream": upstream}
     old = _read_meta(folder)
     complete = all(p.exists() for p in outputs)
+    if old is None:
+        _refuse_foreign(folder, name, outputs)
     if old is not None and not force:
         if not complete and not resumable:
             force = True  # an earlier attempt stopped: start over
@@ -258,6 +260,20 @@ def begin_stage(
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / META, meta)
     return StageRun(folder, folder)
+
+
+def _refuse_foreign(folder: Path, name: str, outputs: list[Path]) -> None:
+    """A stage folder without a ``meta.json`` that holds files other than the stage's outputs is someone
+    else's: never cleared, ``force`` or not (docs/reliability.md#no-command-overwrites-a-file-it-did-not-make)."""
+    if not folder.is_dir():
+        return
+    expected = {p.absolute() for p in outputs}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.absolute() not in expected and not path.name.startswith("."):
+            raise UserError(
+                f"{folder} holds {path.relative_to(folder)}, which no {name} stage wrote: move it, or use "
+                "another work folder"
+            )
 
 
 def _staging(folder: Path, name: str, meta: dict[str, Any], resumable: bool) -> StageRun:
