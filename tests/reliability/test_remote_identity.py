@@ -1,5 +1,5 @@
 """Round 3, class 7, beyond http(s) (test_promises.py): inputs read through GDAL's virtual files (``/vsicurl/``,
-``s3://``, ``gs://``) and tile services are identified by their content, so a changed source at the same
+``s3://``, ``gs://``), tile services and WMTS sources are identified by their content, so a changed source at the same
 address is never resumed with stale tiles nor reported done.
 
 ``/vsicurl/`` runs GDAL's real stat and read layer against the local range-request server; there is no
@@ -23,6 +23,7 @@ from frugalvl.segment.scene_settings import SceneSettings
 from frugalvl.sources import remote
 from frugalvl.testing.http import serve_folder
 from frugalvl.testing.segmenters import ColourSegmenter, write_test_scene
+from tests.sources.test_wmts import WMTSHandler, wmts  # noqa: F401 - wmts: a fixture
 from tests.sources.test_xyz import TX0, TY0, CountingHandler, Z, lonlat, tiles  # noqa: F401 - tiles: a fixture
 
 
@@ -117,3 +118,15 @@ def test_a_changed_tile_service_is_not_resumed_with_stale_tiles(tmp_path, tiles)
     redone = segment_scene(ColourSegmenter.with_classes(), url, out, overwrite=True, **settings)
     assert redone is not None
     assert CountingHandler.seen[f"/{probe}.png"] == 2  # fetched again, not taken from the old run's cache
+
+
+def test_a_wmts_source_is_identified_by_its_capabilities_without_fetching_them(tmp_path, wmts):  # noqa: F811
+    base, _ = wmts
+    name = f"wmts+{base}/caps.xml?layer=ortho&tilematrixset=UTM32"
+    caps = tmp_path / "web" / "caps.xml"
+    first = input_identity(name)
+    assert first["url"] == name and first["capabilities"]["size"] == caps.stat().st_size
+    assert first["capabilities"]["last_modified"]
+    assert sum(WMTSHandler.seen.values()) == 0  # a HEAD request: the capabilities are not fetched for it
+    caps.write_text(caps.read_text() + "\n<!-- new imagery -->\n")
+    assert input_identity(name)["capabilities"]["size"] != first["capabilities"]["size"]

@@ -124,6 +124,12 @@ def input_identity(source: str | os.PathLike, settings: SceneSettings | None = N
 
         if is_xyz(name) and settings is not None:
             return _tiles_identity(name, settings)
+        from ..sources.wmts import is_wmts
+
+        if is_wmts(name):
+            from ..sources.remote import wmts_identity
+
+            return wmts_identity(name)
         return remote_identity(name)
     st = os.stat(name)
     return {"name": Path(name).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -12,7 +12,10 @@ A record keeps an input's identity so a changed input is never resumed with stal
   (``z/x/y``), with that tile's ``ETag``, ``Last-Modified`` and size (a ``HEAD`` request: no tile is
   downloaded twice). A run keeps its tiles in its scene's part folder, which is emptied when the record
   changes, so a changed probe tile means no cached tile is reused. A change confined to other tiles, on a
-  server that sends none of these headers, is not seen.
+  server that sends none of these headers, is not seen;
+* a WMTS source (``wmts+…``): its address and its capabilities document's ``ETag``, ``Last-Modified`` and
+  size (a ``HEAD`` request): a service that replaces imagery without touching its capabilities is not
+  seen.
 
 A source that does not answer gives its address only (its reader reports the failure).
 """
@@ -183,21 +186,34 @@ def xyz_identity(name: str, zoom: int, lon: float, lat: float) -> dict[str, Any]
     lat = max(-85.0511, min(85.0511, lat))
     y = min(n - 1, max(0, int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)))
     url = template.replace("{z}", str(zoom)).replace("{x}", str(x)).replace("{y}", str(y))
-    ident: dict[str, Any] = {"url": name, "zoom": zoom, "probe": f"{zoom}/{x}/{y}"}
+    return {"url": name, "zoom": zoom, "probe": f"{zoom}/{x}/{y}", **head_identity(url)}
+
+
+def wmts_identity(name: str) -> dict[str, Any]:
+    """A WMTS source (``wmts+URL?layer=...``): its address and what a ``HEAD`` request on its capabilities
+    document says of it (``ETag``, ``Last-Modified``, size)."""
+    from .wmts import split_source
+
+    url, _ = split_source(name)
+    return {"url": name, "capabilities": head_identity(url)}
+
+
+def head_identity(url: str) -> dict[str, Any]:
+    """``ETag``, ``Last-Modified`` and size of an http(s) resource from a ``HEAD`` request (nothing fetched);
+    the status of a refusal; ``{}`` for other schemes and a server that does not answer."""
     if not url.lower().startswith(("http://", "https://")):
-        return ident
+        return {}
     try:
         request = urllib.request.Request(url, method="HEAD")
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:  # noqa: S310 - http(s) only
             headers = answer.headers
     except urllib.error.HTTPError as exc:
-        return {**ident, "status": exc.code}
+        return {"status": exc.code}
     except (OSError, ValueError):
-        return ident
+        return {}
     size = headers.get("Content-Length")
-    ident.update(
-        etag=headers.get("ETag"),
-        last_modified=headers.get("Last-Modified"),
-        size=int(size) if size and size.isdigit() else None,
-    )
-    return ident
+    return {
+        "etag": headers.get("ETag"),
+        "last_modified": headers.get("Last-Modified"),
+        "size": int(size) if size and size.isdigit() else None,
+    }
