@@ -62,3 +62,12 @@ def test_a_stage_never_clears_a_folder_it_did_not_write(tmp_path):
     (folder / "scorer.pt").write_bytes(b"an older run's, without its meta.json")
     run = begin_stage(folder, "train", {}, {}, [folder / "scorer.pt"], force=True)  # its own outputs: recomputed
     assert run is not None and (run.out / "meta.json").is_file()  # staged beside it until complete
+
+
+def test_change_overwrite_starts_a_scene_clean(tmp_path):
+    parts = Parts.prepare(tmp_path, "scene", {"record": 1})
+    w = Window(0, 8, 0, 8)
+    change = np.ones((8, 8), np.uint8)
+    parts.save(w, Tile(0, 0, change, change.astype(np.uint16), change.astype(np.uint16), None))
+    assert Parts.prepare(tmp_path, "scene", {"record": 1}).done(w)  # same record: resumed
+    assert not Parts.prepare(tmp_path, "scene", {"record": 1}, fresh=True).done(w)  # overwrite: removed

@@ -185,7 +185,7 @@ def _detect_files(
             bar.advance()
             continue
         try:
-            _run_pair(detector, pair, outdir, bands_t, stretch, settings, summary, reporter)
+            _run_pair(detector, pair, outdir, bands_t, stretch, settings, summary, reporter, overwrite)
         except UserError as exc:
             summary.failed.append((pair, str(exc)))
             reporter.message(f"frugalvl: skipped: {exc}")
@@ -203,6 +203,7 @@ def _run_pair(
     settings: ChangeOutputSettings,
     summary: ChangeSummary,
     reporter: Reporter,
+    overwrite: bool = False,
 ) -> None:
     names = detector.vocabulary.names
     record = pair_record(detector, pair, bands, stretch, settings)
@@ -227,7 +228,7 @@ def _run_pair(
 
         with open_scene(pair, bands, stretch) as reader:
             windows = plan_tiles(reader.height, reader.width, tile)
-            parts = Parts.prepare(outdir, pair.stem, record)
+            parts = Parts.prepare(outdir, pair.stem, record, fresh=overwrite)
             computed = detect_tiles(detector, reader, windows, parts, reporter)
             log.info("%s: %d of %d tiles computed", pair.names[0], computed, len(windows))
             reporter.phase("assemble", pair.names[0])

@@ -141,15 +141,16 @@ class Parts:
         self.folder = Path(folder)
 
     @classmethod
-    def prepare(cls, outdir: Path, stem: str, record: dict[str, Any]) -> Parts:
-        """The scene's part folder, emptied first when its parts were made with another record."""
+    def prepare(cls, outdir: Path, stem: str, record: dict[str, Any], fresh: bool = False) -> Parts:
+        """The scene's part folder, emptied first when its parts were made with another record, or when
+        ``fresh`` (``overwrite``: a run starts clean, never resuming parts)."""
         parts = cls(Path(outdir) / f".{stem}_change.parts")
         record_file = parts.folder / "record.json"
         try:
             old = json.loads(record_file.read_text())
         except (OSError, ValueError):
             old = None
-        if old != record and parts.folder.exists():
+        if (fresh or old != record) and parts.folder.exists():
             shutil.rmtree(parts.folder)  # parts made with other settings are not this run's
         parts.folder.mkdir(parents=True, exist_ok=True)
         write_json(record_file, record)

@@ -179,7 +179,7 @@ def _detect_locked(make_detector, pairs, outdir: Path, overwrite, bands, stretch
             with open_scene(pair, bands_l, stretch) as reader:
                 windows = plan_tiles(reader.height, reader.width, tile)
             record = pair_record(stand_in, pair, bands_l, stretch, settings)
-            parts = Parts.prepare(outdir, pair.stem, record)
+            parts = Parts.prepare(outdir, pair.stem, record, fresh=overwrite)
             missing = [w for w in windows if not parts.done(w)]
             scenes[i] = (windows, parts, len(missing))
             rows += [_Row(i, pair, w, str(parts.folder)) for w in missing]

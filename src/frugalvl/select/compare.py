@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import atomic_path, check_outputs, claim_outputs, output_lock, write_json
+from ..fileio import atomic_path, check_outputs, claim_outputs, output_lock, remove_stale_temporaries, write_json
 from .ranking import count_by
 from .workdir import load_features, load_samples
 
@@ -108,6 +108,7 @@ def compare(
     except (OSError, ValueError, TypeError):
         ours = False
     with output_lock(folder):
+        remove_stale_temporaries(folder)
         check_outputs(files, [work / "prepare", work / "features"], files if ours else [], overwrite, "out_dir")
         return _compare(work, specs, folder)
 

@@ -259,7 +259,7 @@ def tour_settings(clip: Path, mllm: Path) -> dict[str, Any]:
 def run_tour(folder: str | Path, n_images: int | None = None) -> TourFiles:
     """Write the inputs, run every stage into ``folder/work``, pick into ``folder/selected.json`` and
     write ``folder/work/report.html``; a second call reuses what is done."""
-    from ..fileio import check_folder_output, output_lock
+    from ..fileio import check_folder_output, output_lock, remove_stale_temporaries
     from .pipeline import run
     from .report import write_report
 
@@ -270,6 +270,7 @@ def run_tour(folder: str | Path, n_images: int | None = None) -> TourFiles:
     except UserError as exc:
         raise UserError(str(exc)) from None  # "folder ...": the argument's name, in Python and on the command line
     with output_lock(folder):
+        remove_stale_temporaries(folder, recursive=True)  # a killed tour's
         data, root, clip, mllm = write_tour_inputs(folder, n_images)
         settings = tour_settings(clip, mllm)
         prepare = settings["prepare_settings"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
-from ...fileio import check_folder_output, output_lock, write_json
+from ...fileio import check_folder_output, output_lock, remove_stale_temporaries, write_json
 from ...select import accelerate_state as state
 from .data import as_subset, data_digest, plans_for, read_records, step_ends
 from .deepspeed import run_deepspeed_config
@@ -143,6 +143,8 @@ def check_finetune_output(out: Path, data: Path, settings: FinetuneSettings) -> 
 
 def _finetune(accelerator, data, out, samples, settings, accum, key, merge, force, merge_dtype) -> Path:
     adapter = out / "adapter"
+    if accelerator.is_main_process:
+        remove_stale_temporaries(out, recursive=True)  # a killed run's (the lock is ours)
     if force and accelerator.is_main_process:  # only what a fine-tune wrote: checked above to be this folder
         for path in (out / name for name in OWN):
             if path.is_dir():
