@@ -259,10 +259,12 @@ def segment_files_ray(
     pool_options = (ray_address, workers, gpus_per_worker, device, restarts)
     paths = [str(p) for p in paths]
     with writing_outputs(paths, outdir, settings.overwrite) as checked:  # one writer: this driver holds the lock
-        return _segment_locked(make_segmenter, paths, checked, settings, progress, min_tiles, pool_options)
+        return _segment_locked(make_segmenter, paths, checked, settings, progress, min_tiles, pool_options, exemplars)
 
 
-def _segment_locked(make_segmenter, paths, outdir: Path, settings, progress, min_tiles, pool_options) -> RunSummary:
+def _segment_locked(
+    make_segmenter, paths, outdir: Path, settings, progress, min_tiles, pool_options, exemplars
+) -> RunSummary:
     ray_address, workers, gpus_per_worker, device, restarts = pool_options
     scene, overwrite = settings.scene, settings.overwrite
     with ray_session(ray_address) as ray:
