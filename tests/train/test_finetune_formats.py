@@ -186,6 +186,10 @@ def test_bad_subsets_are_one_line(subsets, tmp_path):
     shared[1]["messages"][1]["role"] = "narrator"
     (tmp_path / "sg.json").write_text(json.dumps(shared))
     _one_line(lambda: D.read_records(tmp_path / "sg.json", str(root)), "'narrator'", f"sample {image_recs[1]['id']}")
+    # an output folder inside a folder subset (an input)
+    with pytest.raises(UserError) as err:
+        L.finetune(written["parquet"], written["parquet"] / "ft", small(subsets[2], None))
+    assert "\n" not in str(err.value) and not (written["parquet"] / "ft").exists()
     # a Parquet without rows
     (tmp_path / "none").mkdir()
     pq.write_table(pa.Table.from_pylist([], schema), tmp_path / "none" / "x.parquet")

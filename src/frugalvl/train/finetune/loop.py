@@ -133,8 +133,8 @@ OWN = ("checkpoints", "adapter", "merged", "finetune.json")  # what a fine-tune 
 
 
 def check_finetune_output(out: Path, data: Path, settings: FinetuneSettings) -> None:
-    """Refuse an output folder that is, holds or lies in an input (the subset JSON, the image root, a local
-    base model), or that holds files while no fine-tune recorded writing there (its ``finetune.json`` or a
+    """Refuse an output folder that is, holds or lies in an input (the subset file or folder, the image root,
+    a local base model), or that holds files while no fine-tune recorded writing there (its ``finetune.json`` or a
     checkpoint): ``force`` starts a fine-tune over, never someone else's folder."""
     inputs = [data, *(Path(p) for p in (settings.image_root, settings.mllm) if p and Path(p).is_dir())]
     recorded = [out / "finetune.json", *checkpoint_dirs(out)]
