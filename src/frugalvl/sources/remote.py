@@ -33,6 +33,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from ..urlfetch import urlopen
+
 log = logging.getLogger(__name__)
 
 HEAD_BYTES = 65536  # the first bytes of a remote input, hashed: its header (and more) identifies its content
@@ -57,7 +59,7 @@ def http_identity(url: str) -> dict[str, Any]:
     ident: dict[str, Any] = {"url": url}
     request = urllib.request.Request(url, headers={"Range": f"bytes=0-{HEAD_BYTES - 1}"})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:  # noqa: S310 - http(s) only
+        with urlopen(request, timeout=TIMEOUT_S) as answer:
             head = answer.read(HEAD_BYTES)
             headers = answer.headers
     except (OSError, ValueError):
@@ -205,7 +207,7 @@ def head_identity(url: str) -> dict[str, Any]:
         return {}
     try:
         request = urllib.request.Request(url, method="HEAD")
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:  # noqa: S310 - http(s) only
+        with urlopen(request, timeout=TIMEOUT_S) as answer:
             headers = answer.headers
     except urllib.error.HTTPError as exc:
         return {"status": exc.code}
