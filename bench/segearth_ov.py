@@ -1,30 +1,38 @@
-"""Speed and memory of SegEarth-OV: the official window loop next to frugalvl's batched path.
+"""Speed of SegEarth-OV: the official protocol next to frugalvl's default path, timed interleaved.
 
-Real ViT-B/16 dimensions with random weights (numbers are for speed only), a JBU-One upsampler,
-the Potsdam preset's 8 queries. For each image size, three protocols:
+Real ViT-B/16 dimensions with random weights (numbers are for speed only), the Potsdam preset's 8
+queries, without an upsampler (bilinear, ``--upsamplers none``) and with JBU-One (``jbu-one``). For
+each image size and upsampler, the protocols:
 
-* ``official``: the official protocol: windows one at a time (batch 1), the stock last block run
-  and discarded, the replaced block's attention written out (softmax(q·qᵀ)… as explicit matrices),
-  the JBU kernel applied by a re-implementation of FeatUp's ``AdaptiveConv`` op in the same dtype
-  (unfold + einsum, in channel chunks), every window's logits padded to full size before adding,
-  one-hot synonym merge;
-* ``batched``: frugalvl's default path (16 windows per forward pass on a GPU; one at a time on the
-  CPU, where batching is slower; SDPA attention; the fused Triton JBU kernel on CUDA);
-* ``batched+commuted``: plus the exact upsampler reordering (``--commute-upsampler``,
-  docs/methods/simfeatup.md#commuting-the-final-convolution): frugalvl's fastest exact configuration.
+* ``official``: the official code's work, re-stated on frugalvl's model: windows one at a time
+  (batch 1); the tower sequence-first (LND), so its 11 stock blocks go through
+  ``nn.MultiheadAttention``'s general path; the replaced block's attention written out as explicit
+  ``softmax(q·qᵀ)…`` matrices; the stock last block then run on the real tokens and discarded; the
+  JBU kernel applied by a re-implementation of FeatUp's ``AdaptiveConv`` fallback in the same dtype
+  (unfold + einsum, in channel chunks); every window's logits interpolated to the window size and
+  padded to full size before adding; one-hot synonym merge. PyTorch's intra-op threads, as the
+  official code gets them;
+* ``previous``: frugalvl's default path before window workers (one window at a time on PyTorch's
+  intra-op threads): what the window workers gain;
+* ``default``: frugalvl's default settings (on the CPU: windows side by side on single-threaded
+  workers, :mod:`frugalvl.cpu_pool`; the stock last block never run; SDPA mixing; the cache-blocked
+  shift-and-accumulate JBU kernel; on CUDA: 16 windows per pass and the Triton JBU kernel);
+* ``commuted``: plus the exact upsampler reordering (``commute_upsampler=True``,
+  docs/methods/simfeatup.md#commuting-the-final-convolution), with an upsampler only;
+* ``bf16``: the CLIP and upsampler in bfloat16 (approximate; AMX on recent Intel CPUs), only with
+  ``--bf16``; its label agreement with fp32 is printed (random weights, the random test image).
 
-The table gives images/s, the ratio to the official protocol, peak memory (GPU: allocated by torch;
-CPU: process RSS), and the model FLOPs per image (counted analytically: ViT matmuls and attention, the
-JBU kernel application and 1×1 convs) over the time, as a fraction of the GPU's dense fp16 peak
-(``--peak-tflops``, H200 ≈ 989). "ViT %peak" counts only the ViT's FLOPs over the whole image time,
-a lower bound on the ViT part's own efficiency.
+With JBU-One, the official protocol's FeatUp fallback (unfold + einsum) takes many minutes per image
+on a CPU: it is timed on the first window only, once, and multiplied by the number of windows
+(``official×N`` in the table; scores are then checked against ``previous``).
 
-``--sizes`` are working resolutions (the image is fed at that size, ``long_side=size``); the
-official protocol always works at 448. Each protocol runs in its own process on CPU so that peak
-RSS is its own; on CUDA, peak allocated memory is read from torch.
+The protocols of one configuration run interleaved (official, default, ..., official, default, ...)
+so that a machine shared with other jobs slows them alike; the table gives medians. The last
+lines give the whole-scene throughput of the default path at tile 512 (one 512² tile is resized to
+448 and cut into 9 windows) in megapixels per minute, the official protocol's beside it.
 
-    python bench/segearth_ov.py                      # CPU, 448
-    python bench/segearth_ov.py --tiny --sizes 448   # CPU smoke run: tiny models, 9 windows
+    python bench/segearth_ov.py --device cpu             # the issue-28 table: ~6-9 min on 2 idle cores
+    python bench/segearth_ov.py --tiny                   # smoke run: tiny models, seconds
     python bench/segearth_ov.py --device cuda --sizes 448 896 --repeats 5
 """
 
@@ -32,26 +40,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import resource
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-PROTOCOLS = ("official", "batched", "batched+commuted")
+PROTOCOLS = ("official", "previous", "default", "commuted", "bf16")
+UPSAMPLERS = ("none", "jbu-one")
+SHARED_CROP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rs" / "potsdam_2_10_0_0_512_512.png"
+VOCAB = "road,parking lot;building;low vegetation;tree;car;clutter,background"
 
 
-def build(device: str, precision: str, long_side: int, protocol: str, tiny: bool = False):
+def build_clip(device: str, precision: str, tiny: bool = False):
     import open_clip
 
     from frugalvl.models.clip import ClipModel
-    from frugalvl.models.jbu import JBUOne
-    from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
-    from frugalvl.vocab import Vocabulary
 
     torch.manual_seed(0)
     if tiny:  # smoke runs: a 2-layer CLIP and a 32-d upsampler
@@ -60,17 +66,27 @@ def build(device: str, precision: str, long_side: int, protocol: str, tiny: bool
         model = tiny_clip()
     else:
         model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
-    clip = ClipModel(
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return ClipModel(
         model.to(device=device, dtype=dtype).eval(), open_clip.get_tokenizer("ViT-B-16"), "random:ViT-B-16"
     )
-    vocab = Vocabulary.parse("road,parking lot;building;low vegetation;tree;car;clutter,background", strip="newline")
+
+
+def build(clip, upsampler: str, long_side: int, protocol: str, tiny: bool = False):
+    from frugalvl.models.jbu import JBUOne
+    from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
+    from frugalvl.vocab import Vocabulary
+
+    torch.manual_seed(1)
+    up = None
+    if upsampler == "jbu-one":
+        up = JBUOne(32 if tiny else 512).eval().to(clip.dtype if clip.dtype == torch.bfloat16 else torch.float32)
     settings = SegEarthOVSettings(
         long_side=long_side,
         window_batch=1 if protocol == "official" else None,
-        commute_upsampler=protocol.endswith("commuted"),
+        commute_upsampler=protocol == "commuted",
     )
-    return SegEarthOV(clip, vocab, JBUOne(32 if tiny else 512).eval(), settings)
+    return SegEarthOV(clip, Vocabulary.parse(VOCAB, strip="newline"), up, settings)
 
 
 def featup_adaptive_conv(
@@ -97,17 +113,51 @@ def explicit_mixing(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str
     return v if weights is None else weights @ v
 
 
+def official_tower(visual, images: torch.Tensor, last: str = "segearth", residual: bool = False):
+    """The official ``VisionTransformer.forward`` on frugalvl's model: sequence-first tokens, the 11 stock
+    blocks, the replaced attention (explicit matrices), the stock last block run and its output
+    discarded, then ``ln_post`` and the projection of every token."""
+    from frugalvl.models.dense_clip import positional_embedding
+
+    assert not residual, "the official default drops the last block's residual"
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))
+    b, width, gh, gw = x.shape
+    x = x.reshape(b, width, -1).permute(0, 2, 1)
+    x = torch.cat([visual.class_embedding.to(x.dtype).expand(b, 1, width), x], dim=1)
+    x = visual.ln_pre(x + positional_embedding(visual, gh, gw).to(x.dtype)).permute(1, 0, 2)  # NLD -> LND
+    blocks = visual.transformer.resblocks
+    for blk in blocks:  # sequence-first: nn.MultiheadAttention's general path, as in the official code
+        blk.attn.batch_first = False
+    try:
+        for blk in blocks[:-1]:
+            x = blk(x)
+        last_blk = blocks[-1]
+        attn = last_blk.attn
+        n, bsz, dim = x.shape
+        heads = attn.num_heads
+        q, k, v = F.linear(last_blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.contiguous().view(-1, bsz * heads, dim // heads).transpose(0, 1) for t in (q, k, v))
+        mixed = explicit_mixing(q, k, v, last)
+        out = attn.out_proj(mixed.transpose(0, 1).contiguous().view(-1, bsz, dim))
+        last_blk(x)  # the official loop runs the stock last block too; its output is never used
+    finally:
+        for blk in blocks:
+            blk.attn.batch_first = True
+    return visual.ln_post(out.permute(1, 0, 2)) @ visual.proj, (gh, gw)
+
+
 @contextlib.contextmanager
 def official_kernels():
-    """Swap frugalvl's fused paths (Triton/shift-and-accumulate JBU, SDPA) for the official ones."""
-    from frugalvl.models import attention, jbu
+    """Swap frugalvl's tower, fused attention and JBU kernels for the official code's."""
+    from frugalvl.models import jbu
+    from frugalvl.segment import segearth_ov
 
-    saved = jbu.adaptive_conv, attention.mix_tokens
-    jbu.adaptive_conv, attention.mix_tokens = featup_adaptive_conv, explicit_mixing
+    saved = jbu.adaptive_conv, segearth_ov.dense_tokens
+    jbu.adaptive_conv, segearth_ov.dense_tokens = featup_adaptive_conv, official_tower
     try:
         yield
     finally:
-        jbu.adaptive_conv, attention.mix_tokens = saved
+        jbu.adaptive_conv, segearth_ov.dense_tokens = saved
 
 
 def flops_per_window(visual, upsampler, window: int = 224, commuted: bool = False) -> tuple[float, float]:
@@ -131,8 +181,22 @@ def flops_per_window(visual, upsampler, window: int = 224, commuted: bool = Fals
 
 
 @torch.no_grad()
-def official_style(seg, rgb: np.ndarray) -> torch.Tensor:
-    """The official forward_slide + postprocess structure around the same per-window computation."""
+def previous_default(seg, rgb: np.ndarray) -> torch.Tensor:
+    """frugalvl's default path with one window at a time on the intra-op threads (before window workers)."""
+    from frugalvl.segment import segearth_ov
+
+    saved = segearth_ov.cpu_workers
+    segearth_ov.cpu_workers = lambda device, tasks: 1
+    try:
+        return seg.class_scores(rgb)
+    finally:
+        segearth_ov.cpu_workers = saved
+
+
+@torch.no_grad()
+def official_style(seg, rgb: np.ndarray, max_windows: int | None = None) -> torch.Tensor:
+    """The official forward_slide + postprocess structure around the same per-window computation
+    (only the first ``max_windows`` windows when given: a timing of part of the work)."""
     from frugalvl.windows import plan_windows
 
     device, dtype = seg.clip.device, seg.clip.dtype
@@ -141,130 +205,158 @@ def official_style(seg, rgb: np.ndarray) -> torch.Tensor:
     q = len(seg.vocabulary.queries)
     preds = image.new_zeros((1, q, h, w))
     count = image.new_zeros((1, 1, h, w))
-    stock_last = seg.clip.model.visual.transformer.resblocks[-1]
-    for win in plan_windows(h, w, 224, 112):
-        crop = image[:, :, win.y0 : win.y1, win.x0 : win.x1]
-        tokens = (crop.shape[-2] // 16) * (crop.shape[-1] // 16) + 1
-        stock_last(torch.zeros(1, tokens, stock_last.attn.embed_dim, device=device, dtype=dtype))  # run, discarded
-        logits = seg.window_logits(crop)
-        preds += F.pad(logits, (win.x0, w - win.x1, win.y0, h - win.y1))
-        count[:, :, win.y0 : win.y1, win.x0 : win.x1] += 1
+    with official_kernels():
+        for win in plan_windows(h, w, 224, 112)[:max_windows]:
+            crop = image[:, :, win.y0 : win.y1, win.x0 : win.x1]
+            logits = seg.window_logits(crop)
+            logits = F.interpolate(logits, size=crop.shape[-2:], mode="bilinear")  # the official always resizes
+            preds += F.pad(logits, (win.x0, w - win.x1, win.y0, h - win.y1))
+            count[:, :, win.y0 : win.y1, win.x0 : win.x1] += 1
     logits = F.interpolate(preds / count, size=rgb.shape[:2], mode="bilinear")[0]
     probs = (logits * 50).softmax(0)
     onehot = F.one_hot(torch.tensor(seg.query_to_class, device=device)).T.view(len(seg.vocabulary), q, 1, 1)
     return (probs[None] * onehot.to(probs.dtype)).max(1)[0]
 
 
-def run_single(protocol: str, size: int, device: str, precision: str, repeats: int, tiny: bool = False) -> dict:
-    seg = build(device, precision, size, protocol, tiny)
-    rgb = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    if protocol == "official":
+def load_image(path: str | None, side: int) -> tuple[np.ndarray, str]:
+    """The bench image: a real crop (``--image``, else the shared Potsdam crop) or random pixels."""
+    candidate = Path(path) if path else SHARED_CROP
+    if candidate.is_file():
+        from PIL import Image
 
-        def fn():
-            with official_kernels():
-                return official_style(seg, rgb)
-    else:
+        rgb = np.asarray(Image.open(candidate).convert("RGB"))[:side, :side]
+        if rgb.shape[:2] == (side, side):
+            return np.ascontiguousarray(rgb), candidate.name
+    return np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8), "random pixels"
 
-        def fn():
-            return seg.class_scores(rgb)
 
-    fn()  # warm-up
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
+def interleaved(fns: dict, repeats: int, device: str) -> dict[str, list[float]]:
+    """Seconds per call of each function, run in turn ``repeats`` times after one warm-up call each."""
+
+    def sync() -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    assert torch.isfinite(out.float()).all()
-    peak = (
-        torch.cuda.max_memory_allocated()
-        if device.startswith("cuda")
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+        print(
+            f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()),
+            file=sys.stderr,
+            flush=True,
+        )
+    return times
+
+
+def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndarray) -> list[dict]:
+    """Interleaved timings of the protocols for one upsampler and working size, with exactness checks."""
     from frugalvl.windows import plan_windows
 
-    windows = len(plan_windows(size, size, 224, 112))
-    vit, total = flops_per_window(seg.clip.model.visual, seg.upsampler, commuted=protocol.endswith("commuted"))
-    return {
-        "protocol": protocol,
-        "size": size,
-        "s_per_image": float(np.median(times)),
-        "peak_gib": peak / 2**30,
-        "windows": windows,
-        "vit_flops": windows * vit,
-        "flops": windows * total,
-    }
+    protocols = [p for p in args.protocols if not (p == "commuted" and upsampler == "none")]
+    protocols = [p for p in protocols if p != "bf16" or clip_bf16 is not None]
+    segs = {p: build(clip_bf16 if p == "bf16" else clip, upsampler, size, p, args.tiny) for p in protocols}
+    if "bf16" in segs and upsampler == "jbu-one" and "default" in segs:  # same upsampler weights
+        segs["bf16"].upsampler.load_state_dict(segs["default"].upsampler.state_dict())
+    first = next(iter(segs.values()))
+    hh, ww = first.preprocess(rgb).shape[-2:]
+    windows = len(plan_windows(hh, ww, 224, 112))
+    extrapolate = upsampler != "none" and "official" in segs and not args.tiny and not args.full_official
+    fns = {p: (lambda s=s: s.class_scores(rgb)) for p, s in segs.items()}
+    if "official" in segs:
+        fns["official"] = lambda s=segs["official"]: official_style(s, rgb, 1 if extrapolate else None)
+    if "previous" in segs:
+        fns["previous"] = lambda s=segs["previous"]: previous_default(s, rgb)
+    official = fns.pop("official") if extrapolate else None
+    scores = {p: fn().float().cpu() for p, fn in fns.items()}
+    times = interleaved(fns, args.repeats, args.device)
+    if official is not None:  # one window, once: minutes on a CPU
+        t0 = time.perf_counter()
+        official()
+        times = {"official": [windows * (time.perf_counter() - t0)], **times}
+    ref = scores.get("official", scores.get("previous", scores.get("default")))
+    rows = []
+    for p, s in segs.items():
+        vit, total = flops_per_window(s.clip.model.visual, s.upsampler, commuted=p == "commuted")
+        rows.append(
+            {
+                "upsampler": upsampler,
+                "size": size,
+                "protocol": f"official×{windows}" if p == "official" and official is not None else p,
+                "s_per_image": float(np.median(times[p])),
+                "times": times[p],
+                "windows": windows,
+                "vit_flops": windows * vit,
+                "flops": windows * total,
+                "max_diff": float((scores[p] - ref).abs().max()) if p in scores else float("nan"),
+                "labels_equal": float((scores[p].argmax(0) == ref.argmax(0)).float().mean())
+                if p in scores
+                else float("nan"),
+            }
+        )
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default=None, help="fp32 (CPU default) or fp16 (CUDA default, as official)")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[448])
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[448], help="working sizes (long_side)")
+    ap.add_argument("--input", type=int, default=512, help="side of the input tile in pixels (512: a scene tile)")
+    ap.add_argument("--image", help="a real RGB image to crop the input from (default: the shared Potsdam crop)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--upsamplers", nargs="+", default=list(UPSAMPLERS), choices=UPSAMPLERS)
+    ap.add_argument("--protocols", nargs="+", default=["official", "previous", "default"], choices=PROTOCOLS)
+    ap.add_argument(
+        "--full-official", action="store_true", help="time the official protocol with JBU-One on every window"
+    )
+    ap.add_argument("--bf16", action="store_true", help="add the approximate bf16 protocol")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H200: 989)")
     ap.add_argument(
         "--tiny", action="store_true", help="smoke run: tiny CLIP and upsampler instead of paper dimensions"
     )
-    ap.add_argument("--single", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.bf16 and "bf16" not in args.protocols:
+        args.protocols.append("bf16")
     precision = args.precision or ("fp16" if args.device.startswith("cuda") else "fp32")
-    if args.single:
-        protocol, size = args.single.split("@")
-        print(json.dumps(run_single(protocol, int(size), args.device, precision, args.repeats, args.tiny)))
-        return
+    rgb, source = load_image(args.image, args.input)
+    clip = build_clip(args.device, precision, args.tiny)
+    clip_bf16 = build_clip(args.device, "bf16", args.tiny) if "bf16" in args.protocols else None
+    start = time.perf_counter()
     rows = []
-    for size in args.sizes:
-        for protocol in args.protocols:
-            if args.device.startswith("cuda"):
-                rows.append(run_single(protocol, size, args.device, precision, args.repeats, args.tiny))
-            else:  # own process: peak RSS is per process
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--single",
-                        f"{protocol}@{size}",
-                        "--device",
-                        args.device,
-                        "--precision",
-                        precision,
-                        "--repeats",
-                        str(args.repeats),
-                    ]
-                    + ["--tiny"] * args.tiny,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"  done {protocol} @ {size}", file=sys.stderr, flush=True)
-    name = (
-        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
-    )
-    model = "tiny CLIP + 32-d JBU-One" if args.tiny else "ViT-B/16 + JBU-One"
-    print(f"\nSegEarth-OV, {model} (random weights), 8 queries, {precision}, {name}")
+    for upsampler in args.upsamplers:
+        for size in args.sizes:
+            print(f"  {upsampler} @ {size}", file=sys.stderr, flush=True)
+            rows.extend(configuration(args, clip, clip_bf16, upsampler, size, rgb))
     gpu = args.device.startswith("cuda")
+    name = torch.cuda.get_device_name() if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    model = "tiny CLIP + 32-d JBU-One" if args.tiny else "ViT-B/16 (+ JBU-One)"
+    print(f"\nSegEarth-OV, {model} (random weights), 8 queries, {precision}, {name}")
+    print(f"input: {args.input}² tile of {source}; medians of {args.repeats} interleaved repeats")
     print(
-        f"{'size':>6} {'windows':>8} {'protocol':<18} {'s/image':>9} {'images/s':>9} {'ratio':>7} "
-        f"{'peak GiB':>9} {'TFLOP/img':>10} {'%peak':>7} {'ViT %peak':>10}"
+        f"{'upsampler':<9} {'size':>5} {'win':>4} {'protocol':<9} {'s/image':>8} {'ratio':>7} {'MPix/min':>9} "
+        f"{'max|Δp|':>9} {'labels=':>8} {'TFLOP/img':>10} {'%peak':>6}"
     )
-    for size in args.sizes:
-        base = next((r for r in rows if r["size"] == size and r["protocol"] == "official"), None)
-        for r in (r for r in rows if r["size"] == size):
-            speed = f"{base['s_per_image'] / r['s_per_image']:.2f}x" if base else "-"
-            rate = 1e12 * args.peak_tflops * r["s_per_image"]
-            frac = f"{100 * r['flops'] / rate:.2f}" if gpu else "-"
-            vit = f"{100 * r['vit_flops'] / rate:.2f}" if gpu else "-"
-            print(
-                f"{size:>6} {r['windows']:>8} {r['protocol']:<18} {r['s_per_image']:>9.3f} {1 / r['s_per_image']:>9.2f} "
-                f"{speed:>7} {r['peak_gib']:>9.2f} {r['flops'] / 1e12:>10.3f} {frac:>7} {vit:>10}"
-            )
+    mpix = args.input**2 / 1e6
+    for r in rows:
+        base = next(b for b in rows if b["size"] == r["size"] and b["upsampler"] == r["upsampler"])
+        speed = f"{base['s_per_image'] / r['s_per_image']:.2f}x" if base["protocol"].startswith("official") else "-"
+        frac = f"{100 * r['flops'] / (1e12 * args.peak_tflops * r['s_per_image']):.2f}" if gpu else "-"
+        print(
+            f"{r['upsampler']:<9} {r['size']:>5} {r['windows']:>4} {r['protocol']:<9} {r['s_per_image']:>8.3f} "
+            f"{speed:>7} {60 * mpix / r['s_per_image']:>9.2f} {r['max_diff']:>9.1e} {100 * r['labels_equal']:>7.2f}% "
+            f"{r['flops'] / 1e12:>10.3f} {frac:>6}"
+        )
+    print(
+        "max|Δp|, labels=: class scores and labels against the official protocol (previous where official×N). MPix/min: input pixels per minute,"
+        f" the whole-scene throughput at tile {args.input}. Bench time {time.perf_counter() - start:.0f} s."
+    )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ LAYERS = {
     "lazy": 1,
     "progress": 1,
     "urlfetch": 1,
+    "cpu_pool": 1,
     "__init__": 1,
 }
 TESTING = "testing"

@@ -147,6 +147,10 @@ class Method:
 
     def build(self, models: Mapping[str, Any], vocabulary: Vocabulary, settings: Any, **caches: Any) -> Any:
         """The segmenter on loaded ``models``; ``caches`` it does not accept are left out."""
+        if "text_cache" in self.caches and caches.get("text_cache") is None:
+            from .text_store import default_text_store  # FRUGALVL_TEXT_CACHE: text features kept between runs
+
+            caches["text_cache"] = default_text_store()
         accepted = {k: v for k, v in caches.items() if k in self.caches and v is not None}
         return self.segmenter_class()(**models, vocabulary=vocabulary, settings=settings, **accepted)
 

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+import threading
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cpu_pool import cpu_workers, map_in_order
 from ..errors import UserError
 from ..models.attention import MODES
 from ..models.clip import DEFAULT_CLIP, OPENAI_MEAN, ClipModel
@@ -168,6 +170,7 @@ class SegEarthOV:
         self.settings = settings
         self.text_cache = text_cache
         self.token_cache = token_cache
+        self._cache_lock = threading.Lock()
         self.upsampler = upsampler.to(clip.device).eval() if upsampler is not None else None
         if self.upsampler is not None and hasattr(self.upsampler, "set_kernel_backend"):
             self.upsampler.set_kernel_backend(settings.jbu_kernel)
@@ -300,7 +303,7 @@ class SegEarthOV:
         if missing:
             for q, row in zip(missing, self._encode_queries(missing)):
                 self.text_cache[(*model, q)] = row
-        return torch.stack([self.text_cache[(*model, q)] for q in queries])
+        return torch.stack([self.text_cache[(*model, q)] for q in queries]).to(self.clip.device)
 
     def _encode_queries(self, queries: Sequence[str]) -> torch.Tensor:
         import time
@@ -336,10 +339,12 @@ class SegEarthOV:
         pixels = hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
         s = self.settings
         key = (self.clip.identity, s.attention, s.residual, tuple(x.shape), str(x.dtype), pixels)
-        hit = self.token_cache.get(key)
+        with self._cache_lock:  # windows may be encoded on several threads (query_logits)
+            hit = self.token_cache.get(key)
         if hit is None:
             hit = self._encode_windows(x)
-            self.token_cache.put(key, hit)
+            with self._cache_lock:
+                self.token_cache.put(key, hit)
         return hit
 
     def _encode_windows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -393,16 +398,23 @@ class SegEarthOV:
         _, _, h, w = image.shape
         windows = plan_windows(h, w, s.slide_crop, s.slide_stride)
         acc = WindowAccumulator(len(self.query_features), h, w, device=device, dtype=dtype)
-        batch = s.window_batch or (16 if device.type == "cuda" else 1)
-        for start in range(0, len(windows), max(1, batch)):
-            group = windows[start : start + max(1, batch)]
+        batch = max(1, s.window_batch or (16 if device.type == "cuda" else 1))
+        groups = [windows[start : start + batch] for start in range(0, len(windows), batch)]
+
+        def group_logits(group: list) -> torch.Tensor:
             crops = torch.cat([image[:, :, win.y0 : win.y1, win.x0 : win.x1] for win in group])
             crops, crop_back = _pad_to_patch(crops, self.clip.patch_size)
-            logits = crop_back(self.window_logits(crops))
+            return crop_back(self.window_logits(crops))
+
+        # On the CPU, window batches run side by side on single-threaded workers (frugalvl.cpu_pool);
+        # they are added up in the plan's order, so the sums are those of a one-at-a-time run.
+        done = 0
+        for group, logits in zip(groups, map_in_order(group_logits, groups, cpu_workers(device, len(groups)))):
             for win, values in zip(group, logits):
                 acc.add(win, values)
+            done += len(group)
             if progress is not None:
-                progress(start + len(group), len(windows))
+                progress(done, len(windows))
         logits = acc.result()[None]
         logits = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
         return logits[0]
