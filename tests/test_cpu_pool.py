@@ -34,7 +34,8 @@ def test_results_come_in_order_on_single_threaded_workers():
     with torch.no_grad():
         out = list(map_in_order(task, range(10), 2))
     assert out == [i * i for i in range(10)]
-    assert all(name.startswith("frugalvl-cpu") and n == 1 and not grad for name, n, grad in seen)
+    assert all(name.startswith("frugalvl-cpu") and not grad for name, _, grad in seen)
+    assert sorted(n for _, n, _ in seen) == [max(1, threads // 2)] * 10  # 10 items: two full rounds of 5
     assert torch.get_num_threads() == threads  # the caller's count is restored
 
 
@@ -65,3 +66,29 @@ def test_an_error_in_a_worker_reaches_the_caller():
 def test_one_worker_runs_in_the_calling_thread():
     names = list(map_in_order(lambda i: threading.current_thread().name, range(3), 1))
     assert names == [threading.current_thread().name] * 3
+
+
+def test_spare_threads_are_shared_among_the_workers():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert set(map_in_order(lambda i: torch.get_num_threads(), range(6), 2)) == {2}  # 4 threads, 2 workers
+        assert set(map_in_order(lambda i: torch.get_num_threads(), range(6), 3)) == {1}  # 4 // 3
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_last_partial_round_gets_the_idle_threads():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        counts = list(map_in_order(lambda i: torch.get_num_threads(), list(range(9)), 2))
+        assert counts == [1] * 8 + [2]  # the 9th item runs alone: on both threads
+        counts = list(map_in_order(lambda i: torch.get_num_threads(), iter(range(9)), 2))
+        assert counts == [1] * 9  # no length, no tail rule
+        torch.set_num_threads(6)
+        counts = list(map_in_order(lambda i: torch.get_num_threads(), list(range(8)), 3))
+        assert counts == [2] * 6 + [3, 3]  # 6 threads, 3 workers; the last 2 items share the 6 threads
+    finally:
+        torch.set_num_threads(threads)

@@ -16,6 +16,7 @@ settings reproduce the official code (likyoo/SegEarth-OV):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -172,6 +173,8 @@ class SegEarthOV:
         self.token_cache = token_cache
         self._cache_lock = threading.Lock()
         self.upsampler = upsampler.to(clip.device).eval() if upsampler is not None else None
+        if self.upsampler is not None and clip.dtype == torch.bfloat16:  # approximate speed option: the
+            self.upsampler = copy.deepcopy(self.upsampler).to(torch.bfloat16)  # upsampler in bf16 too
         if self.upsampler is not None and hasattr(self.upsampler, "set_kernel_backend"):
             self.upsampler.set_kernel_backend(settings.jbu_kernel)
         if self.upsampler is not None:
