@@ -20,18 +20,20 @@ each image size and upsampler, the protocols:
 * ``commuted``: plus the exact upsampler reordering (``commute_upsampler=True``,
   docs/methods/simfeatup.md#commuting-the-final-convolution), with an upsampler only;
 * ``bf16``: the CLIP and upsampler in bfloat16 (approximate; AMX on recent Intel CPUs), only with
-  ``--bf16``; its label agreement with fp32 is printed (random weights, the random test image).
+  ``--bf16``; its label agreement is printed (random weights on a real crop: a pessimistic proxy, the
+  scores of a random CLIP are nearly tied).
 
-With JBU-One, the official protocol's FeatUp fallback (unfold + einsum) takes many minutes per image
-on a CPU: it is timed on the first window only, once, and multiplied by the number of windows
+With JBU-One on a CPU, the official protocol's FeatUp fallback (unfold + einsum) takes many minutes per
+image: it is timed on the first window only, once, and multiplied by the number of windows
 (``official×N`` in the table; scores are then checked against ``previous``).
 
 The protocols of one configuration run interleaved (official, default, ..., official, default, ...)
-so that a machine shared with other jobs slows them alike; the table gives medians. The last
-lines give the whole-scene throughput of the default path at tile 512 (one 512² tile is resized to
-448 and cut into 9 windows) in megapixels per minute, the official protocol's beside it.
+so that a machine shared with other jobs slows them alike; the table gives medians. The input is a
+512² tile (a real crop; one scene tile at ``--tile 512``), resized to 448 and cut into 9 windows, so
+the MPix/min column is the whole-scene throughput at tile 512.
 
-    python bench/segearth_ov.py --device cpu             # the issue-28 table: ~6-9 min on 2 idle cores
+    python bench/segearth_ov.py --device cpu             # the issue-28 table (docs/benchmarks.md)
+    python bench/segearth_ov.py --device cpu --bf16      # plus the approximate bf16 protocol
     python bench/segearth_ov.py --tiny                   # smoke run: tiny models, seconds
     python bench/segearth_ov.py --device cuda --sizes 448 896 --repeats 5
 """
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import sys
 import time
 from pathlib import Path
@@ -267,7 +270,8 @@ def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndar
     first = next(iter(segs.values()))
     hh, ww = first.preprocess(rgb).shape[-2:]
     windows = len(plan_windows(hh, ww, 224, 112))
-    extrapolate = upsampler != "none" and "official" in segs and not args.tiny and not args.full_official
+    cpu = not args.device.startswith("cuda")
+    extrapolate = cpu and upsampler != "none" and "official" in segs and not args.tiny and not args.full_official
     fns = {p: (lambda s=s: s.class_scores(rgb)) for p, s in segs.items()}
     if "official" in segs:
         fns["official"] = lambda s=segs["official"]: official_style(s, rgb, 1 if extrapolate else None)
@@ -355,7 +359,8 @@ def main() -> None:
         )
     print(
         "max|Δp|, labels=: class scores and labels against the official protocol (previous where official×N). MPix/min: input pixels per minute,"
-        f" the whole-scene throughput at tile {args.input}. Bench time {time.perf_counter() - start:.0f} s."
+        f" the whole-scene throughput at tile {args.input}. Bench time {time.perf_counter() - start:.0f} s"
+        + ("." if gpu else f", peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB.")
     )
 
 

@@ -92,3 +92,12 @@ def test_the_last_partial_round_gets_the_idle_threads():
         assert counts == [2] * 6 + [3, 3]  # 6 threads, 3 workers; the last 2 items share the 6 threads
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_call_from_a_worker_runs_in_that_worker():
+    def outer(i):
+        inner = list(map_in_order(lambda j: threading.current_thread().name, range(3), 2))
+        return threading.current_thread().name, inner
+
+    for name, inner in map_in_order(outer, range(4), 2):
+        assert inner == [name] * 3  # nested maps never wait on the pool they run in

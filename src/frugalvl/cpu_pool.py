@@ -27,6 +27,7 @@ import torch
 T = TypeVar("T")
 R = TypeVar("R")
 
+_PREFIX = "frugalvl-cpu"
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
 
@@ -42,7 +43,7 @@ def cpu_workers(device: torch.device | str, tasks: int) -> int:
 def _pool(workers: int) -> ThreadPoolExecutor:
     with _LOCK:
         if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="frugalvl-cpu")
+            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix=_PREFIX)
         return _POOLS[workers]
 
 
@@ -53,9 +54,10 @@ def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
     modes and ``threads // workers`` intra-op threads (one on a machine with no more cores than workers).
     When ``items`` has a length, the last round's items, fewer than the workers, share all the threads
     instead of leaving cores idle (9 windows on 2 workers: the 9th runs on both cores); at most ``2 × workers`` results wait to be consumed, so memory
-    stays bounded however many items there are. With 1 worker, plain calls in this thread.
+    stays bounded however many items there are. With 1 worker, or called from a worker, plain calls in
+    this thread.
     """
-    if workers <= 1:
+    if workers <= 1 or threading.current_thread().name.startswith(_PREFIX):  # no nesting: no deadlock
         for item in items:
             yield fn(item)
         return
