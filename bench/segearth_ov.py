@@ -234,14 +234,12 @@ def load_image(path: str | None, side: int) -> tuple[np.ndarray, str]:
 
 
 def interleaved(fns: dict, repeats: int, device: str) -> dict[str, list[float]]:
-    """Seconds per call of each function, run in turn ``repeats`` times after one warm-up call each."""
+    """Seconds per call of each function, run in turn ``repeats`` times (the caller has warmed them up)."""
 
     def sync() -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    for fn in fns.values():
-        fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(repeats):
         for name, fn in fns.items():
@@ -278,7 +276,7 @@ def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndar
     if "previous" in segs:
         fns["previous"] = lambda s=segs["previous"]: previous_default(s, rgb)
     official = fns.pop("official") if extrapolate else None
-    scores = {p: fn().float().cpu() for p, fn in fns.items()}
+    scores = {p: fn().float().cpu() for p, fn in fns.items()}  # also the warm-up
     times = interleaved(fns, args.repeats, args.device)
     if official is not None:  # one window, once: minutes on a CPU
         t0 = time.perf_counter()
