@@ -19,7 +19,7 @@ each image size and upsampler, the protocols:
   shift-and-accumulate JBU kernel; on CUDA: 16 windows per pass and the Triton JBU kernel);
 * ``commuted``: plus the exact upsampler reordering (``commute_upsampler=True``,
   docs/methods/simfeatup.md#commuting-the-final-convolution), with an upsampler only;
-* ``bf16``: the CLIP and upsampler in bfloat16 (approximate; AMX on recent Intel CPUs), only with
+* ``bf16``: the CLIP in bfloat16 (approximate; AMX on recent Intel CPUs; the upsampler stays fp32), only with
   ``--bf16``; its label agreement is printed (random weights on a real crop: a pessimistic proxy, the
   scores of a random CLIP are nearly tied).
 
@@ -83,7 +83,7 @@ def build(clip, upsampler: str, long_side: int, protocol: str, tiny: bool = Fals
     torch.manual_seed(1)
     up = None
     if upsampler == "jbu-one":
-        up = JBUOne(32 if tiny else 512).eval().to(clip.dtype if clip.dtype == torch.bfloat16 else torch.float32)
+        up = JBUOne(32 if tiny else 512).eval()
     settings = SegEarthOVSettings(
         long_side=long_side,
         window_batch=1 if protocol == "official" else None,

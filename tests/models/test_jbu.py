@@ -199,3 +199,29 @@ def test_kernel_backend_choice():
         assert resolve_kernel_backend("auto", torch.device("cpu")) == "torch"
         with pytest.raises(UserError, match="needs a CUDA device"):
             resolve_kernel_backend("triton", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("shape,size", [((1, 8, 14, 14), (28, 28)), ((2, 3, 7, 11), (14, 30)), ((1, 4, 5, 9), (5, 4))])
+def test_cpu_bicubic_matches_interpolate(shape, size):
+    from frugalvl.models.jbu import bicubic
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    ref = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+    out = bicubic(x, size)
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
+    x64 = x.double()  # separability is exact: only the order of float sums differs
+    assert torch.allclose(bicubic(x64, size), F.interpolate(x64, size=size, mode="bicubic"), atol=1e-12)
+
+
+def test_cpu_bicubic_weights_made_in_inference_mode_still_train():
+    from frugalvl.models.jbu import bicubic
+
+    with torch.inference_mode():
+        bicubic(torch.randn(1, 2, 6, 6), (12, 12))  # fills the weight cache inside inference mode
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    bicubic(x, (12, 12)).square().sum().backward()
+    ref = x.detach().clone().requires_grad_(True)
+    F.interpolate(ref, size=(12, 12), mode="bicubic").square().sum().backward()
+    assert torch.allclose(x.grad, ref.grad, atol=1e-5)

@@ -16,6 +16,7 @@ Checkpoints (the official Lightning layout and FeatUp's JBU-Stack) are read and 
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,7 +30,7 @@ KERNEL_BACKENDS = ("auto", "triton", "torch")
 
 # On the CPU, working on blocks of (one sample) × rows × channels keeps the operands of all d² taps in
 # cache; the arithmetic per element (and its order) is unchanged, so the result is bit-identical.
-_CPU_BLOCK_ROWS, _CPU_BLOCK_CHANNELS = 32, 64
+_CPU_BLOCK_ROWS, _CPU_BLOCK_CHANNELS = 8, 64  # 8 rows: 1.25 s vs 1.46 s (32 rows), one thread, 512×224²
 
 
 def _blocks(t: torch.Tensor, h: int, channels: int):
@@ -197,6 +198,31 @@ def adaptive_conv_unfold(source_padded: torch.Tensor, kernel: torch.Tensor) -> t
     return torch.einsum("bcphw,bphw->bchw", patches, kernel)
 
 
+@functools.lru_cache(maxsize=64)
+def _bicubic_matrix(n_in: int, n_out: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[n_out, n_in]``: the weights 1-D bicubic resizing (``align_corners=False``, borders clamped) gives
+    each input sample, read off PyTorch's own kernel applied to impulses (a size-preserving axis is the
+    identity there, so each column holds one impulse's response)."""
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor: usable by autograd later (training)
+        eye = torch.eye(n_in, dtype=dtype).view(1, 1, n_in, n_in)
+        return F.interpolate(eye, size=(n_out, n_in), mode="bicubic", align_corners=False)[0, 0].contiguous()
+
+
+def bicubic(source: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(source, size, mode="bicubic", align_corners=False)``.
+
+    PyTorch's bicubic resize is separable (row weights × column weights), so on the CPU it runs as two
+    matrix products with those weights: 3-4× faster for the JBU's 512-channel maps, equal up to the
+    order of the float sums (≤ 1e-6 on unit-scale features). Elsewhere, and for half types, the
+    plain call.
+    """
+    if source.device.type != "cpu" or source.dtype not in (torch.float32, torch.float64) or source.dim() != 4:
+        return F.interpolate(source, size=size, mode="bicubic", align_corners=False)
+    rows = _bicubic_matrix(source.shape[-2], size[0], source.dtype)
+    cols = _bicubic_matrix(source.shape[-1], size[1], source.dtype)
+    return torch.matmul(rows, source) @ cols.T
+
+
 class JBULearnedRange(nn.Module):
     """One ×2 joint-bilateral upsampling stage with a learned range kernel (docs/methods/simfeatup.md#jbu-one,
     steps 1–7)."""
@@ -262,8 +288,7 @@ class JBULearnedRange(nn.Module):
         """Upsample ``source`` ``[B, C, h, w]`` to the guidance size ``[B, 3, H, W]``."""
         h, w = guidance.shape[-2:]
         kernel = self.kernel(guidance)
-        hr = F.interpolate(source, size=(h, w), mode="bicubic", align_corners=False)
-        hr = F.pad(hr, [self.radius] * 4, mode="reflect")
+        hr = F.pad(bicubic(source, (h, w)), [self.radius] * 4, mode="reflect")
         return adaptive_conv(hr, kernel.to(hr.dtype), self.kernel_backend)
 
 
