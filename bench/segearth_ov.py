@@ -12,8 +12,9 @@ each image size and upsampler, the protocols:
   (unfold + einsum, in channel chunks); every window's logits interpolated to the window size and
   padded to full size before adding; one-hot synonym merge. PyTorch's intra-op threads, as the
   official code gets them;
-* ``previous``: frugalvl's default path before window workers (one window at a time on PyTorch's
-  intra-op threads): what the window workers gain;
+* ``before``: frugalvl's default path as it was before issue 28 (one window at a time on PyTorch's
+  intra-op threads; the JBU's bicubic resize by ``F.interpolate``, its kernels on 32-row blocks):
+  what this issue's changes gain together;
 * ``default``: frugalvl's default settings (on the CPU: windows side by side on single-threaded
   workers, :mod:`frugalvl.cpu_pool`; the stock last block never run; SDPA mixing; the cache-blocked
   shift-and-accumulate JBU kernel; on CUDA: 16 windows per pass and the Triton JBU kernel);
@@ -25,7 +26,7 @@ each image size and upsampler, the protocols:
 
 With JBU-One on a CPU, the official protocol's FeatUp fallback (unfold + einsum) takes many minutes per
 image: it is timed on the first window only, once, and multiplied by the number of windows
-(``official×N`` in the table; scores are then checked against ``previous``).
+(``official×N`` in the table; scores are then checked against ``before``).
 
 The protocols of one configuration run interleaved (official, default, ..., official, default, ...)
 so that a machine shared with other jobs slows them alike; the table gives medians. The input is a
@@ -51,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PROTOCOLS = ("official", "previous", "default", "commuted", "bf16")
+PROTOCOLS = ("official", "before", "default", "commuted", "bf16")
 UPSAMPLERS = ("none", "jbu-one")
 SHARED_CROP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rs" / "potsdam_2_10_0_0_512_512.png"
 VOCAB = "road,parking lot;building;low vegetation;tree;car;clutter,background"
@@ -183,17 +184,23 @@ def flops_per_window(visual, upsampler, window: int = 224, commuted: bool = Fals
     return 2.0 * vit, 2.0 * (vit + jbu)
 
 
+def _interpolate_bicubic(source: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(source, size=size, mode="bicubic", align_corners=False)
+
+
 @torch.no_grad()
-def previous_default(seg, rgb: np.ndarray) -> torch.Tensor:
-    """frugalvl's default path with one window at a time on the intra-op threads (before window workers)."""
+def before_default(seg, rgb: np.ndarray) -> torch.Tensor:
+    """frugalvl's default path as before issue 28: one window at a time on the intra-op threads, the JBU's
+    bicubic resize by ``F.interpolate`` and its kernels on 32-row blocks."""
+    from frugalvl.models import jbu
     from frugalvl.segment import segearth_ov
 
-    saved = segearth_ov.cpu_workers
-    segearth_ov.cpu_workers = lambda device, tasks: 1
+    saved = segearth_ov.cpu_workers, jbu.bicubic, jbu._CPU_BLOCK_ROWS
+    segearth_ov.cpu_workers, jbu.bicubic, jbu._CPU_BLOCK_ROWS = (lambda device, tasks: 1), _interpolate_bicubic, 32
     try:
         return seg.class_scores(rgb)
     finally:
-        segearth_ov.cpu_workers = saved
+        segearth_ov.cpu_workers, jbu.bicubic, jbu._CPU_BLOCK_ROWS = saved
 
 
 @torch.no_grad()
@@ -273,8 +280,8 @@ def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndar
     fns = {p: (lambda s=s: s.class_scores(rgb)) for p, s in segs.items()}
     if "official" in segs:
         fns["official"] = lambda s=segs["official"]: official_style(s, rgb, 1 if extrapolate else None)
-    if "previous" in segs:
-        fns["previous"] = lambda s=segs["previous"]: previous_default(s, rgb)
+    if "before" in segs:
+        fns["before"] = lambda s=segs["before"]: before_default(s, rgb)
     official = fns.pop("official") if extrapolate else None
     scores = {p: fn().float().cpu() for p, fn in fns.items()}  # also the warm-up
     times = interleaved(fns, args.repeats, args.device)
@@ -282,7 +289,7 @@ def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndar
         t0 = time.perf_counter()
         official()
         times = {"official": [windows * (time.perf_counter() - t0)], **times}
-    ref = scores.get("official", scores.get("previous", scores.get("default")))
+    ref = scores.get("official", scores.get("before", scores.get("default")))
     rows = []
     for p, s in segs.items():
         vit, total = flops_per_window(s.clip.model.visual, s.upsampler, commuted=p == "commuted")
@@ -314,7 +321,7 @@ def main() -> None:
     ap.add_argument("--image", help="a real RGB image to crop the input from (default: the shared Potsdam crop)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--upsamplers", nargs="+", default=list(UPSAMPLERS), choices=UPSAMPLERS)
-    ap.add_argument("--protocols", nargs="+", default=["official", "previous", "default"], choices=PROTOCOLS)
+    ap.add_argument("--protocols", nargs="+", default=["official", "before", "default"], choices=PROTOCOLS)
     ap.add_argument(
         "--full-official", action="store_true", help="time the official protocol with JBU-One on every window"
     )
@@ -356,7 +363,7 @@ def main() -> None:
             f"{r['flops'] / 1e12:>10.3f} {frac:>6}"
         )
     print(
-        "max|Δp|, labels=: class scores and labels against the official protocol (previous where official×N). MPix/min: input pixels per minute,"
+        "max|Δp|, labels=: class scores and labels against the official protocol (before where official×N). MPix/min: input pixels per minute,"
         f" the whole-scene throughput at tile {args.input}. Bench time {time.perf_counter() - start:.0f} s"
         + ("." if gpu else f", peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB.")
     )
