@@ -12,9 +12,9 @@ each image size and upsampler, the protocols:
   (unfold + einsum, in channel chunks); every window's logits interpolated to the window size and
   padded to full size before adding; one-hot synonym merge. PyTorch's intra-op threads, as the
   official code gets them;
-* ``before``: frugalvl's default path as it was before issue 28 (one window at a time on PyTorch's
+* ``before``: frugalvl's default path before the CPU window workers (one window at a time on PyTorch's
   intra-op threads; the JBU's bicubic resize by ``F.interpolate``, its kernels on 32-row blocks):
-  what this issue's changes gain together;
+  what the window workers and the JBU changes gain together;
 * ``default``: frugalvl's default settings (on the CPU: windows side by side on single-threaded
   workers, :mod:`frugalvl.cpu_pool`; the stock last block never run; SDPA mixing; the cache-blocked
   shift-and-accumulate JBU kernel; on CUDA: 16 windows per pass and the Triton JBU kernel);
@@ -33,7 +33,7 @@ so that a machine shared with other jobs slows them alike; the table gives media
 512² tile (a real crop; one scene tile at ``--tile 512``), resized to 448 and cut into 9 windows, so
 the MPix/min column is the whole-scene throughput at tile 512.
 
-    python bench/segearth_ov.py --device cpu             # the issue-28 table (docs/benchmarks.md)
+    python bench/segearth_ov.py --device cpu             # the CPU table of docs/benchmarks.md
     python bench/segearth_ov.py --device cpu --bf16      # plus the approximate bf16 protocol
     python bench/segearth_ov.py --tiny                   # smoke run: tiny models, seconds
     python bench/segearth_ov.py --device cuda --sizes 448 896 --repeats 5
@@ -190,7 +190,7 @@ def _interpolate_bicubic(source: torch.Tensor, size: tuple[int, int]) -> torch.T
 
 @torch.no_grad()
 def before_default(seg, rgb: np.ndarray) -> torch.Tensor:
-    """frugalvl's default path as before issue 28: one window at a time on the intra-op threads, the JBU's
+    """frugalvl's default path before the CPU window workers: one window at a time on the intra-op threads, the JBU's
     bicubic resize by ``F.interpolate`` and its kernels on 32-row blocks."""
     from frugalvl.models import jbu
     from frugalvl.segment import segearth_ov
