@@ -139,26 +139,27 @@ def feature_settings(args: argparse.Namespace):
     return build_settings(FeatureSettings, {**given(args, FeatureSettings, prefix=FEATURES), "endpoint": endpoint})
 
 
+def _on_features_device(args: argparse.Namespace, cls, prefix: str):
+    """``cls`` from its options; without its own device (``run`` has none for the stage), the features'."""
+    values = given(args, cls, prefix=prefix)
+    device = getattr(args, FEATURES + "device", None)
+    if "device" not in values and device is not None:
+        values["device"] = device
+    return build_settings(cls, values)
+
+
 def cluster_settings(args: argparse.Namespace):
     """In ``run`` the kNN search uses the features' device (the cluster stage's own ``--device`` is not there)."""
     from ..select.settings import ClusterSettings
 
-    values = given(args, ClusterSettings, prefix=CLUSTER)
-    device = getattr(args, FEATURES + "device", None)
-    if "device" not in values and device is not None:
-        values["device"] = device
-    return build_settings(ClusterSettings, values)
+    return _on_features_device(args, ClusterSettings, CLUSTER)
 
 
 def score_settings(args: argparse.Namespace):
     """In ``run`` the scorer uses the features' device."""
     from ..select.settings import ScoreSettings
 
-    values = given(args, ScoreSettings, prefix=SCORE)
-    device = getattr(args, FEATURES + "device", None)
-    if "device" not in values and device is not None:
-        values["device"] = device
-    return build_settings(ScoreSettings, values)
+    return _on_features_device(args, ScoreSettings, SCORE)
 
 
 def pick_settings(args: argparse.Namespace):
