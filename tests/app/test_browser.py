@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,11 +25,31 @@ ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="Chromium is not installed at /usr/bin/chromium: "
     "install it with `sudo apt-get install -y chromium` to run the browser tests",
 )
+pytestmark = needs_chromium
+
+
+@contextlib.contextmanager
+def browser_page(url: str, **page_options) -> Iterator[tuple[Any, list[str]]]:
+    """A 1280×800 page of headless Chromium at ``url`` (90 s timeouts) and the list its console errors
+    and page errors are appended to; the browser is closed on the way out."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800}, **page_options)
+            page.set_default_timeout(90_000)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            yield page, errors
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import LANDSAT
-from tests.app.test_browser import ARGS, CHROMIUM, start_server
+from tests.app.test_browser import browser_page, needs_chromium, start_server
 
 VOCAB = "background;water;forest,tree;city"
 SAM3 = "random-tiny"
@@ -340,80 +340,66 @@ def served_change_app(sam3_bundle, dates, tmp_path):
     stop()
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Chromium is not installed at /usr/bin/chromium: install it with `sudo apt-get install -y chromium`",
-)
+@needs_chromium
 def test_change_between_two_dates_in_the_browser(served_change_app, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
     import rasterio
 
-    errors: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-            page.set_default_timeout(90_000)
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(served_change_app)
-            page.wait_for_selector("#sample option[value=after]", state="attached")
-            for name in ("before", "after"):  # the two dates, opened as any image is
-                page.select_option("#sample", name)
-                page.click("#open-sample")
-                page.wait_for_function(f"document.getElementById('image-info').textContent.startsWith('{name}.tif')")
-            assert page.locator("#change-after option").count() == 2
-            assert page.input_value("#change-before") != page.input_value("#change-after")
+    with browser_page(served_change_app, accept_downloads=True) as (page, errors):
+        page.wait_for_selector("#sample option[value=after]", state="attached")
+        for name in ("before", "after"):  # the two dates, opened as any image is
+            page.select_option("#sample", name)
+            page.click("#open-sample")
+            page.wait_for_function(f"document.getElementById('image-info').textContent.startsWith('{name}.tif')")
+        assert page.locator("#change-after option").count() == 2
+        assert page.input_value("#change-before") != page.input_value("#change-after")
 
-            page.fill("#vocabulary", VOCAB)
-            page.click("#change-run")
-            page.wait_for_selector("body[data-change-layer=change]", state="attached", timeout=90_000)
-            assert page.locator("#change-state").inner_text().startswith("done in")
-            assert page.locator("#map .leaflet-change-after-pane img.leaflet-tile-loaded").count() > 0  # second date
-            change_tiles = "#map .leaflet-overlay-pane img.leaflet-tile-loaded[src*='/api/change/']"
-            assert page.locator(change_tiles).count() > 0  # the change layer lies over both dates
-            rows = page.locator("#change-table tbody tr")
-            assert rows.count() > 0
-            assert "ha" in page.inner_text("#change-summary") and "changed:" in page.inner_text("#change-summary")
-            assert all(t.endswith("ha") for t in page.locator("#change-table td.num").all_inner_texts())
+        page.fill("#vocabulary", VOCAB)
+        page.click("#change-run")
+        page.wait_for_selector("body[data-change-layer=change]", state="attached", timeout=90_000)
+        assert page.locator("#change-state").inner_text().startswith("done in")
+        assert page.locator("#map .leaflet-change-after-pane img.leaflet-tile-loaded").count() > 0  # second date
+        change_tiles = "#map .leaflet-overlay-pane img.leaflet-tile-loaded[src*='/api/change/']"
+        assert page.locator(change_tiles).count() > 0  # the change layer lies over both dates
+        rows = page.locator("#change-table tbody tr")
+        assert rows.count() > 0
+        assert "ha" in page.inner_text("#change-summary") and "changed:" in page.inner_text("#change-summary")
+        assert all(t.endswith("ha") for t in page.locator("#change-table td.num").all_inner_texts())
 
-            # the swipe: drag the slider to a fifth of the map; the second date is clipped there, the map stays
-            centre = page.evaluate("JSON.stringify(state.map.getCenter())")
-            box = page.locator("#change-swipe").bounding_box()
-            assert box is not None
-            y = box["y"] + box["height"] / 2
-            page.mouse.move(box["x"] + box["width"] / 2, y)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] * 0.2, y, steps=8)
-            page.mouse.up()
-            ratio = float(page.evaluate("document.body.dataset.swipe"))
-            assert 0.15 < ratio < 0.25, ratio
-            assert page.evaluate("JSON.stringify(state.map.getCenter())") == centre
-            clip = page.evaluate("state.map.getPane('change-after').style.clip")
-            left = float(clip.split(",")[3].strip().rstrip("px)"))
-            map_width = page.locator("#map").bounding_box()["width"]
-            origin = page.evaluate("state.map.containerPointToLayerPoint([0, 0]).x")
-            assert left - origin == pytest.approx(map_width * ratio, abs=2)
+        # the swipe: drag the slider to a fifth of the map; the second date is clipped there, the map stays
+        centre = page.evaluate("JSON.stringify(state.map.getCenter())")
+        box = page.locator("#change-swipe").bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] / 2, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.2, y, steps=8)
+        page.mouse.up()
+        ratio = float(page.evaluate("document.body.dataset.swipe"))
+        assert 0.15 < ratio < 0.25, ratio
+        assert page.evaluate("JSON.stringify(state.map.getCenter())") == centre
+        clip = page.evaluate("state.map.getPane('change-after').style.clip")
+        left = float(clip.split(",")[3].strip().rstrip("px)"))
+        map_width = page.locator("#map").bounding_box()["width"]
+        origin = page.evaluate("state.map.containerPointToLayerPoint([0, 0]).x")
+        assert left - origin == pytest.approx(map_width * ratio, abs=2)
 
-            # the from→to layer, then the change GeoTIFF downloaded
-            page.check("input[name=change-layer][value=fromto]")
-            page.wait_for_selector("#map img.leaflet-tile-loaded[src*='layer=fromto']", state="attached")
-            with page.expect_download() as download:
-                page.click("#change-download-change")
-            saved = tmp_path / "change.tif"
-            download.value.save_as(saved)
-            with rasterio.open(saved) as src:
-                assert src.crs.to_epsg() == 32618 and (src.width, src.height) == (128, 128)
-            assert page.locator("#change-download-transitions").is_visible()
-            page.screenshot(path=str(tmp_path / "change.png"))
-            assert errors == [], errors
+        # the from→to layer, then the change GeoTIFF downloaded
+        page.check("input[name=change-layer][value=fromto]")
+        page.wait_for_selector("#map img.leaflet-tile-loaded[src*='layer=fromto']", state="attached")
+        with page.expect_download() as download:
+            page.click("#change-download-change")
+        saved = tmp_path / "change.tif"
+        download.value.save_as(saved)
+        with rasterio.open(saved) as src:
+            assert src.crs.to_epsg() == 32618 and (src.width, src.height) == (128, 128)
+        assert page.locator("#change-download-transitions").is_visible()
+        page.screenshot(path=str(tmp_path / "change.png"))
+        assert errors == [], errors
 
-            # a refused setting: one line in the page, and the shown result stays
-            page.click("#change-section details summary")
-            page.fill("#instance_iou_threshold", "3")
-            page.click("#change-run")
-            page.wait_for_function("document.getElementById('message').textContent.includes('instance_iou_threshold')")
-            assert page.evaluate("document.body.dataset.change") == "done"
-            assert page.locator("#change-download-change").is_visible()
-        finally:
-            browser.close()
+        # a refused setting: one line in the page, and the shown result stays
+        page.click("#change-section details summary")
+        page.fill("#instance_iou_threshold", "3")
+        page.click("#change-run")
+        page.wait_for_function("document.getElementById('message').textContent.includes('instance_iou_threshold')")
+        assert page.evaluate("document.body.dataset.change") == "done"
+        assert page.locator("#change-download-change").is_visible()

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from tests.conftest import landsat_rgb
-from tests.segment.test_segearth_ov3 import informative_sam3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.segment.test_segearth_ov3 import informative_sam3, one_thread  # noqa: F401 (one_thread: autouse)
 
 
 @pytest.fixture(scope="session")

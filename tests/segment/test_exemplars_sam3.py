@@ -12,17 +12,9 @@ from frugalvl.models.sam3 import box_prompt, detect, encode_boxes, encode_image,
 from frugalvl.segment.exemplars import Exemplar, Exemplars
 from frugalvl.segment.segearth_ov3 import SegEarthOV3, SegEarthOV3Settings, fuse_view
 from frugalvl.vocab import Vocabulary
-from tests.segment.test_segearth_ov3 import informative_sam3
+from tests.segment.test_segearth_ov3 import informative_sam3, one_thread  # noqa: F401 (one_thread: autouse)
 
 VOCAB = Vocabulary.parse("background;car;building")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from frugalvl.testing.llava import build_tiny_llava
 from frugalvl.train.finetune import data as D
 from frugalvl.train.finetune import loop as L
 from frugalvl.train.finetune import settings as S
+from tests.train.test_finetune import small as small_recipe
 
 NAMES = ("jsonl", "sharegpt", "parquet", "hf-disk", "webdataset")
 
@@ -56,23 +57,8 @@ def subsets(tmp_path_factory):
 
 
 def small(mllm, root, **kw) -> S.FinetuneSettings:
-    base = dict(
-        mllm=str(mllm),
-        image_root=str(root),
-        lora_r=8,
-        lora_alpha=16,
-        lr=5e-3,
-        projector_lr=5e-4,
-        global_batch=4,
-        batch_size=4,
-        save_steps=0,
-        num_workers=0,
-        gradient_checkpointing=False,
-        progress=False,
-        warmup_ratio=0.1,
-    )
-    base.update(kw)
-    return S.FinetuneSettings(**base)
+    """test_finetune's small recipe on this folder, without intermediate checkpoints."""
+    return small_recipe((None, root, mllm), **{"save_steps": 0, **kw})
 
 
 def _batches(samples, llava):
