@@ -1,7 +1,8 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from frugalvl.windows import Window, WindowAccumulator, plan_windows
+from frugalvl.windows import Window, WindowAccumulator, needed_windows, pixels_read_by_resize, plan_windows
 
 
 def test_grid_official_counts():
@@ -157,3 +158,62 @@ def test_band_average_refuses_windows_out_of_row_order():
     band.begin_window(Window(3, 6, 0, 2))  # rows 0-2 are final now, and dropped from the band
     with pytest.raises(RuntimeError, match="non-decreasing tops"):
         band.begin_window(Window(0, 3, 0, 2))
+
+
+def test_accumulator_fills_uncovered_pixels_when_asked():
+    acc = WindowAccumulator(2, 2, 3)
+    acc.add(Window(0, 2, 0, 2), torch.full((2, 2, 2), 6.0))
+    acc.add(Window(0, 1, 1, 2), torch.full((2, 1, 1), 3.0))
+    out = acc.result(fill=0.0)
+    assert torch.equal(out[0], torch.tensor([[6.0, 4.5, 0.0], [6.0, 6.0, 0.0]]))
+    assert torch.equal(out[0], out[1])
+
+
+def test_pixels_read_by_a_bilinear_resize_hand_case():
+    # 1×4 -> 1×8 (align_corners=False): output x reads source (x + 0.5) / 2 - 0.5, clamped at 0;
+    # x = 3 -> 1.25: sources 1 and 2; x = 0 -> -0.25: source 0 only.
+    wanted = torch.zeros(1, 8, dtype=torch.bool)
+    wanted[0, 3] = True
+    assert pixels_read_by_resize(wanted, (1, 4)).tolist() == [[False, True, True, False]]
+    wanted = torch.zeros(1, 8, dtype=torch.bool)
+    wanted[0, 0] = True
+    assert pixels_read_by_resize(wanted, (1, 4)).tolist() == [[True, False, False, False]]
+    # 8 -> 4 (downsampling, no antialias): x = 1 -> 2.5 reads sources 2 and 3
+    wanted = torch.zeros(1, 4, dtype=torch.bool)
+    wanted[0, 1] = True
+    assert pixels_read_by_resize(wanted, (1, 8)).nonzero()[:, 1].tolist() == [2, 3]
+    # the same size: the identity
+    same = torch.rand(5, 6) > 0.5
+    assert torch.equal(pixels_read_by_resize(same, (5, 6)), same)
+
+
+def test_pixels_read_cover_every_input_that_changes_a_wanted_output():
+    # perturbing a source pixel outside the support never changes a wanted output; inside, it does
+    torch.manual_seed(0)
+    wanted = torch.zeros(37, 53, dtype=torch.bool)
+    wanted[5:12, 30:41] = True
+    read = pixels_read_by_resize(wanted, (23, 29))
+    base = torch.rand(1, 1, 23, 29)
+    out = F.interpolate(base, size=(37, 53), mode="bilinear", align_corners=False)[0, 0]
+    for y in range(23):
+        for x in range(29):
+            bumped = base.clone()
+            bumped[0, 0, y, x] += 1.0
+            diff = F.interpolate(bumped, size=(37, 53), mode="bilinear", align_corners=False)[0, 0] != out
+            assert bool(diff[wanted].any()) == bool(read[y, x]), (y, x)
+
+
+def test_needed_windows_keep_every_window_of_a_needed_pixel():
+    wins = plan_windows(448, 448, 224, 112)
+    needed = torch.zeros(448, 448, dtype=torch.bool)
+    needed[:100, :100] = True  # only the first window (the next ones start at 112)
+    assert needed_windows(wins, needed) == [Window(0, 224, 0, 224)]
+    needed[200, 300] = True  # rows 112-336 and 0-224, columns 224-448 and 112-336 (plan order)
+    assert needed_windows(wins, needed) == [
+        Window(0, 224, 0, 224),
+        Window(0, 224, 112, 336),
+        Window(0, 224, 224, 448),
+        Window(112, 336, 112, 336),
+        Window(112, 336, 224, 448),
+    ]
+    assert needed_windows(wins, torch.zeros(448, 448, dtype=torch.bool)) == []

@@ -96,11 +96,37 @@ class WindowAccumulator:
         self.total[:, window.y0 : window.y1, window.x0 : window.x1] += values.to(self.total.dtype)
         self.count[:, window.y0 : window.y1, window.x0 : window.x1] += 1
 
-    def result(self) -> torch.Tensor:
-        """The averaged ``[C, H, W]`` map; every pixel must have been covered."""
-        if bool((self.count == 0).any()):
-            raise RuntimeError("some pixels are covered by no window")
-        return self.total / self.count
+    def result(self, fill: float | None = None) -> torch.Tensor:
+        """The averaged ``[C, H, W]`` map. Every pixel must have been covered, unless ``fill`` is given:
+        pixels no window covered (windows skipped as unneeded, :func:`needed_windows`) then hold ``fill``."""
+        uncovered = self.count == 0
+        if fill is None:
+            if bool(uncovered.any()):
+                raise RuntimeError("some pixels are covered by no window")
+            return self.total / self.count
+        return torch.where(uncovered, fill, self.total / self.count.clamp(min=1))
+
+
+def pixels_read_by_resize(wanted: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Which pixels of a ``size`` map a bilinear resize (``align_corners=False``) to ``wanted``'s shape
+    reads to compute the pixels where ``wanted`` (``[H, W]`` bool) is true: ``[h, w]`` bool.
+
+    The resize is linear with non-negative weights, so its adjoint applied to ``wanted`` is positive
+    exactly on the pixels read with a non-zero weight; autograd gives the adjoint of the very
+    operation the segmenters run, however PyTorch places the samples.
+    """
+    source = torch.zeros(1, 1, *size, requires_grad=True)
+    with torch.enable_grad():
+        out = torch.nn.functional.interpolate(source, size=tuple(wanted.shape), mode="bilinear", align_corners=False)
+        (read,) = torch.autograd.grad(out, source, wanted.to(out.dtype)[None, None])
+    return read[0, 0] > 0
+
+
+def needed_windows(windows: Sequence[Window], needed: torch.Tensor) -> list[Window]:
+    """The windows holding at least one needed pixel (``needed``: ``[H, W]`` bool). Averaging over
+    overlaps only mixes windows that share a pixel, so every needed pixel keeps all its windows, added
+    in the plan's order: its average is the full plan's; the windows left out touch no needed pixel."""
+    return [w for w in windows if bool(needed[w.y0 : w.y1, w.x0 : w.x1].any())]
 
 
 def overlapping(windows: Sequence[Window], height: int, width: int) -> bool:

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
+import torch
 from rio_cogeo.cogeo import cog_validate
 
 from frugalvl.errors import UserError
@@ -27,6 +28,8 @@ from frugalvl.segment.scene import (
 )
 from frugalvl.testing.segmenters import ColourSegmenter, write_test_scene
 from tests.conftest import EXAMPLES, shared_file
+
+THREADS = torch.get_num_threads()
 
 
 def read(path):
@@ -319,3 +322,38 @@ def test_unfinished_run_with_other_settings_stops_and_keeps_its_tiles(tmp_path):
         progress=False,
     )
     assert summary.done and not parts.exists()
+
+
+@pytest.mark.parametrize("tile,overlap,fewer", [(1024, 256, True), (256, 64, False)])
+def test_windows_without_data_are_skipped_and_the_labels_are_unchanged(tmp_path, tiny_clip_model, tile, overlap, fewer):
+    """Windows that touch no pixel with data in a tile's core are not run; every written label stays."""
+    from frugalvl.segment.segearth_ov import SegEarthOV, SegEarthOVSettings
+    from frugalvl.vocab import Vocabulary
+
+    scene = tmp_path / "scene.tif"
+    write_test_scene(scene, 300, 460, nodata_box=(0, 300, 0, 240))  # data in the right half only
+    seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("water;land;cloud"), settings=SegEarthOVSettings(long_side=None))
+    runs: list[int] = []
+    original = seg.window_logits
+    seg.window_logits = lambda crops: runs.append(len(crops)) or original(crops)
+
+    class EveryWindow:  # the same segmenter without the option: every window of every tile runs
+        vocabulary, prob_thd, bg_idx = seg.vocabulary, seg.prob_thd, seg.bg_idx
+
+        def class_scores(self, rgb):
+            return seg.class_scores(rgb)
+
+    torch.set_num_threads(1)  # bit-comparable runs (no window workers)
+    try:
+        skipping = segment_scene(seg, scene, tmp_path / "skip", tile=tile, overlap=overlap, save_probs=True)
+        skipped_runs = sum(runs)
+        runs.clear()
+        every = segment_scene(EveryWindow(), scene, tmp_path / "every", tile=tile, overlap=overlap, save_probs=True)
+    finally:
+        torch.set_num_threads(THREADS)
+    assert 0 < skipped_runs < sum(runs) if fewer else 0 < skipped_runs <= sum(runs)
+    labels, _ = read(skipping.labels)
+    assert np.array_equal(labels, read(every.labels)[0]) and (labels[:, :240] == 255).all()
+    with rasterio.open(skipping.probs) as a, rasterio.open(every.probs) as b:
+        keep = labels != 255
+        assert np.array_equal(a.read()[:, keep], b.read()[:, keep])

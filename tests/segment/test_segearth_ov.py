@@ -232,3 +232,62 @@ def test_progress_is_reported_inside_an_image(tiny_clip_model, aerial):
 
     assert scores_of(Plain(), rgb, lambda done, total: calls.append((-1, -1))).shape == (2, 224, 448)
     assert calls[-1] == (3, 3)
+
+
+def scores_and_windows(seg, rgb, valid=None):
+    """Class scores on one intra-op thread (no window workers: bit-comparable) and the windows run."""
+    totals: list[int] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scores = seg.class_scores(rgb, progress=lambda done, total: totals.append(total), valid=valid)
+    finally:
+        torch.set_num_threads(threads)
+    return scores, (totals[-1] if totals else 0)
+
+
+@pytest.mark.parametrize("long_side,use_upsampler", [(None, False), (448, False), (336, True)])
+def test_windows_that_cannot_change_a_valid_pixel_are_skipped(tiny_clip_model, aerial, long_side, use_upsampler):
+    rgb = np.ascontiguousarray(aerial[:480, :400])
+    torch.manual_seed(0)
+    upsampler = JBUOne(feat_dim=32, radius=2).eval() if use_upsampler else None
+    seg = SegEarthOV(tiny_clip_model, VOCAB, upsampler, SegEarthOVSettings(long_side=long_side))
+    full, n_full = scores_and_windows(seg, rgb)
+    valid = np.zeros(rgb.shape[:2], bool)
+    valid[:100, :90] = True  # data (or the area of interest) in one corner only
+    valid[300:310, 395:] = True  # and a sliver on the right edge
+    part, n_part = scores_and_windows(seg, rgb, valid)
+    assert 0 < n_part < n_full
+    assert torch.equal(part[:, valid], full[:, valid])  # the very same numbers where they are kept
+    assert torch.equal(labels_from_scores(part, 0.1, 5)[valid], labels_from_scores(full, 0.1, 5)[valid])
+    assert torch.isfinite(part).all()  # the skipped pixels hold finite (meaningless) scores
+    if long_side is None:  # no resize: rows start at 0, 112, 224, 256 and columns at 0, 112, 176, so
+        assert n_part == 1 + 3  # the corner is in the first window only, the sliver in 3 rows × 1 column
+    nothing, n_none = scores_and_windows(seg, rgb, np.zeros(rgb.shape[:2], bool))
+    assert n_none == 0 and nothing.shape == full.shape and torch.isfinite(nothing).all()
+
+
+def test_scores_of_passes_valid_only_to_segmenters_that_take_it(tiny_clip_model, aerial):
+    from frugalvl.segment.base import scores_of
+
+    seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b"), settings=SegEarthOVSettings(long_side=None))
+    rgb = np.ascontiguousarray(aerial[:224, :448])
+    seen: list[object] = []
+    original = seg.class_scores
+    seg.class_scores = lambda rgb, progress=None, valid=None: seen.append(valid) or original(rgb, progress, valid)
+    try:
+        corner = np.zeros((224, 448), bool)
+        corner[:10, :10] = True
+        scores_of(seg, rgb, valid=corner)
+        scores_of(seg, rgb, valid=np.ones((224, 448), bool))  # all valid: the plain call
+    finally:
+        del seg.class_scores
+    assert seen[0] is corner and seen[1] is None
+
+    class Plain:  # a segmenter without the option gets the plain call
+        vocabulary, prob_thd, bg_idx = seg.vocabulary, 0.0, 0
+
+        def class_scores(self, rgb):
+            return torch.zeros(2, *rgb.shape[:2])
+
+    assert scores_of(Plain(), rgb, valid=corner).shape == (2, 224, 448)

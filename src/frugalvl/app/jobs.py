@@ -204,13 +204,13 @@ class ObservedSegmenter:
         self._segmenter = segmenter
         self._run = run
 
-    def class_scores(self, rgb: np.ndarray):
+    def class_scores(self, rgb: np.ndarray, valid: np.ndarray | None = None):
         from ..segment.base import scores_of
 
         self._run.check()
         self._run.phase = ""  # the tiles now: the status line counts them
         # the segmenter reports progress after each batch of windows: Cancel is checked there too
-        scores = scores_of(self._segmenter, rgb, progress=lambda done, total: self._run.check())
+        scores = scores_of(self._segmenter, rgb, progress=lambda done, total: self._run.check(), valid=valid)
         self._run.done = min(self._run.done + 1, self._run.total)
         return scores
 

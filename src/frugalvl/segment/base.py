@@ -53,15 +53,29 @@ def labels_from_scores(scores: torch.Tensor, prob_thd: float = 0.0, bg_idx: int 
     return labels
 
 
-def scores_in_window(segmenter: Segmenter, rgb: np.ndarray, window: object) -> torch.Tensor:
+def scores_in_window(
+    segmenter: Segmenter, rgb: np.ndarray, window: object, valid: np.ndarray | None = None
+) -> torch.Tensor:
     """Class scores of ``rgb``, the part ``window`` of a larger image: segmenters whose prompts depend on
-    where they look (exemplars, :mod:`frugalvl.segment.exemplars`) give ``in_window(window)`` a copy for it."""
+    where they look (exemplars, :mod:`frugalvl.segment.exemplars`) give ``in_window(window)`` a copy for it.
+    ``valid``: see :func:`scores_of`."""
     at = getattr(segmenter, "in_window", None)
-    return (at(window) if at is not None else segmenter).class_scores(rgb)
+    return scores_of(at(window) if at is not None else segmenter, rgb, valid=valid)
 
 
-def scores_of(segmenter: Segmenter, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
-    """``segmenter.class_scores(rgb)``, reporting progress inside the image where the segmenter can."""
-    if progress is None or "progress" not in inspect.signature(segmenter.class_scores).parameters:
-        return segmenter.class_scores(rgb)
-    return segmenter.class_scores(rgb, progress=progress)  # type: ignore[call-arg]
+def scores_of(
+    segmenter: Segmenter, rgb: np.ndarray, progress: Progress | None = None, valid: np.ndarray | None = None
+) -> torch.Tensor:
+    """``segmenter.class_scores(rgb)``, reporting progress inside the image where the segmenter can.
+
+    ``valid`` (``[H, W]`` bool): the only pixels whose scores the caller keeps (where the input has
+    data, inside a scene tile's core). Segmenters that take it skip the work that cannot change those
+    pixels, whose scores stay exactly the same; the other pixels' scores are then meaningless.
+    """
+    accepted = inspect.signature(segmenter.class_scores).parameters
+    extra: dict[str, object] = {}
+    if progress is not None and "progress" in accepted:
+        extra["progress"] = progress
+    if valid is not None and "valid" in accepted and not bool(np.all(valid)):
+        extra["valid"] = valid
+    return segmenter.class_scores(rgb, **extra)  # type: ignore[call-arg]

@@ -111,8 +111,10 @@ class RunSummary:
 
 
 def segment_image(segmenter: Segmenter, image: RasterImage, progress: Progress | None = None) -> SegmentResult:
-    """Run a segmenter on one image already in memory (``progress(done, total)`` over its windows)."""
-    scores = scores_of(segmenter, image.rgb, progress)
+    """Run a segmenter on one image already in memory (``progress(done, total)`` over its windows).
+    Where the image has no data its labels are written as nodata, so no window is run for them alone."""
+    valid = None if image.nodata_mask is None else ~image.nodata_mask
+    scores = scores_of(segmenter, image.rgb, progress, valid=valid)
     labels = labels_from_scores(scores, segmenter.prob_thd, segmenter.bg_idx)
     return SegmentResult(image, scores.float().numpy(), labels.numpy())
 

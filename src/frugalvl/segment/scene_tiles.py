@@ -72,7 +72,9 @@ def segment_tile(
     dtype, nodata = label_dtype(len(segmenter.vocabulary.names)), nodata_label(len(segmenter.vocabulary.names))
     if not valid[core].any():
         return np.full((tile.core.height, tile.core.width), nodata, dtype=dtype), None, False
-    scores = scores_in_window(segmenter, reader.rgb(data), tile.read)
+    wanted = np.zeros_like(valid)  # only the core's labels are kept: windows that cannot change them are skipped
+    wanted[core] = valid[core]
+    scores = scores_in_window(segmenter, reader.rgb(data), tile.read, valid=wanted)
     labels = labels_from_scores(scores, segmenter.prob_thd, segmenter.bg_idx).numpy().astype(dtype)
     labels[~valid] = nodata
     return labels[core], scores.float().numpy()[:, core[0], core[1]], True

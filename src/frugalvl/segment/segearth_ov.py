@@ -38,7 +38,7 @@ from ..models.dense_clip import dense_tokens
 from ..progress import announce
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary, templates
-from ..windows import WindowAccumulator, plan_windows
+from ..windows import WindowAccumulator, needed_windows, pixels_read_by_resize, plan_windows
 from .base import Progress, merge_synonyms
 
 if TYPE_CHECKING:
@@ -394,14 +394,25 @@ class SegEarthOV:
         return logits
 
     @torch.no_grad()
-    def query_logits(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
+    def query_logits(
+        self, rgb: np.ndarray, progress: Progress | None = None, valid: np.ndarray | None = None
+    ) -> torch.Tensor:
         """``[Q, H, W]`` window-averaged logits at the input size (the official ``forward_slide``);
-        ``progress(done, total)`` is called after each batch of windows."""
+        ``progress(done, total)`` is called after each batch of windows.
+
+        ``valid`` (``[H, W]`` bool, optional): the pixels whose results are wanted (a scene tile's core
+        where the input has data). Windows that cannot change them are skipped (#skipped-windows): those
+        pixels get the same windows averaged in the same order as in the full plan (bit for bit on one
+        thread; a window moved to another thread split may differ in the last bits); elsewhere 0.
+        """
         s = self.settings
         device, dtype = self.clip.device, self.clip.dtype
         image = self.preprocess(rgb).to(device=device, dtype=dtype)
         _, _, h, w = image.shape
         windows = plan_windows(h, w, s.slide_crop, s.slide_stride)
+        if valid is not None:
+            wanted = torch.as_tensor(np.asarray(valid, dtype=bool))
+            windows = needed_windows(windows, pixels_read_by_resize(wanted, (h, w)))
         acc = WindowAccumulator(len(self.query_features), h, w, device=device, dtype=dtype)
         batch = max(1, s.window_batch or (16 if device.type == "cuda" else 1))
         groups = [windows[start : start + batch] for start in range(0, len(windows), batch)]
@@ -420,15 +431,17 @@ class SegEarthOV:
             done += len(group)
             if progress is not None:
                 progress(done, len(windows))
-        logits = acc.result()[None]
+        logits = acc.result(fill=None if valid is None else 0.0)[None]
         logits = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
         return logits[0]
 
     @torch.no_grad()
-    def class_scores(self, rgb: np.ndarray, progress: Progress | None = None) -> torch.Tensor:
+    def class_scores(
+        self, rgb: np.ndarray, progress: Progress | None = None, valid: np.ndarray | None = None
+    ) -> torch.Tensor:
         """``[C, H, W]`` class probabilities: softmax over all queries, then max over synonyms
-        (#class-probabilities-and-labels)."""
-        logits = self.query_logits(rgb, progress)
+        (#class-probabilities-and-labels); ``valid``: see :meth:`query_logits`."""
+        logits = self.query_logits(rgb, progress, valid)
         probs = (logits * self.settings.logit_scale).softmax(dim=0)
         return merge_synonyms(probs, self.query_to_class).float().cpu()
 
