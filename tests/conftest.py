@@ -18,6 +18,9 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# Runs keep text features in ~/.cache by default: the suite keeps none (hermetic; the tests of the
+# store set their own folder), and the CLI subprocesses inherit this.
+os.environ["FRUGALVL_TEXT_CACHE"] = "off"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

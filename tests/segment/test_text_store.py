@@ -1,4 +1,4 @@
-"""The on-disk text feature store: bit-exact round trips, reuse across runs, opt-in through the environment."""
+"""The on-disk text feature store: bit-exact round trips, reuse across runs, on by default, set through the environment."""
 
 import numpy as np
 import torch
@@ -59,9 +59,20 @@ def test_a_second_run_encodes_no_text_and_gives_the_same_scores(tiny_clip_file, 
     assert torch.equal(first.class_scores(np.ascontiguousarray(rgb)), second.class_scores(np.ascontiguousarray(rgb)))
 
 
-def test_opt_in_through_the_environment(monkeypatch, tmp_path, tiny_clip_model):
+def test_on_by_default_in_the_user_cache_and_set_or_turned_off_through_the_environment(
+    monkeypatch, tmp_path, tiny_clip_model
+):
+    from frugalvl.segment.text_store import default_text_folder
+
     monkeypatch.delenv("FRUGALVL_TEXT_CACHE", raising=False)
-    assert default_text_store() is None
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_text_folder() == tmp_path / "xdg" / "frugalvl" / "text-features"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_text_folder() == tmp_path / "home" / ".cache" / "frugalvl" / "text-features"
+    for off in ("", "off", "OFF", " 0 ", "none"):
+        monkeypatch.setenv("FRUGALVL_TEXT_CACHE", off)
+        assert default_text_store() is None, off
     monkeypatch.setenv("FRUGALVL_TEXT_CACHE", str(tmp_path))
     store = default_text_store()
     assert isinstance(store, TextStore) and store.folder == tmp_path
@@ -69,3 +80,30 @@ def test_opt_in_through_the_environment(monkeypatch, tmp_path, tiny_clip_model):
     seg = entry.build({"clip": tiny_clip_model, "upsampler": None}, Vocabulary.parse("road;tree"), entry.settings())
     assert isinstance(seg.text_cache, TextStore)
     assert len(TextStore(tmp_path)) == 2  # one entry per query
+
+
+def test_the_app_reads_and_fills_the_same_store(tiny_clip_file, tmp_path):
+    """The server's memory cache falls back on the store the CLI uses, and writes what it encodes to it."""
+    from frugalvl.app.engine import QueryCache
+    from frugalvl.models.clip import load_clip
+
+    vocab = Vocabulary.parse("road;building,roof")
+    cli_run = SegEarthOV(load_clip(str(tiny_clip_file)), vocab, text_cache=TextStore(tmp_path))  # a CLI run
+    clip = load_clip(str(tiny_clip_file))
+    calls = []
+    original = clip.encode_text
+    clip.encode_text = lambda texts, **k: calls.append(len(texts)) or original(texts, **k)
+    cache = QueryCache(max_items=8, backing=TextStore(tmp_path))  # a new server
+    app_run = SegEarthOV(clip, Vocabulary.parse("road;building,roof;tree"), text_cache=cache)
+    assert calls == [80]  # only "tree" (80 templates) was encoded; the others came from the CLI's entries
+    assert torch.equal(app_run.query_features[:3], cli_run.query_features)
+    assert len(TextStore(tmp_path)) == 4  # the server wrote "tree" for the next CLI run
+    key = next(iter(cache))
+    fresh = QueryCache(max_items=8, backing=TextStore(tmp_path))
+    assert torch.equal(fresh[key], cache[key])  # a plain look-up reads the store too
+    try:
+        QueryCache(max_items=8)[key]
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("without a store a missing query is a KeyError")

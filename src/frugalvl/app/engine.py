@@ -24,7 +24,7 @@ import os
 import threading
 import typing
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -141,19 +141,46 @@ class LRUBytes:
 class QueryCache(OrderedDict):
     """The segmenters' ``text_cache``, bounded to ``max_items`` queries, least recently used dropped
     first. Asking whether a query is in it counts as a use, so the queries of the run being encoded
-    (at most :data:`MAX_QUERIES`, far fewer than ``max_items``) are never the ones dropped."""
+    (at most :data:`MAX_QUERIES`, far fewer than ``max_items``) are never the ones dropped.
 
-    def __init__(self, max_items: int = 8 * 512) -> None:
+    ``backing``: the on-disk store the command line and scenes use too
+    (:func:`~frugalvl.segment.text_store.default_text_store`): a query missing from memory is read
+    from it, and every new entry is written to it, so the server starts warm and its runs warm the CLI.
+    """
+
+    def __init__(self, max_items: int = 8 * 512, backing: MutableMapping | None = None) -> None:
         super().__init__()
         self.max_items = max_items
+        self.backing = backing
 
     def __contains__(self, key: object) -> bool:
         found = super().__contains__(key)
         if found:
             self.move_to_end(key)
-        return found
+            return True
+        return self._from_backing(key)
+
+    def __missing__(self, key: Any) -> Any:
+        if self._from_backing(key):
+            return super().__getitem__(key)
+        raise KeyError(key)
+
+    def _from_backing(self, key: Any) -> bool:
+        if self.backing is None:
+            return False
+        try:
+            value = self.backing[key]
+        except KeyError:
+            return False
+        self._remember(key, value)
+        return True
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        self._remember(key, value)
+        if self.backing is not None:
+            self.backing[key] = value
+
+    def _remember(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
         self.move_to_end(key)
         while len(self) > self.max_items:
@@ -171,7 +198,9 @@ class ModelHub:
         self.config = config
         self._models: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.Lock()
-        self.query_cache: QueryCache = QueryCache()  # the segmenters' text_cache
+        from ..segment.text_store import default_text_store
+
+        self.query_cache: QueryCache = QueryCache(backing=default_text_store())  # the segmenters' text_cache
         self.token_cache = LRUBytes(token_cache_mb << 20)
 
     def _checked_spec(self, option: str, given: str | None, default: str | None) -> str | None:

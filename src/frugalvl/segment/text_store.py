@@ -8,7 +8,10 @@ otherwise. Values are tensors or tuples of tensors, written atomically and read 
 (results cannot change); the key names the model by its identity (a content fingerprint for local
 weights), so other weights never share an entry.
 
-Opt-in: :func:`default_text_store` returns a store only when ``FRUGALVL_TEXT_CACHE`` names a folder.
+On by default: :func:`default_text_store` keeps the entries in ``$XDG_CACHE_HOME/frugalvl/text-features``
+(``~/.cache/…``); ``FRUGALVL_TEXT_CACHE`` names another folder, or turns the store off when set to an
+empty string or ``off``. Entries are a few kB per query and never go stale (the key holds the model's
+content fingerprint), so the folder may be deleted at any time.
 """
 
 from __future__ import annotations
@@ -91,7 +94,20 @@ def _detached(value: Any) -> Any:
     return value
 
 
+OFF = ("", "0", "off", "no", "none", "false")
+
+
+def default_text_folder() -> Path | None:
+    """Where runs keep text features: ``FRUGALVL_TEXT_CACHE`` when set (None when it says off), else the
+    user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    value = os.environ.get(ENV)
+    if value is not None:
+        return None if value.strip().lower() in OFF else Path(value.strip()).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(cache) if cache else Path.home() / ".cache") / "frugalvl" / "text-features"
+
+
 def default_text_store() -> TextStore | None:
-    """The store of the folder named by ``FRUGALVL_TEXT_CACHE``, or None when it is unset or empty."""
-    folder = os.environ.get(ENV, "").strip()
-    return TextStore(Path(folder).expanduser()) if folder else None
+    """The store of :func:`default_text_folder`, or None when it is turned off."""
+    folder = default_text_folder()
+    return None if folder is None else TextStore(folder)
