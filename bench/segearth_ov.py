@@ -24,6 +24,10 @@ each image size and upsampler, the protocols:
   ``--bf16``; its label agreement is printed (random weights on a real crop: a pessimistic proxy, the
   scores of a random CLIP are nearly tied).
 
+* ``floor`` (CPU, full size only): a bound, not a protocol: the work no exact protocol can avoid done as
+  nothing but matrix products at this CPU's fastest (:class:`MatmulFloor`). Its ratio is the largest
+  speed-up any exact fp32 implementation can reach over the official protocol on this machine.
+
 With JBU-One on a CPU, the official protocol's FeatUp fallback (unfold + einsum) takes many minutes per
 image: it is timed on the first window only, once, and multiplied by the number of windows
 (``official×N`` in the table; scores are then checked against ``before``).
@@ -184,6 +188,65 @@ def flops_per_window(visual, upsampler, window: int = 224, commuted: bool = Fals
     return 2.0 * vit, 2.0 * (vit + jbu)
 
 
+def necessary_vit_flops(visual, window: int = 224) -> float:
+    """FLOPs the default protocol cannot avoid in the ViT of one window: the patch embedding, the stock
+    blocks but the last, the last block's projections and its three self-attentions (no FFN, no stock
+    last block), the output projection: a lower bound for any exact implementation."""
+    width = visual.conv1.weight.shape[0]
+    patch = visual.conv1.weight.shape[-1]
+    layers = len(visual.transformer.resblocks)
+    n = (window // patch) ** 2 + 1
+    macs = 3 * patch * patch * width * (n - 1) + (layers - 1) * (12 * n * width**2 + 2 * n * n * width)
+    macs += 4 * n * width**2 + 3 * 2 * n * n * width + n * width * visual.proj.shape[1]
+    return 2.0 * macs
+
+
+class MatmulFloor:
+    """A lower bound on the time of any exact fp32 protocol on this CPU: the image's necessary FLOPs
+    (:func:`necessary_vit_flops` plus the upsampler's) done as nothing but the matrix products of one ViT
+    block on one window, with the faster of PyTorch's default kernel and oneDNN's prepacked weights (what
+    ``torch.compile`` with freezing uses) for each, one single-threaded stream per intra-op thread as the
+    window workers run. Every other operation of a real protocol only adds time."""
+
+    def __init__(self, visual, flops: float) -> None:
+        width = visual.conv1.weight.shape[0]
+        n = (224 // visual.conv1.weight.shape[-1]) ** 2 + 1
+        shapes = [(width, 3 * width), (width, width), (width, 4 * width), (4 * width, width)]
+        self.products = [self._fastest(torch.randn(n, k), torch.randn(out, k)) for k, out in shapes]
+        self.items = max(1, round(flops / (2.0 * 12 * n * width**2)))
+        self.flops = self.items * 2.0 * 12 * n * width**2
+        self.streams = max(1, torch.get_num_threads())
+
+    @staticmethod
+    def _fastest(x: torch.Tensor, w: torch.Tensor):
+        plain = lambda: F.linear(x, w)  # noqa: E731
+        candidates = [plain]
+        with contextlib.suppress(Exception):  # oneDNN's prepacked weights, where PyTorch has them
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, x.shape[0])
+            candidates.append(lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""))
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return min(candidates, key=lambda f: min(_seconds(f) for _ in range(5)))
+        finally:
+            torch.set_num_threads(saved)
+
+    def _block(self, _: int) -> None:
+        for product in self.products:
+            product()
+
+    def __call__(self) -> None:
+        from frugalvl.cpu_pool import map_in_order
+
+        list(map_in_order(self._block, range(self.items), self.streams))
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def _interpolate_bicubic(source: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(source, size=size, mode="bicubic", align_corners=False)
 
@@ -278,19 +341,39 @@ def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndar
     cpu = not args.device.startswith("cuda")
     extrapolate = cpu and upsampler != "none" and "official" in segs and not args.tiny and not args.full_official
     fns = {p: (lambda s=s: s.class_scores(rgb)) for p, s in segs.items()}
+    floor = None
+    if cpu and not args.tiny:  # the bound on any exact fp32 protocol, timed among the protocols
+        seg = segs.get("default", first)
+        vit, total = flops_per_window(seg.clip.model.visual, seg.upsampler)
+        floor = MatmulFloor(seg.clip.model.visual, windows * (necessary_vit_flops(seg.clip.model.visual) + total - vit))
+        floor()
     if "official" in segs:
         fns["official"] = lambda s=segs["official"]: official_style(s, rgb, 1 if extrapolate else None)
     if "before" in segs:
         fns["before"] = lambda s=segs["before"]: before_default(s, rgb)
     official = fns.pop("official") if extrapolate else None
     scores = {p: fn().float().cpu() for p, fn in fns.items()}  # also the warm-up
-    times = interleaved(fns, args.repeats, args.device)
+    times = interleaved(fns if floor is None else {**fns, "floor": floor}, args.repeats, args.device)
     if official is not None:  # one window, once: minutes on a CPU
         t0 = time.perf_counter()
         official()
         times = {"official": [windows * (time.perf_counter() - t0)], **times}
     ref = scores.get("official", scores.get("before", scores.get("default")))
     rows = []
+    if floor is not None:
+        rows_floor = {
+            "upsampler": upsampler,
+            "size": size,
+            "protocol": "floor",
+            "s_per_image": float(np.median(times["floor"])),
+            "times": times["floor"],
+            "windows": windows,
+            "vit_flops": float("nan"),
+            "flops": floor.flops,
+            "necessary_flops": floor.flops,
+            "max_diff": float("nan"),
+            "labels_equal": float("nan"),
+        }
     for p, s in segs.items():
         vit, total = flops_per_window(s.clip.model.visual, s.upsampler, commuted=p == "commuted")
         rows.append(
@@ -303,12 +386,15 @@ def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndar
                 "windows": windows,
                 "vit_flops": windows * vit,
                 "flops": windows * total,
+                "necessary_flops": windows * (necessary_vit_flops(s.clip.model.visual) + total - vit),
                 "max_diff": float((scores[p] - ref).abs().max()) if p in scores else float("nan"),
                 "labels_equal": float((scores[p].argmax(0) == ref.argmax(0)).float().mean())
                 if p in scores
                 else float("nan"),
             }
         )
+    if floor is not None:
+        rows.append(rows_floor)
     return rows
 
 
@@ -350,20 +436,26 @@ def main() -> None:
     print(f"input: {args.input}² tile of {source}; medians of {args.repeats} interleaved repeats")
     print(
         f"{'upsampler':<9} {'size':>5} {'win':>4} {'protocol':<9} {'s/image':>8} {'ratio':>7} {'MPix/min':>9} "
-        f"{'max|Δp|':>9} {'labels=':>8} {'TFLOP/img':>10} {'%peak':>6}"
+        f"{'max|Δp|':>9} {'labels=':>8} {'TFLOP/img':>10} {'%peak' if gpu else 'GFLOP/s':>7}"
     )
     mpix = args.input**2 / 1e6
     for r in rows:
         base = next(b for b in rows if b["size"] == r["size"] and b["upsampler"] == r["upsampler"])
         speed = f"{base['s_per_image'] / r['s_per_image']:.2f}x" if base["protocol"].startswith("official") else "-"
-        frac = f"{100 * r['flops'] / (1e12 * args.peak_tflops * r['s_per_image']):.2f}" if gpu else "-"
+        rate = r["necessary_flops"] / r["s_per_image"]  # the work any exact protocol must do, per second
+        frac = f"{100 * r['flops'] / (1e12 * args.peak_tflops * r['s_per_image']):.2f}" if gpu else f"{rate / 1e9:.0f}"
+        diff = "-" if np.isnan(r["max_diff"]) else f"{r['max_diff']:.1e}"
+        equal = "-" if np.isnan(r["labels_equal"]) else f"{100 * r['labels_equal']:.2f}%"
         print(
             f"{r['upsampler']:<9} {r['size']:>5} {r['windows']:>4} {r['protocol']:<9} {r['s_per_image']:>8.3f} "
-            f"{speed:>7} {60 * mpix / r['s_per_image']:>9.2f} {r['max_diff']:>9.1e} {100 * r['labels_equal']:>7.2f}% "
-            f"{r['flops'] / 1e12:>10.3f} {frac:>6}"
+            f"{speed:>7} {60 * mpix / r['s_per_image']:>9.2f} {diff:>9} {equal:>8} "
+            f"{r['flops'] / 1e12:>10.3f} {frac:>7}"
         )
     print(
-        "max|Δp|, labels=: class scores and labels against the official protocol (before where official×N). MPix/min: input pixels per minute,"
+        "GFLOP/s: the work any exact protocol must do (no stock last block, no FFN in the replaced one) per second."
+        " floor (CPU): that work as nothing but the ViT's matrix products at their fastest, one single-threaded"
+        " stream per thread: no exact fp32 protocol is faster, so its ratio bounds every exact speed-up."
+        " max|Δp|, labels=: class scores and labels against the official protocol (before where official×N). MPix/min: input pixels per minute,"
         f" the whole-scene throughput at tile {args.input}. Bench time {time.perf_counter() - start:.0f} s"
         + ("." if gpu else f", peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB.")
     )
