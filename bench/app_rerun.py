@@ -14,6 +14,7 @@ already loaded (the app loads them once). Times, on the same image:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -29,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    os.environ["FRUGALVL_TEXT_CACHE"] = "off"  # cold means cold: no text features from earlier runs on disk
     from frugalvl.app import AppConfig
     from frugalvl.app.engine import ModelHub, RunOptions
     from frugalvl.app.images import open_image
