@@ -20,6 +20,9 @@ each image size and upsampler, the protocols:
   shift-and-accumulate JBU kernel; on CUDA: 16 windows per pass and the Triton JBU kernel);
 * ``commuted``: plus the exact upsampler reordering (``commute_upsampler=True``,
   docs/methods/simfeatup.md#commuting-the-final-convolution), with an upsampler only;
+* ``compiled`` (CPU, with an upsampler): the default with ``jbu_kernel="compiled"``, the JBU's kernel
+  application compiled by ``torch.compile`` (exact up to rounding; its one-off compile time, cached on disk
+  by inductor, is printed and not in the table), only with ``--compiled``;
 * ``bf16``: the CLIP in bfloat16 (approximate; AMX on recent Intel CPUs; the upsampler stays fp32), only with
   ``--bf16``; its label agreement is printed (random weights on a real crop: a pessimistic proxy, the
   scores of a random CLIP are nearly tied).
@@ -39,6 +42,7 @@ the MPix/min column is the whole-scene throughput at tile 512.
 
     python bench/segearth_ov.py --device cpu             # the CPU table of docs/benchmarks.md
     python bench/segearth_ov.py --device cpu --bf16      # plus the approximate bf16 protocol
+    python bench/segearth_ov.py --device cpu --compiled  # plus the compiled JBU kernels (needs g++)
     python bench/segearth_ov.py --tiny                   # smoke run: tiny models, seconds
     python bench/segearth_ov.py --device cuda --sizes 448 896 --repeats 5
 """
@@ -56,7 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PROTOCOLS = ("official", "before", "default", "commuted", "bf16")
+PROTOCOLS = ("official", "before", "default", "commuted", "bf16", "compiled")
 UPSAMPLERS = ("none", "jbu-one")
 SHARED_CROP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rs" / "potsdam_2_10_0_0_512_512.png"
 VOCAB = "road,parking lot;building;low vegetation;tree;car;clutter,background"
@@ -93,6 +97,7 @@ def build(clip, upsampler: str, long_side: int, protocol: str, tiny: bool = Fals
         long_side=long_side,
         window_batch=1 if protocol == "official" else None,
         commute_upsampler=protocol == "commuted",
+        jbu_kernel="compiled" if protocol == "compiled" else "auto",
     )
     return SegEarthOV(clip, Vocabulary.parse(VOCAB, strip="newline"), up, settings)
 
@@ -332,13 +337,15 @@ def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndar
 
     protocols = [p for p in args.protocols if not (p == "commuted" and upsampler == "none")]
     protocols = [p for p in protocols if p != "bf16" or clip_bf16 is not None]
+    cpu = not args.device.startswith("cuda")
+    protocols = [p for p in protocols if p != "compiled" or (cpu and upsampler != "none")]
     segs = {p: build(clip_bf16 if p == "bf16" else clip, upsampler, size, p, args.tiny) for p in protocols}
-    if "bf16" in segs and upsampler == "jbu-one" and "default" in segs:  # same upsampler weights
-        segs["bf16"].upsampler.load_state_dict(segs["default"].upsampler.state_dict())
+    for twin in ("bf16", "compiled"):
+        if twin in segs and upsampler == "jbu-one" and "default" in segs:  # same upsampler weights
+            segs[twin].upsampler.load_state_dict(segs["default"].upsampler.state_dict())
     first = next(iter(segs.values()))
     hh, ww = first.preprocess(rgb).shape[-2:]
     windows = len(plan_windows(hh, ww, 224, 112))
-    cpu = not args.device.startswith("cuda")
     extrapolate = cpu and upsampler != "none" and "official" in segs and not args.tiny and not args.full_official
     fns = {p: (lambda s=s: s.class_scores(rgb)) for p, s in segs.items()}
     floor = None
@@ -352,7 +359,13 @@ def configuration(args, clip, clip_bf16, upsampler: str, size: int, rgb: np.ndar
     if "before" in segs:
         fns["before"] = lambda s=segs["before"]: before_default(s, rgb)
     official = fns.pop("official") if extrapolate else None
-    scores = {p: fn().float().cpu() for p, fn in fns.items()}  # also the warm-up
+    scores, first_call = {}, {}
+    for p, fn in fns.items():  # also the warm-up (the compiled protocol compiles here)
+        t0 = time.perf_counter()
+        scores[p] = fn().float().cpu()
+        first_call[p] = time.perf_counter() - t0
+    if "compiled" in first_call:
+        print(f"  compiled: first image {first_call['compiled']:.1f} s (compiling or loading)", file=sys.stderr)
     times = interleaved(fns if floor is None else {**fns, "floor": floor}, args.repeats, args.device)
     if official is not None:  # one window, once: minutes on a CPU
         t0 = time.perf_counter()
@@ -412,13 +425,15 @@ def main() -> None:
         "--full-official", action="store_true", help="time the official protocol with JBU-One on every window"
     )
     ap.add_argument("--bf16", action="store_true", help="add the approximate bf16 protocol")
+    ap.add_argument("--compiled", action="store_true", help="add the compiled JBU kernels (CPU, needs g++)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H200: 989)")
     ap.add_argument(
         "--tiny", action="store_true", help="smoke run: tiny CLIP and upsampler instead of paper dimensions"
     )
     args = ap.parse_args()
-    if args.bf16 and "bf16" not in args.protocols:
-        args.protocols.append("bf16")
+    for extra in ("bf16", "compiled"):
+        if getattr(args, extra) and extra not in args.protocols:
+            args.protocols.append(extra)
     precision = args.precision or ("fp16" if args.device.startswith("cuda") else "fp32")
     rgb, source = load_image(args.image, args.input)
     clip = build_clip(args.device, precision, args.tiny)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 # Before any test module imports huggingface_hub / transformers (they read these once, at import).
@@ -21,6 +22,10 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 # Runs keep text features in ~/.cache by default: the suite keeps none (hermetic; the tests of the
 # store set their own folder), and the CLI subprocesses inherit this.
 os.environ["FRUGALVL_TEXT_CACHE"] = "off"
+# torch.compile'd code (jbu_kernel="compiled") goes to ~/.cache by default: the suite's to its own folder.
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"frugalvl-tests-inductor-{os.getuid()}")
+)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

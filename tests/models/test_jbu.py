@@ -192,7 +192,9 @@ def test_kernel_backend_choice():
 
     up = JBUOne(feat_dim=4)
     assert up.set_kernel_backend("torch") is up and up.up.kernel_backend == "torch"
-    with pytest.raises(UserError, match="^jbu_kernel .cuda. is unknown: choose one of auto, triton, torch") as err:
+    with pytest.raises(
+        UserError, match="^jbu_kernel .cuda. is unknown: choose one of auto, triton, torch, compiled"
+    ) as err:
         up.set_kernel_backend("cuda")
     assert render_error(err.value).startswith("--jbu-kernel 'cuda' is unknown")
     if os.environ.get("TRITON_INTERPRET") != "1":

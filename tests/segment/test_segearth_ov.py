@@ -205,10 +205,14 @@ def test_jbu_kernel_setting_reaches_the_upsampler(tiny_clip_model, aerial):
         ["segment", "x.png", "-o", "o", "--classes", "a;b", "--jbu-kernel", "torch"]
     )
     assert settings_from_cli(args).jbu_kernel == "torch"
+    args = build_parser(["segment"]).parse_args(["segment", "x.png", "-o", "o", "--jbu-kernel", "compiled"])
+    assert settings_from_cli(args).jbu_kernel == "compiled"
     torch.manual_seed(0)
     up = JBUOne(feat_dim=tiny_clip_model.embed_dim)
     seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b"), up, SegEarthOVSettings(jbu_kernel="torch"))
     assert {stage.kernel_backend for stage in seg.upsampler.stages()} == {"torch"}
+    seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b"), up, SegEarthOVSettings(jbu_kernel="compiled"))
+    assert {stage.kernel_backend for stage in seg.upsampler.stages()} == {"compiled"}
     seg = SegEarthOV(tiny_clip_model, Vocabulary.parse("a;b"), up, SegEarthOVSettings(jbu_kernel="triton"))
     with pytest.raises(UserError, match="riton"):  # no CUDA here: one clear line, not a Triton traceback
         seg.class_scores(np.ascontiguousarray(aerial[:32, :32]))

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..settings import FieldError
+from .jbu_compiled import block_sum, compiler_available
 
-KERNEL_BACKENDS = ("auto", "triton", "torch")
+KERNEL_BACKENDS = ("auto", "triton", "torch", "compiled")
 
 # On the CPU, working on blocks of (one sample) × rows × channels keeps the operands of all d² taps in
 # cache; the arithmetic per element (and its order) is unchanged, so the result is bit-identical.
@@ -93,7 +94,8 @@ def _run_blocks(task, blocks: list) -> None:
         torch.set_num_threads(threads)
 
 
-def _shift_accumulate(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def _shift_accumulate(source_padded: torch.Tensor, kernel: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+    """``compiled``: each block's taps summed by :func:`.jbu_compiled.block_sum` (CPU, inference only)."""
     b, taps, h, w = kernel.shape
     d = int(round(taps**0.5))
     out = torch.zeros(
@@ -107,6 +109,9 @@ def _shift_accumulate(source_padded: torch.Tensor, kernel: torch.Tensor) -> torc
         o, k = out[sample, chans, rows], kernel[sample, :, rows]
         src = source_padded[sample, chans, rows.start : rows.stop + d - 1]
         n = rows.stop - rows.start
+        if compiled:
+            o[0].copy_(block_sum(src[0], k[0]))
+            return
         for p in range(taps):
             i, j = divmod(p, d)
             o.addcmul_(k[:, p : p + 1], src[:, :, i : i + n, j : j + w])
@@ -147,7 +152,8 @@ class _AdaptiveConv(torch.autograd.Function):
 
 
 def resolve_kernel_backend(backend: str, device: torch.device) -> str:
-    """``"triton"`` or ``"torch"`` for a ``jbu_kernel`` choice: ``auto`` is Triton on CUDA when installed.
+    """``"triton"``, ``"torch"`` or ``"compiled"`` for a ``jbu_kernel`` choice: ``auto`` is Triton on CUDA
+    when installed, else ``torch``; ``compiled`` is for the CPU and needs a C++ compiler.
 
     ``triton`` off CUDA is allowed only under Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
     """
@@ -155,6 +161,18 @@ def resolve_kernel_backend(backend: str, device: torch.device) -> str:
         raise FieldError("jbu_kernel", f"{backend!r} is unknown: choose one of {', '.join(KERNEL_BACKENDS)}")
     if backend == "torch":
         return "torch"
+    if backend == "compiled":
+        if device.type != "cpu":
+            raise FieldError(
+                "jbu_kernel", "{jbu_kernel} compiled is for the CPU: use {jbu_kernel} auto or triton on a GPU"
+            )
+        if not compiler_available():
+            raise FieldError(
+                "jbu_kernel",
+                "{jbu_kernel} compiled needs a C++ compiler (apt-get install g++, or name one in CXX), "
+                "or use {jbu_kernel} torch",
+            )
+        return "compiled"
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         if backend == "triton":
             raise FieldError(
@@ -178,15 +196,17 @@ def adaptive_conv(source_padded: torch.Tensor, kernel: torch.Tensor, backend: st
 
     ``source_padded``: ``[B, C, H+d-1, W+d-1]``; ``kernel``: ``[B, d², H, W]``. Shift-and-accumulate
     over the offsets, so no ``C×d²×H×W`` tensor is ever built (in either direction). ``backend``
-    (``auto``/``triton``/``torch``) picks the fused Triton kernels of :mod:`.jbu_triton` instead.
+    (``auto``/``triton``/``torch``/``compiled``) picks the fused Triton kernels of :mod:`.jbu_triton`
+    or, on the CPU, the blocks compiled by :mod:`.jbu_compiled` instead.
     """
-    if resolve_kernel_backend(backend, source_padded.device) == "triton":
+    chosen = resolve_kernel_backend(backend, source_padded.device)
+    if chosen == "triton":
         from .jbu_triton import adaptive_conv_triton
 
         return adaptive_conv_triton(source_padded, kernel)
     if torch.is_grad_enabled() and (source_padded.requires_grad or kernel.requires_grad):
         return _AdaptiveConv.apply(source_padded, kernel)
-    return _shift_accumulate(source_padded, kernel)
+    return _shift_accumulate(source_padded, kernel, compiled=chosen == "compiled")
 
 
 def adaptive_conv_unfold(source_padded: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -229,7 +249,7 @@ class JBULearnedRange(nn.Module):
 
     def __init__(self, guidance_dim: int = 3, key_dim: int = 32, radius: int = 5, kernel_backend: str = "auto") -> None:
         super().__init__()
-        self.kernel_backend = kernel_backend  # how the kernel is applied: auto | triton | torch (not saved)
+        self.kernel_backend = kernel_backend  # how the kernel is applied: auto | triton | torch | compiled
         self.radius = radius
         self.diameter = 2 * radius + 1
         self.key_dim = key_dim
@@ -302,7 +322,8 @@ class _JBUUpsampler(nn.Module):
         self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
 
     def set_kernel_backend(self, backend: str) -> _JBUUpsampler:
-        """Apply the kernels with ``auto`` (Triton on CUDA), ``triton`` or ``torch`` (the ``jbu_kernel`` setting)."""
+        """Apply the kernels with ``auto`` (Triton on CUDA), ``triton``, ``torch`` or ``compiled`` (CPU) (the
+        ``jbu_kernel`` setting)."""
         if backend not in KERNEL_BACKENDS:
             raise FieldError("jbu_kernel", f"{backend!r} is unknown: choose one of {', '.join(KERNEL_BACKENDS)}")
         for stage in self.stages():
