@@ -58,6 +58,24 @@ def test_png_crops_with_preset_and_upsampler(tmp_path, capsys, tiny_clip_file, u
     assert "1 segmented" in out and "road" in out
 
 
+def test_a_kernel_choice_this_machine_lacks_stops_before_any_image(
+    tmp_path, capsys, tiny_clip_file, upsampler_file, monkeypatch
+):
+    potsdam = landsat_file(tmp_path / "in", "potsdam_2_10_0_0_512_512.png")
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    out_dir = tmp_path / "out"
+    code, out, err = run(
+        capsys, "segment", potsdam, "-o", out_dir, "--preset", "potsdam", "--clip", tiny_clip_file,
+        "--upsampler", upsampler_file, "--jbu-kernel", "compiled", "--no-progress",
+    )  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "frugalvl: error: --jbu-kernel compiled needs a C++ compiler (apt-get install g++, or name one in CXX), "
+        "or use --jbu-kernel torch"
+    ]
+    assert not any(out_dir.rglob("*.png"))  # nothing written
+
+
 def test_folder_input_classes_string_and_resume(tmp_path, capsys, tiny_clip_file):
     src = tmp_path / "in"
     src.mkdir()

@@ -35,6 +35,7 @@ from ..errors import UserError
 from ..models.attention import MODES
 from ..models.clip import DEFAULT_CLIP, OPENAI_MEAN, ClipModel
 from ..models.dense_clip import dense_tokens
+from ..models.jbu import resolve_kernel_backend
 from ..progress import announce
 from ..settings import option, settings_identity
 from ..vocab import Vocabulary, templates
@@ -175,6 +176,7 @@ class SegEarthOV:
         self.upsampler = upsampler.to(clip.device).eval() if upsampler is not None else None
         if self.upsampler is not None and hasattr(self.upsampler, "set_kernel_backend"):
             self.upsampler.set_kernel_backend(settings.jbu_kernel)
+            resolve_kernel_backend(settings.jbu_kernel, clip.device)  # a choice this machine lacks: now, not per image
         if self.upsampler is not None:
             feat_dim = getattr(self.upsampler, "feature_dim", clip.embed_dim)
             if feat_dim != clip.embed_dim:
