@@ -11,7 +11,8 @@ from frugalvl.models import jbu, jbu_compiled
 from frugalvl.models.jbu import JBUOne, adaptive_conv, adaptive_conv_unfold, resolve_kernel_backend
 
 needs_compiler = pytest.mark.skipif(
-    not jbu_compiled.compiler_available(), reason="needs a C++ compiler for torch.compile (apt-get install g++)"
+    not jbu_compiled.compiler_available(),
+    reason="needs a C++ compiler and Python's headers for torch.compile (apt-get install g++ python3-dev)",
 )
 
 
@@ -64,6 +65,9 @@ def test_compiled_is_for_the_cpu_and_needs_a_compiler(monkeypatch):
     with pytest.raises(UserError, match="needs a C..? compiler") as err:
         resolve_kernel_backend("compiled", torch.device("cpu"))
     assert "apt-get install g++" in render_error(err.value) and "--jbu-kernel torch" in render_error(err.value)
+    monkeypatch.delenv("CXX")
+    monkeypatch.setattr(jbu_compiled.sysconfig, "get_paths", lambda: {"include": "/no/python/headers"})
+    assert not jbu_compiled.compiler_available()  # a compiler alone cannot build the generated extension
     up = JBUOne(feat_dim=4, radius=1).set_kernel_backend("compiled")  # the choice itself is known
     assert {stage.kernel_backend for stage in up.stages()} == {"compiled"}
     with pytest.raises(UserError, match="C\\+\\+ compiler"), torch.no_grad():  # one line at the first use

@@ -70,8 +70,8 @@ def test_a_kernel_choice_this_machine_lacks_stops_before_any_image(
     )  # fmt: skip
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines() == [
-        "frugalvl: error: --jbu-kernel compiled needs a C++ compiler (apt-get install g++, or name one in CXX), "
-        "or use --jbu-kernel torch"
+        "frugalvl: error: --jbu-kernel compiled needs a C++ compiler and Python's headers "
+        "(apt-get install g++ python3-dev, or name a compiler in CXX), or use --jbu-kernel torch"
     ]
     assert not any(out_dir.rglob("*.png"))  # nothing written
 

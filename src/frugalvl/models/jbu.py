@@ -169,8 +169,8 @@ def resolve_kernel_backend(backend: str, device: torch.device) -> str:
         if not compiler_available():
             raise FieldError(
                 "jbu_kernel",
-                "{jbu_kernel} compiled needs a C++ compiler (apt-get install g++, or name one in CXX), "
-                "or use {jbu_kernel} torch",
+                "{jbu_kernel} compiled needs a C++ compiler and Python's headers (apt-get install g++ "
+                "python3-dev, or name a compiler in CXX), or use {jbu_kernel} torch",
             )
         return "compiled"
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":

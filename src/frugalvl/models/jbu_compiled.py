@@ -13,7 +13,7 @@ Each block shape is compiled once per process (a JBU-One window of 224 has five)
 compiled code on disk, by default in ``$XDG_CACHE_HOME/frugalvl/torch-compile`` (``~/.cache/…``)
 unless ``TORCHINDUCTOR_CACHE_DIR`` names another folder: the first run on a machine spends about two
 minutes compiling a JBU-One window's five shapes, later runs load them in about 8 s. It needs a C++
-compiler (``g++``, or the one ``CXX`` names). Inference only: a kernel that needs a gradient takes the
+compiler (``g++``, or the one ``CXX`` names) and Python's C headers. Inference only: a kernel that needs a gradient takes the
 plain path.
 """
 
@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import shutil
+import sysconfig
 import threading
 from pathlib import Path
 
@@ -41,10 +42,12 @@ def default_compile_folder() -> Path:
 
 
 def compiler_available() -> bool:
-    """Whether inductor will find a C++ compiler: the one ``CXX`` names, else ``g++`` or ``clang++``."""
+    """Whether inductor can build its code here: a C++ compiler (the one ``CXX`` names, else ``g++`` or
+    ``clang++``) and Python's C headers (its generated code is a Python extension)."""
     named = os.environ.get("CXX", "").strip()
     candidates = [named] if named else ["g++", "clang++"]
-    return any(shutil.which(name.split()[0]) for name in candidates)
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return headers.is_file() and any(shutil.which(name.split()[0]) for name in candidates)
 
 
 def _block_sum(source: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
