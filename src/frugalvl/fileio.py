@@ -33,6 +33,12 @@ def current_umask() -> int:
     return mask
 
 
+def user_cache_folder(name: str) -> Path:
+    """``<user cache>/frugalvl/<name>``: the user's cache is ``$XDG_CACHE_HOME`` when set, else ``~/.cache``."""
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(cache) if cache else Path.home() / ".cache") / "frugalvl" / name
+
+
 def _plain_open_mode(path: Path) -> int:
     """The permission bits ``open(path, "w")`` would leave: an existing file's own, else 0666 & ~umask."""
     try:

@@ -13,8 +13,8 @@ Each block shape is compiled once per process (a JBU-One window of 224 has five)
 compiled code on disk, by default in ``$XDG_CACHE_HOME/frugalvl/torch-compile`` (``~/.cache/…``)
 unless ``TORCHINDUCTOR_CACHE_DIR`` names another folder: the first run on a machine spends about two
 minutes compiling a JBU-One window's five shapes, later runs load them in about 8 s. It needs a C++
-compiler (``g++``, or the one ``CXX`` names) and Python's C headers. Inference only: a kernel that needs a gradient takes the
-plain path.
+compiler (``g++``, or the one ``CXX`` names) and Python's C headers. Inference only: a kernel that
+needs a gradient takes the plain path.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from ..fileio import user_cache_folder
+
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # inductor's own variable: where its compiled code is kept
@@ -37,8 +39,7 @@ SHAPES_PER_PROCESS = 64  # how many block signatures may be compiled before new 
 
 def default_compile_folder() -> Path:
     """Where the compiled code is kept unless ``TORCHINDUCTOR_CACHE_DIR`` says otherwise."""
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(cache) if cache else Path.home() / ".cache") / "frugalvl" / "torch-compile"
+    return user_cache_folder("torch-compile")
 
 
 def compiler_available() -> bool:

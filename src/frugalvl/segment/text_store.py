@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, user_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,7 @@ def default_text_folder() -> Path | None:
     value = os.environ.get(ENV)
     if value is not None:
         return None if value.strip().lower() in OFF else Path(value.strip()).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(cache) if cache else Path.home() / ".cache") / "frugalvl" / "text-features"
+    return user_cache_folder("text-features")
 
 
 def default_text_store() -> TextStore | None:
